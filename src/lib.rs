@@ -1,0 +1,8 @@
+//! certkeeper: a certificate lifecycle manager.
+//!
+//! It finds certificates that are due, gets new ones, proves the new material is sound,
+//! swaps it in atomically while keeping snapshots of what was live, and puts the old pair
+//! back when anything goes wrong. `main.rs` only parses arguments and maps the outcome of
+//! [`cli::run`] to an exit code.
+
+pub mod store;
