@@ -6,3 +6,5 @@
 //! [`cli::run`] to an exit code.
 
 pub mod store;
+
+pub mod config;

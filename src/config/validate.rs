@@ -1,0 +1,1092 @@
+//! Turns the YAML text into a [`Config`]: each section deserialized on its own, then every
+//! semantic rule checked, collecting all problems with their key paths and lines.
+//!
+//! Pure: no filesystem (beyond the text given), network or secret is touched here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::duration::{BeforeExpiry, format_duration, parse_duration};
+use super::error::{ConfigError, Problem};
+use super::locate::{KeyPath, Segment, line_of};
+use super::raw::{self, DurationText, OneOrMany};
+use super::secret::SecretSource;
+use super::*;
+
+/// Validates `text`, read from `file`.
+pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .to_owned();
+    let mut v = Validator {
+        text,
+        base,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let config = v.config(file);
+    if v.problems.is_empty()
+        && let Some(config) = config
+    {
+        return Ok(config);
+    }
+    v.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    if v.problems.is_empty() {
+        v.problems.push(Problem {
+            line: None,
+            path: String::new(),
+            message: "invalid config".into(),
+        });
+    }
+    Err(ConfigError {
+        file: file.to_owned(),
+        problems: v.problems,
+    })
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    base: PathBuf,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn config(&mut self, file: &Path) -> Option<Config> {
+        let root: Value = match serde_yaml::from_str(self.text) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = e.to_string();
+                // The parser's message ends with "at line L column C"; the line goes in front.
+                let message = match message.find(" at line ") {
+                    Some(at) => message[..at].to_owned(),
+                    None => message,
+                };
+                self.problems.push(Problem {
+                    line: e.location().map(|l| l.line()),
+                    path: String::new(),
+                    message: format!("not valid YAML: {message}"),
+                });
+                return None;
+            }
+        };
+        if root.is_null() {
+            self.problem(
+                &KeyPath::default(),
+                "the config is empty; it needs at least `certificates` (see examples/quickstart.yaml)",
+            );
+            return None;
+        }
+        let top: raw::Top = self.de(&KeyPath::default(), root)?;
+
+        let state_dir = match top.state_dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(v) => {
+                let p = KeyPath::key("state_dir");
+                self.de::<String>(&p, v)
+                    .and_then(|s| self.non_empty(&p, s))
+                    .map(|s| self.resolve(&s))
+                    .unwrap_or_default()
+            }
+        };
+        let issuers = self.issuers(top.issuers);
+        let dns_providers = self.dns_providers(top.dns_providers);
+        let dns = self.dns(top.dns);
+        let renewal = self.renewal(top.renewal);
+        let alerts = self.alerts(top.alerts);
+        let discover_paths = self.discover(top.discover);
+        let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
+
+        for (key, issuer) in &issuers {
+            if let (Issuer::LocalCa(ca), Some(r)) = (issuer, &renewal)
+                && let BeforeExpiry::Duration(d) = r.before_expiry
+                && d >= ca.validity
+            {
+                self.warnings.push(format!(
+                    "renewal.before_expiry ({}) is not shorter than issuers.{key}.validity ({}): \
+                     its certificates are due on every pass",
+                    format_duration(d),
+                    format_duration(ca.validity)
+                ));
+            }
+        }
+
+        Some(Config {
+            source: file.to_owned(),
+            state_dir,
+            issuers,
+            dns_providers,
+            dns: dns?,
+            renewal: renewal?,
+            alerts,
+            discover_paths,
+            certificates,
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+
+    fn issuers(&mut self, value: Option<Value>) -> BTreeMap<String, Issuer> {
+        let mut out = BTreeMap::new();
+        let section = KeyPath::key("issuers");
+        let Some(named) = value.and_then(|v| self.de::<raw::Named>(&section, v)) else {
+            return out;
+        };
+        for (key, value) in named {
+            let path = section.with_key(&key);
+            self.config_key(&path, &key);
+            let issuer = match self.kind(&path, &value, &["acme", "local-ca"]).as_deref() {
+                Some("acme") => self.de::<raw::Acme>(&path, value).and_then(|a| {
+                    let directory = self.required(&path.with_key("directory"), a.directory)?;
+                    let directory = self.url(&path.with_key("directory"), directory)?;
+                    let contact = a.contact.unwrap_or_default();
+                    for (n, c) in contact.iter().enumerate() {
+                        if !c.starts_with("mailto:") || c.len() <= "mailto:".len() {
+                            self.problem(
+                                &path.with_key("contact").with_index(n),
+                                format!("\"{c}\" is not a mailto: URL; write e.g. \"mailto:ops@example.com\""),
+                            );
+                        }
+                    }
+                    let eab = a.eab.and_then(|e| {
+                        let ep = path.with_key("eab");
+                        let key_id = self.required(&ep.with_key("key_id"), e.key_id)?;
+                        let hmac_key =
+                            self.secret(&ep, "hmac_key", e.hmac_key_env, e.hmac_key_file, true)??;
+                        Some(Eab { key_id, hmac_key })
+                    });
+                    Some(Issuer::Acme(AcmeIssuer {
+                        directory,
+                        contact,
+                        trust_roots: a.trust_roots.map(|t| self.resolve(&t)),
+                        eab,
+                    }))
+                }),
+                Some("local-ca") => self.de::<raw::LocalCa>(&path, value).and_then(|c| {
+                    let validity = self.duration(
+                        &path.with_key("validity"),
+                        c.validity,
+                        DEFAULT_LOCAL_CA_VALIDITY,
+                    )?;
+                    if validity < Duration::from_secs(3600) {
+                        self.problem(
+                            &path.with_key("validity"),
+                            "validity must be at least 1h",
+                        );
+                        return None;
+                    }
+                    Some(Issuer::LocalCa(LocalCaIssuer { validity }))
+                }),
+                _ => None,
+            };
+            if let Some(issuer) = issuer {
+                out.insert(key, issuer);
+            }
+        }
+        out
+    }
+
+    fn dns_providers(&mut self, value: Option<Value>) -> BTreeMap<String, DnsProvider> {
+        let mut out = BTreeMap::new();
+        let section = KeyPath::key("dns_providers");
+        let Some(named) = value.and_then(|v| self.de::<raw::Named>(&section, v)) else {
+            return out;
+        };
+        for (key, value) in named {
+            let path = section.with_key(&key);
+            self.config_key(&path, &key);
+            if self.inline_secrets(&path, &value) {
+                continue;
+            }
+            let provider = match self
+                .kind(&path, &value, &["cloudflare", "aliyun", "exec"])
+                .as_deref()
+            {
+                Some("cloudflare") => self.de::<raw::Cloudflare>(&path, value).and_then(|c| {
+                    let api_token =
+                        self.secret(&path, "api_token", c.api_token_env, c.api_token_file, true);
+                    let api_base = self.url(
+                        &path.with_key("api_base"),
+                        c.api_base.unwrap_or_else(|| DEFAULT_CLOUDFLARE_API.into()),
+                    );
+                    if let Some(z) = &c.zone_id
+                        && (z.is_empty() || !z.chars().all(|c| c.is_ascii_alphanumeric()))
+                    {
+                        self.problem(
+                            &path.with_key("zone_id"),
+                            "zone_id is the 32-character hex id shown on the zone's overview page",
+                        );
+                    }
+                    Some(DnsProvider::Cloudflare {
+                        api_token: api_token??,
+                        api_base: api_base?,
+                        zone_id: c.zone_id,
+                    })
+                }),
+                Some("aliyun") => self.de::<raw::Aliyun>(&path, value).and_then(|a| {
+                    let id = self.secret(
+                        &path,
+                        "access_key_id",
+                        a.access_key_id_env,
+                        a.access_key_id_file,
+                        true,
+                    );
+                    let secret = self.secret(
+                        &path,
+                        "access_key_secret",
+                        a.access_key_secret_env,
+                        a.access_key_secret_file,
+                        true,
+                    );
+                    let endpoint = self.url(
+                        &path.with_key("endpoint"),
+                        a.endpoint.unwrap_or_else(|| DEFAULT_ALIYUN_ENDPOINT.into()),
+                    );
+                    Some(DnsProvider::Aliyun {
+                        access_key_id: id??,
+                        access_key_secret: secret??,
+                        endpoint: endpoint?,
+                    })
+                }),
+                Some("exec") => self.de::<raw::Exec>(&path, value).and_then(|e| {
+                    let command = self.command(&path.with_key("command"), e.command)?;
+                    let timeout =
+                        self.duration(&path.with_key("timeout"), e.timeout, DEFAULT_EXEC_TIMEOUT)?;
+                    Some(DnsProvider::Exec {
+                        command: command
+                            .into_iter()
+                            .enumerate()
+                            .map(|(n, a)| if n == 0 { self.resolve_program(&a) } else { a })
+                            .collect(),
+                        timeout,
+                    })
+                }),
+                _ => None,
+            };
+            if let Some(p) = provider {
+                out.insert(key, p);
+            }
+        }
+        out
+    }
+
+    fn dns(&mut self, value: Option<Value>) -> Option<DnsSettings> {
+        let path = KeyPath::key("dns");
+        let raw: raw::Dns = match value {
+            Some(v) => self.de(&path, v)?,
+            None => raw::Dns::default(),
+        };
+        let mut resolvers = Vec::new();
+        for (n, r) in raw.resolvers.unwrap_or_default().iter().enumerate() {
+            match parse_resolver(r) {
+                Some(addr) => resolvers.push(addr),
+                None => self.problem(
+                    &path.with_key("resolvers").with_index(n),
+                    format!("\"{r}\" is not IP or IP:PORT; write e.g. \"127.0.0.1:8053\" or \"1.1.1.1\""),
+                ),
+            }
+        }
+        let timeout = self.duration(
+            &path.with_key("propagation_timeout"),
+            raw.propagation_timeout,
+            DEFAULT_PROPAGATION_TIMEOUT,
+        );
+        let poll = self.duration(
+            &path.with_key("poll_interval"),
+            raw.poll_interval,
+            DEFAULT_POLL_INTERVAL,
+        );
+        let (timeout, poll) = (timeout?, poll?);
+        if poll.is_zero() {
+            self.problem(&path.with_key("poll_interval"), "poll_interval must be above 0s");
+            return None;
+        }
+        if timeout < poll {
+            self.problem(
+                &path.with_key("propagation_timeout"),
+                "propagation_timeout is shorter than poll_interval; make it longer",
+            );
+            return None;
+        }
+        Some(DnsSettings {
+            resolvers,
+            propagation_timeout: timeout,
+            poll_interval: poll,
+        })
+    }
+
+    fn renewal(&mut self, value: Option<Value>) -> Option<Renewal> {
+        let path = KeyPath::key("renewal");
+        let raw: raw::Renewal = match value {
+            Some(v) => self.de(&path, v)?,
+            None => raw::Renewal::default(),
+        };
+        let before_expiry = match raw.before_expiry {
+            None => Some(BeforeExpiry::Duration(DEFAULT_BEFORE_EXPIRY)),
+            Some(DurationText(t)) => match BeforeExpiry::parse(&t) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.problem(&path.with_key("before_expiry"), e);
+                    None
+                }
+            },
+        };
+        let schedule = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.into());
+        let schedule_ok = match check_cron(&schedule) {
+            Ok(()) => true,
+            Err(e) => {
+                self.problem(&path.with_key("schedule"), e);
+                false
+            }
+        };
+        let jitter = self.duration(&path.with_key("jitter"), raw.jitter, DEFAULT_JITTER);
+        let concurrency = match raw.concurrency {
+            None => Some(DEFAULT_CONCURRENCY),
+            Some(n) if (1..=MAX_CONCURRENCY as u64).contains(&n) => Some(n as usize),
+            Some(n) => {
+                self.problem(
+                    &path.with_key("concurrency"),
+                    format!("concurrency {n} is out of range; use 1 to {MAX_CONCURRENCY}"),
+                );
+                None
+            }
+        };
+        let retry = raw.retry.unwrap_or_default();
+        let initial = self.duration(
+            &path.with_key("retry").with_key("initial"),
+            retry.initial,
+            DEFAULT_RETRY_INITIAL,
+        );
+        let max = self.duration(
+            &path.with_key("retry").with_key("max"),
+            retry.max,
+            DEFAULT_RETRY_MAX,
+        );
+        let (initial, max) = (initial?, max?);
+        if initial.is_zero() || initial > max {
+            self.problem(
+                &path.with_key("retry"),
+                "retry.initial must be above 0s and not longer than retry.max",
+            );
+            return None;
+        }
+        if !schedule_ok {
+            return None;
+        }
+        Some(Renewal {
+            before_expiry: before_expiry?,
+            schedule,
+            jitter: jitter?,
+            concurrency: concurrency?,
+            retry_initial: initial,
+            retry_max: max,
+        })
+    }
+
+    fn alerts(&mut self, value: Option<Value>) -> Vec<Alert> {
+        let section = KeyPath::key("alerts");
+        let Some(list) = value.and_then(|v| self.de::<Vec<Value>>(&section, v)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (n, value) in list.into_iter().enumerate() {
+            let path = section.with_index(n);
+            if self.inline_secrets(&path, &value) {
+                continue;
+            }
+            let alert = match self.kind(&path, &value, &["slack", "webhook"]).as_deref() {
+                Some("slack") => self.de::<raw::Slack>(&path, value).and_then(|s| {
+                    let on = self.events(&path.with_key("on"), s.on);
+                    let url = self.secret(
+                        &path,
+                        "webhook_url",
+                        s.webhook_url_env,
+                        s.webhook_url_file,
+                        true,
+                    );
+                    Some(Alert::Slack {
+                        webhook_url: url??,
+                        on: on?,
+                    })
+                }),
+                Some("webhook") => self.de::<raw::Webhook>(&path, value).and_then(|w| {
+                    let on = self.events(&path.with_key("on"), w.on);
+                    let secret = self.secret(&path, "secret", w.secret_env, w.secret_file, false);
+                    let url = match (w.url, w.url_env.is_some() || w.url_file.is_some()) {
+                        (Some(_), true) => {
+                            self.problem(
+                                &path.with_key("url"),
+                                "give one of url, url_env or url_file, not several",
+                            );
+                            None
+                        }
+                        (Some(u), false) => self.url(&path.with_key("url"), u).map(WebhookUrl::Inline),
+                        (None, _) => self
+                            .secret(&path, "url", w.url_env, w.url_file, true)
+                            .flatten()
+                            .map(WebhookUrl::Secret),
+                    };
+                    Some(Alert::Webhook {
+                        url: url?,
+                        secret: secret?,
+                        on: on?,
+                    })
+                }),
+                _ => None,
+            };
+            out.extend(alert);
+        }
+        out
+    }
+
+    fn discover(&mut self, value: Option<Value>) -> Vec<PathBuf> {
+        let path = KeyPath::key("discover");
+        let raw: raw::Discover = match value {
+            Some(v) => self.de(&path, v).unwrap_or_default(),
+            None => raw::Discover::default(),
+        };
+        let mut out = Vec::new();
+        for (n, p) in raw.paths.unwrap_or_default().into_iter().enumerate() {
+            if let Some(p) = self.non_empty(&path.with_key("paths").with_index(n), p) {
+                out.push(self.resolve(&p));
+            }
+        }
+        out
+    }
+
+    fn certificates(
+        &mut self,
+        value: Option<Value>,
+        issuers: &BTreeMap<String, Issuer>,
+        providers: &BTreeMap<String, DnsProvider>,
+    ) -> Vec<Certificate> {
+        let section = KeyPath::key("certificates");
+        let Some(value) = value else {
+            self.problem(
+                &KeyPath::default(),
+                "`certificates` is missing; list the certificates to manage (may be [] to only monitor discover.paths)",
+            );
+            return Vec::new();
+        };
+        let Some(list) = self.de::<Vec<Value>>(&section, value) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Certificate> = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut files: BTreeMap<PathBuf, (usize, &'static str)> = BTreeMap::new();
+        for (n, value) in list.into_iter().enumerate() {
+            let path = section.with_index(n);
+            let Some(c) = self.de::<raw::Certificate>(&path, value) else {
+                continue;
+            };
+            if let Some(cert) = self.certificate(&path, c, issuers, providers) {
+                if let Some(first) = names.insert(cert.name.clone(), n) {
+                    self.problem(
+                        &path.with_key("name"),
+                        format!(
+                            "name \"{}\" is already used by certificates[{first}]; names must be unique",
+                            cert.name
+                        ),
+                    );
+                }
+                for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
+                    if let Some((first, its)) = files.insert(file.clone(), (n, which)) {
+                        self.problem(
+                            &path.with_key(which),
+                            format!(
+                                "{} is also certificates[{first}].{its}; each certificate needs files of its own",
+                                file.display()
+                            ),
+                        );
+                    }
+                }
+                out.push(cert);
+            }
+        }
+        out
+    }
+
+    fn certificate(
+        &mut self,
+        path: &KeyPath,
+        c: raw::Certificate,
+        issuers: &BTreeMap<String, Issuer>,
+        providers: &BTreeMap<String, DnsProvider>,
+    ) -> Option<Certificate> {
+        let name = self.required(&path.with_key("name"), c.name).and_then(|n| {
+            if valid_name(&n) {
+                Some(n)
+            } else {
+                self.problem(
+                    &path.with_key("name"),
+                    format!("\"{n}\" is not a valid name; use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit"),
+                );
+                None
+            }
+        });
+        let domains = self.domains(&path.with_key("domains"), c.domains);
+        let issuer_names = match c.issuer {
+            None => {
+                self.problem(
+                    &path.with_key("issuer"),
+                    "issuer is missing; name one of the keys under `issuers`",
+                );
+                None
+            }
+            Some(OneOrMany::One(s)) => Some(vec![s]),
+            Some(OneOrMany::Many(v)) if v.is_empty() => {
+                self.problem(&path.with_key("issuer"), "issuer list is empty; name at least one issuer");
+                None
+            }
+            Some(OneOrMany::Many(v)) => Some(v),
+        };
+        let mut needs_dns = false;
+        if let Some(list) = &issuer_names {
+            for (n, i) in list.iter().enumerate() {
+                let ip = if list.len() > 1 || matches!(i.as_str(), "") {
+                    path.with_key("issuer").with_index(n)
+                } else {
+                    path.with_key("issuer")
+                };
+                match issuers.get(i) {
+                    Some(Issuer::Acme(_)) => needs_dns = true,
+                    Some(Issuer::LocalCa(_)) => {}
+                    None => self.problem(
+                        &ip,
+                        format!("unknown issuer \"{i}\"; define it under `issuers` or fix the name"),
+                    ),
+                }
+            }
+        }
+        match (&c.dns_provider, needs_dns) {
+            (Some(p), _) if !providers.contains_key(p) => self.problem(
+                &path.with_key("dns_provider"),
+                format!("unknown dns provider \"{p}\"; define it under `dns_providers` or fix the name"),
+            ),
+            (None, true) => self.problem(
+                &path.with_key("dns_provider"),
+                "dns_provider is missing; an acme issuer needs one for DNS-01 (a key under `dns_providers`)",
+            ),
+            _ => {}
+        }
+        let key = match c.key.as_deref() {
+            None => Some(KeyType::EcdsaP256),
+            Some(k) => match KeyType::NAMES.iter().find(|(n, _)| *n == k) {
+                Some((_, t)) => Some(*t),
+                None => {
+                    self.problem(
+                        &path.with_key("key"),
+                        format!("unknown key type \"{k}\"; use ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"),
+                    );
+                    None
+                }
+            },
+        };
+        let fullchain = self
+            .required(&path.with_key("fullchain"), c.fullchain)
+            .and_then(|s| self.non_empty(&path.with_key("fullchain"), s))
+            .map(|s| self.resolve(&s));
+        let privkey = self
+            .required(&path.with_key("privkey"), c.privkey)
+            .and_then(|s| self.non_empty(&path.with_key("privkey"), s))
+            .map(|s| self.resolve(&s));
+        if let (Some(f), Some(k)) = (&fullchain, &privkey)
+            && f == k
+        {
+            self.problem(
+                &path.with_key("privkey"),
+                "privkey and fullchain are the same file; give each its own path",
+            );
+        }
+        let mode = self.mode(&path.with_key("mode"), c.mode);
+        let owner = self.account(&path.with_key("owner"), c.owner);
+        let group = self.account(&path.with_key("group"), c.group);
+        let keep_snapshots = match c.keep_snapshots {
+            None => Some(DEFAULT_KEEP_SNAPSHOTS),
+            Some(n) if (1..=1000).contains(&n) => Some(n as usize),
+            Some(n) => {
+                self.problem(
+                    &path.with_key("keep_snapshots"),
+                    format!("keep_snapshots {n} is out of range; keep 1 to 1000 (rollback needs at least one)"),
+                );
+                None
+            }
+        };
+        let reload = c.reload.and_then(|r| {
+            let rp = path.with_key("reload");
+            let command = self.command(&rp.with_key("command"), r.command)?;
+            let timeout = self.duration(&rp.with_key("timeout"), r.timeout, DEFAULT_RELOAD_TIMEOUT)?;
+            Some(Reload { command, timeout })
+        });
+        let verify = match c.verify {
+            None => Some(None),
+            Some(v) => {
+                let vp = path.with_key("verify");
+                let connect = self
+                    .required(&vp.with_key("tls_connect"), v.tls_connect)
+                    .and_then(|t| {
+                        if valid_host_port(&t) {
+                            Some(t)
+                        } else {
+                            self.problem(
+                                &vp.with_key("tls_connect"),
+                                format!("\"{t}\" is not HOST:PORT; write e.g. \"127.0.0.1:443\""),
+                            );
+                            None
+                        }
+                    });
+                let timeout =
+                    self.duration(&vp.with_key("timeout"), v.timeout, DEFAULT_VERIFY_TIMEOUT);
+                let server_name = v.server_name.or_else(|| {
+                    domains
+                        .as_ref()
+                        .and_then(|d| d.iter().find(|d| !d.starts_with("*.")).cloned())
+                        .or_else(|| domains.as_ref().and_then(|d| d.first()).map(|d| d[2..].to_owned()))
+                });
+                match (connect, timeout, server_name) {
+                    (Some(tls_connect), Some(timeout), Some(server_name)) => Some(Some(VerifyTarget {
+                        tls_connect,
+                        server_name,
+                        timeout,
+                    })),
+                    _ => None,
+                }
+            }
+        };
+        Some(Certificate {
+            name: name?,
+            domains: domains?,
+            issuers: issuer_names?,
+            profile: c.profile,
+            dns_provider: c.dns_provider,
+            key: key?,
+            fullchain: fullchain?,
+            privkey: privkey?,
+            mode: mode?,
+            owner: owner?,
+            group: group?,
+            reuse_key: c.reuse_key.unwrap_or(false),
+            keep_snapshots: keep_snapshots?,
+            reload,
+            verify: verify?,
+        })
+    }
+
+    fn domains(&mut self, path: &KeyPath, domains: Option<Vec<String>>) -> Option<Vec<String>> {
+        let domains = self.required(path, domains)?;
+        if domains.is_empty() {
+            self.problem(path, "domains is empty; list at least one domain");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut ok = true;
+        for (n, d) in domains.iter().enumerate() {
+            match check_domain(d) {
+                Ok(d) => {
+                    if !seen.insert(d.clone()) {
+                        self.problem(&path.with_index(n), format!("\"{d}\" is listed twice"));
+                        ok = false;
+                    }
+                    out.push(d);
+                }
+                Err(e) => {
+                    self.problem(&path.with_index(n), e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn mode(&mut self, path: &KeyPath, value: Option<Value>) -> Option<u32> {
+        let Some(value) = value else {
+            return Some(DEFAULT_KEY_MODE);
+        };
+        let Value::String(s) = value else {
+            self.problem(path, "write the mode as a quoted octal string, e.g. \"0640\"");
+            return None;
+        };
+        match u32::from_str_radix(s.trim(), 8) {
+            Ok(m) if m <= 0o777 && m & 0o007 != 0 => {
+                self.problem(
+                    path,
+                    format!("mode {m:04o} lets every user on the host use the private key; use \"0600\", or \"0640\" with a group"),
+                );
+                None
+            }
+            Ok(m) if m <= 0o777 && m & 0o400 != 0 => Some(m),
+            _ => {
+                self.problem(
+                    path,
+                    format!("\"{s}\" is not a usable private key mode; write e.g. \"0600\" or \"0640\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn account(&mut self, path: &KeyPath, value: Option<Value>) -> Option<Option<String>> {
+        match value {
+            None => Some(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(Some(s)),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Some(Some(n.to_string())),
+            Some(_) => {
+                self.problem(path, "give a user or group name, or a numeric id");
+                None
+            }
+        }
+    }
+
+    fn events(&mut self, path: &KeyPath, on: Option<Vec<String>>) -> Option<Vec<EventKind>> {
+        let Some(on) = on else {
+            return Some(EventKind::ALL.to_vec());
+        };
+        let mut out = Vec::new();
+        for (n, e) in on.iter().enumerate() {
+            match EventKind::ALL.iter().find(|k| k.as_str() == e) {
+                Some(k) => out.push(*k),
+                None => {
+                    self.problem(
+                        &path.with_index(n),
+                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed or expiring"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn command(&mut self, path: &KeyPath, command: Option<Vec<String>>) -> Option<Vec<String>> {
+        let command = self.required(path, command)?;
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            self.problem(path, "command is empty; give the program and its arguments as a list");
+            return None;
+        }
+        Some(command)
+    }
+
+    /// A secret from exactly one of `<name>_env` / `<name>_file`.
+    fn secret(
+        &mut self,
+        path: &KeyPath,
+        name: &str,
+        env: Option<String>,
+        file: Option<String>,
+        required: bool,
+    ) -> Option<Option<SecretSource>> {
+        match (env, file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &path.with_key(&format!("{name}_env")),
+                    format!("give one of {name}_env or {name}_file, not both"),
+                );
+                None
+            }
+            (Some(var), None) => {
+                if var.is_empty()
+                    || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || var.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    self.problem(
+                        &path.with_key(&format!("{name}_env")),
+                        format!("{name}_env takes the NAME of an environment variable (letters, digits, _), not the secret itself"),
+                    );
+                    return None;
+                }
+                Some(Some(SecretSource::Env(var)))
+            }
+            (None, Some(f)) => self
+                .non_empty(&path.with_key(&format!("{name}_file")), f)
+                .map(|f| Some(SecretSource::File(self.resolve(&f)))),
+            (None, None) if required => {
+                self.problem(
+                    path,
+                    format!("{name} is missing; set {name}_env (an environment variable's name) or {name}_file (a file holding it)"),
+                );
+                None
+            }
+            (None, None) => Some(None),
+        }
+    }
+
+    /// Flags secrets written inline (`api_token: ...`). Returns whether any was found; the
+    /// value itself is never repeated.
+    fn inline_secrets(&mut self, path: &KeyPath, value: &Value) -> bool {
+        let Value::Mapping(map) = value else {
+            return false;
+        };
+        let mut found = false;
+        for key in INLINE_SECRET_KEYS {
+            if map.contains_key(*key) {
+                self.problem(
+                    &path.with_key(key),
+                    format!("secrets are not accepted inline; use {key}_env (an environment variable's name) or {key}_file (a file holding it)"),
+                );
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// The `type` of a tagged entry, checked against the known ones.
+    fn kind(&mut self, path: &KeyPath, value: &Value, known: &[&str]) -> Option<String> {
+        let kinds = known.join(", ");
+        match value {
+            Value::Mapping(map) => match map.get("type") {
+                Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t.clone()),
+                Some(Value::String(t)) => {
+                    self.problem(
+                        &path.with_key("type"),
+                        format!("unknown type \"{t}\"; use one of: {kinds}"),
+                    );
+                    None
+                }
+                Some(_) => {
+                    self.problem(&path.with_key("type"), format!("type must be one of: {kinds}"));
+                    None
+                }
+                None => {
+                    self.problem(path, format!("`type` is missing; use one of: {kinds}"));
+                    None
+                }
+            },
+            _ => {
+                self.problem(path, format!("expected a mapping with a `type` ({kinds})"));
+                None
+            }
+        }
+    }
+
+    fn config_key(&mut self, path: &KeyPath, key: &str) {
+        if !valid_name(key) {
+            self.problem(
+                path,
+                format!("\"{key}\" is not a valid key; use lower-case letters, digits, '.', '_' and '-'"),
+            );
+        }
+    }
+
+    fn url(&mut self, path: &KeyPath, url: String) -> Option<String> {
+        match reqwest::Url::parse(&url) {
+            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                if u.scheme() == "http" && !is_loopback_host(&u) {
+                    self.warnings.push(format!(
+                        "{path}: {url} is plain http to a host that is not loopback; use https://"
+                    ));
+                }
+                Some(url)
+            }
+            _ => {
+                self.problem(
+                    path,
+                    format!("\"{url}\" is not an http(s) URL; write e.g. \"https://host/path\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        path: &KeyPath,
+        value: Option<DurationText>,
+        default: Duration,
+    ) -> Option<Duration> {
+        match value {
+            None => Some(default),
+            Some(DurationText(t)) => match parse_duration(&t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.problem(path, e);
+                    None
+                }
+            },
+        }
+    }
+
+    fn required<T>(&mut self, path: &KeyPath, value: Option<T>) -> Option<T> {
+        if value.is_none() {
+            let key = match path.0.last() {
+                Some(Segment::Key(k)) => k.clone(),
+                _ => path.to_string(),
+            };
+            self.problem(path, format!("{key} is missing; it is required"));
+        }
+        value
+    }
+
+    fn non_empty(&mut self, path: &KeyPath, s: String) -> Option<String> {
+        if s.trim().is_empty() {
+            self.problem(path, "is empty; give a value or remove the key");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A program path with a `/` is relative to the config; a bare name is looked up on PATH.
+    fn resolve_program(&self, p: &str) -> String {
+        if p.contains('/') {
+            self.resolve(p).display().to_string()
+        } else {
+            p.to_owned()
+        }
+    }
+
+    /// Deserializes `value` into `T`, recording a problem at the precise key path on failure.
+    fn de<T: DeserializeOwned>(&mut self, path: &KeyPath, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut full = path.clone();
+                for seg in e.path().iter() {
+                    match seg {
+                        serde_path_to_error::Segment::Seq { index } => {
+                            full.0.push(Segment::Index(*index))
+                        }
+                        serde_path_to_error::Segment::Map { key } => {
+                            full.0.push(Segment::Key(key.clone()))
+                        }
+                        _ => {}
+                    }
+                }
+                let message = e.into_inner().to_string();
+                let message = match message.strip_prefix("unknown field ") {
+                    Some(rest) => format!("unknown key {rest}"),
+                    None => message,
+                };
+                self.problem(&full, message);
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: line_of(self.text, path),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a cron string the way tokio-cron-scheduler parses it (6 fields, seconds first).
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "\"{expr}\" has 5 fields; certkeeper's cron has a seconds field first, e.g. \"0 {expr}\""
+        ));
+    }
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "\"{expr}\" is not a cron expression with seconds (sec min hour day month weekday), e.g. \"0 17 */12 * * *\""
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map(|_| ())
+        .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))
+}
+
+/// Whether `name` fits `[a-z0-9][a-z0-9._-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Checks a configured domain and returns it lower-cased.
+fn check_domain(d: &str) -> Result<String, String> {
+    let lower = d.trim().to_ascii_lowercase();
+    if lower.parse::<IpAddr>().is_ok() {
+        return Err(format!("\"{d}\" is an IP address; domains must be DNS names"));
+    }
+    if lower.ends_with('.') {
+        return Err(format!("\"{d}\" ends with a dot; write it without the trailing dot"));
+    }
+    let rest = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !ok {
+        let hint = if rest.contains('*') {
+            "; a wildcard may only be the whole first label, as in \"*.example.com\""
+        } else {
+            ""
+        };
+        return Err(format!("\"{d}\" is not a valid domain name{hint}"));
+    }
+    Ok(lower)
+}
+
+fn parse_resolver(r: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = r.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    r.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+fn valid_host_port(t: &str) -> bool {
+    if t.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match t.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        }
+        None => false,
+    }
+}
+
+fn is_loopback_host(u: &reqwest::Url) -> bool {
+    let host = u.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Keys that would hold a secret inline; their `_env` / `_file` forms are the accepted ones.
+const INLINE_SECRET_KEYS: &[&str] = &[
+    "api_token",
+    "api_key",
+    "access_key_id",
+    "access_key_secret",
+    "webhook_url",
+    "secret",
+    "hmac_key",
+    "password",
+    "token",
+];
+
+/// Upper bound of `renewal.concurrency`.
+const MAX_CONCURRENCY: usize = 64;
