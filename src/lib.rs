@@ -8,3 +8,4 @@
 pub mod store;
 
 pub mod config;
+pub mod x509;

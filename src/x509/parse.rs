@@ -1,0 +1,228 @@
+//! Reading certificates from bytes: PEM bundles (any number of `CERTIFICATE` blocks, other
+//! blocks ignored) or a single DER certificate, and the facts certkeeper needs from each.
+
+use std::fmt;
+
+use base64::Engine;
+use time::OffsetDateTime;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::store::manifest::sha256_hex;
+
+/// How a file was encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// PEM text.
+    Pem,
+    /// A single binary DER certificate.
+    Der,
+}
+
+/// Why no certificate could be read from a file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The file has no bytes.
+    #[error("empty file")]
+    Empty,
+    /// PEM text without any CERTIFICATE block (e.g. a key file).
+    #[error("no certificate in the file")]
+    NoCertificate,
+    /// A PEM block whose base64 or DER is broken.
+    #[error("corrupt PEM: {0}")]
+    CorruptPem(String),
+    /// Neither PEM nor a DER certificate.
+    #[error("not a certificate: neither PEM nor DER")]
+    NotCertificate,
+}
+
+/// One certificate with what certkeeper reports about it. Owns its DER.
+#[derive(Clone, Debug)]
+pub struct Cert {
+    /// The DER encoding.
+    pub der: Vec<u8>,
+    /// Subject DN, as text.
+    pub subject: String,
+    /// Issuer DN, as text.
+    pub issuer: String,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter.
+    pub not_after: OffsetDateTime,
+    /// dNSName and iPAddress SANs, lower-case.
+    pub sans: Vec<String>,
+    /// Whether basicConstraints says CA.
+    pub is_ca: bool,
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+}
+
+impl Cert {
+    /// Parses one DER certificate.
+    pub fn from_der(der: Vec<u8>) -> Result<Cert, String> {
+        let (rest, x) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err("trailing bytes after the certificate".into());
+        }
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = x.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => sans.push(d.to_ascii_lowercase()),
+                    GeneralName::IPAddress(b) => {
+                        if let Some(ip) = ip_from_bytes(b) {
+                            sans.push(ip.to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let cert = Cert {
+            subject: x.subject().to_string(),
+            issuer: x.issuer().to_string(),
+            not_before: x.validity().not_before.to_datetime(),
+            not_after: x.validity().not_after.to_datetime(),
+            sans,
+            is_ca: x.is_ca(),
+            fingerprint: String::new(),
+            der: Vec::new(),
+        };
+        Ok(Cert {
+            fingerprint: sha256_hex(&der),
+            der,
+            ..cert
+        })
+    }
+
+    /// The parsed form, for signature and name checks.
+    pub fn parsed(&self) -> X509Certificate<'_> {
+        // `from_der` succeeded on these exact bytes when the Cert was built, and the bytes
+        // are never modified, so parsing again cannot fail.
+        #[allow(clippy::expect_used)]
+        X509Certificate::from_der(&self.der)
+            .map(|(_, x)| x)
+            .expect("DER was parsed when the Cert was built")
+    }
+
+    /// Whether subject and issuer are the same name.
+    pub fn self_issued(&self) -> bool {
+        let x = self.parsed();
+        x.subject().as_raw() == x.issuer().as_raw()
+    }
+
+    /// A short name for messages: the CN when there is one, else the whole subject.
+    pub fn short_name(&self) -> String {
+        short_dn(&self.subject)
+    }
+}
+
+impl fmt::Display for Cert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short_name())
+    }
+}
+
+/// Reads every certificate from PEM text, or the one certificate of a DER file.
+pub fn read_certificates(bytes: &[u8]) -> Result<(Vec<Cert>, Encoding), ParseError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ParseError::Empty);
+    }
+    if let Some(blocks) = pem_blocks(bytes) {
+        let mut certs = Vec::new();
+        for block in blocks {
+            let block = block.map_err(ParseError::CorruptPem)?;
+            if block.label != "CERTIFICATE" {
+                continue;
+            }
+            let cert = Cert::from_der(block.der).map_err(|e| {
+                ParseError::CorruptPem(format!("certificate {}: {e}", certs.len() + 1))
+            })?;
+            certs.push(cert);
+        }
+        if certs.is_empty() {
+            return Err(ParseError::NoCertificate);
+        }
+        return Ok((certs, Encoding::Pem));
+    }
+    match Cert::from_der(bytes.to_vec()) {
+        Ok(cert) => Ok((vec![cert], Encoding::Der)),
+        Err(_) => Err(ParseError::NotCertificate),
+    }
+}
+
+/// One PEM block.
+pub(crate) struct PemBlock {
+    /// The label after `BEGIN `.
+    pub label: String,
+    /// Whether the block has RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`, ...).
+    pub has_headers: bool,
+    /// The decoded content.
+    pub der: Vec<u8>,
+}
+
+/// Splits PEM text into blocks; `None` when the bytes hold no `-----BEGIN` line at all.
+pub(crate) fn pem_blocks(bytes: &[u8]) -> Option<Vec<Result<PemBlock, String>>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if !text.contains("-----BEGIN ") {
+        return None;
+    }
+    let mut blocks = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        let line = line.trim();
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let end = format!("-----END {label}-----");
+        let mut body = String::new();
+        let mut has_headers = false;
+        let mut closed = false;
+        for (_, l) in lines.by_ref() {
+            let l = l.trim();
+            if l == end {
+                closed = true;
+                break;
+            }
+            if l.contains(':') {
+                has_headers = true;
+                continue;
+            }
+            body.push_str(l);
+        }
+        if !closed {
+            blocks.push(Err(format!("{label} block at line {} has no END line", n + 1)));
+            break;
+        }
+        match base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {
+            Ok(der) if !der.is_empty() => blocks.push(Ok(PemBlock {
+                label: label.to_owned(),
+                has_headers,
+                der,
+            })),
+            _ => blocks.push(Err(format!(
+                "{label} block at line {} is not valid base64",
+                n + 1
+            ))),
+        }
+    }
+    Some(blocks)
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
+fn short_dn(dn: &str) -> String {
+    dn.split(", ")
+        .find_map(|part| part.strip_prefix("CN="))
+        .map(|cn| cn.to_owned())
+        .unwrap_or_else(|| dn.to_owned())
+}
