@@ -7,5 +7,7 @@
 
 pub mod store;
 
+pub mod cli;
 pub mod config;
+pub mod inventory;
 pub mod x509;

@@ -143,7 +143,7 @@ fn find_key(
             None => false,
         })
         .unwrap_or(range.end);
-    Some((at, at..end))
+    Some((at, at + 1..end))
 }
 
 fn find_item(

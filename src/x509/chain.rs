@@ -49,6 +49,15 @@ impl TrustStore {
         store
     }
 
+    /// A new store with the same roots (and an empty signature cache).
+    pub fn clone_roots(&self) -> Self {
+        TrustStore {
+            roots: self.roots.clone(),
+            by_subject: self.by_subject.clone(),
+            verified: Mutex::default(),
+        }
+    }
+
     /// Adds every certificate of a PEM file as a trusted root.
     pub fn add_pem_file(&mut self, path: &Path) -> Result<(), Error> {
         let err = |reason: String| Error::TrustRoots {

@@ -1,0 +1,210 @@
+//! `certkeeper check` and `certkeeper verify`: the inventory as a table, JSON, or a detailed
+//! report of one certificate, with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL,
+//! 3 UNKNOWN).
+
+use std::io::Write;
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use super::load_config;
+use crate::config::Config;
+use crate::inventory::{self, Entry, Status, Trust};
+
+/// Exit code for config and usage errors (Nagios UNKNOWN).
+pub const UNKNOWN: u8 = 3;
+
+/// Runs `check`.
+pub fn check(config_path: &Path, names: &[String], json: bool) -> u8 {
+    let Some((config, trust)) = prepare(config_path, names) else {
+        return UNKNOWN;
+    };
+    let entries = inventory::inventory(&config, names, &trust, OffsetDateTime::now_utc());
+    let out = if json {
+        json_text(&entries)
+    } else {
+        table(&entries)
+    };
+    print(&out);
+    worst(&entries).exit_code()
+}
+
+/// Runs `verify NAME`.
+pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
+    let names = [name.to_owned()];
+    let Some((config, trust)) = prepare(config_path, &names) else {
+        return UNKNOWN;
+    };
+    let Some(cert) = config.certificate(name) else {
+        return UNKNOWN;
+    };
+    let entry = inventory::inspect_managed(&config, cert, &trust, OffsetDateTime::now_utc());
+    let out = if json {
+        match serde_json::to_string_pretty(&entry) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("certkeeper: cannot encode the report: {e}");
+                return UNKNOWN;
+            }
+        }
+    } else {
+        report(&entry)
+    };
+    print(&out);
+    entry.status.exit_code()
+}
+
+/// Loads the config, checks the names and loads the roots; prints the error and returns
+/// `None` on failure.
+fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
+    let config = load_config(config_path).ok()?;
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| config.certificate(n).is_none())
+        .map(|n| n.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.certificates.iter().map(|c| c.name.as_str()).collect();
+        eprintln!(
+            "certkeeper: {}: no certificate named {}; configured: {}",
+            config_path.display(),
+            unknown
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+        return None;
+    }
+    match Trust::load(&config) {
+        Ok(trust) => Some((config, trust)),
+        Err(e) => {
+            eprintln!("certkeeper: {}: {e}", config_path.display());
+            None
+        }
+    }
+}
+
+fn worst(entries: &[Entry]) -> Status {
+    entries.iter().map(|e| e.status).max().unwrap_or(Status::Ok)
+}
+
+/// The JSON array of `check --json`.
+fn json_text(entries: &[Entry]) -> String {
+    // Entry holds only strings, numbers, bools and lists of them: encoding cannot fail.
+    serde_json::to_string_pretty(entries).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// A Nagios summary line, then one row per certificate.
+fn table(entries: &[Entry]) -> String {
+    let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
+    let (crit, warn, ok) = (
+        count(Status::Critical),
+        count(Status::Warning),
+        count(Status::Ok),
+    );
+    let mut out = format!(
+        "CERTKEEPER {} - {} certificate{}: {crit} critical, {warn} warning, {ok} ok\n",
+        worst(entries).as_str().to_uppercase(),
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" }
+    );
+    if entries.is_empty() {
+        return out;
+    }
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.status.as_str().to_owned(),
+                e.name.clone(),
+                e.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                e.not_after.clone().unwrap_or_else(|| "-".into()),
+                if e.problems.is_empty() {
+                    "-".into()
+                } else {
+                    e.problems.join("; ")
+                },
+            ]
+        })
+        .collect();
+    let header = ["STATUS", "NAME", "DAYS", "NOT AFTER", "PROBLEMS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header.map(String::from)).chain(rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The readable report of `verify`.
+fn report(e: &Entry) -> String {
+    let mut out = format!("{}: {}\n", e.name, e.status.as_str().to_uppercase());
+    let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<11}{v}\n"));
+    field("fullchain", format!("{} ({} certificates)", e.path.display(), e.chain_length));
+    if let Some(k) = &e.privkey {
+        field("privkey", k.display().to_string());
+    }
+    field("domains", e.domains.join(", "));
+    if let Some(s) = &e.subject {
+        field("subject", s.clone());
+    }
+    if let Some(i) = &e.issuer {
+        field("issuer", i.clone());
+    }
+    if !e.sans.is_empty() {
+        field("names", e.sans.join(", "));
+    }
+    if let (Some(nb), Some(na), Some(d)) = (&e.not_before, &e.not_after, e.days_left) {
+        field("valid", format!("{nb} to {na} ({d} days left)"));
+    }
+    if let Some(f) = &e.fingerprint {
+        field("sha256", f.clone());
+    }
+    field(
+        "integrity",
+        match e.integrity {
+            Some(true) => "matches the manifest".into(),
+            Some(false) => "DOES NOT match the manifest".into(),
+            None => "no manifest (files not written by certkeeper)".into(),
+        },
+    );
+    if e.problems.is_empty() {
+        out.push_str("  no problems\n");
+    } else {
+        out.push_str("  problems:\n");
+        for p in &e.problems {
+            out.push_str(&format!("    - {p}\n"));
+        }
+    }
+    out
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}

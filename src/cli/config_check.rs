@@ -1,0 +1,120 @@
+//! `certkeeper config check`: validate the config (and, unless told not to, that its secrets
+//! resolve and its files exist) and print what would be managed, one line per item.
+
+use std::path::Path;
+
+use super::load_config;
+use crate::config::{Alert, Config, DnsProvider, Issuer, WebhookUrl, format_duration};
+
+/// Exit code of an invalid config.
+pub const INVALID: u8 = 2;
+
+/// Runs `config check`.
+pub fn run(config_path: &Path, environment: bool) -> u8 {
+    let Ok(config) = load_config(config_path) else {
+        return INVALID;
+    };
+    if environment {
+        let problems = config.preflight();
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("certkeeper: {}: {p}", config_path.display());
+            }
+            return INVALID;
+        }
+    }
+    print!("{}", summary(&config));
+    0
+}
+
+/// What the config manages, one line per item.
+pub fn summary(config: &Config) -> String {
+    let mut out = format!("config {}: valid\n", config.source.display());
+    out.push_str(&format!("state_dir {}\n", config.state_dir.display()));
+    for (key, issuer) in &config.issuers {
+        let detail = match issuer {
+            Issuer::Acme(a) => format!(
+                "acme {}{}{}",
+                a.directory,
+                a.trust_roots
+                    .as_ref()
+                    .map(|t| format!(", trust_roots {}", t.display()))
+                    .unwrap_or_default(),
+                if a.eab.is_some() { ", eab" } else { "" }
+            ),
+            Issuer::LocalCa(c) => format!("local-ca, validity {}", format_duration(c.validity)),
+        };
+        out.push_str(&format!("issuer {key}: {detail}\n"));
+    }
+    for (key, p) in &config.dns_providers {
+        let detail = match p {
+            DnsProvider::Cloudflare {
+                api_token,
+                api_base,
+                zone_id,
+            } => format!(
+                "cloudflare {api_base}, token from {api_token}{}",
+                zone_id
+                    .as_ref()
+                    .map(|z| format!(", zone {z}"))
+                    .unwrap_or_default()
+            ),
+            DnsProvider::Aliyun {
+                access_key_id,
+                endpoint,
+                ..
+            } => format!("aliyun {endpoint}, access key from {access_key_id}"),
+            DnsProvider::Exec { command, timeout } => {
+                format!("exec {}, timeout {}", command.join(" "), format_duration(*timeout))
+            }
+        };
+        out.push_str(&format!("dns provider {key}: {detail}\n"));
+    }
+    let r = &config.renewal;
+    out.push_str(&format!(
+        "renewal: before_expiry {}, schedule \"{}\", jitter {}, concurrency {}, retry {}..{}\n",
+        r.before_expiry,
+        r.schedule,
+        format_duration(r.jitter),
+        r.concurrency,
+        format_duration(r.retry_initial),
+        format_duration(r.retry_max)
+    ));
+    for a in &config.alerts {
+        let (kind, on) = match a {
+            Alert::Slack { on, .. } => ("slack".to_owned(), on),
+            Alert::Webhook { url, on, secret } => (
+                format!(
+                    "webhook {}{}",
+                    match url {
+                        WebhookUrl::Inline(u) => u.clone(),
+                        WebhookUrl::Secret(s) => format!("(url from {s})"),
+                    },
+                    if secret.is_some() { ", signed" } else { "" }
+                ),
+                on,
+            ),
+        };
+        let on: Vec<&str> = on.iter().map(|e| e.as_str()).collect();
+        out.push_str(&format!("alert {kind} on {}\n", on.join(", ")));
+    }
+    for p in &config.discover_paths {
+        out.push_str(&format!("discover {}\n", p.display()));
+    }
+    for c in &config.certificates {
+        out.push_str(&format!(
+            "certificate {}: {} via {}{}, key {}, {} + {}\n",
+            c.name,
+            c.domains.join(", "),
+            c.issuers.join(" then "),
+            c.dns_provider
+                .as_ref()
+                .map(|p| format!(" (dns {p})"))
+                .unwrap_or_default(),
+            c.key.as_str(),
+            c.fullchain.display(),
+            c.privkey.display()
+        ));
+    }
+    out
+}

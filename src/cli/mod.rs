@@ -1,0 +1,151 @@
+//! The command line: argument parsing (clap derive), logging setup, and dispatch to one
+//! file per subcommand. Every error a user can cause ends here as one line
+//! `certkeeper: ...` on stderr and the command's documented exit code.
+
+mod check;
+mod config_check;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+
+/// Keeps TLS certificates alive: renew, verify, swap atomically, roll back, alert.
+#[derive(Debug, Parser)]
+#[command(name = "certkeeper", version, about, max_term_width = 100)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, global = true, env = "CERTKEEPER_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inventory of managed and discovered certificates (Nagios exit codes: 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN).
+    Check {
+        /// One JSON array, an object per certificate.
+        #[arg(long)]
+        json: bool,
+        /// Only these managed certificates.
+        names: Vec<String>,
+    },
+    /// Re-check the live files of one managed certificate (exit codes as `check`).
+    Verify {
+        /// One JSON object instead of the readable report.
+        #[arg(long)]
+        json: bool,
+        /// The certificate's name.
+        name: String,
+    },
+    /// Validate the config (exit 0 valid, 2 invalid).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate the config and print what would be managed.
+    Check {
+        /// Do not check that secrets resolve and referenced files exist.
+        #[arg(long)]
+        no_environment: bool,
+    },
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn run() -> u8 {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            // clap prints help/version to stdout and usage errors to stderr itself.
+            let _ = e.print();
+            if !usage_error {
+                return 0;
+            }
+            return usage_exit_code();
+        }
+    };
+    init_logging(&args);
+    match args.command {
+        Command::Check { json, ref names } => check::check(&args.config, names, json),
+        Command::Verify { json, ref name } => check::verify(&args.config, name, json),
+        Command::Config {
+            command: ConfigCommand::Check { no_environment },
+        } => config_check::run(&args.config, !no_environment),
+    }
+}
+
+/// Loads the config, printing every problem as its own `certkeeper: ` line on failure.
+pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let result = Config::load(path);
+    match &result {
+        Ok(config) => {
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(err) => {
+            for line in err.lines() {
+                eprintln!("certkeeper: {line}");
+            }
+        }
+    }
+    result
+}
+
+/// The exit code of a usage error, which depends on the command's convention: `check` and
+/// `verify` follow Nagios (3 UNKNOWN), the others exit 2.
+fn usage_exit_code() -> u8 {
+    let sub = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    match sub.as_deref() {
+        Some("check") | Some("verify") => 3,
+        _ => 2,
+    }
+}
+
+fn init_logging(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (args.quiet, args.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("CERTKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.without_time().try_init(),
+    };
+}

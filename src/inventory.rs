@@ -1,0 +1,541 @@
+//! The inventory behind `check` and `verify`: every managed certificate's live files, and
+//! every certificate file found under `discover.paths`, each examined and given a status.
+//!
+//! Read-only by construction: it opens files for reading and never creates, renames or
+//! deletes anything, so it works for a monitoring user and never disturbs a swap.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{self, BeforeExpiry, Config, Issuer};
+use crate::store::manifest::{self, sha256_hex};
+use crate::x509::{
+    Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain,
+    key_matches, read_certificates, rfc3339, uncovered,
+};
+
+/// The status of one certificate, in the Nagios sense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Nothing to do.
+    Ok,
+    /// Due for renewal.
+    Warning,
+    /// Broken or about to break.
+    Critical,
+}
+
+impl Status {
+    /// The lower-case word used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+        }
+    }
+
+    /// The Nagios exit code: 0, 1 or 2.
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What `check` reports about one certificate. This is also the `check --json` object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// The managed name, or the file path for discovered certificates.
+    pub name: String,
+    /// Whether the certificate is managed by this config.
+    pub managed: bool,
+    /// The certificate file (fullchain for managed ones).
+    pub path: PathBuf,
+    /// The private key file of a managed certificate.
+    pub privkey: Option<PathBuf>,
+    /// Configured domains (managed), or the leaf's SANs (discovered).
+    pub domains: Vec<String>,
+    /// The leaf's subject.
+    pub subject: Option<String>,
+    /// The leaf's issuer.
+    pub issuer: Option<String>,
+    /// The leaf's DNS and IP SANs.
+    pub sans: Vec<String>,
+    /// The leaf's notBefore (RFC 3339).
+    pub not_before: Option<String>,
+    /// The leaf's notAfter (RFC 3339).
+    pub not_after: Option<String>,
+    /// Whole days until notAfter (negative once expired).
+    pub days_left: Option<i64>,
+    /// Whether renewal is due per `renewal.before_expiry`.
+    pub due: bool,
+    /// How many certificates the file holds.
+    pub chain_length: usize,
+    /// SHA-256 of the leaf's DER, hex.
+    pub fingerprint: Option<String>,
+    /// Whether a manifest of the live files exists and matched (`null` when there is none).
+    pub integrity: Option<bool>,
+    /// `ok`, `warning` or `critical`.
+    pub status: Status,
+    /// Short descriptions of what is wrong; empty when ok.
+    pub problems: Vec<String>,
+}
+
+impl Entry {
+    fn new(name: String, managed: bool, path: PathBuf) -> Self {
+        Entry {
+            name,
+            managed,
+            path,
+            privkey: None,
+            domains: Vec::new(),
+            subject: None,
+            issuer: None,
+            sans: Vec::new(),
+            not_before: None,
+            not_after: None,
+            days_left: None,
+            due: false,
+            chain_length: 0,
+            fingerprint: None,
+            integrity: None,
+            status: Status::Ok,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, severity: Severity, text: impl Into<String>) {
+        let status = match severity {
+            Severity::Warning => Status::Warning,
+            Severity::Critical => Status::Critical,
+        };
+        self.status = self.status.max(status);
+        self.problems.push(text.into());
+    }
+
+    fn critical(&mut self, text: impl Into<String>) {
+        self.problem(Severity::Critical, text);
+    }
+}
+
+/// Trust stores for the certificates of one config: the system roots plus, per set of
+/// issuers, their `trust_roots` and local CA roots. Built once per command.
+pub struct Trust {
+    system: TrustStore,
+    by_issuers: BTreeMap<Vec<String>, Arc<TrustStore>>,
+    discovered: Arc<TrustStore>,
+}
+
+impl Trust {
+    /// Loads the system roots and every extra root the config names. An unreadable
+    /// `trust_roots` file is an error that names its issuer.
+    pub fn load(config: &Config) -> Result<Trust, String> {
+        Self::with_system(config, TrustStore::system())
+    }
+
+    /// As [`Trust::load`], starting from the given system store (tests pass an empty one).
+    pub fn with_system(config: &Config, system: TrustStore) -> Result<Trust, String> {
+        let mut extra: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for (key, issuer) in &config.issuers {
+            let files = extra.entry(key.clone()).or_default();
+            match issuer {
+                Issuer::Acme(a) => files.extend(a.trust_roots.clone()),
+                Issuer::LocalCa(_) => {
+                    let root = local_ca_root(config, key);
+                    // The local CA exists only once it has issued; until then there is
+                    // nothing of it to trust.
+                    if root.exists() {
+                        files.push(root);
+                    }
+                }
+            }
+        }
+        let build = |issuers: &[String]| -> Result<TrustStore, String> {
+            let mut store = system.clone_roots();
+            for issuer in issuers {
+                for file in extra.get(issuer).into_iter().flatten() {
+                    store
+                        .add_pem_file(file)
+                        .map_err(|e| format!("issuers.{issuer}.trust_roots: {e}"))?;
+                }
+            }
+            Ok(store)
+        };
+        let mut by_issuers = BTreeMap::new();
+        for cert in &config.certificates {
+            if !by_issuers.contains_key(&cert.issuers) {
+                by_issuers.insert(cert.issuers.clone(), Arc::new(build(&cert.issuers)?));
+            }
+        }
+        let all: Vec<String> = config.issuers.keys().cloned().collect();
+        let discovered = Arc::new(build(&all)?);
+        Ok(Trust {
+            system,
+            by_issuers,
+            discovered,
+        })
+    }
+
+    fn for_issuers(&self, issuers: &[String]) -> &TrustStore {
+        self.by_issuers
+            .get(issuers)
+            .map(|s| s.as_ref())
+            .unwrap_or(&self.system)
+    }
+}
+
+/// Where a local CA issuer's root is exported.
+pub fn local_ca_root(config: &Config, issuer: &str) -> PathBuf {
+    config.state_dir.join("ca").join(issuer).join("root.pem")
+}
+
+/// Examines one managed certificate's live files.
+pub fn inspect_managed(
+    config: &Config,
+    cert: &config::Certificate,
+    trust: &Trust,
+    now: OffsetDateTime,
+) -> Entry {
+    let mut e = Entry::new(cert.name.clone(), true, cert.fullchain.clone());
+    e.privkey = Some(cert.privkey.clone());
+    e.domains = cert.domains.clone();
+    let chain_bytes = read_live(&mut e, "fullchain", &cert.fullchain);
+    let key_bytes = read_live(&mut e, "privkey", &cert.privkey);
+    let leaf = chain_bytes.as_deref().and_then(|bytes| {
+        examine_chain_file(
+            &mut e,
+            bytes,
+            trust.for_issuers(&cert.issuers),
+            config.renewal.before_expiry,
+            now,
+            true,
+        )
+    });
+    if let Some(leaf) = &leaf {
+        let missing = uncovered(&leaf.sans, &cert.domains);
+        if !missing.is_empty() {
+            e.critical(format!(
+                "names not covered by the certificate: {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    if let Some(bytes) = &key_bytes {
+        match PrivateKey::from_bytes(bytes) {
+            Ok(key) => {
+                if let Some(leaf) = &leaf
+                    && !key_matches(leaf, &key)
+                {
+                    e.critical(format!(
+                        "key mismatch: {} does not belong to the leaf",
+                        cert.privkey.display()
+                    ));
+                }
+            }
+            Err(err) => e.critical(format!("privkey: {err}")),
+        }
+    }
+    if let (Some(chain), Some(key)) = (&chain_bytes, &key_bytes) {
+        integrity(&mut e, &cert.name, &cert.fullchain, chain, key);
+    }
+    e
+}
+
+/// Examines one discovered file. `None` when the file holds no certificate and does not
+/// look like one (keys, CSRs and unrelated files under a discover path are skipped).
+pub fn inspect_file(
+    path: &Path,
+    trust: &Trust,
+    before_expiry: BeforeExpiry,
+    now: OffsetDateTime,
+) -> Option<Entry> {
+    let name = path.display().to_string();
+    let mut e = Entry::new(name, false, path.to_owned());
+    let looks_like_cert = has_cert_extension(path);
+    let bytes = match read_limited(path) {
+        Ok(b) => b,
+        Err(err) if looks_like_cert => {
+            e.critical(format!("unreadable: {}", io_reason(&err)));
+            return Some(e);
+        }
+        Err(_) => return None,
+    };
+    match read_certificates(&bytes) {
+        Err(ParseError::NoCertificate) => return None,
+        Err(_) if !looks_like_cert => return None,
+        _ => {}
+    }
+    let leaf = examine_chain_file(&mut e, &bytes, &trust.discovered, before_expiry, now, false);
+    if let Some(leaf) = leaf {
+        e.domains = leaf.sans.clone();
+    }
+    Some(e)
+}
+
+/// Lists the files under the discover paths, recursively, in a stable order, leaving out
+/// certkeeper's own internal files and the `exclude`d ones (the managed live files). Symbolic
+/// links to files are followed; links to directories are not (no loops). Unreadable
+/// directories are returned as errors to report.
+pub fn discover(paths: &[PathBuf], exclude: &HashSet<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(path) = stack.pop() {
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("{}: {}", path.display(), io_reason(&e)));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            match fs::read_dir(&path) {
+                Ok(rd) => {
+                    let mut children: Vec<PathBuf> =
+                        rd.filter_map(|d| d.ok().map(|d| d.path())).collect();
+                    children.sort();
+                    stack.extend(children.into_iter().rev());
+                }
+                Err(e) => errors.push(format!("{}: {}", path.display(), io_reason(&e))),
+            }
+            continue;
+        }
+        let is_internal = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".certkeeper"));
+        let target_is_file = meta.is_file()
+            || (meta.file_type().is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_file()));
+        if is_internal || !target_is_file {
+            continue;
+        }
+        let canonical = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if exclude.contains(&canonical) || !seen.insert(canonical) {
+            continue;
+        }
+        files.push(path);
+    }
+    (files, errors)
+}
+
+/// The whole inventory of a config: managed certificates in config order (only `names`
+/// when given), then discovered files in path order (only when no names are given).
+/// Files are examined on all cores; the order of the result does not depend on it.
+pub fn inventory(config: &Config, names: &[String], trust: &Trust, now: OffsetDateTime) -> Vec<Entry> {
+    let managed: Vec<&config::Certificate> = config
+        .certificates
+        .iter()
+        .filter(|c| names.is_empty() || names.contains(&c.name))
+        .collect();
+    let mut entries: Vec<Entry> = parallel_map(&managed, |c| inspect_managed(config, c, trust, now));
+    if names.is_empty() && !config.discover_paths.is_empty() {
+        let exclude: HashSet<PathBuf> = config
+            .certificates
+            .iter()
+            .flat_map(|c| [&c.fullchain, &c.privkey])
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect();
+        let (files, errors) = discover(&config.discover_paths, &exclude);
+        for err in errors {
+            let mut e = Entry::new(err.clone(), false, PathBuf::from(err.split(": ").next().unwrap_or("")));
+            e.critical(format!("discover: {err}"));
+            entries.push(e);
+        }
+        let before = config.renewal.before_expiry;
+        entries.extend(
+            parallel_map(&files, |f| inspect_file(f, trust, before, now))
+                .into_iter()
+                .flatten(),
+        );
+    }
+    entries
+}
+
+/// Reads certificates from a fullchain file's bytes and records what is wrong with them;
+/// returns the leaf.
+fn examine_chain_file(
+    e: &mut Entry,
+    bytes: &[u8],
+    trust: &TrustStore,
+    before_expiry: BeforeExpiry,
+    now: OffsetDateTime,
+    managed: bool,
+) -> Option<Cert> {
+    let which = if managed { "fullchain: " } else { "" };
+    let (certs, encoding) = match read_certificates(bytes) {
+        Ok(found) => found,
+        Err(err) => {
+            e.critical(format!("{which}{err}"));
+            return None;
+        }
+    };
+    if managed && encoding == Encoding::Der {
+        e.critical("fullchain: DER-encoded; services expect PEM");
+    }
+    e.chain_length = certs.len();
+    let (leaf_at, problems) = examine_chain(&certs, trust, now);
+    let leaf = certs[leaf_at].clone();
+    e.subject = Some(leaf.subject.clone());
+    e.issuer = Some(leaf.issuer.clone());
+    e.sans = leaf.sans.clone();
+    e.not_before = Some(rfc3339(leaf.not_before));
+    e.not_after = Some(rfc3339(leaf.not_after));
+    e.fingerprint = Some(leaf.fingerprint.clone());
+    let left = leaf.not_after - now;
+    e.days_left = Some(left.whole_seconds().div_euclid(86_400));
+    if now >= leaf.not_after {
+        e.critical(format!(
+            "expired {} ago (notAfter {})",
+            human_duration(now - leaf.not_after),
+            rfc3339(leaf.not_after)
+        ));
+    } else if now < leaf.not_before {
+        e.critical(format!(
+            "not yet valid (notBefore {})",
+            rfc3339(leaf.not_before)
+        ));
+    } else if is_due(&leaf, before_expiry, now) {
+        e.due = true;
+        e.problem(
+            Severity::Warning,
+            format!(
+                "due for renewal: {} left, renews {} before expiry",
+                human_duration(leaf.not_after - now),
+                before_expiry
+            ),
+        );
+    }
+    if now >= leaf.not_after {
+        e.due = true;
+    }
+    for p in problems {
+        e.critical(p.to_string());
+    }
+    Some(leaf)
+}
+
+/// Whether `leaf` is due for renewal at `now`.
+pub fn is_due(leaf: &Cert, before_expiry: BeforeExpiry, now: OffsetDateTime) -> bool {
+    let lifetime = (leaf.not_after - leaf.not_before)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let lead = before_expiry.lead_time(lifetime);
+    let lead = time::Duration::try_from(lead).unwrap_or(time::Duration::MAX);
+    now >= leaf.not_after - lead
+}
+
+fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u8]) {
+    match manifest::read_live(name, fullchain) {
+        Ok(None) => {}
+        Ok(Some(m)) => {
+            let mut ok = true;
+            if m.files.fullchain != sha256_hex(chain) {
+                e.critical("integrity: fullchain SHA-256 differs from the manifest");
+                ok = false;
+            }
+            if m.files.privkey != sha256_hex(key) {
+                e.critical("integrity: privkey SHA-256 differs from the manifest");
+                ok = false;
+            }
+            e.integrity = Some(ok);
+        }
+        Err(err) => {
+            e.integrity = Some(false);
+            e.critical(format!(
+                "integrity: manifest {} unreadable: {}",
+                manifest::live_path(name, fullchain).display(),
+                io_reason(&err)
+            ));
+        }
+    }
+}
+
+fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
+    match read_limited(path) {
+        Ok(b) => Some(b),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            e.critical(format!("{which} missing: {}", path.display()));
+            None
+        }
+        Err(err) => {
+            e.critical(format!("{which} unreadable: {} ({})", path.display(), io_reason(&err)));
+            None
+        }
+    }
+}
+
+/// Reads a file of at most [`MAX_FILE_SIZE`] bytes.
+fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
+    let meta = fs::metadata(path)?;
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} KiB, not a certificate file", MAX_FILE_SIZE / 1024),
+        ));
+    }
+    fs::read(path)
+}
+
+fn io_reason(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::NotFound => "not found".into(),
+        _ => err.to_string(),
+    }
+}
+
+fn has_cert_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| CERT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// `3d`, `5h`, `12m`: the largest whole unit.
+fn human_duration(d: time::Duration) -> String {
+    let secs = d.whole_seconds().unsigned_abs();
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Runs `f` over `items` on every available core, keeping the order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if threads <= 1 || items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+/// Files larger than this under a discover path are not certificates.
+const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// Extensions of files that are reported even when they fail to parse.
+const CERT_EXTENSIONS: &[&str] = &["pem", "crt", "cer", "cert", "der"];
