@@ -6,9 +6,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,8 +19,8 @@ use time::OffsetDateTime;
 use crate::config::{self, BeforeExpiry, Config, Issuer};
 use crate::store::manifest::{self, sha256_hex};
 use crate::x509::{
-    Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain,
-    key_matches, read_certificates, rfc3339, uncovered,
+    Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain, key_matches,
+    read_certificates, rfc3339, uncovered,
 };
 
 /// The status of one certificate, in the Nagios sense.
@@ -279,12 +281,24 @@ pub fn inspect_file(
     Some(e)
 }
 
-/// Lists the files under the discover paths, recursively, in a stable order, leaving out
-/// certkeeper's own internal files and the `exclude`d ones (the managed live files). Symbolic
-/// links to files are followed; links to directories are not (no loops). Unreadable
-/// directories are returned as errors to report.
-pub fn discover(paths: &[PathBuf], exclude: &HashSet<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
-    let mut files = Vec::new();
+/// A file's identity on its filesystem: two paths to the same file (a symbolic link, a
+/// hard link) have the same one.
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path`, following symbolic links.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Walks the discover paths recursively in a stable order and hands each file to `emit`,
+/// leaving out certkeeper's own internal files and the `exclude`d ones (the managed live
+/// files). Symbolic links to files are followed, each file once; links to directories are
+/// not (no loops). Returns the paths that could not be read, as errors to report.
+pub fn discover(
+    paths: &[PathBuf],
+    exclude: &HashSet<FileId>,
+    mut emit: impl FnMut(PathBuf),
+) -> Vec<String> {
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
     let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
@@ -312,49 +326,96 @@ pub fn discover(paths: &[PathBuf], exclude: &HashSet<PathBuf>) -> (Vec<PathBuf>,
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(".certkeeper"));
-        let target_is_file = meta.is_file()
-            || (meta.file_type().is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_file()));
-        if is_internal || !target_is_file {
+        if is_internal {
             continue;
         }
-        let canonical = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if exclude.contains(&canonical) || !seen.insert(canonical) {
+        let target = if meta.file_type().is_symlink() {
+            match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(_) => continue,
+            }
+        } else {
+            meta
+        };
+        let id = (target.dev(), target.ino());
+        if !target.is_file() || exclude.contains(&id) || !seen.insert(id) {
             continue;
         }
-        files.push(path);
+        emit(path);
     }
-    (files, errors)
+    errors
 }
 
 /// The whole inventory of a config: managed certificates in config order (only `names`
 /// when given), then discovered files in path order (only when no names are given).
 /// Files are examined on all cores; the order of the result does not depend on it.
-pub fn inventory(config: &Config, names: &[String], trust: &Trust, now: OffsetDateTime) -> Vec<Entry> {
+pub fn inventory(
+    config: &Config,
+    names: &[String],
+    trust: &Trust,
+    now: OffsetDateTime,
+) -> Vec<Entry> {
     let managed: Vec<&config::Certificate> = config
         .certificates
         .iter()
         .filter(|c| names.is_empty() || names.contains(&c.name))
         .collect();
-    let mut entries: Vec<Entry> = parallel_map(&managed, |c| inspect_managed(config, c, trust, now));
+    let mut entries: Vec<Entry> =
+        parallel_map(&managed, |c| inspect_managed(config, c, trust, now));
     if names.is_empty() && !config.discover_paths.is_empty() {
-        let exclude: HashSet<PathBuf> = config
+        let exclude: HashSet<FileId> = config
             .certificates
             .iter()
             .flat_map(|c| [&c.fullchain, &c.privkey])
-            .filter_map(|p| fs::canonicalize(p).ok())
+            .filter_map(|p| file_id(p))
             .collect();
-        let (files, errors) = discover(&config.discover_paths, &exclude);
+        let before = config.renewal.before_expiry;
+        // The walk feeds the workers as it goes, so reading and checking files overlaps
+        // with listing directories.
+        let (tx, rx) = mpsc::sync_channel::<(usize, PathBuf)>(1024);
+        let rx = Mutex::new(rx);
+        let (errors, mut found) = std::thread::scope(|scope| {
+            let walker = scope.spawn(move || {
+                let mut n = 0;
+                discover(&config.discover_paths, &exclude, |path| {
+                    // The workers outlive the walker, so the channel is open here.
+                    let _ = tx.send((n, path));
+                    n += 1;
+                })
+            });
+            let workers: Vec<_> = (0..threads())
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let next = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok((n, path)) = next else { break };
+                            if let Some(e) = inspect_file(&path, trust, before, now) {
+                                out.push((n, e));
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let errors = join(walker);
+            let found: Vec<(usize, Entry)> = workers.into_iter().flat_map(join).collect();
+            (errors, found)
+        });
         for err in errors {
-            let mut e = Entry::new(err.clone(), false, PathBuf::from(err.split(": ").next().unwrap_or("")));
+            let mut e = Entry::new(
+                err.clone(),
+                false,
+                PathBuf::from(err.split(": ").next().unwrap_or("")),
+            );
             e.critical(format!("discover: {err}"));
             entries.push(e);
         }
-        let before = config.renewal.before_expiry;
-        entries.extend(
-            parallel_map(&files, |f| inspect_file(f, trust, before, now))
-                .into_iter()
-                .flatten(),
-        );
+        found.sort_by_key(|(n, _)| *n);
+        entries.extend(found.into_iter().map(|(_, e)| e));
     }
     entries
 }
@@ -466,7 +527,11 @@ fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
             None
         }
         Err(err) => {
-            e.critical(format!("{which} unreadable: {} ({})", path.display(), io_reason(&err)));
+            e.critical(format!(
+                "{which} unreadable: {} ({})",
+                path.display(),
+                io_reason(&err)
+            ));
             None
         }
     }
@@ -474,14 +539,20 @@ fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
 
 /// Reads a file of at most [`MAX_FILE_SIZE`] bytes.
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
-    let meta = fs::metadata(path)?;
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
     if meta.len() > MAX_FILE_SIZE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("larger than {} KiB, not a certificate file", MAX_FILE_SIZE / 1024),
+            format!(
+                "larger than {} KiB, not a certificate file",
+                MAX_FILE_SIZE / 1024
+            ),
         ));
     }
-    fs::read(path)
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn io_reason(err: &io::Error) -> String {
@@ -511,27 +582,42 @@ fn human_duration(d: time::Duration) -> String {
 
 /// Runs `f` over `items` on every available core, keeping the order.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
-    if threads <= 1 || items.len() < 64 {
+    if items.len() < 2 {
         return items.iter().map(&f).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads().min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
             })
-            .collect()
-    })
+            .collect();
+        workers.into_iter().flat_map(join).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Joins a scoped thread, passing a panic on (a panic is a bug, not an input problem).
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Files larger than this under a discover path are not certificates.

@@ -64,7 +64,11 @@ fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
         .map(|n| n.as_str())
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = config.certificates.iter().map(|c| c.name.as_str()).collect();
+        let known: Vec<&str> = config
+            .certificates
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         eprintln!(
             "certkeeper: {}: no certificate named {}; configured: {}",
             config_path.display(),
@@ -123,7 +127,9 @@ fn table(entries: &[Entry]) -> String {
             [
                 e.status.as_str().to_owned(),
                 e.name.clone(),
-                e.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                e.days_left
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 e.not_after.clone().unwrap_or_else(|| "-".into()),
                 if e.problems.is_empty() {
                     "-".into()
@@ -163,7 +169,10 @@ fn table(entries: &[Entry]) -> String {
 fn report(e: &Entry) -> String {
     let mut out = format!("{}: {}\n", e.name, e.status.as_str().to_uppercase());
     let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<11}{v}\n"));
-    field("fullchain", format!("{} ({} certificates)", e.path.display(), e.chain_length));
+    field(
+        "fullchain",
+        format!("{} ({} certificates)", e.path.display(), e.chain_length),
+    );
     if let Some(k) = &e.privkey {
         field("privkey", k.display().to_string());
     }

@@ -65,7 +65,11 @@ pub fn summary(config: &Config) -> String {
                 ..
             } => format!("aliyun {endpoint}, access key from {access_key_id}"),
             DnsProvider::Exec { command, timeout } => {
-                format!("exec {}, timeout {}", command.join(" "), format_duration(*timeout))
+                format!(
+                    "exec {}, timeout {}",
+                    command.join(" "),
+                    format_duration(*timeout)
+                )
             }
         };
         out.push_str(&format!("dns provider {key}: {detail}\n"));

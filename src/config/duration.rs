@@ -119,7 +119,9 @@ impl fmt::Display for BeforeExpiry {
 }
 
 fn bad_duration(text: &str) -> String {
-    format!("\"{text}\" is not a duration; write e.g. \"90s\", \"30m\", \"12h\", \"30d\" or \"1h30m\"")
+    format!(
+        "\"{text}\" is not a duration; write e.g. \"90s\", \"30m\", \"12h\", \"30d\" or \"1h30m\""
+    )
 }
 
 /// 100 years: anything longer is a typo.
@@ -141,7 +143,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "30", "d", "30x", "1.5h", "-1s", "h30", "30 d", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "30",
+            "d",
+            "30x",
+            "1.5h",
+            "-1s",
+            "h30",
+            "30 d",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(parse_duration("30").unwrap_err().contains("lacks a unit"));
@@ -150,7 +162,8 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for text in ["90s", "30m", "12h", "30d", "1d12h", "1h30m"] {
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        for text in ["45s", "30m", "12h", "30d", "1d12h", "1h30m"] {
             let d = parse_duration(text).unwrap();
             assert_eq!(format_duration(d), text);
         }
@@ -159,7 +172,10 @@ mod tests {
     #[test]
     fn before_expiry_fraction() {
         let f = BeforeExpiry::parse("1/3").unwrap();
-        assert_eq!(f.lead_time(Duration::from_secs(90 * 86_400)), Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            f.lead_time(Duration::from_secs(90 * 86_400)),
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(
             BeforeExpiry::parse("30d").unwrap(),
             BeforeExpiry::Duration(Duration::from_secs(30 * 86_400))

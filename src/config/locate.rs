@@ -206,18 +206,39 @@ alerts:
     #[test]
     fn finds_block_keys() {
         assert_eq!(line_of(DOC, &path(&["state_dir"])), Some(1));
-        assert_eq!(line_of(DOC, &path(&["issuers", "le", "directory"])), Some(5));
-        assert_eq!(line_of(DOC, &path(&["issuers", "internal", "type"])), Some(8));
-        assert_eq!(line_of(DOC, &path(&["certificates", "1", "dns_provider"])), Some(16));
-        assert_eq!(line_of(DOC, &path(&["certificates", "1", "domains", "1"])), Some(15));
-        assert_eq!(line_of(DOC, &path(&["certificates", "0", "name"])), Some(10));
+        assert_eq!(
+            line_of(DOC, &path(&["issuers", "le", "directory"])),
+            Some(5)
+        );
+        assert_eq!(
+            line_of(DOC, &path(&["issuers", "internal", "type"])),
+            Some(8)
+        );
+        assert_eq!(
+            line_of(DOC, &path(&["certificates", "1", "dns_provider"])),
+            Some(16)
+        );
+        assert_eq!(
+            line_of(DOC, &path(&["certificates", "1", "domains", "1"])),
+            Some(15)
+        );
+        assert_eq!(
+            line_of(DOC, &path(&["certificates", "0", "name"])),
+            Some(10)
+        );
         assert_eq!(line_of(DOC, &path(&["alerts", "0", "on"])), Some(19));
     }
 
     #[test]
     fn falls_back_to_nearest_ancestor() {
-        assert_eq!(line_of(DOC, &path(&["certificates", "0", "domains", "0"])), Some(11));
-        assert_eq!(line_of(DOC, &path(&["certificates", "0", "missing"])), Some(10));
+        assert_eq!(
+            line_of(DOC, &path(&["certificates", "0", "domains", "0"])),
+            Some(11)
+        );
+        assert_eq!(
+            line_of(DOC, &path(&["certificates", "0", "missing"])),
+            Some(10)
+        );
         assert_eq!(line_of(DOC, &path(&["nothing"])), None);
     }
 

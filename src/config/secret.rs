@@ -85,7 +85,10 @@ mod tests {
         let err = SecretSource::Env("CERTKEEPER_TEST_SURELY_UNSET".into())
             .resolve()
             .unwrap_err();
-        assert_eq!(err, "environment variable CERTKEEPER_TEST_SURELY_UNSET is not set");
+        assert_eq!(
+            err,
+            "environment variable CERTKEEPER_TEST_SURELY_UNSET is not set"
+        );
         let err = SecretSource::File("/nonexistent/certkeeper/token".into())
             .resolve()
             .unwrap_err();

@@ -27,6 +27,7 @@ pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .to_owned();
     let mut v = Validator {
         text,
+        declared: BTreeSet::new(),
         base,
         problems: Vec::new(),
         warnings: Vec::new(),
@@ -53,6 +54,9 @@ pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
 
 struct Validator<'a> {
     text: &'a str,
+    /// Keys written under `issuers` and `dns_providers`, valid or not: a reference to an
+    /// entry that failed validation is not reported a second time as unknown.
+    declared: BTreeSet<String>,
     base: PathBuf,
     problems: Vec<Problem>,
     warnings: Vec<String>,
@@ -141,6 +145,7 @@ impl Validator<'_> {
         for (key, value) in named {
             let path = section.with_key(&key);
             self.config_key(&path, &key);
+            self.declared.insert(format!("issuers.{key}"));
             let issuer = match self.kind(&path, &value, &["acme", "local-ca"]).as_deref() {
                 Some("acme") => self.de::<raw::Acme>(&path, value).and_then(|a| {
                     let directory = self.required(&path.with_key("directory"), a.directory)?;
@@ -201,6 +206,7 @@ impl Validator<'_> {
         for (key, value) in named {
             let path = section.with_key(&key);
             self.config_key(&path, &key);
+            self.declared.insert(format!("dns_providers.{key}"));
             if self.inline_secrets(&path, &value) {
                 continue;
             }
@@ -288,7 +294,9 @@ impl Validator<'_> {
                 Some(addr) => resolvers.push(addr),
                 None => self.problem(
                     &path.with_key("resolvers").with_index(n),
-                    format!("\"{r}\" is not IP or IP:PORT; write e.g. \"127.0.0.1:8053\" or \"1.1.1.1\""),
+                    format!(
+                        "\"{r}\" is not IP or IP:PORT; write e.g. \"127.0.0.1:8053\" or \"1.1.1.1\""
+                    ),
                 ),
             }
         }
@@ -304,7 +312,10 @@ impl Validator<'_> {
         );
         let (timeout, poll) = (timeout?, poll?);
         if poll.is_zero() {
-            self.problem(&path.with_key("poll_interval"), "poll_interval must be above 0s");
+            self.problem(
+                &path.with_key("poll_interval"),
+                "poll_interval must be above 0s",
+            );
             return None;
         }
         if timeout < poll {
@@ -426,7 +437,9 @@ impl Validator<'_> {
                             );
                             None
                         }
-                        (Some(u), false) => self.url(&path.with_key("url"), u).map(WebhookUrl::Inline),
+                        (Some(u), false) => {
+                            self.url(&path.with_key("url"), u).map(WebhookUrl::Inline)
+                        }
                         (None, _) => self
                             .secret(&path, "url", w.url_env, w.url_file, true)
                             .flatten()
@@ -541,7 +554,10 @@ impl Validator<'_> {
             }
             Some(OneOrMany::One(s)) => Some(vec![s]),
             Some(OneOrMany::Many(v)) if v.is_empty() => {
-                self.problem(&path.with_key("issuer"), "issuer list is empty; name at least one issuer");
+                self.problem(
+                    &path.with_key("issuer"),
+                    "issuer list is empty; name at least one issuer",
+                );
                 None
             }
             Some(OneOrMany::Many(v)) => Some(v),
@@ -557,18 +573,26 @@ impl Validator<'_> {
                 match issuers.get(i) {
                     Some(Issuer::Acme(_)) => needs_dns = true,
                     Some(Issuer::LocalCa(_)) => {}
+                    None if self.declared.contains(&format!("issuers.{i}")) => {}
                     None => self.problem(
                         &ip,
-                        format!("unknown issuer \"{i}\"; define it under `issuers` or fix the name"),
+                        format!(
+                            "unknown issuer \"{i}\"; define it under `issuers` or fix the name"
+                        ),
                     ),
                 }
             }
         }
         match (&c.dns_provider, needs_dns) {
-            (Some(p), _) if !providers.contains_key(p) => self.problem(
+            (Some(p), _)
+                if !providers.contains_key(p)
+                    && !self.declared.contains(&format!("dns_providers.{p}")) =>
+            {
+                self.problem(
                 &path.with_key("dns_provider"),
-                format!("unknown dns provider \"{p}\"; define it under `dns_providers` or fix the name"),
-            ),
+                    format!("unknown dns provider \"{p}\"; define it under `dns_providers` or fix the name"),
+                )
+            }
             (None, true) => self.problem(
                 &path.with_key("dns_provider"),
                 "dns_provider is missing; an acme issuer needs one for DNS-01 (a key under `dns_providers`)",
@@ -621,7 +645,8 @@ impl Validator<'_> {
         let reload = c.reload.and_then(|r| {
             let rp = path.with_key("reload");
             let command = self.command(&rp.with_key("command"), r.command)?;
-            let timeout = self.duration(&rp.with_key("timeout"), r.timeout, DEFAULT_RELOAD_TIMEOUT)?;
+            let timeout =
+                self.duration(&rp.with_key("timeout"), r.timeout, DEFAULT_RELOAD_TIMEOUT)?;
             Some(Reload { command, timeout })
         });
         let verify = match c.verify {
@@ -647,14 +672,21 @@ impl Validator<'_> {
                     domains
                         .as_ref()
                         .and_then(|d| d.iter().find(|d| !d.starts_with("*.")).cloned())
-                        .or_else(|| domains.as_ref().and_then(|d| d.first()).map(|d| d[2..].to_owned()))
+                        .or_else(|| {
+                            domains
+                                .as_ref()
+                                .and_then(|d| d.first())
+                                .map(|d| d[2..].to_owned())
+                        })
                 });
                 match (connect, timeout, server_name) {
-                    (Some(tls_connect), Some(timeout), Some(server_name)) => Some(Some(VerifyTarget {
-                        tls_connect,
-                        server_name,
-                        timeout,
-                    })),
+                    (Some(tls_connect), Some(timeout), Some(server_name)) => {
+                        Some(Some(VerifyTarget {
+                            tls_connect,
+                            server_name,
+                            timeout,
+                        }))
+                    }
                     _ => None,
                 }
             }
@@ -710,7 +742,10 @@ impl Validator<'_> {
             return Some(DEFAULT_KEY_MODE);
         };
         let Value::String(s) = value else {
-            self.problem(path, "write the mode as a quoted octal string, e.g. \"0640\"");
+            self.problem(
+                path,
+                "write the mode as a quoted octal string, e.g. \"0640\"",
+            );
             return None;
         };
         match u32::from_str_radix(s.trim(), 8) {
@@ -725,7 +760,9 @@ impl Validator<'_> {
             _ => {
                 self.problem(
                     path,
-                    format!("\"{s}\" is not a usable private key mode; write e.g. \"0600\" or \"0640\""),
+                    format!(
+                        "\"{s}\" is not a usable private key mode; write e.g. \"0600\" or \"0640\""
+                    ),
                 );
                 None
             }
@@ -767,7 +804,10 @@ impl Validator<'_> {
     fn command(&mut self, path: &KeyPath, command: Option<Vec<String>>) -> Option<Vec<String>> {
         let command = self.required(path, command)?;
         if command.first().is_none_or(|c| c.trim().is_empty()) {
-            self.problem(path, "command is empty; give the program and its arguments as a list");
+            self.problem(
+                path,
+                "command is empty; give the program and its arguments as a list",
+            );
             return None;
         }
         Some(command)
@@ -850,7 +890,10 @@ impl Validator<'_> {
                     None
                 }
                 Some(_) => {
-                    self.problem(&path.with_key("type"), format!("type must be one of: {kinds}"));
+                    self.problem(
+                        &path.with_key("type"),
+                        format!("type must be one of: {kinds}"),
+                    );
                     None
                 }
                 None => {
@@ -869,7 +912,9 @@ impl Validator<'_> {
         if !valid_name(key) {
             self.problem(
                 path,
-                format!("\"{key}\" is not a valid key; use lower-case letters, digits, '.', '_' and '-'"),
+                format!(
+                    "\"{key}\" is not a valid key; use lower-case letters, digits, '.', '_' and '-'"
+                ),
             );
         }
     }
@@ -989,7 +1034,7 @@ impl Validator<'_> {
 /// Checks a cron string the way tokio-cron-scheduler parses it (6 fields, seconds first).
 pub fn check_cron(expr: &str) -> Result<(), String> {
     let fields = expr.split_whitespace().count();
-    if fields == 5 {
+    if fields == 5 && check_cron(&format!("0 {expr}")).is_ok() {
         return Err(format!(
             "\"{expr}\" has 5 fields; certkeeper's cron has a seconds field first, e.g. \"0 {expr}\""
         ));
@@ -1014,17 +1059,22 @@ pub fn valid_name(name: &str) -> bool {
     chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Checks a configured domain and returns it lower-cased.
 fn check_domain(d: &str) -> Result<String, String> {
     let lower = d.trim().to_ascii_lowercase();
     if lower.parse::<IpAddr>().is_ok() {
-        return Err(format!("\"{d}\" is an IP address; domains must be DNS names"));
+        return Err(format!(
+            "\"{d}\" is an IP address; domains must be DNS names"
+        ));
     }
     if lower.ends_with('.') {
-        return Err(format!("\"{d}\" ends with a dot; write it without the trailing dot"));
+        return Err(format!(
+            "\"{d}\" ends with a dot; write it without the trailing dot"
+        ));
     }
     let rest = lower.strip_prefix("*.").unwrap_or(&lower);
     let ok = !rest.is_empty()
@@ -1063,7 +1113,9 @@ fn valid_host_port(t: &str) -> bool {
             !host.is_empty()
                 && !host.contains(':')
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
         }
         None => false,
     }

@@ -174,10 +174,16 @@ impl fmt::Display for ChainProblem {
                 "chain incomplete: missing intermediate \"{issuer}\" (not in the file, not a trusted root)"
             ),
             ChainProblem::UntrustedRoot { root } => {
-                write!(f, "chain untrusted: it ends at \"{root}\", which is not a trusted root")
+                write!(
+                    f,
+                    "chain untrusted: it ends at \"{root}\", which is not a trusted root"
+                )
             }
             ChainProblem::NotCa { subject } => {
-                write!(f, "chain invalid: \"{subject}\" signs the certificate before it but is not a CA")
+                write!(
+                    f,
+                    "chain invalid: \"{subject}\" signs the certificate before it but is not a CA"
+                )
             }
             ChainProblem::IntermediateExpired { subject, not_after } => write!(
                 f,

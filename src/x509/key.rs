@@ -17,7 +17,9 @@ pub enum KeyError {
     #[error("private key file is empty")]
     Empty,
     /// The key is protected by a passphrase.
-    #[error("private key is encrypted; services reload it unattended, so store it unencrypted (mode 0600)")]
+    #[error(
+        "private key is encrypted; services reload it unattended, so store it unencrypted (mode 0600)"
+    )]
     Encrypted,
     /// No key block in the file.
     #[error("no private key in the file")]

@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn lists_uncovered() {
         let domains = vec!["example.com".to_string(), "*.example.com".to_string()];
-        assert_eq!(uncovered(&sans(&["example.com"]), &domains), vec!["*.example.com"]);
+        assert_eq!(
+            uncovered(&sans(&["example.com"]), &domains),
+            vec!["*.example.com"]
+        );
         assert!(uncovered(&sans(&["example.com", "*.example.com"]), &domains).is_empty());
     }
 }

@@ -194,7 +194,10 @@ pub(crate) fn pem_blocks(bytes: &[u8]) -> Option<Vec<Result<PemBlock, String>>> 
             body.push_str(l);
         }
         if !closed {
-            blocks.push(Err(format!("{label} block at line {} has no END line", n + 1)));
+            blocks.push(Err(format!(
+                "{label} block at line {} has no END line",
+                n + 1
+            )));
             break;
         }
         match base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {

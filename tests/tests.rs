@@ -1,0 +1,8 @@
+//! Integration tests: one binary (see STYLE.md §8), a module per area.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod check;
+mod config;
+mod util;
