@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         params.not_before = now - Duration::days(10);
         // A spread of expiry dates: some due, most not.
         params.not_after = now + Duration::days(5 + (i % 80) as i64);
-        params.is_ca = IsCa::ExplicitNoCa;
+        params.is_ca = IsCa::NoCa;
         let leaf = params.signed_by(&leaf_key, &inter)?;
         let (cert, chain, keypem) = (leaf.pem(), inter.pem(), leaf_key.serialize_pem());
         let fullchain = format!("{cert}{chain}");
