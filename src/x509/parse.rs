@@ -55,6 +55,10 @@ pub struct Cert {
     pub is_ca: bool,
     /// SHA-256 of the DER, lower-case hex.
     pub fingerprint: String,
+    /// The subject name's DER, for chaining by name without parsing again.
+    pub subject_raw: Vec<u8>,
+    /// The issuer name's DER.
+    pub issuer_raw: Vec<u8>,
 }
 
 impl Cert {
@@ -86,6 +90,8 @@ impl Cert {
             sans,
             is_ca: x.is_ca(),
             fingerprint: String::new(),
+            subject_raw: x.subject().as_raw().to_vec(),
+            issuer_raw: x.issuer().as_raw().to_vec(),
             der: Vec::new(),
         };
         Ok(Cert {
@@ -107,8 +113,7 @@ impl Cert {
 
     /// Whether subject and issuer are the same name.
     pub fn self_issued(&self) -> bool {
-        let x = self.parsed();
-        x.subject().as_raw() == x.issuer().as_raw()
+        self.subject_raw == self.issuer_raw
     }
 
     /// A short name for messages: the CN when there is one, else the whole subject.
