@@ -10,4 +10,6 @@ pub mod store;
 pub mod cli;
 pub mod config;
 pub mod inventory;
+pub mod issuer;
+pub mod keys;
 pub mod x509;

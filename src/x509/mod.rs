@@ -12,6 +12,7 @@ mod parse;
 pub use chain::{ChainProblem, TrustStore, examine_chain};
 pub use key::{KeyError, PrivateKey, key_matches};
 pub use names::{covers, uncovered};
+pub(crate) use parse::pem_blocks;
 pub use parse::{Cert, Encoding, ParseError, read_certificates};
 
 use std::fmt;

@@ -1,0 +1,555 @@
+//! The built-in CA: a root and an intermediate created on first use under
+//! `state_dir/ca/<issuer>/`, and leaves issued from the intermediate with the configured names
+//! and validity. Its root is exported at `state_dir/ca/<issuer>/root.pem` for the clients that
+//! must trust it, and `check`/`verify` trust it for the certificates it issued.
+//!
+//! Files: `root.pem` (certificate), `root.key` and `intermediate.pem` (the intermediate's
+//! certificate followed by its key), keys mode 0600. The directory appears whole or not at all
+//! (it is built under a temporary name and renamed), and a rotated intermediate replaces the
+//! old one with a single rename.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use crate::x509::read_certificates;
+
+/// How long the root is valid.
+pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How long an intermediate is valid; it is rotated when a new leaf would outlive it.
+pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
+/// Leaves start this long before issuance, for hosts whose clocks run a little behind.
+pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
+
+/// Why the local CA could not be opened or could not issue.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the CA's files failed.
+    #[error("local CA files in {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The stored CA files are unusable.
+    #[error(
+        "local CA files in {path} are damaged: {reason}; move the directory away to start a new CA"
+    )]
+    Damaged {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Certificate generation failed.
+    #[error("local CA cannot sign: {0}")]
+    Sign(String),
+    /// The requested validity outlives the root.
+    #[error(
+        "a {validity_days}-day certificate would outlive the local CA's root (notAfter {root_not_after})"
+    )]
+    OutlivesRoot {
+        /// Requested validity.
+        validity_days: u64,
+        /// The root's notAfter.
+        root_not_after: String,
+    },
+}
+
+/// An opened local CA.
+pub struct LocalCa {
+    dir: PathBuf,
+    name: String,
+    root_pem: String,
+    root_key: KeyPair,
+    root_not_after: OffsetDateTime,
+    intermediate_pem: String,
+    intermediate: Issuer<'static, KeyPair>,
+    intermediate_not_after: OffsetDateTime,
+    persist: bool,
+}
+
+impl std::fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCa")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalCa {
+    /// The directory of issuer `name` under `state_dir`.
+    pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
+        state_dir.join("ca").join(name)
+    }
+
+    /// Opens the CA of issuer `name`, creating it on first use. With `persist = false` (dry
+    /// runs) a CA that does not exist yet is made in memory only and nothing is written.
+    pub fn open(
+        state_dir: &Path,
+        name: &str,
+        persist: bool,
+        now: OffsetDateTime,
+    ) -> Result<LocalCa, Error> {
+        let dir = Self::dir(state_dir, name);
+        if dir.join("root.pem").exists() {
+            return Self::load(&dir, name, persist);
+        }
+        let ca = Self::create(&dir, name, persist, now)?;
+        if persist {
+            ca.write_new()?;
+        }
+        Ok(ca)
+    }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Issues a leaf for `domains` with `key`, valid `validity` from `now`. Returns the
+    /// fullchain PEM (leaf, intermediate). Rotates the intermediate first when the leaf would
+    /// outlive it.
+    pub fn issue(
+        &mut self,
+        domains: &[String],
+        key: &KeyPair,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<String, Error> {
+        let not_after = now + validity;
+        if not_after > self.root_not_after {
+            return Err(Error::OutlivesRoot {
+                validity_days: validity.as_secs() / 86_400,
+                root_not_after: crate::x509::rfc3339(self.root_not_after),
+            });
+        }
+        if not_after > self.intermediate_not_after {
+            self.rotate_intermediate(now)?;
+        }
+        let mut params = CertificateParams::new(domains.to_vec()).map_err(sign)?;
+        let mut dn = DistinguishedName::new();
+        if let Some(first) = domains.first() {
+            dn.push(DnType::CommonName, first.clone());
+        }
+        params.distinguished_name = dn;
+        params.not_before = now - BACKDATE;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial()?);
+        params.is_ca = IsCa::NoCa;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if key.algorithm() == &PKCS_RSA_SHA256 {
+            params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf = params.signed_by(key, &self.intermediate).map_err(sign)?;
+        Ok(format!("{}{}", leaf.pem(), self.intermediate_pem))
+    }
+
+    fn create(
+        dir: &Path,
+        name: &str,
+        persist: bool,
+        now: OffsetDateTime,
+    ) -> Result<LocalCa, Error> {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)?;
+        let root_params = ca_params(
+            &format!("certkeeper local CA {name}"),
+            now,
+            ROOT_VALIDITY,
+            None,
+        )?;
+        let root = root_params.self_signed(&root_key).map_err(sign)?;
+        let root_pem = root.pem();
+        let mut ca = LocalCa {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            root_not_after: now + ROOT_VALIDITY,
+            root_pem,
+            root_key,
+            // Replaced at once by rotate_intermediate below.
+            intermediate_pem: String::new(),
+            intermediate: Issuer::new(CertificateParams::default(), placeholder_key()?),
+            intermediate_not_after: now,
+            persist: false,
+        };
+        ca.rotate_intermediate(now)?;
+        ca.persist = persist;
+        Ok(ca)
+    }
+
+    /// Makes a new intermediate signed by the root; persisted with one rename.
+    fn rotate_intermediate(&mut self, now: OffsetDateTime) -> Result<(), Error> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)?;
+        let stamp = format!(
+            "{:04}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day()
+        );
+        let params = ca_params(
+            &format!("certkeeper local CA {} intermediate {stamp}", self.name),
+            now,
+            INTERMEDIATE_VALIDITY,
+            Some(0),
+        )?;
+        let root_issuer = Issuer::from_ca_cert_pem(&self.root_pem, &self.root_key).map_err(sign)?;
+        let cert = params.signed_by(&key, &root_issuer).map_err(sign)?;
+        let pem = cert.pem();
+        let not_after = (now + INTERMEDIATE_VALIDITY).min(self.root_not_after);
+        if self.persist {
+            let bundle = format!("{pem}{}", key.serialize_pem());
+            write_private(&self.dir, "intermediate.pem", bundle.as_bytes())?;
+        }
+        self.intermediate = Issuer::new(params, key);
+        self.intermediate_pem = pem;
+        self.intermediate_not_after = not_after;
+        Ok(())
+    }
+
+    /// Writes a freshly created CA: all files in a temporary directory, then one rename.
+    fn write_new(&self) -> Result<(), Error> {
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| io(parent, e))?;
+        let tmp = parent.join(format!(
+            ".certkeeper-new-{}-{}",
+            self.name,
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        let intermediate = self.intermediate_key_bundle();
+        let written = write_file(&tmp, "root.pem", self.root_pem.as_bytes(), 0o644)
+            .and_then(|_| write_private(&tmp, "root.key", self.root_key.serialize_pem().as_bytes()))
+            .and_then(|_| write_private(&tmp, "intermediate.pem", intermediate.as_bytes()))
+            .and_then(|_| fs::rename(&tmp, &self.dir).map_err(|e| io(&self.dir, e)))
+            .and_then(|_| sync_dir(parent));
+        if written.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        written
+    }
+
+    fn intermediate_key_bundle(&self) -> String {
+        format!(
+            "{}{}",
+            self.intermediate_pem,
+            self.intermediate.key().serialize_pem()
+        )
+    }
+
+    fn load(dir: &Path, name: &str, persist: bool) -> Result<LocalCa, Error> {
+        let read =
+            |file: &str| fs::read_to_string(dir.join(file)).map_err(|e| io(&dir.join(file), e));
+        let damaged = |reason: String| Error::Damaged {
+            path: dir.to_owned(),
+            reason,
+        };
+        let root_pem = read("root.pem")?;
+        let root_key =
+            KeyPair::from_pem(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;
+        let bundle = read("intermediate.pem")?;
+        let key_der = crate::x509::pem_blocks(bundle.as_bytes())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|b| b.label == "PRIVATE KEY")
+            .map(|b| b.der)
+            .ok_or_else(|| damaged("intermediate.pem holds no key".into()))?;
+        let intermediate_key = KeyPair::try_from(key_der.as_slice())
+            .map_err(|e| damaged(format!("intermediate key: {e}")))?;
+        let (root_certs, _) = read_certificates(root_pem.as_bytes())
+            .map_err(|e| damaged(format!("root.pem: {e}")))?;
+        let (inter_certs, _) = read_certificates(bundle.as_bytes())
+            .map_err(|e| damaged(format!("intermediate.pem: {e}")))?;
+        let (root, inter) = match (root_certs.first(), inter_certs.first()) {
+            (Some(r), Some(i)) => (r, i),
+            _ => return Err(damaged("a certificate is missing".into())),
+        };
+        let intermediate_pem = pem_of(&inter.der);
+        let intermediate = Issuer::from_ca_cert_der(&inter.der.clone().into(), intermediate_key)
+            .map_err(|e| damaged(format!("intermediate: {e}")))?;
+        Ok(LocalCa {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            root_pem,
+            root_key,
+            root_not_after: root.not_after,
+            intermediate_pem,
+            intermediate,
+            intermediate_not_after: inter.not_after,
+            persist,
+        })
+    }
+}
+
+fn ca_params(
+    cn: &str,
+    now: OffsetDateTime,
+    validity: Duration,
+    path_len: Option<u8>,
+) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "certkeeper");
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = path_len.is_some();
+    Ok(params)
+}
+
+fn random_serial() -> Result<SerialNumber, Error> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| Error::Sign("no randomness for a serial number".into()))?;
+    bytes[0] &= 0x7f; // a positive INTEGER
+    bytes[0] |= 0x01; // and never one with a leading zero byte to strip
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// A key used only until the first intermediate exists (never signs anything).
+fn placeholder_key() -> Result<KeyPair, Error> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+fn write_private(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), Error> {
+    write_file(dir, file, bytes, 0o600)
+}
+
+/// Writes `dir/file` through a temporary file that is fsynced and renamed over it.
+fn write_file(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let path = dir.join(file);
+    let tmp = dir.join(format!(".certkeeper-tmp-{file}"));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&path, e));
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn sign(e: rcgen::Error) -> Error {
+    Error::Sign(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyType;
+    use crate::x509::{PrivateKey, TrustStore, examine_chain, key_matches};
+
+    fn domains() -> Vec<String> {
+        vec![
+            "localhost".into(),
+            "demo.localhost".into(),
+            "*.apps.test".into(),
+        ]
+    }
+
+    /// Issues with `ca` and checks the chain against its root alone, the key and the names.
+    fn assert_sound(ca: &mut LocalCa, kind: KeyType, validity: Duration, now: OffsetDateTime) {
+        let key = crate::keys::generate(kind).unwrap();
+        let chain = ca.issue(&domains(), &key, validity, now).unwrap();
+        let (certs, _) = read_certificates(chain.as_bytes()).unwrap();
+        assert_eq!(certs.len(), 2);
+        let mut trust = TrustStore::new();
+        let (roots, _) = read_certificates(ca.root_pem().as_bytes()).unwrap();
+        trust.add(roots[0].clone());
+        let (leaf, problems) = examine_chain(&certs, &trust, now);
+        assert_eq!((leaf, problems), (0, vec![]));
+        let private = PrivateKey::from_bytes(key.serialize_pem().as_bytes()).unwrap();
+        assert!(key_matches(&certs[0], &private));
+        assert_eq!(certs[0].sans, domains());
+        assert!(!certs[0].is_ca);
+        assert_eq!(
+            certs[0].not_after.unix_timestamp(),
+            (now + validity).unix_timestamp()
+        );
+        assert!(certs[0].not_before < now);
+    }
+
+    #[test]
+    fn created_on_first_use_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        for kind in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            assert_sound(&mut ca, kind, Duration::from_secs(90 * 86_400), now);
+        }
+        let ca_dir = LocalCa::dir(dir.path(), "internal");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| fs::metadata(ca_dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("root.key"), mode("intermediate.pem")), (0o600, 0o600));
+        assert_eq!(mode("."), 0o700);
+        let root = fs::read_to_string(ca_dir.join("root.pem")).unwrap();
+        assert_eq!(root, ca.root_pem());
+        // No temporary directory is left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("ca"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("internal")]);
+
+        let mut again = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        assert_eq!(again.root_pem(), root);
+        assert_sound(
+            &mut again,
+            KeyType::EcdsaP256,
+            Duration::from_secs(30 * 86_400),
+            now,
+        );
+    }
+
+    #[test]
+    fn dry_open_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(dir.path(), "internal", false, now).unwrap();
+        assert_sound(
+            &mut ca,
+            KeyType::EcdsaP256,
+            Duration::from_secs(86_400),
+            now,
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn intermediate_rotates_before_a_leaf_would_outlive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = OffsetDateTime::now_utc() - time::Duration::days(700);
+        LocalCa::open(dir.path(), "internal", true, start).unwrap();
+        let before =
+            fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
+                .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        assert_sound(
+            &mut ca,
+            KeyType::EcdsaP256,
+            Duration::from_secs(90 * 86_400),
+            now,
+        );
+        let after =
+            fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
+                .unwrap();
+        assert_ne!(before, after, "the intermediate was not rotated");
+        // The rotated intermediate is kept: the next open issues from it without rotating.
+        let mut reopened = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        assert_sound(
+            &mut reopened,
+            KeyType::EcdsaP256,
+            Duration::from_secs(90 * 86_400),
+            now,
+        );
+        let again =
+            fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
+                .unwrap();
+        assert_eq!(after, again);
+    }
+
+    #[test]
+    fn refuses_to_outlive_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(dir.path(), "internal", false, now).unwrap();
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        let err = ca
+            .issue(
+                &domains(),
+                &key,
+                ROOT_VALIDITY + Duration::from_secs(86_400),
+                now,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("would outlive the local CA's root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn damaged_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        fs::write(
+            LocalCa::dir(dir.path(), "internal").join("root.key"),
+            "garbage",
+        )
+        .unwrap();
+        let err = LocalCa::open(dir.path(), "internal", true, now).unwrap_err();
+        assert!(err.to_string().contains("damaged: root.key"), "{err}");
+    }
+}
