@@ -12,4 +12,6 @@ pub mod config;
 pub mod inventory;
 pub mod issuer;
 pub mod keys;
+pub mod material;
+pub mod state;
 pub mod x509;

@@ -1,0 +1,85 @@
+//! Checks new material before it goes live: the leaf covers every configured domain, the key
+//! matches the leaf, the chain is complete to a trusted root, the validity window is sane,
+//! and the new leaf does not expire before the live one.
+
+use time::OffsetDateTime;
+
+use crate::x509::{
+    Cert, PrivateKey, TrustStore, examine_chain, key_matches, read_certificates, rfc3339, uncovered,
+};
+
+/// What is wrong with new material; every problem found, as short phrases.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("new certificate refused: {}", .problems.join("; "))]
+pub struct Rejected {
+    /// Each problem.
+    pub problems: Vec<String>,
+}
+
+/// Largest clock difference tolerated between the CA and this host for notBefore.
+pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
+
+/// Checks `fullchain` and `privkey` (PEM) for `domains`. `live_not_after` is the notAfter of
+/// the live leaf, when there is one. Returns the new leaf.
+pub fn check_new(
+    fullchain: &[u8],
+    privkey: &[u8],
+    domains: &[String],
+    trust: &TrustStore,
+    live_not_after: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<Cert, Rejected> {
+    let mut problems = Vec::new();
+    let certs = match read_certificates(fullchain) {
+        Ok((certs, _)) => certs,
+        Err(e) => {
+            return Err(Rejected {
+                problems: vec![format!("fullchain: {e}")],
+            });
+        }
+    };
+    let (leaf_at, chain_problems) = examine_chain(&certs, trust, now);
+    problems.extend(chain_problems.iter().map(|p| p.to_string()));
+    let leaf = certs[leaf_at].clone();
+    match PrivateKey::from_bytes(privkey) {
+        Ok(key) if key_matches(&leaf, &key) => {}
+        Ok(_) => problems.push("key mismatch: the private key does not belong to the leaf".into()),
+        Err(e) => problems.push(format!("privkey: {e}")),
+    }
+    let missing = uncovered(&leaf.sans, domains);
+    if !missing.is_empty() {
+        problems.push(format!(
+            "names not covered by the certificate: {}",
+            missing.join(", ")
+        ));
+    }
+    if leaf.not_before > now + CLOCK_SKEW {
+        problems.push(format!(
+            "not yet valid (notBefore {})",
+            rfc3339(leaf.not_before)
+        ));
+    }
+    if leaf.not_after <= now {
+        problems.push(format!(
+            "already expired (notAfter {})",
+            rfc3339(leaf.not_after)
+        ));
+    }
+    if leaf.not_after <= leaf.not_before {
+        problems.push("validity window is empty".into());
+    }
+    if let Some(live) = live_not_after
+        && leaf.not_after < live
+    {
+        problems.push(format!(
+            "expires earlier than the live certificate ({} < {}); a deploy never shortens the live validity",
+            rfc3339(leaf.not_after),
+            rfc3339(live)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(leaf)
+    } else {
+        Err(Rejected { problems })
+    }
+}

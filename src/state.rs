@@ -1,0 +1,155 @@
+//! What certkeeper remembers about each certificate between passes, under
+//! `state_dir/state/<name>.json`: the last attempt and its result, the last success, the
+//! consecutive failures and when the next attempt is allowed (retry backoff).
+//!
+//! Written through a temporary file and a rename; a missing or unreadable record is treated
+//! as "nothing known" (a first run), never as an error that stops a renewal.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The per-certificate record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CertState {
+    /// Unix time of the last attempt.
+    pub last_attempt: Option<i64>,
+    /// `renewed`, `failed`, `rolled_back`, `rollback_failed`, or `ok` (nothing was due).
+    pub last_result: Option<String>,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// Unix time of the last successful renewal.
+    pub last_success: Option<i64>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Unix time before which no new attempt is made (unless forced).
+    pub next_attempt: Option<i64>,
+}
+
+impl CertState {
+    /// Records a failure at `now` and schedules the next attempt with exponential backoff.
+    pub fn failed(&mut self, now: i64, error: &str, initial: Duration, max: Duration) {
+        self.last_attempt = Some(now);
+        self.last_result = Some("failed".into());
+        self.last_error = Some(error.to_owned());
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.next_attempt =
+            Some(now + backoff(self.consecutive_failures, initial, max).as_secs() as i64);
+    }
+
+    /// Records a success at `now`.
+    pub fn succeeded(&mut self, now: i64, result: &str) {
+        self.last_attempt = Some(now);
+        self.last_result = Some(result.to_owned());
+        self.last_error = None;
+        self.last_success = Some(now);
+        self.consecutive_failures = 0;
+        self.next_attempt = None;
+    }
+
+    /// Whether the backoff allows an attempt at `now`.
+    pub fn may_attempt(&self, now: i64) -> bool {
+        self.next_attempt.is_none_or(|t| now >= t)
+    }
+}
+
+/// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
+pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(32);
+    initial.saturating_mul(1u32 << doublings.min(31)).min(max)
+}
+
+/// Where a certificate's record lives.
+pub fn path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("state").join(format!("{name}.json"))
+}
+
+/// Reads a record; a missing or damaged one reads as the default.
+pub fn load(state_dir: &Path, name: &str) -> CertState {
+    fs::read(path(state_dir, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a record atomically.
+pub fn save(state_dir: &Path, name: &str, state: &CertState) -> std::io::Result<()> {
+    let file = path(state_dir, name);
+    let dir = file.parent().unwrap_or(state_dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".certkeeper-tmp-{name}.json"));
+    let _ = fs::remove_file(&tmp);
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &file)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
+        let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();
+        assert_eq!(
+            secs,
+            vec![
+                300, 600, 1200, 2400, 4800, 9600, 19_200, 38_400, 76_800, 86_400, 86_400
+            ]
+        );
+        assert_eq!(backoff(u32::MAX, i, m), m);
+    }
+
+    #[test]
+    fn failures_and_success_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = load(dir.path(), "www");
+        assert_eq!(s, CertState::default());
+        assert!(s.may_attempt(0));
+        s.failed(
+            1000,
+            "boom",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        s.failed(
+            1100,
+            "boom again",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(s.next_attempt, Some(1220));
+        assert!(!s.may_attempt(1219) && s.may_attempt(1220));
+        save(dir.path(), "www", &s).unwrap();
+        assert_eq!(load(dir.path(), "www"), s);
+        s.succeeded(2000, "renewed");
+        assert_eq!(
+            (s.consecutive_failures, s.next_attempt, s.last_success),
+            (0, None, Some(2000))
+        );
+        fs::write(path(dir.path(), "www"), b"{ damaged").unwrap();
+        assert_eq!(load(dir.path(), "www"), CertState::default());
+    }
+}
