@@ -14,7 +14,7 @@ use certkeeper::store::manifest::{self, sha256_hex};
 use certkeeper::store::{Error, PairSpec, Store};
 
 use crate::util::{
-    self, ChildGuard, Pair, Pool, Tmpfs, certkeeper_entries, child_test, env_number,
+    self, ChildGuard, Pair, Pool, Rng, Tmpfs, certkeeper_entries, child_test, env_number,
 };
 
 /// A state_dir and a live directory in a fresh temp dir.
@@ -691,4 +691,385 @@ fn a_second_writer_waits_for_the_lock() {
     assert!(matches!(other.try_lock(), Err(Error::Locked { .. })));
     drop(held);
     other.try_lock().expect("free again");
+}
+
+/// What the reader threads of [`readers_never_see_a_mismatched_pair`] counted.
+#[derive(Default)]
+struct ReadCounts {
+    reads: AtomicU64,
+    /// Path reads during which `.live` did not change, and mismatches among them.
+    stable: AtomicU64,
+    stable_mismatches: AtomicU64,
+    /// Path reads across a switch, and mismatches or missing files among them.
+    straddled: AtomicU64,
+    straddled_mismatches: AtomicU64,
+    straddled_errors: AtomicU64,
+    /// Errors or mismatches where the guarantee says there are none.
+    violations: AtomicU64,
+    /// Reads through one handle on the live generation directory, and their mismatches.
+    dir_reads: AtomicU64,
+    dir_mismatches: AtomicU64,
+    dir_gone: AtomicU64,
+}
+
+#[test]
+fn readers_never_see_a_mismatched_pair() {
+    let fx = Fixture::new();
+    let pool = Arc::new(Pool::new(4));
+    fx.deploy(&pool.pairs[0]);
+    let swaps = env_number("CERTKEEPER_READER_SWAPS", 2000);
+    let done = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(ReadCounts::default());
+    let live_link = fx.live_dir().join(".certkeeper-www.live");
+
+    // Reader 1 opens the two configured paths one after the other, as a service does, and
+    // reads `.live` before and after. The guarantee: when `.live` did not change, the pair
+    // matches; a mismatch can only happen across a switch.
+    let path_reader = {
+        let (pool, done, counts, spec, link) = (
+            pool.clone(),
+            done.clone(),
+            counts.clone(),
+            fx.spec.clone(),
+            live_link.clone(),
+        );
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                let before = fs::read_link(&link).expect("read .live");
+                let chain = fs::read(&spec.fullchain);
+                let key = fs::read(&spec.privkey);
+                let after = fs::read_link(&link).expect("read .live");
+                let matched = match (&chain, &key) {
+                    (Ok(c), Ok(k)) => {
+                        Some(pool.which(c).is_some() && pool.which(c) == pool.which(k))
+                    }
+                    _ => None,
+                };
+                if before == after {
+                    counts.stable.fetch_add(1, Ordering::Relaxed);
+                    if matched != Some(true) {
+                        counts.stable_mismatches.fetch_add(1, Ordering::Relaxed);
+                        counts.violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    counts.straddled.fetch_add(1, Ordering::Relaxed);
+                    match matched {
+                        Some(true) => {}
+                        Some(false) => {
+                            counts.straddled_mismatches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            counts.straddled_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                counts.reads.fetch_add(1, Ordering::Release);
+            }
+        })
+    };
+
+    // Reader 2 opens the live generation directory once and both files relative to it:
+    // it never sees a mismatch, whatever happens meanwhile (a generation is gone only
+    // after two more switches, and then both opens fail alike).
+    let dir_reader = {
+        let (pool, done, counts, link) = (
+            pool.clone(),
+            done.clone(),
+            counts.clone(),
+            live_link.clone(),
+        );
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                let dir = fs::File::open(&link).expect("open live generation");
+                let read = |name: &str| -> std::io::Result<Vec<u8>> {
+                    let fd = rustix::fs::openat(
+                        &dir,
+                        name,
+                        rustix::fs::OFlags::RDONLY,
+                        rustix::fs::Mode::empty(),
+                    )?;
+                    let mut bytes = Vec::new();
+                    fs::File::from(fd).read_to_end(&mut bytes)?;
+                    Ok(bytes)
+                };
+                match (read("fullchain.pem"), read("privkey.pem")) {
+                    (Ok(c), Ok(k)) => {
+                        if pool.which(&c).is_none() || pool.which(&c) != pool.which(&k) {
+                            counts.dir_mismatches.fetch_add(1, Ordering::Relaxed);
+                            counts.violations.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    (Err(_), Err(_)) => {
+                        counts.dir_gone.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        counts.violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                counts.dir_reads.fetch_add(1, Ordering::Release);
+            }
+        })
+    };
+
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    let mut spec = fx.spec.clone();
+    spec.keep_snapshots = 2;
+    for i in 1..=swaps {
+        // Let each reader finish at least one read between two switches, so that reads
+        // and switches interleave however the threads are scheduled.
+        let (seen, dir_seen) = (
+            counts.reads.load(Ordering::Acquire),
+            counts.dir_reads.load(Ordering::Acquire),
+        );
+        while counts.reads.load(Ordering::Acquire) == seen
+            || counts.dir_reads.load(Ordering::Acquire) == dir_seen
+        {
+            std::thread::yield_now();
+        }
+        let p = &pool.pairs[(i % 4) as usize];
+        locked
+            .deploy(&spec, &p.fullchain, &p.privkey)
+            .expect("deploy");
+    }
+    done.store(true, Ordering::Release);
+    path_reader.join().expect("path reader");
+    dir_reader.join().expect("dir reader");
+
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "swaps={swaps} path_reads={} stable={} stable_mismatches={} straddled={} straddled_mismatches={} \
+         straddled_errors={} dir_reads={} dir_mismatches={} dir_gone={}",
+        get(&counts.reads),
+        get(&counts.stable),
+        get(&counts.stable_mismatches),
+        get(&counts.straddled),
+        get(&counts.straddled_mismatches),
+        get(&counts.straddled_errors),
+        get(&counts.dir_reads),
+        get(&counts.dir_mismatches),
+        get(&counts.dir_gone),
+    );
+    assert_eq!(
+        get(&counts.violations),
+        0,
+        "a reader saw a mismatched pair where none is allowed"
+    );
+    assert!(get(&counts.reads) >= swaps && get(&counts.dir_reads) >= swaps);
+}
+
+const CRASH_TEST: &str = "store::crash_harness_kill_9_during_swaps";
+
+/// The crash harness. A child process (this test, re-executed) deploys pairs from a pool in
+/// a loop; the parent SIGKILLs it at a random moment, recovers, and checks: the live pair
+/// is whole (both files from one pool pair, key matching the leaf, manifest matching), every
+/// snapshot verifies, and nothing but the documented names remains. Every tenth round starts
+/// from an empty directory and every tenth from plain files, so that the first placement
+/// and the adoption are interrupted too. `CERTKEEPER_CRASH_KILLS` sets the number of kills
+/// (default 200), `CERTKEEPER_CRASH_SEED` the seed and `CERTKEEPER_CRASH_MAX_DELAY_US` the
+/// longest wait before a kill.
+#[test]
+fn crash_harness_kill_9_during_swaps() {
+    if let Ok(root) = std::env::var("CERTKEEPER_CRASH_CHILD") {
+        crash_child(Path::new(&root));
+        return;
+    }
+    let kills = env_number("CERTKEEPER_CRASH_KILLS", 200);
+    let seed = env_number("CERTKEEPER_CRASH_SEED", 0x5eed_cafe);
+    let max_delay = env_number("CERTKEEPER_CRASH_MAX_DELAY_US", 100_000);
+    let mut rng = Rng::new(seed);
+    let root = tempfile::tempdir().expect("tempdir");
+    let pool = Pool::new(6);
+    pool.save(&root.path().join("pool"));
+    let spec = crash_spec(root.path());
+    let store = Store::open(root.path().join("state")).expect("store");
+
+    let (mut mismatches, mut leaks, mut bad_snapshots, mut progressed, mut empty) = (0, 0, 0, 0, 0);
+    let mut problems: Vec<String> = Vec::new();
+    for round in 0..kills {
+        let live_dir = root.path().join("live");
+        if round % 10 == 3 || round % 10 == 7 {
+            let _ = fs::remove_dir_all(&live_dir);
+            let _ = fs::remove_dir_all(root.path().join("state/snapshots"));
+            fs::create_dir_all(&live_dir).expect("live dir");
+            if round % 10 == 7 {
+                fs::write(&spec.fullchain, &pool.pairs[5].fullchain).expect("plain chain");
+                fs::write(&spec.privkey, &pool.pairs[5].privkey).expect("plain key");
+            }
+        }
+        fs::create_dir_all(&live_dir).expect("live dir");
+        let before = fs::read(&spec.fullchain).ok().and_then(|c| pool.which(&c));
+        let mut cmd = child_test(CRASH_TEST);
+        cmd.env("CERTKEEPER_CRASH_CHILD", root.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = ChildGuard(cmd.spawn().expect("spawn child"));
+        // libtest prints its own lines first; wait for the child's.
+        let mut lines = BufReader::new(child.0.stdout.take().expect("piped stdout")).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("crash-child-ready"));
+        assert!(ready, "child did not start");
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(max_delay + 1)));
+        drop(child); // SIGKILL and reap.
+
+        let locked = store.lock().expect("lock");
+        locked.recover(&spec).expect("recover");
+        drop(locked);
+        let chain = fs::read(&spec.fullchain);
+        let key = fs::read(&spec.privkey);
+        let now = match (&chain, &key) {
+            (Ok(c), Ok(k)) => {
+                let (ic, ik) = (pool.which(c), pool.which(k));
+                let m = manifest::read_live(&spec.name, &spec.fullchain)
+                    .ok()
+                    .flatten();
+                let manifest_ok = m.is_none_or(|m| {
+                    m.files.fullchain == sha256_hex(c) && m.files.privkey == sha256_hex(k)
+                });
+                if ic.is_none() || ic != ik || !util::key_matches_leaf(c, k) || !manifest_ok {
+                    mismatches += 1;
+                    problems.push(format!(
+                        "round {round}: mixed pair {ic:?}/{ik:?}, manifest ok {manifest_ok}"
+                    ));
+                }
+                ic
+            }
+            (Err(_), Err(_)) => {
+                empty += 1;
+                if before.is_some() {
+                    mismatches += 1;
+                    problems.push(format!("round {round}: the live pair disappeared"));
+                }
+                None
+            }
+            _ => {
+                mismatches += 1;
+                problems.push(format!("round {round}: half a pair"));
+                None
+            }
+        };
+        if now != before {
+            progressed += 1;
+        }
+
+        for s in store.snapshots(&spec).expect("list") {
+            if !s.verified {
+                bad_snapshots += 1;
+                problems.push(format!(
+                    "round {round}: snapshot {} does not verify: {:?}",
+                    s.id, s.problem
+                ));
+            }
+        }
+        let leftovers = crash_leftovers(&live_dir, &root.path().join("state/snapshots/crash"));
+        if !leftovers.is_empty() {
+            leaks += 1;
+            problems.push(format!("round {round}: leftovers {leftovers:?}"));
+        }
+    }
+    println!(
+        "crash harness: kills={kills} mismatches={mismatches} leaks={leaks} bad_snapshots={bad_snapshots} \
+         rounds_with_progress={progressed} rounds_ending_empty={empty} seed={seed:#x}"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(
+        progressed > 0,
+        "no child ever completed a swap: the kills came too early"
+    );
+}
+
+fn crash_spec(root: &Path) -> PairSpec {
+    let mut spec = PairSpec::new(
+        "crash",
+        root.join("live/fullchain.pem"),
+        root.join("live/privkey.pem"),
+    );
+    spec.keep_snapshots = 3;
+    spec
+}
+
+/// The child of the crash harness: deploys the next pool pair, forever, until killed (or
+/// until its parent is gone).
+fn crash_child(root: &Path) {
+    let pool = Pool::load(&root.join("pool"));
+    let spec = crash_spec(root);
+    let store = Store::open(root.join("state")).expect("store");
+    let locked = store.lock().expect("lock");
+    let parent = rustix::process::getppid();
+    println!("crash-child-ready");
+    let mut i = fs::read(&spec.fullchain)
+        .ok()
+        .and_then(|c| pool.which(&c))
+        .unwrap_or(0);
+    for _ in 0..1_000_000 {
+        if rustix::process::getppid() != parent {
+            return;
+        }
+        i = (i + 1) % (pool.pairs.len() - 1);
+        let p = &pool.pairs[i];
+        locked
+            .deploy(&spec, &p.fullchain, &p.privkey)
+            .expect("deploy in crash child");
+    }
+}
+
+/// Names that must not survive a recovery: anything beside the live files other than the
+/// documented ones and at most two generations, and any `.tmp-` among the snapshots.
+fn crash_leftovers(live_dir: &Path, snapshots: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut generations = 0;
+    for name in certkeeper_entries(live_dir) {
+        match name.as_str() {
+            ".certkeeper-crash.live" | ".certkeeper-crash.manifest.json" => {}
+            n if n.starts_with(".certkeeper-crash.gen-") && generations < 2 => generations += 1,
+            _ => out.push(name),
+        }
+    }
+    if let Ok(read) = fs::read_dir(snapshots) {
+        for e in read.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                out.push(format!("snapshots/{name}"));
+            }
+        }
+    }
+    out
+}
+
+/// Not a test but the swap benchmark: prints the median time of one deploy (snapshot,
+/// write, fsyncs, switch, read-back, prune) over `CERTKEEPER_BENCH_SWAPS` swaps (default
+/// 200). Run by `bench/swap.sh`.
+#[test]
+#[ignore = "benchmark; run with bench/swap.sh"]
+fn bench_swap_median() {
+    let fx = Fixture::new();
+    let pool = Pool::new(4);
+    let swaps = env_number("CERTKEEPER_BENCH_SWAPS", 200) as usize;
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    let mut times = Vec::with_capacity(swaps);
+    for i in 0..swaps {
+        let p = &pool.pairs[i % 4];
+        let start = std::time::Instant::now();
+        locked
+            .deploy(&fx.spec, &p.fullchain, &p.privkey)
+            .expect("deploy");
+        times.push(start.elapsed());
+    }
+    times.sort_unstable();
+    let pct = |q: usize| times[(times.len() - 1) * q / 100];
+    println!(
+        "swap timing: swaps={swaps} median={:?} p10={:?} p90={:?} max={:?}",
+        pct(50),
+        pct(10),
+        pct(90),
+        times[times.len() - 1]
+    );
 }

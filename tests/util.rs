@@ -4,13 +4,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use certkeeper::store::manifest::sha256_hex;
 use rcgen::PublicKeyData;
 
 /// A certificate (as a one-element fullchain) and its private key, PEM.
@@ -82,7 +80,6 @@ pub fn key_matches_leaf(fullchain: &[u8], privkey: &[u8]) -> bool {
 /// Distinct pairs, and a lookup from a file's SHA-256 to the pair it belongs to.
 pub struct Pool {
     pub pairs: Vec<Pair>,
-    index: HashMap<String, usize>,
 }
 
 impl Pool {
@@ -91,16 +88,13 @@ impl Pool {
     }
 
     pub fn from_pairs(pairs: Vec<Pair>) -> Pool {
-        let mut index = HashMap::new();
         for (i, p) in pairs.iter().enumerate() {
             assert!(
                 key_matches_leaf(&p.fullchain, &p.privkey),
                 "generated pair {i} must match"
             );
-            index.insert(sha256_hex(&p.fullchain), i);
-            index.insert(sha256_hex(&p.privkey), i);
         }
-        Pool { pairs, index }
+        Pool { pairs }
     }
 
     pub fn save(&self, dir: &Path) {
@@ -118,9 +112,12 @@ impl Pool {
         Pool::from_pairs(pairs)
     }
 
-    /// Which pair these bytes are a file of.
+    /// Which pair these bytes are a file of (exact comparison: cheap enough for readers
+    /// in a tight loop).
     pub fn which(&self, bytes: &[u8]) -> Option<usize> {
-        self.index.get(&sha256_hex(bytes)).copied()
+        self.pairs
+            .iter()
+            .position(|p| p.fullchain == bytes || p.privkey == bytes)
     }
 }
 

@@ -285,8 +285,9 @@ impl Layout {
             atomic::create_file(&dir.join(FULLCHAIN_FILE), fullchain, chain_perm)?;
             atomic::create_file(&dir.join(PRIVKEY_FILE), privkey, key_perm)?;
             write_manifest(&dir, manifest)?;
-            atomic::sync_dir(&dir)?;
-            atomic::sync_dir(&self.dir)
+            // The generation's own entries must be durable before `.live` names it; its
+            // entry in the parent becomes durable with the fsync that commits the switch.
+            atomic::sync_dir(&dir)
         })();
         self.discard_on_error(&dir, result)
     }
@@ -315,8 +316,9 @@ impl Layout {
                 atomic::check_digest(&to, digest)?;
             }
             write_manifest(&dir, manifest)?;
-            atomic::sync_dir(&dir)?;
-            atomic::sync_dir(&self.dir)
+            // The generation's own entries must be durable before `.live` names it; its
+            // entry in the parent becomes durable with the fsync that commits the switch.
+            atomic::sync_dir(&dir)
         })();
         self.discard_on_error(&dir, result)
     }
@@ -396,9 +398,7 @@ impl Layout {
                 removed.push(dir);
             }
         }
-        if !removed.is_empty() {
-            atomic::sync_dir(&self.dir)?;
-        }
+        // No fsync: a removal that a crash undoes is finished by the next recovery.
         Ok(removed)
     }
 }

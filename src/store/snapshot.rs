@@ -207,7 +207,8 @@ impl Snapshots {
             .dir
             .join(format!(".tmp-{id}-{}", atomic::unique_suffix()));
         atomic::rename_noreplace(&self.path(id), &tmp)?;
-        atomic::sync_dir(&self.dir)?;
+        // No fsync: if a crash undoes the rename the snapshot is whole again, and if it
+        // keeps it, recovery removes the `.tmp-` name.
         atomic::remove_tree(&tmp)
     }
 
