@@ -255,7 +255,8 @@ impl Layout {
         }
     }
 
-    /// The mode and owner that the live file at `path` has, for carrying them over.
+    /// The owner and group of the live file at `path` (following links), to carry them
+    /// over to its replacement; `None` when there is no such file.
     pub fn current_owner(path: &Path) -> (Option<u32>, Option<u32>) {
         match fs::metadata(path) {
             Ok(m) => (Some(m.uid()), Some(m.gid())),

@@ -105,6 +105,9 @@ pub struct Store {
 
 /// The store while this process holds its lock: the only way to write. Dropping it
 /// releases the lock.
+///
+/// Different certificates may be deployed from several threads through one `Locked`;
+/// one certificate must not be written by two threads at once.
 #[derive(Debug)]
 pub struct Locked<'a> {
     store: &'a Store,
