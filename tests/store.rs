@@ -363,6 +363,25 @@ fn a_corrupt_snapshot_is_refused_and_the_default_skips_to_an_older_good_one() {
 }
 
 #[test]
+fn a_damaged_live_manifest_does_not_block_the_next_deploy() {
+    let fx = Fixture::new();
+    let pool = Pool::new(2);
+    fx.deploy(&pool.pairs[0]);
+    let manifest = fx
+        .live_dir()
+        .join(".certkeeper-www.gen-000001/manifest.json");
+    fs::write(&manifest, b"{ not json").expect("damage");
+    let deployed = fx.deploy(&pool.pairs[1]);
+    fx.assert_live(&pool.pairs[1]);
+    let snap = deployed.snapshot.expect("the replaced pair is kept");
+    assert!(snap.verified);
+    assert_eq!(
+        snap.fingerprint.as_deref(),
+        Some(pool.pairs[0].fingerprint().as_str())
+    );
+}
+
+#[test]
 fn rollback_fails_loudly_when_no_snapshot_qualifies() {
     let fx = Fixture::new();
     let pool = Pool::new(1);

@@ -417,6 +417,20 @@ pub(crate) fn read_generation_manifest(dir: &Path) -> Result<Manifest> {
     })
 }
 
+/// Describes a generation from its files, for when its manifest is unreadable.
+pub(crate) fn describe_generation(name: &str, dir: &Path) -> Result<Manifest> {
+    let read = |file: &str| {
+        let path = dir.join(file);
+        atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
+    };
+    Manifest::describe(
+        name,
+        &read(FULLCHAIN_FILE)?,
+        &read(PRIVKEY_FILE)?,
+        time::OffsetDateTime::now_utc(),
+    )
+}
+
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest)

@@ -339,7 +339,11 @@ impl Locked<'_> {
         let snapshot = match old {
             Some(g) => {
                 let dir = layout.generation_dir(g);
-                let taken = live::read_generation_manifest(&dir).and_then(|m| snaps.take(&dir, &m));
+                // A damaged manifest.json must not block every later deploy: describe the
+                // files themselves instead.
+                let taken = live::read_generation_manifest(&dir)
+                    .or_else(|_| live::describe_generation(&spec.name, &dir))
+                    .and_then(|m| snaps.take(&dir, &m));
                 match taken {
                     Ok(s) => Some(s),
                     Err(e) => {
