@@ -303,6 +303,15 @@ pub fn discover(
     let mut seen = HashSet::new();
     let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
     while let Some(path) = stack.pop() {
+        // certkeeper's own files and generation directories are reported through the
+        // managed certificate they belong to, never as discovered ones.
+        let is_internal = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".certkeeper"));
+        if is_internal {
+            continue;
+        }
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
@@ -320,13 +329,6 @@ pub fn discover(
                 }
                 Err(e) => errors.push(format!("{}: {}", path.display(), io_reason(&e))),
             }
-            continue;
-        }
-        let is_internal = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(".certkeeper"));
-        if is_internal {
             continue;
         }
         let target = if meta.file_type().is_symlink() {

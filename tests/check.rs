@@ -827,3 +827,44 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+#[test]
+fn check_reads_pairs_deployed_by_the_store() {
+    use certkeeper::store::{PairSpec, Store};
+    let mut host = Host::new();
+    host.good("www", &["example.test"], 60);
+    let leaf = host.pki.leaf(LeafSpec::new(&["example.test"], 70));
+    let store = Store::open(&host.dir.join("state")).unwrap();
+    let spec = PairSpec::new(
+        "www",
+        host.dir.join("live/www/fullchain.pem"),
+        host.dir.join("live/www/privkey.pem"),
+    );
+    let locked = store.lock().unwrap();
+    locked
+        .deploy(&spec, leaf.fullchain().as_bytes(), leaf.key_pem.as_bytes())
+        .unwrap();
+    drop(locked);
+    let (code, e) = host.only();
+    assert_eq!((code, &e["integrity"]), (0, &Value::Bool(true)), "{e:#}");
+    let days = e["days_left"].as_i64().unwrap();
+    assert!(
+        (69..=70).contains(&days),
+        "the new pair is not the one reported: {e:#}"
+    );
+
+    // Tampering with the live generation's file in place is an integrity failure.
+    let live = std::fs::canonicalize(host.dir.join("live/www/fullchain.pem")).unwrap();
+    let mut perms = std::fs::metadata(&live).unwrap().permissions();
+    perms.set_mode(0o644);
+    std::fs::set_permissions(&live, perms).unwrap();
+    std::fs::write(&live, format!("{}\n", leaf.fullchain())).unwrap();
+    let (code, e) = host.only();
+    assert_one(
+        code,
+        &e,
+        "critical",
+        2,
+        "integrity: fullchain SHA-256 differs from the manifest",
+    );
+}

@@ -5,4 +5,5 @@
 
 mod check;
 mod config;
+mod store;
 mod util;

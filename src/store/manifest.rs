@@ -3,6 +3,10 @@
 //! A manifest sits beside the live files it describes (so that a read-only monitoring user
 //! can compare against it, where `state_dir` is 0700), named `.certkeeper-<name>.manifest.json`
 //! in the fullchain's directory. Snapshots carry one of the same shape.
+//!
+//! With the generation layout (see `STORE.md`), that name is a symlink into the live
+//! generation directory, so the manifest changes in the same atomic step as the pair it
+//! describes; readers just follow it.
 
 use std::fs;
 use std::io;
@@ -10,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::error::Error;
 
 /// The version written into new manifests.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -30,6 +38,73 @@ pub struct Manifest {
     pub fingerprint: String,
     /// SHA-256 of each file, lower-case hex.
     pub files: FileDigests,
+}
+
+impl Manifest {
+    /// Describes a pair about to be written: digests of both files and the identity of the
+    /// leaf, the first certificate of `fullchain`.
+    pub fn describe(
+        name: &str,
+        fullchain: &[u8],
+        privkey: &[u8],
+        created: OffsetDateTime,
+    ) -> Result<Manifest, Error> {
+        let bad = |reason: String| Error::BadCertificate {
+            name: name.to_owned(),
+            reason,
+        };
+        let leaf = leaf_identity(fullchain).map_err(bad)?;
+        Ok(Manifest {
+            version: MANIFEST_VERSION,
+            certificate: name.to_owned(),
+            created: rfc3339(created),
+            not_after: leaf.not_after,
+            fingerprint: leaf.fingerprint,
+            files: FileDigests {
+                fullchain: sha256_hex(fullchain),
+                privkey: sha256_hex(privkey),
+            },
+        })
+    }
+}
+
+/// The identity of a fullchain's leaf certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafIdentity {
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// SHA-256 of the leaf's DER, lower-case hex.
+    pub fingerprint: String,
+}
+
+/// Parses the first certificate of a PEM fullchain; the error says why it is not usable.
+pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
+    let pem = x509_parser::pem::Pem::iter_from_buffer(fullchain)
+        .next()
+        .ok_or_else(|| "no PEM block found".to_owned())?
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if pem.label != "CERTIFICATE" {
+        return Err(format!(
+            "first PEM block is {:?}, not a CERTIFICATE",
+            pem.label
+        ));
+    }
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("bad certificate: {e}"))?;
+    Ok(LeafIdentity {
+        not_after: rfc3339(cert.validity().not_after.to_datetime()),
+        fingerprint: sha256_hex(&pem.contents),
+    })
+}
+
+/// Formats a time as RFC 3339 in UTC.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    // Formatting a valid OffsetDateTime as RFC 3339 only fails for years outside 0..=9999,
+    // which X.509 times (at most 9999-12-31) and the clock never reach.
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// SHA-256 digests of the two files of a pair, lower-case hex.

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+mod pairs;
+
+pub use pairs::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

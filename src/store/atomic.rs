@@ -1,0 +1,300 @@
+//! Crash-safe file primitives that the rest of the store is built from.
+//!
+//! Every new file, directory or link is created exclusively (`O_CREAT|O_EXCL`, `mkdir`,
+//! `symlink`, `renameat2(RENAME_NOREPLACE)`), so a symlink planted at the name is refused
+//! instead of followed; files are opened with `O_NOFOLLOW`; data is fsynced before it is
+//! named, and the directory is fsynced after it is named. Each write is read back and its
+//! SHA-256 compared with what was intended.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{OFlags, RenameFlags};
+
+use super::error::{Error, Result};
+use super::manifest::sha256_hex;
+
+/// Mode and ownership of a file to create; `None` leaves the owner or group of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Perm {
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+impl Perm {
+    /// A file readable by everyone, owned by the process.
+    pub const PUBLIC: Perm = Perm {
+        mode: 0o644,
+        owner: None,
+        group: None,
+    };
+    /// A file only the process's user can read.
+    pub const PRIVATE: Perm = Perm {
+        mode: 0o600,
+        owner: None,
+        group: None,
+    };
+}
+
+/// Creates `path` exclusively, writes `bytes`, sets mode and ownership, fsyncs it, and
+/// reads it back to compare SHA-256. On failure nothing is left at `path`.
+///
+/// The caller fsyncs the directory once it has created everything it needs there.
+pub(crate) fn create_file(path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(perm.mode)
+        .custom_flags(nofollow())
+        .open(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    let result =
+        fill(file, path, bytes, perm).and_then(|()| check_digest(path, &sha256_hex(bytes)));
+    if result.is_err() {
+        // Leave no partial file; the original error is the one worth reporting.
+        let _ = fs::remove_file(path);
+    }
+    result
+}
+
+fn fill(mut file: File, path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
+    if perm.owner.is_some() || perm.group.is_some() {
+        std::os::unix::fs::fchown(&file, perm.owner, perm.group)
+            .map_err(|e| Error::io("changing owner of", path, e))?;
+    }
+    // Set the mode explicitly: the one given to open() was reduced by the umask.
+    file.set_permissions(Permissions::from_mode(perm.mode))
+        .map_err(|e| Error::io("changing mode of", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("writing", path, e))?;
+    file.sync_all().map_err(|e| Error::io("syncing", path, e))
+}
+
+/// Reads `path` without following a symlink at its last component.
+pub(crate) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow())
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads `path` back (not following a symlink) and compares its SHA-256 with `expected`.
+pub(crate) fn check_digest(path: &Path, expected: &str) -> Result<()> {
+    let bytes = read_nofollow(path).map_err(|e| Error::io("reading back", path, e))?;
+    let actual = sha256_hex(&bytes);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::ReadBack {
+            path: path.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        })
+    }
+}
+
+/// Creates the directory `path` exclusively with `mode` (umask ignored).
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io("creating directory", path, e))?;
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .map_err(|e| Error::io("changing mode of", path, e))
+}
+
+/// Fsyncs a directory, so that the names created or renamed in it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| Error::io("syncing directory", path, e))
+}
+
+/// Points the symlink `path` at `target` atomically: a new link is created under the unused
+/// name `tmp` in the same directory and renamed over `path`; then the directory is fsynced.
+/// A reader resolving `path` sees the old target or the new one, never nothing.
+pub(crate) fn replace_symlink(target: &Path, tmp: &Path, path: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, tmp).map_err(|e| Error::io("creating link", tmp, e))?;
+    if let Err(e) = fs::rename(tmp, path) {
+        let _ = fs::remove_file(tmp);
+        return Err(Error::io("renaming link onto", path, e));
+    }
+    sync_dir(parent(path))
+}
+
+/// Renames `from` to `to`, refusing to replace anything at `to`.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        RenameFlags::NOREPLACE,
+    )
+    .map_err(|e| Error::io("renaming onto", to, e.into()))
+}
+
+/// Hard-links `from` to the new name `to`; where they are on different file systems, copies
+/// it instead (same mode and owner, fsynced). Returns whether a link was made.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> Result<bool> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            let meta = fs::symlink_metadata(from).map_err(|e| Error::io("reading", from, e))?;
+            let bytes = read_nofollow(from).map_err(|e| Error::io("reading", from, e))?;
+            use std::os::unix::fs::MetadataExt;
+            let perm = Perm {
+                mode: meta.mode() & 0o7777,
+                owner: Some(meta.uid()),
+                group: Some(meta.gid()),
+            };
+            create_file(to, &bytes, perm)?;
+            Ok(false)
+        }
+        Err(e) => Err(Error::io("linking", to, e)),
+    }
+}
+
+/// Removes a file, link or directory tree at `path` without following symlinks; a missing
+/// path is not an error.
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// A suffix for temporary names, unique among the processes alive now: pid, a counter and
+/// the clock, in lowercase hex digits and dashes only (recovery recognises names by it).
+pub(crate) fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}-{n:x}-{nanos:x}", std::process::id())
+}
+
+/// Whether `s` is a suffix made by [`unique_suffix`] (or by an older run of it).
+pub(crate) fn is_unique_suffix(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+}
+
+/// The directory part of `path` (`.` for a bare name).
+pub(crate) fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn nofollow() -> i32 {
+    // The flag's bit pattern fits an i32; `custom_flags` takes the C int that open(2) takes.
+    (OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn create_file_sets_mode_despite_umask_and_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        create_file(
+            &path,
+            b"secret",
+            Perm {
+                mode: 0o640,
+                owner: None,
+                group: None,
+            },
+        )
+        .expect("create");
+        assert_eq!(fs::read(&path).expect("read"), b"secret");
+        assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn create_file_refuses_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("write victim");
+        let path = dir.path().join(".certkeeper-www.gen-000002");
+        std::os::unix::fs::symlink(&victim, &path).expect("plant");
+        let err = create_file(&path, b"evil", Perm::PRIVATE).expect_err("must refuse");
+        assert!(matches!(err, Error::Planted { .. }), "{err}");
+        assert_eq!(fs::read(&victim).expect("read victim"), b"precious");
+        // A dangling symlink is refused the same way.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("plant");
+        let err = create_file(&dangling, b"evil", Perm::PRIVATE).expect_err("must refuse");
+        assert!(matches!(err, Error::Planted { .. }), "{err}");
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn create_dir_and_rename_noreplace_refuse_planted_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("target");
+        fs::create_dir(&target).expect("mkdir");
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&target, &planted).expect("plant");
+        assert!(matches!(
+            create_dir(&planted, 0o700),
+            Err(Error::Planted { .. })
+        ));
+        let from = dir.path().join("from");
+        fs::create_dir(&from).expect("mkdir");
+        assert!(matches!(
+            rename_noreplace(&from, &planted),
+            Err(Error::Planted { .. })
+        ));
+        assert!(from.is_dir());
+        assert_eq!(fs::read_dir(&target).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn read_nofollow_refuses_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("f"), b"x").expect("write");
+        std::os::unix::fs::symlink("f", dir.path().join("l")).expect("link");
+        assert!(read_nofollow(&dir.path().join("f")).is_ok());
+        assert!(read_nofollow(&dir.path().join("l")).is_err());
+    }
+
+    #[test]
+    fn replace_symlink_swaps_the_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("live");
+        let tmp = dir.path().join("tmp");
+        replace_symlink(Path::new("a"), &tmp, &link).expect("first");
+        replace_symlink(Path::new("b"), &tmp, &link).expect("second");
+        assert_eq!(fs::read_link(&link).expect("readlink"), Path::new("b"));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn unique_suffixes_are_recognised() {
+        let a = unique_suffix();
+        assert!(is_unique_suffix(&a), "{a}");
+        assert_ne!(a, unique_suffix());
+        assert!(!is_unique_suffix("x.live"));
+        assert!(!is_unique_suffix(""));
+    }
+}
