@@ -834,7 +834,7 @@ fn check_reads_pairs_deployed_by_the_store() {
     let mut host = Host::new();
     host.good("www", &["example.test"], 60);
     let leaf = host.pki.leaf(LeafSpec::new(&["example.test"], 70));
-    let store = Store::open(&host.dir.join("state")).unwrap();
+    let store = Store::open(host.dir.join("state")).unwrap();
     let spec = PairSpec::new(
         "www",
         host.dir.join("live/www/fullchain.pem"),
