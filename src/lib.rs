@@ -7,8 +7,10 @@
 
 pub mod store;
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod inventory;
 pub mod issuer;
 pub mod keys;

@@ -5,5 +5,6 @@
 
 mod check;
 mod config;
+mod snapshots;
 mod store;
 mod util;

@@ -2,12 +2,11 @@
 //! report of one certificate, with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL,
 //! 3 UNKNOWN).
 
-use std::io::Write;
 use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::load_config;
+use super::{load_config, print};
 use crate::config::Config;
 use crate::inventory::{self, Entry, Status, Trust};
 
@@ -209,11 +208,4 @@ fn report(e: &Entry) -> String {
         }
     }
     out
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn print(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
 }

@@ -4,6 +4,7 @@
 
 mod check;
 mod config_check;
+mod snapshots;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,24 @@ pub enum Command {
         /// The certificate's name.
         name: String,
     },
+    /// List a certificate's snapshots, newest first (exit 0, or 2 on a config or usage error).
+    Snapshots {
+        /// One JSON array, an object per snapshot.
+        #[arg(long)]
+        json: bool,
+        /// The certificate's name.
+        name: String,
+    },
+    /// Put a snapshot back as the live pair, atomically (exit 0, 1 failed, 2 config or usage
+    /// error). The replaced pair is kept as a snapshot, so a rollback can be undone.
+    Rollback {
+        /// The certificate's name.
+        name: String,
+        /// The snapshot id (default: the newest one whose leaf differs from the live one and
+        /// that verifies).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Validate the config (exit 0 valid, 2 invalid).
     Config {
         #[command(subcommand)]
@@ -96,6 +115,10 @@ pub fn run() -> u8 {
     match args.command {
         Command::Check { json, ref names } => check::check(&args.config, names, json),
         Command::Verify { json, ref name } => check::verify(&args.config, name, json),
+        Command::Snapshots { json, ref name } => snapshots::snapshots(&args.config, name, json),
+        Command::Rollback { ref name, ref to } => {
+            snapshots::rollback(&args.config, name, to.as_deref())
+        }
         Command::Config {
             command: ConfigCommand::Check { no_environment },
         } => config_check::run(&args.config, !no_environment),
@@ -118,6 +141,14 @@ pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, ConfigError>
         }
     }
     result
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub(crate) fn print(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 /// The exit code of a usage error, which depends on the command's convention: `check` and

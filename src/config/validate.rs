@@ -20,11 +20,13 @@ use super::*;
 
 /// Validates `text`, read from `file`.
 pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    // Paths in the config are relative to its directory, made absolute here so that they
+    // mean the same whatever the working directory of a later step.
     let base = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."))
-        .to_owned();
+        .unwrap_or_else(|| Path::new("."));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
     let mut v = Validator {
         text,
         declared: BTreeSet::new(),

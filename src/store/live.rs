@@ -214,7 +214,12 @@ impl Layout {
 
     /// The entries of `dir` that belong to this certificate.
     pub fn entries(&self, dir: &Path) -> Result<Vec<(PathBuf, Entry)>> {
-        let read = fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        let read = match fs::read_dir(dir) {
+            Ok(read) => read,
+            // A directory that does not exist yet holds nothing of this certificate.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", dir, e)),
+        };
         let mut out = Vec::new();
         for entry in read {
             let entry = entry.map_err(|e| Error::io("listing", dir, e))?;

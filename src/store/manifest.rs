@@ -4,7 +4,7 @@
 //! can compare against it, where `state_dir` is 0700), named `.certkeeper-<name>.manifest.json`
 //! in the fullchain's directory. Snapshots carry one of the same shape.
 //!
-//! With the generation layout (see `STORE.md`), that name is a symlink into the live
+//! With the generation layout (see the README's store section), that name is a symlink into the live
 //! generation directory, so the manifest changes in the same atomic step as the pair it
 //! describes; readers just follow it.
 

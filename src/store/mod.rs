@@ -2,7 +2,7 @@
 //!
 //! Everything that writes under a certificate's live paths or under `state_dir` lives here.
 //! `check` and `verify` only read through [`manifest::read_live`]. How a swap stays atomic
-//! and what a reader may rely on is told in `STORE.md`; in short, each pair is written into
+//! and what a reader may rely on is told in the README (the store section); in short, each pair is written into
 //! a new immutable generation directory beside the live files, and one `rename(2)` of a
 //! `.live` symlink, through which the live paths resolve, switches both files at once.
 //!
@@ -33,7 +33,7 @@ pub mod snapshot;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -227,6 +227,17 @@ impl Locked<'_> {
     /// The store does not judge the material (chain, key match, names): the caller has
     /// done so. On error the old pair is still live and no partial files remain.
     pub fn deploy(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Deployed> {
+        // A first deploy may target directories that do not exist yet (as certbot creates
+        // live/<name>/): they are made 0755, like /etc/ssl/certs.
+        for file in [&spec.fullchain, &spec.privkey] {
+            if let Some(dir) = file.parent().filter(|d| !d.exists()) {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(|e| Error::io("creating", dir, e))?;
+            }
+        }
         let layout = Layout::new(spec)?;
         let recovered = self.recover(spec)?;
         let manifest =

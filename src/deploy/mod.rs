@@ -1,0 +1,31 @@
+//! Deploying a certificate: how a configured certificate maps onto the store's pair, and
+//! (with the reload and verify steps) what happens around a swap.
+
+use crate::accounts;
+use crate::config;
+use crate::store::PairSpec;
+
+/// The store's description of a configured certificate's live pair. Fails when `owner` or
+/// `group` names an account that does not exist.
+pub fn pair_spec(cert: &config::Certificate) -> Result<PairSpec, String> {
+    let mut spec = PairSpec::new(
+        cert.name.clone(),
+        cert.fullchain.clone(),
+        cert.privkey.clone(),
+    );
+    spec.mode = cert.mode;
+    spec.keep_snapshots = cert.keep_snapshots;
+    spec.owner = cert
+        .owner
+        .as_deref()
+        .map(accounts::uid)
+        .transpose()
+        .map_err(|e| format!("certificates {}: owner: {e}", cert.name))?;
+    spec.group = cert
+        .group
+        .as_deref()
+        .map(accounts::gid)
+        .transpose()
+        .map_err(|e| format!("certificates {}: group: {e}", cert.name))?;
+    Ok(spec)
+}
