@@ -15,5 +15,6 @@ pub mod inventory;
 pub mod issuer;
 pub mod keys;
 pub mod material;
+pub mod renew;
 pub mod state;
 pub mod x509;

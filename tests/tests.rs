@@ -5,6 +5,7 @@
 
 mod check;
 mod config;
+mod renew;
 mod snapshots;
 mod store;
 mod util;

@@ -4,6 +4,7 @@
 
 mod check;
 mod config_check;
+mod renew;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -61,6 +62,19 @@ pub enum Command {
         /// The certificate's name.
         name: String,
     },
+    /// One pass: renew what is due, check it and swap it in with a snapshot (exit 0 all good
+    /// or nothing due, 1 at least one certificate failed, 2 config or usage error).
+    Renew {
+        /// Renew the named (or all) certificates even when not due, ignoring the retry
+        /// backoff.
+        #[arg(long)]
+        force: bool,
+        /// Do everything up to the swap and change nothing on disk.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these certificates.
+        names: Vec<String>,
+    },
     /// List a certificate's snapshots, newest first (exit 0, or 2 on a config or usage error).
     Snapshots {
         /// One JSON array, an object per snapshot.
@@ -115,6 +129,18 @@ pub fn run() -> u8 {
     match args.command {
         Command::Check { json, ref names } => check::check(&args.config, names, json),
         Command::Verify { json, ref name } => check::verify(&args.config, name, json),
+        Command::Renew {
+            force,
+            dry_run,
+            ref names,
+        } => renew::run(
+            &args.config,
+            crate::renew::Options {
+                force,
+                dry_run,
+                names: names.clone(),
+            },
+        ),
         Command::Snapshots { json, ref name } => snapshots::snapshots(&args.config, name, json),
         Command::Rollback { ref name, ref to } => {
             snapshots::rollback(&args.config, name, to.as_deref())

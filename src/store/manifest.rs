@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::error::Error;
 
@@ -100,11 +99,7 @@ pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
 
 /// Formats a time as RFC 3339 in UTC.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    // Formatting a valid OffsetDateTime as RFC 3339 only fails for years outside 0..=9999,
-    // which X.509 times (at most 9999-12-31) and the clock never reach.
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    crate::x509::rfc3339(t)
 }
 
 /// SHA-256 digests of the two files of a pair, lower-case hex.

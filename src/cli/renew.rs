@@ -1,0 +1,103 @@
+//! `certkeeper renew [--force] [--dry-run] [NAME...]`: one pass, a line per certificate on
+//! stdout, exit 0 when all is good or nothing is due, 1 when at least one certificate failed,
+//! 2 on a config or usage error.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{load_config, print};
+use crate::renew::{self, Options, Outcome};
+
+/// Exit code when a certificate failed.
+const FAILED: u8 = 1;
+/// Exit code of a config or usage error.
+const USAGE: u8 = 2;
+
+/// Runs `renew`.
+pub fn run(config_path: &Path, opts: Options) -> u8 {
+    let Ok(config) = load_config(config_path) else {
+        return USAGE;
+    };
+    let unknown: Vec<&String> = opts
+        .names
+        .iter()
+        .filter(|n| config.certificate(n).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "certkeeper: {}: no certificate named {}; configured: {}",
+            config_path.display(),
+            unknown
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config
+                .certificates
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return USAGE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            return FAILED;
+        }
+    };
+    let result = runtime.block_on(renew::run(Arc::new(config), &opts));
+    let outcomes = match result {
+        Ok(o) => o,
+        Err(renew::Error::Spec(e)) => {
+            eprintln!("certkeeper: {}: {e}", config_path.display());
+            return USAGE;
+        }
+        Err(e) => {
+            eprintln!("certkeeper: renew: {e}");
+            return FAILED;
+        }
+    };
+    let mut out = String::new();
+    for (name, outcome) in &outcomes {
+        out.push_str(&line(name, outcome));
+        out.push('\n');
+    }
+    print(&out);
+    if outcomes.iter().any(|(_, o)| o.failed()) {
+        FAILED
+    } else {
+        0
+    }
+}
+
+fn line(name: &str, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::NotDue { renew_after } => format!("{name}: not due (renews from {renew_after})"),
+        Outcome::Backoff { until } => {
+            format!("{name}: last attempt failed; next attempt from {until} (--force to try now)")
+        }
+        Outcome::Renewed {
+            not_after,
+            snapshot,
+            source,
+        } => format!(
+            "{name}: renewed from {source} (notAfter {not_after}){}",
+            snapshot
+                .as_ref()
+                .map(|s| format!(", previous pair kept as snapshot {s}"))
+                .unwrap_or_default()
+        ),
+        Outcome::WouldRenew { not_after, source } => {
+            format!(
+                "{name}: would renew from {source} (notAfter {not_after}); dry run, nothing changed"
+            )
+        }
+        Outcome::Failed { error } => format!("{name}: FAILED: {error}"),
+    }
+}

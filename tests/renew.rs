@@ -1,0 +1,379 @@
+//! `certkeeper renew` through the real binary with the built-in local CA (the ACME path has
+//! its own tests against Pebble): the quickstart end to end, not due, --force, --dry-run,
+//! failures that do not stop the others, issuer fallback, kept material deployed on the next
+//! pass, never shortening the live validity, the retry backoff, reuse_key and key types.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::Dir;
+use crate::util::fixtures::{LeafSpec, Pki};
+
+/// A config with a local CA `internal` and an ACME issuer `broken` that nothing answers.
+fn config(certs: &str) -> String {
+    format!(
+        "state_dir: state\n\
+         issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n  \
+         broken:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n\
+         dns_providers:\n  hook:\n    type: exec\n    command: [/bin/true]\n\
+         renewal:\n  retry: {{ initial: 1h, max: 1d }}\n\
+         certificates:\n{certs}"
+    )
+}
+
+fn cert(name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    domains: [{name}.test, \"*.{name}.test\"]\n    issuer: {issuer}\n    dns_provider: hook\n    \
+         fullchain: live/{name}/fullchain.pem\n    privkey: live/{name}/privkey.pem\n{extra}"
+    )
+}
+
+fn check_json(dir: &Dir) -> Vec<Value> {
+    let run = dir.run(&["check", "--json"]);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"))
+}
+
+fn tree(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_owned()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if meta.file_type().is_symlink() {
+            out.push((
+                p.display().to_string(),
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .into_bytes(),
+            ));
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn quickstart_runs_end_to_end() {
+    let dir = Dir::new();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml"),
+    )
+    .unwrap();
+    dir.config(&example);
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("demo: renewed from internal (notAfter "),
+        "{run:?}"
+    );
+    let run = dir.run(&["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("CERTKEEPER OK - 1 certificate"),
+        "{run:?}"
+    );
+    let entries = check_json(&dir);
+    assert_eq!(entries[0]["integrity"], true);
+    assert_eq!(entries[0]["chain_length"], 2);
+    assert_eq!(
+        entries[0]["sans"],
+        serde_json::json!(["localhost", "demo.localhost"])
+    );
+    // The local CA's root is exported for clients.
+    let root = dir.join("quickstart-out/state/ca/internal/root.pem");
+    assert!(
+        std::fs::read_to_string(root)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("demo: not due (renews from "),
+        "{run:?}"
+    );
+
+    let before = check_json(&dir)[0]["fingerprint"].clone();
+    let run = dir.run(&["renew", "--force", "demo"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("previous pair kept as snapshot 000001"),
+        "{run:?}"
+    );
+    assert_ne!(check_json(&dir)[0]["fingerprint"], before);
+    let snaps = dir.run(&["snapshots", "--json", "demo"]);
+    let snaps: Vec<Value> = serde_json::from_str(&snaps.stdout).unwrap();
+    assert_eq!(snaps[0]["fingerprint"], before);
+}
+
+#[test]
+fn dry_run_changes_nothing_on_disk() {
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    let before = tree(dir.path());
+    let run = dir.run(&["renew", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("www: would renew from internal"),
+        "{run:?}"
+    );
+    assert_eq!(
+        before,
+        tree(dir.path()),
+        "a dry run on a fresh host wrote something"
+    );
+
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let before = tree(dir.path());
+    let run = dir.run(&["renew", "--dry-run", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("www: would renew from internal"),
+        "{run:?}"
+    );
+    assert_eq!(before, tree(dir.path()), "a forced dry run wrote something");
+}
+
+#[test]
+fn one_failure_does_not_stop_the_others() {
+    let dir = Dir::new();
+    dir.config(&config(&format!(
+        "{}{}{}",
+        cert("a", "internal", ""),
+        cert("b", "broken", ""),
+        cert("c", "internal", "")
+    )));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{run:?}");
+    assert!(lines[0].starts_with("a: renewed from internal"), "{run:?}");
+    assert!(
+        lines[1].starts_with("b: FAILED: issuer broken: "),
+        "{run:?}"
+    );
+    assert!(lines[2].starts_with("c: renewed from internal"), "{run:?}");
+    assert!(
+        !dir.join("live/b").exists() || std::fs::read_dir(dir.join("live/b")).unwrap().count() == 0
+    );
+    let statuses: Vec<String> = check_json(&dir)
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, vec!["ok", "critical", "ok"]);
+
+    // The failure is remembered: without --force the next pass waits for the backoff.
+    let run = dir.run(&["renew", "b"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("b: last attempt failed; next attempt from "),
+        "{run:?}"
+    );
+    let run = dir.run(&["renew", "--force", "b"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/state/b.json")).unwrap()).unwrap();
+    assert_eq!(state["consecutive_failures"], 2);
+}
+
+#[test]
+fn issuers_are_tried_in_order() {
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "[broken, internal]", "")));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn issued_material_is_kept_and_deployed_on_the_next_pass() {
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    // An immutable live directory makes the swap fail after issuance (even for root).
+    let frozen = Immutable::new(&dir.join("live/www"));
+    let live_before = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("www: FAILED: deploy: "), "{run:?}");
+    assert!(
+        run.stdout.contains("kept and deployed on the next pass"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        live_before
+    );
+    let kept = std::fs::read(dir.join("state/pending/www/fullchain.pem")).unwrap();
+    drop(frozen);
+    // Not due, not forced: the kept material is deployed all the same, without a new order.
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from pending"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        kept
+    );
+    assert!(!dir.join("state/pending/www").exists());
+    assert_eq!(check_json(&dir)[0]["status"], "ok");
+    let run = dir.run(&["renew"]);
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+}
+
+/// `chattr +i` on a directory for the life of the value (root cannot write into it either).
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: &Path) -> Immutable {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr (Debian package e2fsprogs) is needed for this test");
+        assert!(
+            status.success(),
+            "chattr +i failed: the test directory must be on ext4/xfs/btrfs"
+        );
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn never_replaces_a_live_leaf_with_one_that_expires_earlier() {
+    let dir = Dir::new();
+    // The live pair, from elsewhere, is valid for two more years; the local CA gives 90 days.
+    let pki = Pki::new("Other");
+    let leaf = pki.leaf(LeafSpec::new(&["www.test", "*.www.test"], 700));
+    dir.write("live/www/fullchain.pem", leaf.fullchain());
+    dir.write("live/www/privkey.pem", &leaf.key_pem);
+    dir.config(&config(&cert("www", "internal", "")));
+    let before = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("expires earlier than the live certificate"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn many_certificates_in_one_pass() {
+    let dir = Dir::new();
+    let certs: String = (0..10)
+        .map(|i| cert(&format!("c{i}"), "internal", ""))
+        .collect();
+    dir.config(&config(&certs));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(": renewed from internal"))
+            .count(),
+        10,
+        "{run:?}"
+    );
+    let run = dir.run(&["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("CERTKEEPER OK - 10 certificates"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn key_types_and_reuse_key() {
+    let dir = Dir::new();
+    dir.config(&config(&format!(
+        "{}{}{}",
+        cert("rsa", "internal", "    key: rsa-2048\n"),
+        cert("p384", "internal", "    key: ecdsa-p384\n"),
+        cert(
+            "same",
+            "internal",
+            "    reuse_key: true\n    mode: \"0640\"\n"
+        )
+    )));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rsa = std::fs::read_to_string(dir.join("live/rsa/privkey.pem")).unwrap();
+    let p384 = certkeeper::x509::PrivateKey::from_bytes(
+        &std::fs::read(dir.join("live/p384/privkey.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        certkeeper::x509::PrivateKey::from_bytes(rsa.as_bytes())
+            .unwrap()
+            .algorithm,
+        "rsa"
+    );
+    assert_eq!(p384.algorithm, "ecdsa-p384");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("live/same/privkey.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640);
+    let key = std::fs::read(dir.join("live/same/privkey.pem")).unwrap();
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        std::fs::read(dir.join("live/same/privkey.pem")).unwrap(),
+        key,
+        "reuse_key changed the key"
+    );
+    assert_ne!(
+        std::fs::read_to_string(dir.join("live/rsa/privkey.pem")).unwrap(),
+        rsa
+    );
+    assert_eq!(dir.run(&["check"]).code, 0);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    let run = dir.run(&["renew", "nope"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("no certificate named \"nope\""),
+        "{run:?}"
+    );
+    dir.config("certificates: [\n");
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!dir.join("state").exists());
+}
