@@ -7,6 +7,7 @@
 
 pub mod store;
 
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod inventory;
