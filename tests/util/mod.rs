@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod challtestsrv;
 pub mod fixtures;
+pub mod pebble;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
