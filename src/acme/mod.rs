@@ -10,7 +10,7 @@
 //!   [`install_crypto_provider`] once at startup for the rest of the process.
 //! - Passing failures (`rateLimited`, `serverInternal`, 5xx, no answer) are retried per step
 //!   with [`Backoff`], honouring `Retry-After`; order polling uses an explicit policy
-//!   ([`Tuning::poll`]), never instant-acme's default.
+//!   ([`Tuning::poll_timeout`] and its neighbours), never instant-acme's default.
 
 mod account;
 mod ari;
