@@ -8,6 +8,7 @@
 pub mod store;
 
 pub mod accounts;
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod deploy;

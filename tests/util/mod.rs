@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod challtestsrv;
 pub mod fixtures;
 mod pairs;
+pub mod pebble;
 
 pub use pairs::*;
 

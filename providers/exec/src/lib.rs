@@ -1,0 +1,432 @@
+//! A DNS provider that runs an external hook for each TXT record.
+//!
+//! The hook is run as `CMD present FQDN VALUE` to publish a record and `CMD cleanup FQDN VALUE`
+//! to remove it, where FQDN is lower-case with the trailing dot (`_acme-challenge.example.com.`)
+//! and already follows any CNAME. Exit status 0 is success; anything else fails the call, and
+//! what the hook wrote to stderr goes into the error, between divider lines. A hook that runs
+//! longer than its timeout is killed together with the processes it started.
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// The default time one hook call may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `CMD present|cleanup FQDN VALUE`.
+#[derive(Clone)]
+pub struct ExecProvider {
+    command: Vec<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for ExecProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The program only: arguments written in a config may carry tokens.
+        f.debug_struct("ExecProvider")
+            .field("program", &self.command.first())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ExecProvider {
+    /// A provider running `command` (program and leading arguments), each call limited to
+    /// `timeout`.
+    pub fn new(command: Vec<String>, timeout: Duration) -> Result<ExecProvider, Error> {
+        if command.first().is_none_or(|p| p.is_empty()) {
+            return Err(Error::EmptyCommand);
+        }
+        Ok(ExecProvider { command, timeout })
+    }
+
+    /// Runs the hook for one action and record.
+    async fn run(&self, action: Action, record: &TxtRecord) -> Result<(), Error> {
+        let program = &self.command[0];
+        let mut cmd = Command::new(program);
+        cmd.args(&self.command[1..])
+            .arg(action.as_str())
+            .arg(&record.fqdn)
+            .arg(&record.value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group, so that a timeout kills what the hook started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let mut stderr_pipe = child.stderr.take();
+        let stderr = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(pipe) = stderr_pipe.as_mut() {
+                // A read error only shortens the evidence; the exit status decides.
+                let _ = pipe.read_to_end(&mut buf).await;
+            }
+            buf
+        });
+        match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => {
+                let stderr = collect(stderr).await;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(Error::Failed {
+                        action,
+                        status: describe(status),
+                        stderr,
+                    })
+                }
+            }
+            Ok(Err(source)) => Err(Error::Spawn {
+                program: program.clone(),
+                source,
+            }),
+            Err(_) => {
+                kill_group(&mut child).await;
+                // Whatever it wrote before it was killed; the pipe is closed now that the
+                // whole group is gone, bounded anyway in case a process escaped the group.
+                let stderr: String = tokio::time::timeout(Duration::from_secs(1), collect(stderr))
+                    .await
+                    .unwrap_or_default();
+                Err(Error::TimedOut {
+                    action,
+                    timeout: self.timeout,
+                    stderr,
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DnsProvider for ExecProvider {
+    async fn present(&self, record: &TxtRecord) -> Result<RecordHandle, DnsError> {
+        self.run(Action::Present, record)
+            .await
+            .map_err(|e| DnsError::Other(Box::new(e)))?;
+        Ok(RecordHandle {
+            record: record.clone(),
+            id: None,
+            zone: None,
+        })
+    }
+
+    async fn cleanup(&self, handle: &RecordHandle) -> Result<(), DnsError> {
+        self.run(Action::Cleanup, &handle.record)
+            .await
+            .map_err(|e| DnsError::Other(Box::new(e)))
+    }
+}
+
+/// Which hook call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Publish the record.
+    Present,
+    /// Remove the record.
+    Cleanup,
+}
+
+impl Action {
+    /// The word passed to the hook.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Present => "present",
+            Action::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a hook call failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No program was configured.
+    #[error("the hook command is empty; give the program and its leading arguments")]
+    EmptyCommand,
+    /// The program could not be started (or waited for).
+    #[error("cannot run hook {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The hook exited with a status other than 0.
+    #[error("{action} hook {status}{}", divided(stderr))]
+    Failed {
+        /// The call that failed.
+        action: Action,
+        /// `exited with status N` or `was killed by signal N`.
+        status: String,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// The hook ran longer than its timeout and was killed.
+    #[error(
+        "{action} hook did not finish within {timeout:?} and was killed{}",
+        divided(stderr)
+    )]
+    TimedOut {
+        /// The call that timed out.
+        action: Action,
+        /// The limit.
+        timeout: Duration,
+        /// What it wrote to stderr before it was killed.
+        stderr: String,
+    },
+}
+
+/// stderr between divider lines, or nothing when the hook wrote nothing.
+fn divided(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        return String::new();
+    }
+    format!("\n{STDERR_OPEN}\n{}\n{STDERR_CLOSE}", stderr.trim_end())
+}
+
+async fn collect(task: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    let bytes = task.await.unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if text.len() > MAX_STDERR {
+        let mut cut = MAX_STDERR;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n[stderr truncated]");
+    }
+    text
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        (None, None) => format!("ended with {status}"),
+    }
+}
+
+/// Kills the hook's process group (the hook and anything it started), then reaps the hook.
+async fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // `kill -KILL -- -PGID` reaches the whole group; std offers no group kill without
+        // unsafe code, and the standard kill utility is on every POSIX system.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+    let _ = child.kill().await;
+}
+
+const STDERR_OPEN: &str = "---------- stderr ----------";
+const STDERR_CLOSE: &str = "----------------------------";
+/// The most stderr kept in an error (the end of a long log is rarely what explains it).
+const MAX_STDERR: usize = 8 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("hook.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn provider(path: &Path, timeout: Duration) -> ExecProvider {
+        ExecProvider::new(vec![path.display().to_string()], timeout).unwrap()
+    }
+
+    fn record() -> TxtRecord {
+        TxtRecord {
+            fqdn: "_acme-challenge.example.com.".into(),
+            value: "dGVzdA".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_action_fqdn_and_value() {
+        let dir = tempfile_dir();
+        let log = dir.join("calls");
+        let hook = script(&dir, &format!("echo \"$@\" >> {}", log.display()));
+        let p = provider(&hook, Duration::from_secs(10));
+        let handle = p.present(&record()).await.unwrap();
+        assert_eq!(handle.record, record());
+        p.cleanup(&handle).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "present _acme-challenge.example.com. dGVzdA\n\
+             cleanup _acme-challenge.example.com. dGVzdA\n"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn leading_arguments_come_first() {
+        let dir = tempfile_dir();
+        let log = dir.join("calls");
+        let hook = script(&dir, &format!("echo \"$@\" > {}", log.display()));
+        let p = ExecProvider::new(
+            vec![
+                hook.display().to_string(),
+                "--zone".into(),
+                "example.com".into(),
+            ],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        p.present(&record()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "--zone example.com present _acme-challenge.example.com. dGVzdA\n"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn failure_keeps_status_and_stderr_between_dividers() {
+        let dir = tempfile_dir();
+        let hook = script(
+            &dir,
+            "echo 'zone example.com: permission denied' >&2\nexit 3",
+        );
+        let err = provider(&hook, Duration::from_secs(10))
+            .run(Action::Present, &record())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "present hook exited with status 3\n\
+             ---------- stderr ----------\n\
+             zone example.com: permission denied\n\
+             ----------------------------"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn failure_without_stderr_is_one_line() {
+        let dir = tempfile_dir();
+        let hook = script(&dir, "exit 1");
+        let err = provider(&hook, Duration::from_secs(10))
+            .present(&record())
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "present hook exited with status 1");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_hook_and_its_children() {
+        let dir = tempfile_dir();
+        let marker = dir.join("survived");
+        // The hook starts a child that would write the marker after 2 s; the kill must
+        // reach it too.
+        let hook = script(
+            &dir,
+            &format!(
+                "echo started >&2\n(sleep 2; touch {}) &\nsleep 30",
+                marker.display()
+            ),
+        );
+        let started = Instant::now();
+        let err = provider(&hook, Duration::from_millis(500))
+            .run(Action::Cleanup, &record())
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(
+                err,
+                Error::TimedOut {
+                    action: Action::Cleanup,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cleanup hook did not finish within 500ms and was killed\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nstarted\n"), "{text}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "a child of the hook outlived the timeout");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_named() {
+        let p = ExecProvider::new(
+            vec!["/nonexistent/certkeeper-hook".into()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let err = p.present(&record()).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot run hook /nonexistent/certkeeper-hook: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_command_is_refused() {
+        assert!(matches!(
+            ExecProvider::new(vec![], DEFAULT_TIMEOUT),
+            Err(Error::EmptyCommand)
+        ));
+        assert!(matches!(
+            ExecProvider::new(vec![String::new()], DEFAULT_TIMEOUT),
+            Err(Error::EmptyCommand)
+        ));
+    }
+
+    /// A fresh directory under the system temp dir (no tempfile dependency in this crate).
+    fn tempfile_dir() -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "certkeeper-exec-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,522 @@
+//! DNS-01, independent of any provider: the record name, CNAME following, publishing through a
+//! [`DnsProvider`], the propagation check, and removal of every record created.
+//!
+//! - The name is `_acme-challenge.<bare domain>.`, lower-case with the trailing dot. An apex
+//!   and its wildcard share it (two values under one name); the bare domain comes from the
+//!   authorization's identifier, never from a name with `*.` in it.
+//! - A CNAME on that name is followed (via the configured resolvers, else the system's) and
+//!   the record is created where it points, so credentials can be limited to a delegated zone.
+//! - Before the CA is told, the exact value must be visible at every configured resolver, or
+//!   else at every authoritative server of the record's zone. Lookups bypass any cache.
+//! - [`Published`] owns what was created: [`Published::cleanup`] removes it on every normal
+//!   path, and when the future that holds it is dropped (cancellation, panic) its `Drop`
+//!   spawns the removal on the runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certkeeper_dns::{DnsProvider, RecordHandle, TxtRecord};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+
+use crate::config::DnsSettings;
+
+/// Why publishing, checking or removing a challenge record failed. The provider, zone and
+/// record are named here; the provider's own error says what its API answered.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The provider could not create the record.
+    #[error("dns provider {provider} could not create TXT {fqdn}: {source}")]
+    Present {
+        /// The provider's config key.
+        provider: String,
+        /// The record's name.
+        fqdn: String,
+        /// What the provider said.
+        #[source]
+        source: certkeeper_dns::Error,
+    },
+    /// The provider could not remove a record it created.
+    #[error("dns provider {provider} could not remove TXT {fqdn}{}: {source}", zone_suffix(.zone))]
+    Cleanup {
+        /// The provider's config key.
+        provider: String,
+        /// The record's name.
+        fqdn: String,
+        /// The zone, when the provider resolved one.
+        zone: Option<String>,
+        /// What the provider said.
+        #[source]
+        source: certkeeper_dns::Error,
+    },
+    /// The record did not become visible in time.
+    #[error(
+        "TXT {fqdn} with the challenge value was not visible at {} within {waited:?} (last answer: {last}); check that dns provider {provider} publishes to the zone these servers answer for, or raise dns.propagation_timeout",
+        list(.servers)
+    )]
+    PropagationTimeout {
+        /// The provider's config key.
+        provider: String,
+        /// The record's name.
+        fqdn: String,
+        /// The servers asked.
+        servers: Vec<SocketAddr>,
+        /// How long it waited.
+        waited: Duration,
+        /// What the slowest server answered last.
+        last: String,
+    },
+    /// A lookup needed to place or check the record failed.
+    #[error("dns lookup of {name} ({kind}) failed: {reason}")]
+    Lookup {
+        /// The name looked up.
+        name: String,
+        /// The record type.
+        kind: &'static str,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// No authoritative server could be found for the record's zone.
+    #[error(
+        "no authoritative name server found for {fqdn}; set dns.resolvers to the servers that must see the record"
+    )]
+    NoAuthoritative {
+        /// The record's name.
+        fqdn: String,
+    },
+}
+
+/// The TXT record name for an identifier: `_acme-challenge.<bare domain>.`, lower-case.
+/// A leading `*.` (wildcard) is removed: the apex and its wildcard share the name.
+pub fn record_name(identifier: &str) -> String {
+    let bare = identifier.strip_prefix("*.").unwrap_or(identifier);
+    let bare = bare.trim_end_matches('.').to_ascii_lowercase();
+    format!("_acme-challenge.{bare}.")
+}
+
+/// One challenge to publish: the authorization's bare domain and the record value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The bare domain (no `*.`).
+    pub domain: String,
+    /// The DNS-01 value (base64url SHA-256 of the key authorization).
+    pub value: String,
+}
+
+/// Records created through one provider, removed by [`Published::cleanup`] or, if that never
+/// runs, by `Drop`.
+pub struct Published {
+    provider: Arc<dyn DnsProvider>,
+    provider_name: String,
+    handles: Vec<RecordHandle>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("provider", &self.provider_name)
+            .field("records", &self.handles.len())
+            .finish()
+    }
+}
+
+impl Published {
+    /// The records as created (after CNAME following).
+    pub fn records(&self) -> Vec<TxtRecord> {
+        self.handles.iter().map(|h| h.record.clone()).collect()
+    }
+
+    /// Removes every record created. Returns what could not be removed (already logged).
+    pub async fn cleanup(mut self) -> Vec<Error> {
+        let handles = std::mem::take(&mut self.handles);
+        remove_all(&*self.provider, &self.provider_name, handles).await
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        let handles = std::mem::take(&mut self.handles);
+        let provider = self.provider.clone();
+        let name = self.provider_name.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                tracing::info!(provider = %name, records = handles.len(),
+                    "Removing challenge records of an interrupted order.");
+                rt.spawn(async move {
+                    remove_all(&*provider, &name, handles).await;
+                });
+            }
+            Err(_) => {
+                for h in &handles {
+                    tracing::warn!(provider = %name, fqdn = %h.record.fqdn,
+                        "Challenge record left behind: no runtime to remove it.");
+                }
+            }
+        }
+    }
+}
+
+/// Publishes every challenge through `provider`, after following CNAMEs. On failure, what was
+/// already created is removed before the error returns.
+pub async fn publish(
+    provider: Arc<dyn DnsProvider>,
+    provider_name: &str,
+    challenges: &[Challenge],
+    settings: &DnsSettings,
+) -> Result<Published, Error> {
+    let mut published = Published {
+        provider: provider.clone(),
+        provider_name: provider_name.to_owned(),
+        handles: Vec::with_capacity(challenges.len()),
+    };
+    let lookup = LookupServers::new(&settings.resolvers)?;
+    for ch in challenges {
+        let name = record_name(&ch.domain);
+        let fqdn = match follow_cname(&lookup, &name).await {
+            Ok(fqdn) => fqdn,
+            Err(e) => {
+                published.cleanup().await;
+                return Err(e);
+            }
+        };
+        if fqdn != name {
+            tracing::info!(from = %name, to = %fqdn, "Following CNAME for the challenge record.");
+        }
+        let record = TxtRecord {
+            fqdn: fqdn.clone(),
+            value: ch.value.clone(),
+        };
+        tracing::debug!(provider = %provider_name, fqdn = %fqdn, "Creating challenge record.");
+        match provider.present(&record).await {
+            Ok(handle) => published.handles.push(handle),
+            Err(source) => {
+                published.cleanup().await;
+                return Err(Error::Present {
+                    provider: provider_name.to_owned(),
+                    fqdn,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(published)
+}
+
+/// Waits until every record is visible with its exact value at every configured resolver
+/// (or, with none configured, at the authoritative servers of its zone).
+pub async fn wait_visible(
+    provider_name: &str,
+    records: &[TxtRecord],
+    settings: &DnsSettings,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let deadline = start + settings.propagation_timeout;
+    for record in records {
+        let servers = match settings.resolvers.is_empty() {
+            false => settings.resolvers.clone(),
+            true => authoritative_servers(&record.fqdn).await?,
+        };
+        let resolvers: Vec<(SocketAddr, TokioResolver)> = servers
+            .iter()
+            .map(|s| resolver_for(&[*s]).map(|r| (*s, r)))
+            .collect::<Result<_, _>>()?;
+        tracing::info!(fqdn = %record.fqdn, servers = %list(&servers),
+            timeout = ?settings.propagation_timeout, "Waiting for the challenge record to propagate.");
+        let mut pending: Vec<usize> = (0..resolvers.len()).collect();
+        let mut last = String::from("none yet");
+        loop {
+            let mut still = Vec::new();
+            for &i in &pending {
+                let (server, resolver) = &resolvers[i];
+                let seen = txt_values(resolver, &record.fqdn).await;
+                match &seen {
+                    Ok(values) if values.iter().any(|v| v == &record.value) => {}
+                    Ok(values) => {
+                        last = format!("{server}: {} other value(s)", values.len());
+                        tracing::debug!(fqdn = %record.fqdn, %server, values = values.len(),
+                            "Challenge value not visible yet.");
+                        still.push(i);
+                    }
+                    Err(e) => {
+                        last = format!("{server}: {e}");
+                        tracing::debug!(fqdn = %record.fqdn, %server, error = %e,
+                            "Challenge record not visible yet.");
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                tracing::info!(fqdn = %record.fqdn, elapsed = ?start.elapsed(),
+                    "Challenge record is visible.");
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::PropagationTimeout {
+                    provider: provider_name.to_owned(),
+                    fqdn: record.fqdn.clone(),
+                    servers: pending.iter().map(|&i| resolvers[i].0).collect(),
+                    waited: start.elapsed(),
+                    last,
+                });
+            }
+            tokio::time::sleep(settings.poll_interval.min(deadline - now)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Where CNAME lookups go: the configured resolvers, else the system's.
+struct LookupServers(TokioResolver);
+
+impl LookupServers {
+    fn new(resolvers: &[SocketAddr]) -> Result<Self, Error> {
+        if !resolvers.is_empty() {
+            return resolver_for(resolvers).map(LookupServers);
+        }
+        system_resolver().map(LookupServers)
+    }
+}
+
+/// Follows CNAMEs from `name` (at most [`MAX_CNAME_HOPS`]) and returns the final name,
+/// lower-case with the trailing dot.
+async fn follow_cname(lookup: &LookupServers, name: &str) -> Result<String, Error> {
+    let mut current = name.to_owned();
+    for _ in 0..MAX_CNAME_HOPS {
+        let answer = match lookup.0.lookup(current.as_str(), RecordType::CNAME).await {
+            Ok(answer) => answer,
+            Err(e) if is_no_records(&e) => return Ok(current),
+            Err(e) => {
+                return Err(Error::Lookup {
+                    name: current,
+                    kind: "CNAME",
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let target = answer.answers().iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name.to_ascii().eq_ignore_ascii_case(&current) => {
+                Some(c.0.to_ascii())
+            }
+            _ => None,
+        });
+        match target {
+            Some(t) => current = fqdn(&t),
+            None => return Ok(current),
+        }
+    }
+    Err(Error::Lookup {
+        name: name.to_owned(),
+        kind: "CNAME",
+        reason: format!("more than {MAX_CNAME_HOPS} CNAMEs in a row"),
+    })
+}
+
+/// The authoritative servers of the zone that holds `fqdn`: the closest enclosing name with
+/// NS records, each server's addresses on port 53.
+async fn authoritative_servers(fqdn: &str) -> Result<Vec<SocketAddr>, Error> {
+    let system = system_resolver()?;
+    let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
+    for i in 0..labels.len() {
+        let zone = format!("{}.", labels[i..].join("."));
+        let Ok(ns) = system.lookup(zone.as_str(), RecordType::NS).await else {
+            continue;
+        };
+        let hosts: Vec<String> = ns
+            .answers()
+            .iter()
+            .filter(|r| r.name.to_ascii().eq_ignore_ascii_case(&zone))
+            .filter_map(|r| match &r.data {
+                RData::NS(n) => Some(n.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        if hosts.is_empty() {
+            continue;
+        }
+        let mut servers = Vec::new();
+        for host in &hosts {
+            match system.lookup_ip(host.as_str()).await {
+                Ok(ips) => servers.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53))),
+                Err(e) => tracing::debug!(%host, error = %e, "Cannot resolve name server."),
+            }
+        }
+        if servers.is_empty() {
+            break;
+        }
+        tracing::debug!(%zone, servers = %list(&servers), "Authoritative servers found.");
+        return Ok(servers);
+    }
+    Err(Error::NoAuthoritative {
+        fqdn: fqdn.to_owned(),
+    })
+}
+
+/// The TXT values at `name` as one server answers now (CNAMEs followed by the resolver).
+async fn txt_values(resolver: &TokioResolver, name: &str) -> Result<Vec<String>, String> {
+    match resolver.lookup(name, RecordType::TXT).await {
+        Ok(answer) => Ok(answer
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|chunk| String::from_utf8_lossy(chunk))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect()),
+        Err(e) if is_no_records(&e) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A resolver asking exactly `servers` (UDP, then TCP for truncated answers), without cache,
+/// hosts file or search domains.
+fn resolver_for(servers: &[SocketAddr]) -> Result<TokioResolver, Error> {
+    let name_servers = servers
+        .iter()
+        .map(|s| {
+            let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+            for c in &mut ns.connections {
+                c.port = s.port();
+            }
+            ns
+        })
+        .collect();
+    Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(uncached())
+    .build()
+    .map_err(|e| Error::Lookup {
+        name: list(servers),
+        kind: "resolver setup",
+        reason: e.to_string(),
+    })
+}
+
+fn system_resolver() -> Result<TokioResolver, Error> {
+    let err = |e: NetError| Error::Lookup {
+        name: "the system resolver configuration".into(),
+        kind: "resolver setup",
+        reason: e.to_string(),
+    };
+    Resolver::builder_tokio()
+        .map_err(err)?
+        .with_options(uncached())
+        .build()
+        .map_err(err)
+}
+
+fn uncached() -> ResolverOpts {
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.timeout = LOOKUP_TIMEOUT;
+    opts.attempts = 1;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts
+}
+
+fn is_no_records(e: &NetError) -> bool {
+    matches!(e, NetError::Dns(DnsError::NoRecordsFound(_)))
+}
+
+fn fqdn(name: &str) -> String {
+    let mut s = name.to_ascii_lowercase();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+fn list(servers: &[SocketAddr]) -> String {
+    servers
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn zone_suffix(zone: &Option<String>) -> String {
+    zone.as_ref()
+        .map(|z| format!(" in zone {z}"))
+        .unwrap_or_default()
+}
+
+async fn remove_all(
+    provider: &dyn DnsProvider,
+    provider_name: &str,
+    handles: Vec<RecordHandle>,
+) -> Vec<Error> {
+    let mut errors = Vec::new();
+    for handle in handles {
+        match provider.cleanup(&handle).await {
+            Ok(()) => {
+                tracing::debug!(provider = %provider_name, fqdn = %handle.record.fqdn,
+                    "Removed challenge record.")
+            }
+            Err(source) => {
+                let e = Error::Cleanup {
+                    provider: provider_name.to_owned(),
+                    fqdn: handle.record.fqdn.clone(),
+                    zone: handle.zone.clone(),
+                    source,
+                };
+                tracing::warn!(error = %e, "Challenge record left behind.");
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+/// CNAMEs followed at most, so that a loop ends.
+const MAX_CNAME_HOPS: usize = 8;
+/// How long one DNS query may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_are_bare_lower_case_and_absolute() {
+        assert_eq!(record_name("example.com"), "_acme-challenge.example.com.");
+        assert_eq!(record_name("*.example.com"), "_acme-challenge.example.com.");
+        assert_eq!(
+            record_name("WWW.Example.COM."),
+            "_acme-challenge.www.example.com."
+        );
+        assert_eq!(
+            record_name("*.Sub.Example.com"),
+            "_acme-challenge.sub.example.com."
+        );
+    }
+
+    #[test]
+    fn cleanup_error_names_provider_record_and_zone() {
+        let e = Error::Cleanup {
+            provider: "cf".into(),
+            fqdn: "_acme-challenge.example.com.".into(),
+            zone: Some("example.com".into()),
+            source: certkeeper_dns::Error::Transport("connection reset".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "dns provider cf could not remove TXT _acme-challenge.example.com. in zone example.com: transport error: connection reset"
+        );
+    }
+}

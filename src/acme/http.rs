@@ -1,0 +1,299 @@
+//! The HTTP client handed to instant-acme: rustls with the system roots plus the issuer's
+//! `trust_roots` (never "accept any certificate"), bounded connect and request times, and two
+//! additions the retry layer needs:
+//!
+//! - the `Retry-After` of an error answer is recorded in a task-local slot, because
+//!   instant-acme's `Problem` does not carry headers;
+//! - an error answer whose body is not a problem document (a proxy's HTML 502 page) is turned
+//!   into one that keeps the status and the start of the body, so the evidence survives
+//!   instead of becoming a JSON parse error.
+
+use std::cell::Cell;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{Request, Response, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls_pki_types::CertificateDer;
+
+use super::Error;
+
+/// Installs the aws-lc-rs rustls crypto provider as the process default. Call it once at
+/// startup, before any TLS is used; calling it again (or after another part of the process
+/// installed the same provider) does nothing. rustls refuses to choose a provider itself when
+/// more than one backend is compiled in, so an explicit install keeps every client working.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is already installed; that one stays, which is what we want.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// The client instant-acme sends every request through.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    request_timeout: Duration,
+}
+
+impl Http {
+    /// A client trusting the system roots plus every certificate in `trust_roots`.
+    pub(crate) fn new(
+        trust_roots: Option<&Path>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Http, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system roots leave only the configured ones; a directory served with a
+        // public certificate then fails with a clear TLS error naming the unknown issuer.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = trust_roots {
+            let err = |reason: String| Error::TrustRoots {
+                path: path.to_owned(),
+                reason,
+            };
+            let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let (certs, _) =
+                crate::x509::read_certificates(&bytes).map_err(|e| err(e.to_string()))?;
+            for cert in certs {
+                roots
+                    .add(CertificateDer::from(cert.der.clone()))
+                    .map_err(|e| err(format!("{}: {e}", cert.short_name())))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(connect_timeout));
+        // http:// is allowed for loopback test servers and local proxies (config validation
+        // warns about it elsewhere).
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
+        Ok(Http {
+            client: HyperClient::builder(TokioExecutor::new()).build(https),
+            request_timeout,
+        })
+    }
+
+    /// A plain GET through the same client: status and body.
+    pub(crate) async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), instant_acme::Error> {
+        let req = Request::get(url).body(BodyWrapper::default())?;
+        let mut rsp = self.request(req).await?;
+        let body = rsp
+            .body
+            .into_bytes()
+            .await
+            .map_err(instant_acme::Error::Other)?;
+        Ok((rsp.parts.status, body))
+    }
+}
+
+impl HttpClient for Http {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let url = req.uri().to_string();
+        let fut = self.client.request(req);
+        let timeout = self.request_timeout;
+        Box::pin(async move {
+            let rsp = match tokio::time::timeout(timeout, fut).await {
+                Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
+                Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
+                Ok(Ok(rsp)) => rsp,
+            };
+            let status = rsp.status();
+            if status.is_success() || status.is_redirection() || status.is_informational() {
+                return Ok(BytesResponse::from(rsp));
+            }
+            if let Some(at) = retry_after(rsp.headers().get(RETRY_AFTER)) {
+                // Outside a retry scope there is nobody to tell; that is fine.
+                let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(at)));
+            }
+            let (parts, body) = rsp.into_parts();
+            let body =
+                match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(body)).await {
+                    Ok(Ok(body)) => body.to_bytes(),
+                    Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
+                    Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
+                };
+            let body = problem_body(status, &body);
+            Ok(BytesResponse::from(Response::from_parts(parts, body)))
+        })
+    }
+}
+
+tokio::task_local! {
+    /// When the server last asked to be retried, within one retry scope.
+    pub(crate) static RETRY_AFTER_SLOT: Cell<Option<SystemTime>>;
+}
+
+/// An error answer's body as a problem document: kept as it is when it already is a JSON
+/// object, otherwise wrapped so that the status and the first part of the text survive.
+fn problem_body(status: StatusCode, body: &Bytes) -> http_body_util::Full<Bytes> {
+    let is_object = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.is_object())
+        .unwrap_or(false);
+    if is_object {
+        return http_body_util::Full::new(body.clone());
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(MAX_BODY_EVIDENCE).collect();
+    let detail = if text.is_empty() {
+        format!("HTTP {status} with an empty body")
+    } else {
+        format!("HTTP {status}: {text}")
+    };
+    let doc = serde_json::json!({ "status": status.as_u16(), "detail": detail });
+    http_body_util::Full::new(Bytes::from(doc.to_string()))
+}
+
+/// Reads `Retry-After` as seconds or an HTTP date.
+pub(crate) fn retry_after(value: Option<&http::HeaderValue>) -> Option<SystemTime> {
+    let value = value?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(SystemTime::now() + Duration::from_secs(secs));
+    }
+    httpdate::parse_http_date(value).ok()
+}
+
+/// The request never got an answer: connection refused, DNS, TLS, timeout.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) url: String,
+    pub(crate) reason: String,
+}
+
+impl Transport {
+    fn timed_out(url: &str, after: Duration) -> Transport {
+        Transport {
+            url: url.to_owned(),
+            reason: format!("no answer within {after:?}"),
+        }
+    }
+
+    fn from_error(url: &str, err: &(dyn StdError + 'static)) -> Transport {
+        // hyper's own message is terse ("client error (Connect)"); the cause chain says what
+        // happened (connection refused, certificate not trusted).
+        let mut reason = err.to_string();
+        let mut source = err.source();
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !reason.contains(&text) {
+                reason.push_str(": ");
+                reason.push_str(&text);
+            }
+            source = e.source();
+        }
+        Transport {
+            url: url.to_owned(),
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.url, self.reason)
+    }
+}
+
+impl StdError for Transport {}
+
+impl From<Transport> for instant_acme::Error {
+    fn from(t: Transport) -> Self {
+        instant_acme::Error::Other(Box::new(t))
+    }
+}
+
+/// How much of a non-JSON error body is kept as evidence.
+const MAX_BODY_EVIDENCE: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_error_pages_become_problem_documents() {
+        let body = problem_body(
+            StatusCode::BAD_GATEWAY,
+            &Bytes::from_static(b"<html>bad gateway</html>\n"),
+        );
+        let bytes = futures_bytes(body);
+        let problem: instant_acme::Problem = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(problem.status, Some(502));
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("HTTP 502 Bad Gateway: <html>bad gateway</html>")
+        );
+    }
+
+    #[test]
+    fn problem_documents_are_kept() {
+        let doc = br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow down","status":429}"#;
+        let bytes = futures_bytes(problem_body(
+            StatusCode::TOO_MANY_REQUESTS,
+            &Bytes::from_static(doc),
+        ));
+        assert_eq!(&bytes[..], &doc[..]);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::now();
+        let at = retry_after(Some(&http::HeaderValue::from_static("30"))).unwrap();
+        let d = at.duration_since(now).unwrap();
+        assert!(
+            d >= Duration::from_secs(29) && d <= Duration::from_secs(31),
+            "{d:?}"
+        );
+        let at = retry_after(Some(&http::HeaderValue::from_static(
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        )))
+        .unwrap();
+        assert_eq!(
+            at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_445_412_480
+        );
+        assert_eq!(
+            retry_after(Some(&http::HeaderValue::from_static("soon"))),
+            None
+        );
+        assert_eq!(retry_after(None), None);
+    }
+
+    fn futures_bytes(body: http_body_util::Full<Bytes>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            http_body_util::BodyExt::collect(body)
+                .await
+                .unwrap()
+                .to_bytes()
+        })
+    }
+}

@@ -1,0 +1,512 @@
+//! ACME issuance over DNS-01 (RFC 8555 through instant-acme), with renewal information
+//! (RFC 9773) where the CA offers it.
+//!
+//! [`Acme::open`] loads or creates the issuer's account; [`Acme::issue`] runs one order:
+//! a DNS-01 challenge per identifier published through a DNS provider, checked to be visible
+//! before the CA is told, finalized with the caller's CSR, the chain downloaded, and every
+//! record removed again whatever happens. [`Acme::renewal_window`] asks for the CA's window.
+//!
+//! - TLS: system roots plus the issuer's `trust_roots`, with the aws-lc-rs provider; call
+//!   [`install_crypto_provider`] once at startup for the rest of the process.
+//! - Passing failures (`rateLimited`, `serverInternal`, 5xx, no answer) are retried per step
+//!   with [`Backoff`], honouring `Retry-After`; order polling uses an explicit policy
+//!   ([`Tuning::poll_timeout`] and its neighbours), never instant-acme's default.
+
+mod account;
+mod ari;
+mod csr;
+pub mod dns01;
+mod http;
+mod order;
+mod retry;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use instant_acme::{Account, CertificateIdentifier};
+use rustls_pki_types::CertificateDer;
+
+pub use account::account_path;
+pub use ari::{Due, DueSource, RenewalWindow, should_renew};
+pub use csr::{CsrError, csr_der, new_key};
+pub use http::install_crypto_provider;
+pub use retry::{Backoff, DEFAULT_BACKOFF};
+
+use crate::config::{self, AcmeIssuer};
+use http::Http;
+
+/// An ACME account at one CA, and the client that talks to it.
+pub struct Acme {
+    issuer: String,
+    directory: Directory,
+    account: Account,
+    created: bool,
+    account_file: Option<PathBuf>,
+    tuning: Tuning,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("issuer", &self.issuer)
+            .field("directory", &self.directory.url)
+            .field("account", &self.account.id())
+            .finish()
+    }
+}
+
+/// What one order asks for.
+pub struct OrderRequest<'a> {
+    /// The names, as configured (lower-case; `*.example.com` for a wildcard).
+    pub domains: &'a [String],
+    /// The CSR (DER) for exactly these names, signed by the certificate's new key.
+    pub csr_der: Vec<u8>,
+    /// The ACME profile; sent only when the directory offers profiles.
+    pub profile: Option<&'a str>,
+    /// The live leaf (DER) this order renews; sent as `replaces` when the CA offers ARI.
+    pub replaces: Option<&'a [u8]>,
+    /// Publishes the challenge records.
+    pub dns: Arc<dyn certkeeper_dns::DnsProvider>,
+    /// The provider's config key, named in errors and logs.
+    pub dns_name: &'a str,
+    /// Propagation check settings.
+    pub settings: &'a config::DnsSettings,
+}
+
+/// A certificate the CA issued.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// Leaf first, then the intermediates, as the CA sent them (PEM).
+    pub fullchain_pem: String,
+    /// The order's URL at the CA (for logs and support requests).
+    pub order_url: String,
+}
+
+/// Timeouts and retry behaviour. [`Tuning::default`] suits public CAs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tuning {
+    /// Retries of one step on passing failures.
+    pub backoff: Backoff,
+    /// First wait when polling an order.
+    pub poll_initial: Duration,
+    /// Growth factor of the polling wait.
+    pub poll_factor: f32,
+    /// How long an order may take to become ready, and then to be issued.
+    pub poll_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time for one HTTP request, answer included.
+    pub request_timeout: Duration,
+}
+
+/// The default [`Tuning`].
+pub const DEFAULT_TUNING: Tuning = Tuning {
+    backoff: DEFAULT_BACKOFF,
+    poll_initial: Duration::from_millis(250),
+    poll_factor: 1.5,
+    poll_timeout: Duration::from_secs(120),
+    connect_timeout: Duration::from_secs(10),
+    request_timeout: Duration::from_secs(30),
+};
+
+impl Default for Tuning {
+    fn default() -> Self {
+        DEFAULT_TUNING
+    }
+}
+
+impl Tuning {
+    fn poll(&self) -> instant_acme::RetryPolicy {
+        instant_acme::RetryPolicy::new()
+            .initial_delay(self.poll_initial)
+            .backoff(self.poll_factor)
+            .timeout(self.poll_timeout)
+    }
+}
+
+/// What the directory offers, read once when the account is opened.
+#[derive(Clone, Debug)]
+struct Directory {
+    url: String,
+    renewal_info: bool,
+    profiles: Vec<String>,
+}
+
+impl Acme {
+    /// Loads the account stored under `state_dir/accounts/<issuer>/` or creates one (contact
+    /// and external account binding from `cfg`) and stores it (file 0600, directories 0700).
+    /// With `persist = false` (dry runs) a new account is kept in memory only and nothing is
+    /// written.
+    pub async fn open(
+        issuer_name: &str,
+        cfg: &AcmeIssuer,
+        state_dir: &Path,
+        persist: bool,
+    ) -> Result<Acme, Error> {
+        Self::open_with(issuer_name, cfg, state_dir, persist, DEFAULT_TUNING).await
+    }
+
+    /// [`Acme::open`] with other timeouts and retries.
+    pub async fn open_with(
+        issuer_name: &str,
+        cfg: &AcmeIssuer,
+        state_dir: &Path,
+        persist: bool,
+        tuning: Tuning,
+    ) -> Result<Acme, Error> {
+        let http = Http::new(
+            cfg.trust_roots.as_deref(),
+            tuning.connect_timeout,
+            tuning.request_timeout,
+        )?;
+        let directory = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
+        let opened =
+            account::open(issuer_name, cfg, state_dir, persist, &http, &tuning.backoff).await?;
+        Ok(Acme {
+            issuer: issuer_name.to_owned(),
+            directory,
+            account: opened.account,
+            created: opened.created,
+            account_file: opened.file,
+            tuning,
+        })
+    }
+
+    /// The account's URL at the CA.
+    pub fn account_id(&self) -> &str {
+        self.account.id()
+    }
+
+    /// Whether [`Acme::open`] created the account (rather than loading a stored one).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Where the account is stored; `None` for an in-memory account.
+    pub fn account_file(&self) -> Option<&Path> {
+        self.account_file.as_deref()
+    }
+
+    /// Whether the directory offers renewal information (ARI).
+    pub fn offers_renewal_info(&self) -> bool {
+        self.directory.renewal_info
+    }
+
+    /// The profiles the directory offers (empty when it has none).
+    pub fn profiles(&self) -> &[String] {
+        &self.directory.profiles
+    }
+
+    /// One order: DNS-01 for every identifier, propagation check, finalize with the CSR,
+    /// download the chain. Challenge records are removed on success, failure and
+    /// cancellation.
+    pub async fn issue(&self, req: &OrderRequest<'_>) -> Result<Issued, Error> {
+        order::issue(self, req).await
+    }
+
+    /// The CA's suggested renewal window for a live leaf (RFC 9773); `None` when the
+    /// directory does not offer renewal information.
+    pub async fn renewal_window(&self, leaf_der: &[u8]) -> Result<Option<RenewalWindow>, Error> {
+        if !self.directory.renewal_info {
+            return Ok(None);
+        }
+        let id = cert_id(leaf_der)?;
+        let (info, retry_after) = retry::retrying!(&self.tuning.backoff, "renewal info", {
+            self.account.renewal_info(&id).await
+        })
+        .map_err(|e| acme_error("renewal info", e))?;
+        Ok(Some(RenewalWindow {
+            start: info.suggested_window.start,
+            end: info.suggested_window.end,
+            explanation_url: info.explanation_url,
+            retry_after,
+        }))
+    }
+}
+
+/// The ARI certificate identifier (authority key id + serial) of a leaf.
+fn cert_id(leaf_der: &[u8]) -> Result<CertificateIdentifier<'static>, Error> {
+    let der = CertificateDer::from(leaf_der);
+    CertificateIdentifier::try_from(&der)
+        .map(CertificateIdentifier::into_owned)
+        .map_err(|e| Error::Leaf(e.to_string()))
+}
+
+async fn read_directory(http: &Http, url: &str, backoff: &Backoff) -> Result<Directory, Error> {
+    let (status, body) = retry::retrying!(backoff, "directory", {
+        let (status, body) = http.get(url).await?;
+        if status.is_server_error() {
+            // Through the problem path, so that it is retried like any 5xx.
+            let problem: instant_acme::Problem = serde_json::from_slice(&body)?;
+            return Err(instant_acme::Error::Api(problem));
+        }
+        Ok((status, body))
+    })
+    .map_err(|e| acme_error("directory", e))?;
+    let text = String::from_utf8_lossy(&body);
+    let evidence = || text.trim().chars().take(512).collect::<String>();
+    if !status.is_success() {
+        return Err(Error::Directory {
+            url: url.to_owned(),
+            reason: format!("HTTP {status}: {}", evidence()),
+        });
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Directory {
+        url: url.to_owned(),
+        reason: format!("not an ACME directory ({e}): {}", evidence()),
+    })?;
+    if doc.get("newOrder").and_then(|v| v.as_str()).is_none() {
+        return Err(Error::Directory {
+            url: url.to_owned(),
+            reason: format!("not an ACME directory (no newOrder): {}", evidence()),
+        });
+    }
+    let mut profiles: Vec<String> = doc
+        .pointer("/meta/profiles")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    profiles.sort();
+    Ok(Directory {
+        url: url.to_owned(),
+        renewal_info: doc.get("renewalInfo").and_then(|v| v.as_str()).is_some(),
+        profiles,
+    })
+}
+
+/// Why an ACME operation failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The issuer's `trust_roots` could not be used.
+    #[error("cannot use trust roots {path}: {reason}")]
+    TrustRoots {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS client could not be set up.
+    #[error("tls setup failed: {0}")]
+    Tls(String),
+    /// The CA did not answer (connection refused, DNS, TLS, timeout), after retries.
+    #[error(
+        "cannot reach the ACME server during {step}: {reason} (after {attempts} attempt(s)); check the issuer's directory URL, the network and trust_roots"
+    )]
+    Unreachable {
+        /// The step that failed.
+        step: &'static str,
+        /// The URL and what went wrong.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The directory URL answered, but not with an ACME directory.
+    #[error("ACME directory {url} is not usable: {reason}")]
+    Directory {
+        /// The URL.
+        url: String,
+        /// What it answered.
+        reason: String,
+    },
+    /// The CA answered a step with a problem document.
+    #[error("{step}: the CA answered{}: {detail}{}", status_part(.status, .kind), subproblems_part(.subproblems, .attempts))]
+    Refused {
+        /// The step that failed.
+        step: &'static str,
+        /// HTTP status, when known.
+        status: Option<u16>,
+        /// The problem type (`urn:ietf:params:acme:error:...`).
+        kind: Option<String>,
+        /// The CA's explanation.
+        detail: String,
+        /// Per-identifier problems, as `identifier: detail`.
+        subproblems: Vec<String>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Another failure of the protocol library.
+    #[error("{step} failed: {source}")]
+    Protocol {
+        /// The step that failed.
+        step: &'static str,
+        /// What failed.
+        #[source]
+        source: instant_acme::Error,
+    },
+    /// The CA did not finish in time.
+    #[error("timed out waiting for the CA to {step} (limit {limit:?})")]
+    Timeout {
+        /// What it was waiting for.
+        step: &'static str,
+        /// The limit.
+        limit: Duration,
+    },
+    /// The account file could not be read or written.
+    #[error("ACME account file {path}: {reason}")]
+    AccountFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The stored account belongs to another directory.
+    #[error(
+        "the ACME account in {path} belongs to {stored}, not to the configured directory {configured}; move that file away to create a new account"
+    )]
+    AccountDirectory {
+        /// The file.
+        path: PathBuf,
+        /// Its directory.
+        stored: String,
+        /// The configured one.
+        configured: String,
+    },
+    /// The issuer name cannot name a directory.
+    #[error("issuer name {name:?} cannot be used as a directory name")]
+    IssuerName {
+        /// The name.
+        name: String,
+    },
+    /// The external account binding key could not be read (the message names its source,
+    /// never its value).
+    #[error("external account binding: {0}")]
+    Eab(String),
+    /// The configured profile is not one the directory offers.
+    #[error("profile {profile:?} is not offered by the CA (offered: {})", .offered.join(", "))]
+    UnknownProfile {
+        /// The configured profile.
+        profile: String,
+        /// What the directory offers.
+        offered: Vec<String>,
+    },
+    /// An authorization has no DNS-01 challenge.
+    #[error("the CA offers no dns-01 challenge for {domain}")]
+    NoDns01 {
+        /// The identifier.
+        domain: String,
+    },
+    /// An authorization is in a state that cannot lead to a certificate.
+    #[error("authorization for {domain} is {status}")]
+    Authorization {
+        /// The identifier.
+        domain: String,
+        /// Its status.
+        status: String,
+    },
+    /// The CA could not validate a challenge.
+    #[error("the CA could not validate {domain}: {detail}")]
+    ChallengeFailed {
+        /// The identifier.
+        domain: String,
+        /// The CA's explanation.
+        detail: String,
+    },
+    /// The order ended invalid.
+    #[error("the order became invalid: {detail}")]
+    OrderInvalid {
+        /// The CA's explanation, when it gave one.
+        detail: String,
+    },
+    /// The leaf given for ARI could not be identified.
+    #[error("cannot identify the certificate for renewal information: {0}")]
+    Leaf(String),
+    /// Publishing, checking or removing a challenge record failed.
+    #[error(transparent)]
+    Dns(#[from] dns01::Error),
+}
+
+fn status_part(status: &Option<u16>, kind: &Option<String>) -> String {
+    match (status, kind) {
+        (Some(s), Some(k)) => format!(" HTTP {s} {k}"),
+        (Some(s), None) => format!(" HTTP {s}"),
+        (None, Some(k)) => format!(" {k}"),
+        (None, None) => String::new(),
+    }
+}
+
+fn subproblems_part(subproblems: &[String], attempts: &u32) -> String {
+    let mut s = String::new();
+    if !subproblems.is_empty() {
+        s.push_str(&format!(" ({})", subproblems.join("; ")));
+    }
+    if *attempts > 1 {
+        s.push_str(&format!(" (after {attempts} attempts)"));
+    }
+    s
+}
+
+/// Turns the last error of a step into ours, keeping the CA's evidence.
+pub(crate) fn acme_error(step: &'static str, e: retry::Exhausted) -> Error {
+    let retry::Exhausted { error, attempts } = e;
+    match error {
+        instant_acme::Error::Api(p) => Error::Refused {
+            step,
+            status: p.status,
+            kind: p.r#type.clone(),
+            detail: p.detail.clone().unwrap_or_else(|| "no detail given".into()),
+            subproblems: p
+                .subproblems
+                .iter()
+                .map(|s| {
+                    let who = s
+                        .identifier
+                        .as_ref()
+                        .map(|i| format!("{i:?}"))
+                        .unwrap_or_default();
+                    format!("{who}: {}", s.detail.as_deref().unwrap_or("no detail"))
+                })
+                .collect(),
+            attempts,
+        },
+        instant_acme::Error::Other(e) if e.downcast_ref::<http::Transport>().is_some() => {
+            Error::Unreachable {
+                step,
+                reason: e.to_string(),
+                attempts,
+            }
+        }
+        source => Error::Protocol { step, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_shows_status_type_detail_and_attempts() {
+        let e = Error::Refused {
+            step: "new order",
+            status: Some(429),
+            kind: Some("urn:ietf:params:acme:error:rateLimited".into()),
+            detail: "too many new orders recently".into(),
+            subproblems: vec![],
+            attempts: 4,
+        };
+        assert_eq!(
+            e.to_string(),
+            "new order: the CA answered HTTP 429 urn:ietf:params:acme:error:rateLimited: too many new orders recently (after 4 attempts)"
+        );
+    }
+
+    #[test]
+    fn transport_failures_become_unreachable() {
+        let err = acme_error(
+            "directory",
+            retry::Exhausted {
+                error: http::Transport {
+                    url: "https://127.0.0.1:1/dir".into(),
+                    reason: "connection refused".into(),
+                }
+                .into(),
+                attempts: 2,
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot reach the ACME server during directory: https://127.0.0.1:1/dir: connection refused (after 2 attempt(s)); check the issuer's directory URL, the network and trust_roots"
+        );
+    }
+}
