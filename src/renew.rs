@@ -15,9 +15,12 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::config::{Certificate, Config, Issuer};
+use certkeeper_dns::DnsProvider;
+use certkeeper_dns_exec::ExecProvider;
+
+use crate::acme::{self, Acme};
+use crate::config::{self, Certificate, Config, Issuer};
 use crate::deploy::pair_spec;
-use crate::inventory::is_due;
 use crate::issuer::local_ca::LocalCa;
 use crate::material::check_new;
 use crate::state::{self, CertState};
@@ -252,19 +255,21 @@ async fn prepare(
     }
 
     if !opts.force {
-        if let Some(leaf) = &live_leaf
-            && !is_due(leaf, config.renewal.before_expiry, now)
-        {
-            let lead = config.renewal.before_expiry.lead_time(
-                (leaf.not_after - leaf.not_before)
-                    .try_into()
-                    .unwrap_or_default(),
+        if let Some(leaf) = &live_leaf {
+            let window = issuers.renewal_window(cert, leaf).await;
+            let due = acme::should_renew(
+                now,
+                leaf.not_before,
+                leaf.not_after,
+                window.as_ref(),
+                config.renewal.before_expiry,
+                stable_pick(leaf),
             );
-            let renew_after =
-                leaf.not_after - time::Duration::try_from(lead).unwrap_or(time::Duration::ZERO);
-            return Step::Done(Outcome::NotDue {
-                renew_after: rfc3339(renew_after),
-            });
+            if !due.now {
+                return Step::Done(Outcome::NotDue {
+                    renew_after: rfc3339(due.at),
+                });
+            }
         }
         if !saved.may_attempt(now.unix_timestamp()) {
             let until = saved
@@ -406,6 +411,7 @@ struct Issuers {
     persist: bool,
     now: OffsetDateTime,
     local: Mutex<BTreeMap<String, LocalCa>>,
+    acme: Mutex<BTreeMap<String, Arc<Acme>>>,
     system: TrustStore,
 }
 
@@ -416,6 +422,7 @@ impl Issuers {
             persist,
             now,
             local: Mutex::new(BTreeMap::new()),
+            acme: Mutex::new(BTreeMap::new()),
             system: TrustStore::system(),
         }
     }
@@ -444,8 +451,90 @@ impl Issuers {
                     .issue(&cert.domains, key, ca.validity, now)
                     .map_err(|e| e.to_string())
             }
-            Some(Issuer::Acme(_)) => Err("ACME issuance is not available in this build yet".into()),
+            Some(Issuer::Acme(_)) => {
+                let acme = self.acme(issuer).await?;
+                let provider_key = cert
+                    .dns_provider
+                    .as_deref()
+                    .ok_or("no dns_provider for an acme issuer")?;
+                let provider = self.dns_provider(provider_key)?;
+                let csr_der = keys::csr_der(key, &cert.domains).map_err(|e| e.to_string())?;
+                let live = fs::read(&cert.fullchain)
+                    .ok()
+                    .and_then(|b| read_certificates(&b).ok())
+                    .and_then(|(certs, _)| certs.into_iter().next());
+                let request = acme::OrderRequest {
+                    domains: &cert.domains,
+                    csr_der,
+                    profile: cert.profile.as_deref(),
+                    replaces: live.as_ref().map(|l| l.der.as_slice()),
+                    dns: provider,
+                    dns_name: provider_key,
+                    settings: &self.config.dns,
+                };
+                acme.issue(&request)
+                    .await
+                    .map(|issued| issued.fullchain_pem)
+                    .map_err(|e| e.to_string())
+            }
             None => Err("not configured".into()),
+        }
+    }
+
+    /// The account at ACME issuer `name`, opened once per pass.
+    async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
+        let mut open = self.acme.lock().await;
+        if let Some(a) = open.get(name) {
+            return Ok(a.clone());
+        }
+        let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
+            return Err("not an acme issuer".into());
+        };
+        let acme = Arc::new(
+            Acme::open(name, cfg, &self.config.state_dir, self.persist)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        open.insert(name.to_owned(), acme.clone());
+        Ok(acme)
+    }
+
+    /// The CA's renewal window (ARI) for `leaf`, asked of the certificate's first ACME
+    /// issuer; `None` when it offers none or cannot be asked (then `before_expiry` decides).
+    async fn renewal_window(&self, cert: &Certificate, leaf: &Cert) -> Option<acme::RenewalWindow> {
+        let issuer = cert
+            .issuers
+            .iter()
+            .find(|i| matches!(self.config.issuers.get(*i), Some(Issuer::Acme(_))))?;
+        let acme = match self.acme(issuer).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(cert = %cert.name, %issuer, "No renewal information: {e}");
+                return None;
+            }
+        };
+        match acme.renewal_window(&leaf.der).await {
+            Ok(window) => window,
+            Err(e) => {
+                tracing::warn!(cert = %cert.name, %issuer, "Renewal information unavailable, using before_expiry: {e}");
+                None
+            }
+        }
+    }
+
+    /// The DNS provider configured under `key`.
+    fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, String> {
+        match self.config.dns_providers.get(key) {
+            Some(config::DnsProvider::Exec { command, timeout }) => {
+                ExecProvider::new(command.clone(), *timeout)
+                    .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
+                    .map_err(|e| format!("dns provider {key}: {e}"))
+            }
+            Some(other) => Err(format!(
+                "dns provider {key}: type {} is not available in this build yet",
+                other.kind()
+            )),
+            None => Err(format!("dns provider {key} is not configured")),
         }
     }
 
@@ -476,6 +565,13 @@ impl Issuers {
         }
         trust
     }
+}
+
+/// A point in `[0, 1)` fixed for a leaf (from its fingerprint), so that the renewal time
+/// chosen inside an ARI window is random across certificates but the same on every pass.
+fn stable_pick(leaf: &Cert) -> f64 {
+    let prefix = leaf.fingerprint.get(..13).unwrap_or("0");
+    u64::from_str_radix(prefix, 16).map_or(0.0, |n| n as f64 / (1u64 << 52) as f64)
 }
 
 /// Issued material kept under `state_dir/pending/<name>/` until it is live.

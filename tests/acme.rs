@@ -233,13 +233,13 @@ async fn records_never_visible_time_out_and_are_removed() {
         poll_interval: Duration::from_millis(200),
         ..pebble.settings()
     };
-    let key = acme::new_key(KeyType::EcdsaP256).unwrap();
+    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
     let domains = vec![domain.clone()];
     let started = Instant::now();
     let err = acme
         .issue(&OrderRequest {
             domains: &domains,
-            csr_der: acme::csr_der(&domains, &key).unwrap(),
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
             dns: dns.clone(),
@@ -297,10 +297,10 @@ async fn a_cancelled_order_still_removes_its_records() {
     };
     let domain = unique("cancel");
     let domains = vec![domain.clone()];
-    let key = acme::new_key(KeyType::EcdsaP256).unwrap();
+    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
     let req = OrderRequest {
         domains: &domains,
-        csr_der: acme::csr_der(&domains, &key).unwrap(),
+        csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
         profile: None,
         replaces: None,
         dns: dns.clone(),
@@ -406,11 +406,11 @@ async fn a_failing_exec_hook_fails_the_order_with_its_stderr() {
     );
     let domain = unique("hookfail");
     let domains = vec![domain.clone()];
-    let key = acme::new_key(KeyType::EcdsaP256).unwrap();
+    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
     let err = acme
         .issue(&OrderRequest {
             domains: &domains,
-            csr_der: acme::csr_der(&domains, &key).unwrap(),
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
             dns,
@@ -545,11 +545,11 @@ async fn without_ari_or_profiles_the_order_falls_back() {
     // A renewal with `replaces` and a profile: both left out, since the directory offers
     // neither (sending `replaces` to a CA without ARI makes the order fail).
     let domains = vec![domain.clone()];
-    let key = acme::new_key(KeyType::EcdsaP256).unwrap();
+    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
     let second = acme
         .issue(&OrderRequest {
             domains: &domains,
-            csr_der: acme::csr_der(&domains, &key).unwrap(),
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: Some("shortlived"),
             replaces: Some(&leaf.der),
             dns,
@@ -620,12 +620,12 @@ async fn issue(
     dns: Arc<dyn DnsProvider>,
 ) -> (Issued, rcgen::KeyPair) {
     let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
-    let key = acme::new_key(kind).unwrap();
+    let key = certkeeper::keys::generate(kind).unwrap();
     let settings = pebble.settings();
     let issued = acme
         .issue(&OrderRequest {
             domains: &domains,
-            csr_der: acme::csr_der(&domains, &key).unwrap(),
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
             dns,
@@ -673,7 +673,7 @@ fn leaf_of(issued: &Issued) -> x509::Cert {
 }
 
 /// TXT values challtestsrv serves at `name` now.
-async fn txt_at(pebble: &Pebble, name: &str) -> Vec<String> {
+pub(crate) async fn txt_at(pebble: &Pebble, name: &str) -> Vec<String> {
     use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
     let mut ns = NameServerConfig::udp(pebble.dns.ip());
@@ -710,7 +710,7 @@ fn unique(tag: &str) -> String {
     format!("{}.certkeeper-test.example.com", unique_label(tag))
 }
 
-fn unique_label(tag: &str) -> String {
+pub(crate) fn unique_label(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -7,6 +7,7 @@ mod acme;
 mod check;
 mod config;
 mod renew;
+mod renew_acme;
 mod snapshots;
 mod store;
 mod util;

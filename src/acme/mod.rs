@@ -14,7 +14,6 @@
 
 mod account;
 mod ari;
-mod csr;
 pub mod dns01;
 mod http;
 mod order;
@@ -29,7 +28,6 @@ use rustls_pki_types::CertificateDer;
 
 pub use account::account_path;
 pub use ari::{Due, DueSource, RenewalWindow, should_renew};
-pub use csr::{CsrError, csr_der, new_key};
 pub use http::install_crypto_provider;
 pub use retry::{Backoff, DEFAULT_BACKOFF};
 

@@ -113,6 +113,7 @@ pub enum ConfigCommand {
 
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn run() -> u8 {
+    crate::acme::install_crypto_provider();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
