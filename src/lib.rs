@@ -12,6 +12,7 @@ pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod fsutil;
 pub mod inventory;
 pub mod issuer;
 pub mod keys;

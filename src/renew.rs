@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use certkeeper_dns_exec::ExecProvider;
 use crate::acme::{self, Acme};
 use crate::config::{self, Certificate, Config, Issuer};
 use crate::deploy::pair_spec;
+use crate::fsutil;
 use crate::issuer::local_ca::LocalCa;
 use crate::material::check_new;
 use crate::state::{self, CertState};
@@ -228,23 +228,18 @@ async fn prepare(
     // Material issued by an earlier pass that could not be deployed goes first, due or not:
     // it was ordered because the certificate was due then.
     if let Some((fullchain, privkey)) = pending::load(&config.state_dir, &cert.name) {
-        let trust = issuers.trust_for(cert).await;
-        match check_new(
-            &fullchain,
-            &privkey,
-            &cert.domains,
-            &trust,
+        match checked(
+            issuers,
+            cert,
+            fullchain,
+            privkey,
             live_not_after,
             now,
-        ) {
-            Ok(leaf) => {
-                return Step::Deploy(Box::new(Ready {
-                    fullchain,
-                    privkey,
-                    leaf,
-                    source: "pending".into(),
-                }));
-            }
+            "pending",
+        )
+        .await
+        {
+            Ok(ready) => return Step::Deploy(ready),
             Err(rejected) => {
                 tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
                 if !opts.dry_run {
@@ -311,21 +306,18 @@ async fn prepare(
         {
             tracing::warn!(cert = %cert.name, "Cannot keep the new material for a later pass: {e}");
         }
-        let trust = issuers.trust_for(cert).await;
-        return match check_new(
-            &fullchain,
-            &privkey,
-            &cert.domains,
-            &trust,
+        return match checked(
+            issuers,
+            cert,
+            fullchain,
+            privkey,
             live_not_after,
             now,
-        ) {
-            Ok(leaf) => Step::Deploy(Box::new(Ready {
-                fullchain,
-                privkey,
-                leaf,
-                source: issuer.clone(),
-            })),
+            issuer,
+        )
+        .await
+        {
+            Ok(ready) => Step::Deploy(ready),
             Err(rejected) => {
                 if !opts.dry_run {
                     pending::remove(&config.state_dir, &cert.name);
@@ -339,6 +331,33 @@ async fn prepare(
     Step::Done(Outcome::Failed {
         error: errors.join("; "),
     })
+}
+
+/// New material checked against the roots `cert`'s issuers chain to, ready to swap in.
+async fn checked(
+    issuers: &Issuers,
+    cert: &Certificate,
+    fullchain: Vec<u8>,
+    privkey: Vec<u8>,
+    live_not_after: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    source: &str,
+) -> Result<Box<Ready>, crate::material::Rejected> {
+    let trust = issuers.trust_for(cert).await;
+    let leaf = check_new(
+        &fullchain,
+        &privkey,
+        &cert.domains,
+        &trust,
+        live_not_after,
+        now,
+    )?;
+    Ok(Box::new(Ready {
+        fullchain,
+        privkey,
+        leaf,
+        source: source.to_owned(),
+    }))
 }
 
 /// The swap of checked material; on success the pending copy is dropped.
@@ -610,18 +629,12 @@ mod pending {
             ("fullchain.pem", fullchain, 0o644),
             ("privkey.pem", privkey, 0o600),
         ] {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(tmp.join(file))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+            fsutil::create_synced(&tmp.join(file), bytes, mode)?;
         }
-        fs::File::open(&tmp)?.sync_all()?;
+        fsutil::sync_dir(&tmp)?;
         remove(state_dir, name);
         fs::rename(&tmp, dir(state_dir, name))?;
-        fs::File::open(&parent)?.sync_all()
+        fsutil::sync_dir(&parent)
     }
 
     /// Drops the kept pair.

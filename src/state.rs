@@ -6,8 +6,7 @@
 //! as "nothing known" (a first run), never as an error that stops a renewal.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,24 +84,8 @@ pub fn save(state_dir: &Path, name: &str, state: &CertState) -> std::io::Result<
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let tmp = dir.join(format!(".certkeeper-tmp-{name}.json"));
-    let _ = fs::remove_file(&tmp);
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &file)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::replace_file(dir, &format!("{name}.json"), &bytes, 0o600)
 }
 
 #[cfg(test)]

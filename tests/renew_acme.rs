@@ -296,3 +296,148 @@ fn listing(path: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Benchmark (bench/renew.sh): wall time of getting 1 and 10 certificates (apex + wildcard
+/// each) from one Pebble with `certkeeper renew` (one pass), `lego run` and `certbot
+/// certonly` (one command per certificate, as they are used), all through the same
+/// challtestsrv-publishing hook, printed with the ratio to certkeeper.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run by bench/renew.sh"]
+async fn bench_renew_against_lego_and_certbot() {
+    let pebble = Pebble::start().await;
+    let bin = |name: &str| {
+        which(name).unwrap_or_else(|| {
+            panic!("{name} is needed for the comparison: apt-get install -y lego certbot")
+        })
+    };
+    let (lego, certbot) = (bin("lego"), bin("certbot"));
+    println!("bench certs  tool        seconds  vs certkeeper");
+    for n in [1usize, 10] {
+        // certkeeper: one pass for all n.
+        let host = Host::new(&pebble);
+        let labels: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let certs: Vec<(&str, &str, &str, &str)> = labels
+            .iter()
+            .map(|l| (l.as_str(), "pebble", "hook", "ecdsa-p256"))
+            .collect();
+        host.config(&pebble, "30d", &certs);
+        let t = std::time::Instant::now();
+        let run = host.run(&["renew"]);
+        let ours = t.elapsed().as_secs_f64();
+        assert_eq!(run.code, 0, "{run:?}");
+
+        // lego: one `run` per certificate, sharing one account directory.
+        let lego_dir = Dir::new();
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            let apex = format!("l{i}.{}", host.zone);
+            let out = std::process::Command::new(&lego)
+                .args([
+                    "--accept-tos",
+                    "--email",
+                    "ops@example.com",
+                    "--server",
+                    &pebble.directory,
+                ])
+                .arg("--path")
+                .arg(lego_dir.path())
+                .args([
+                    "--dns",
+                    "exec",
+                    "--dns.disable-cp",
+                    "--dns.resolvers",
+                    &pebble.dns.to_string(),
+                ])
+                .args(["--domains", &apex, "--domains", &format!("*.{apex}"), "run"])
+                .env("EXEC_PATH", host.dir.join("hooks/publish"))
+                .env("EXEC_POLLING_INTERVAL", "1")
+                .env("EXEC_PROPAGATION_TIMEOUT", "30")
+                // lego waits 60 s between the apex and wildcard records of one name by
+                // default; 1 s measures its work rather than that pause.
+                .env("EXEC_SEQUENCE_INTERVAL", "1")
+                .env("LEGO_CA_CERTIFICATES", &pebble.trust_roots)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "lego: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let lego_s = t.elapsed().as_secs_f64();
+
+        // certbot: one `certonly` per certificate, manual DNS hooks doing the same publishing.
+        let cb = Dir::new();
+        let auth = cb.write(
+            "auth",
+            format!(
+                "#!/bin/sh\nexec '{}' present \"_acme-challenge.$CERTBOT_DOMAIN.\" \"$CERTBOT_VALIDATION\"\n",
+                host.dir.join("hooks/publish").display()
+            ),
+        );
+        let cleanup = cb.write(
+            "cleanup",
+            format!(
+                "#!/bin/sh\nexec '{}' cleanup \"_acme-challenge.$CERTBOT_DOMAIN.\" \"$CERTBOT_VALIDATION\"\n",
+                host.dir.join("hooks/publish").display()
+            ),
+        );
+        for f in [&auth, &cleanup] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            let apex = format!("b{i}.{}", host.zone);
+            let out = std::process::Command::new(&certbot)
+                .args([
+                    "certonly",
+                    "--non-interactive",
+                    "--agree-tos",
+                    "-m",
+                    "ops@example.com",
+                ])
+                .args([
+                    "--server",
+                    &pebble.directory,
+                    "--manual",
+                    "--preferred-challenges",
+                    "dns",
+                ])
+                .arg("--manual-auth-hook")
+                .arg(&auth)
+                .arg("--manual-cleanup-hook")
+                .arg(&cleanup)
+                .args(["-d", &apex, "-d", &format!("*.{apex}")])
+                .arg("--config-dir")
+                .arg(cb.join("config"))
+                .arg("--work-dir")
+                .arg(cb.join("work"))
+                .arg("--logs-dir")
+                .arg(cb.join("logs"))
+                .env("REQUESTS_CA_BUNDLE", &pebble.trust_roots)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "certbot: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let certbot_s = t.elapsed().as_secs_f64();
+        for (tool, s) in [
+            ("certkeeper", ours),
+            ("lego", lego_s),
+            ("certbot", certbot_s),
+        ] {
+            println!("bench {n:>5}  {tool:<10} {s:>8.3}  {:>12.2}x", s / ours);
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}

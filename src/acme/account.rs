@@ -3,9 +3,8 @@
 //! stored there. The file holds the account's private key; its content never reaches a log
 //! or an error message.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -155,27 +154,12 @@ fn write(path: &Path, credentials: &AccountCredentials) -> Result<(), Error> {
     }
     let json = serde_json::to_vec_pretty(credentials)
         .map_err(|e| file_error(path, format!("cannot encode account: {e}")))?;
-    let tmp = dir.join(TEMP_FILE);
-    // A leftover from a crash is ours to replace; never follow a planted symlink.
-    if fs::symlink_metadata(&tmp).is_ok() {
-        fs::remove_file(&tmp)
-            .map_err(|e| file_error(&tmp, format!("cannot remove leftover: {e}")))?;
-    }
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        file_error(path, format!("cannot write: {e}"))
-    })
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("account.json");
+    crate::fsutil::replace_file(dir, name, &json, 0o600)
+        .map_err(|e| file_error(path, format!("cannot write: {e}")))
 }
 
 /// Issuer names become a directory name: refuse anything that could leave `accounts/`.
@@ -216,7 +200,6 @@ fn file_error(path: &Path, reason: String) -> Error {
 }
 
 const ACCOUNT_FILE: &str = "account.json";
-const TEMP_FILE: &str = ".certkeeper-account.json.tmp";
 
 #[cfg(test)]
 mod tests {

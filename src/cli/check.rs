@@ -6,7 +6,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::{load_config, print};
+use super::{known_names, load_config, print};
 use crate::config::Config;
 use crate::inventory::{self, Entry, Status, Trust};
 
@@ -57,31 +57,7 @@ pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
 /// `None` on failure.
 fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
     let config = load_config(config_path).ok()?;
-    let unknown: Vec<&str> = names
-        .iter()
-        .filter(|n| config.certificate(n).is_none())
-        .map(|n| n.as_str())
-        .collect();
-    if !unknown.is_empty() {
-        let known: Vec<&str> = config
-            .certificates
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        eprintln!(
-            "certkeeper: {}: no certificate named {}; configured: {}",
-            config_path.display(),
-            unknown
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
+    if !known_names(&config, config_path, names) {
         return None;
     }
     match Trust::load(&config) {

@@ -170,6 +170,39 @@ pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, ConfigError>
     result
 }
 
+/// Whether every name is a configured certificate; prints one line naming the unknown ones
+/// and the configured ones otherwise.
+pub(crate) fn known_names(
+    config: &Config,
+    config_path: &std::path::Path,
+    names: &[String],
+) -> bool {
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| config.certificate(n).is_none())
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    if unknown.is_empty() {
+        return true;
+    }
+    let known: Vec<&str> = config
+        .certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    eprintln!(
+        "certkeeper: {}: no certificate named {}; configured: {}",
+        config_path.display(),
+        unknown.join(", "),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    );
+    false
+}
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
 pub(crate) fn print(text: &str) {
     use std::io::Write;

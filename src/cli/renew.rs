@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{load_config, print};
+use super::{known_names, load_config, print};
 use crate::renew::{self, Options, Outcome};
 
 /// Exit code when a certificate failed.
@@ -18,27 +18,7 @@ pub fn run(config_path: &Path, opts: Options) -> u8 {
     let Ok(config) = load_config(config_path) else {
         return USAGE;
     };
-    let unknown: Vec<&String> = opts
-        .names
-        .iter()
-        .filter(|n| config.certificate(n).is_none())
-        .collect();
-    if !unknown.is_empty() {
-        eprintln!(
-            "certkeeper: {}: no certificate named {}; configured: {}",
-            config_path.display(),
-            unknown
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            config
-                .certificates
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    if !known_names(&config, config_path, &opts.names) {
         return USAGE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{load_config, print};
+use super::{known_names, load_config, print};
 use crate::config::Config;
 use crate::deploy::pair_spec;
 use crate::store::{PairSpec, SnapshotInfo, Store};
@@ -81,23 +81,10 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
 /// Loads the config and finds the certificate; prints the error and returns `None`.
 fn prepare(config_path: &Path, name: &str) -> Option<(Config, PairSpec)> {
     let config = load_config(config_path).ok()?;
-    let Some(cert) = config.certificate(name) else {
-        let known: Vec<&str> = config
-            .certificates
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        eprintln!(
-            "certkeeper: {}: no certificate named \"{name}\"; configured: {}",
-            config_path.display(),
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        );
+    if !known_names(&config, config_path, &[name.to_owned()]) {
         return None;
-    };
+    }
+    let cert = config.certificate(name)?;
     match pair_spec(cert) {
         Ok(spec) => Some((config, spec)),
         Err(e) => {

@@ -9,8 +9,7 @@
 //! old one with a single rename.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+use crate::fsutil;
 use crate::x509::read_certificates;
 
 /// How long the root is valid.
@@ -362,33 +362,13 @@ fn write_private(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), Error> {
     write_file(dir, file, bytes, 0o600)
 }
 
-/// Writes `dir/file` through a temporary file that is fsynced and renamed over it.
+/// Writes `dir/file` whole (temporary file, fsync, rename).
 fn write_file(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let path = dir.join(file);
-    let tmp = dir.join(format!(".certkeeper-tmp-{file}"));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io(&path, e));
-    }
-    sync_dir(dir)
+    fsutil::replace_file(dir, file, bytes, mode).map_err(|e| io(&dir.join(file), e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+    fsutil::sync_dir(dir).map_err(|e| io(dir, e))
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
