@@ -145,6 +145,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     let issuers = Arc::new(Issuers::new(config.clone(), !opts.dry_run, now));
     let limit = Arc::new(Semaphore::new(config.renewal.concurrency));
     let mut tasks = JoinSet::new();
+    let mut task_names = std::collections::HashMap::new();
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
     for cert in selected.iter().cloned() {
         if let Some(error) = unrecoverable.remove(&cert.name) {
@@ -156,21 +157,29 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
         }
         let (config, issuers, limit, opts) =
             (config.clone(), issuers.clone(), limit.clone(), opts.clone());
-        tasks.spawn(async move {
+        let task_name = cert.name.clone();
+        let handle = tasks.spawn(async move {
             let name = cert.name.clone();
             // The semaphore is never closed, so acquiring only waits.
             let _permit = limit.acquire_owned().await;
             let step = prepare(&config, &cert, &issuers, &opts, now).await;
             (name, step)
         });
+        task_names.insert(handle.id(), task_name);
     }
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = tasks.join_next_with_id().await {
         let (name, step) = match joined {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!("A renewal task ended abnormally: {e}");
-                continue;
-            }
+            Ok((_, done)) => done,
+            // A panic is a bug, but it still counts as this certificate's failure.
+            Err(e) => match task_names.get(&e.id()) {
+                Some(name) => (
+                    name.clone(),
+                    Step::Done(Outcome::Failed {
+                        error: format!("internal error, please report it: {e}"),
+                    }),
+                ),
+                None => continue,
+            },
         };
         let outcome = match step {
             Step::Done(outcome) => outcome,
