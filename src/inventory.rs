@@ -152,9 +152,18 @@ impl Trust {
                 Issuer::LocalCa(_) => {
                     let root = local_ca_root(config, key);
                     // The local CA exists only once it has issued; until then there is
-                    // nothing of it to trust.
-                    if root.exists() {
-                        files.push(root);
+                    // nothing of it to trust. A root that exists but cannot be read would
+                    // make its chains look broken: say so instead.
+                    match fs::metadata(&root) {
+                        Ok(_) => files.push(root),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(format!(
+                                "issuers.{key}: cannot read the local CA root {} ({}); run as a user that can read state_dir, or as root",
+                                root.display(),
+                                io_reason(&e)
+                            ));
+                        }
                     }
                 }
             }

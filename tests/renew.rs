@@ -377,3 +377,38 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(!dir.join("state").exists());
 }
+
+#[test]
+fn check_as_a_user_who_cannot_read_the_local_ca_root_is_unknown_not_critical() {
+    if !crate::util::is_root() {
+        panic!("this test drops from root to nobody; run the suite as root (CI does)");
+    }
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    // The live files are world-readable as services need; state_dir stays 0700.
+    let state = dir.join("state");
+    let state_mode = std::fs::metadata(&state).unwrap().permissions();
+    dir.open_up();
+    std::fs::set_permissions(&state, state_mode).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::util::bin(),
+        ])
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .arg("check")
+        .output()
+        .expect("setpriv (util-linux) is needed");
+    let run = crate::util::Run::from(out);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("issuers.internal: cannot read the local CA root"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("permission denied"), "{run:?}");
+}
