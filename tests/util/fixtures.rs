@@ -126,7 +126,8 @@ pub fn stray_key(alg: &'static SignatureAlgorithm) -> String {
     KeyPair::generate_for(alg).expect("key").serialize_pem()
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
+/// A CA certificate's parameters, valid from a year ago for ten years.
+pub fn ca_params(cn: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);

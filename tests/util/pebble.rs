@@ -11,12 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use certkeeper::config::{AcmeIssuer, DnsSettings, Eab, SecretSource};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
+use rcgen::{CertificateParams, CertifiedIssuer, IsCa};
 
 use super::Dir;
+use super::fixtures::{Key, ca_params};
 
 /// The Debian package that provides both binaries.
 pub const PACKAGE: &str = "pebble";
@@ -131,12 +129,13 @@ async fn try_start(pebble_bin: &Path, chall_bin: &Path, opts: Options) -> Result
     let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().expect("addr");
 
     // The HTTPS certificate: a CA trusted through trust_roots and a leaf for localhost.
-    let ca = CertifiedIssuer::self_signed(ca_params("certkeeper test HTTPS CA"), key())
-        .map_err(|e| e.to_string())?;
+    let ca =
+        CertifiedIssuer::self_signed(ca_params("certkeeper test HTTPS CA"), Key::P256.generate())
+            .map_err(|e| e.to_string())?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
         .map_err(|e| e.to_string())?;
     leaf.is_ca = IsCa::ExplicitNoCa;
-    let leaf_key = key();
+    let leaf_key = Key::P256.generate();
     let leaf = leaf.signed_by(&leaf_key, &ca).map_err(|e| e.to_string())?;
     let cert = dir.write("tls/cert.pem", leaf.pem());
     let tls_key = dir.write("tls/key.pem", leaf_key.serialize_pem());
@@ -272,18 +271,4 @@ fn free_dns_port() -> u16 {
             return port;
         }
     }
-}
-
-fn key() -> KeyPair {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key")
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
 }
