@@ -85,6 +85,18 @@ pub(crate) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads and parses a JSON file without following a symlink at its last component.
+pub(crate) fn read_json_nofollow<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_nofollow(path).map_err(|e| Error::io("reading", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::io(
+            "parsing",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
 /// Reads `path` back (not following a symlink) and compares its SHA-256 with `expected`.
 pub(crate) fn check_digest(path: &Path, expected: &str) -> Result<()> {
     let bytes = read_nofollow(path).map_err(|e| Error::io("reading back", path, e))?;

@@ -411,15 +411,7 @@ impl Layout {
 
 /// Reads the manifest stored in a generation directory.
 pub(crate) fn read_generation_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_FILE);
-    let bytes = atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::io(
-            "parsing",
-            &path,
-            io::Error::new(io::ErrorKind::InvalidData, e),
-        )
-    })
+    atomic::read_json_nofollow(&dir.join(MANIFEST_FILE))
 }
 
 /// Describes a generation from its files, for when its manifest is unreadable.

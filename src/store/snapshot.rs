@@ -88,15 +88,7 @@ impl Snapshots {
 
     /// Reads a snapshot's record (not following symlinks).
     pub fn record(&self, id: &str) -> Result<SnapshotRecord> {
-        let path = self.path(id).join(RECORD_FILE);
-        let bytes = atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::io(
-                "parsing",
-                &path,
-                io::Error::new(io::ErrorKind::InvalidData, e),
-            )
-        })
+        atomic::read_json_nofollow(&self.path(id).join(RECORD_FILE))
     }
 
     fn inspect(&self, id: &str) -> SnapshotInfo {
