@@ -11,12 +11,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{self, BeforeExpiry, Config, Issuer};
+use crate::issuer::local_ca::LocalCa;
 use crate::store::manifest::{self, sha256_hex};
 use crate::x509::{
     Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain, key_matches,
@@ -150,7 +150,7 @@ impl Trust {
             match issuer {
                 Issuer::Acme(a) => files.extend(a.trust_roots.clone()),
                 Issuer::LocalCa(_) => {
-                    let root = local_ca_root(config, key);
+                    let root = LocalCa::root_path(&config.state_dir, key);
                     // The local CA exists only once it has issued; until then there is
                     // nothing of it to trust. A root that exists but cannot be read would
                     // make its chains look broken: say so instead.
@@ -200,11 +200,6 @@ impl Trust {
             .map(|s| s.as_ref())
             .unwrap_or(&self.system)
     }
-}
-
-/// Where a local CA issuer's root is exported.
-pub fn local_ca_root(config: &Config, issuer: &str) -> PathBuf {
-    config.state_dir.join("ca").join(issuer).join("root.pem")
 }
 
 /// Examines one managed certificate's live files.
@@ -496,12 +491,17 @@ fn examine_chain_file(
 
 /// Whether `leaf` is due for renewal at `now`.
 pub fn is_due(leaf: &Cert, before_expiry: BeforeExpiry, now: OffsetDateTime) -> bool {
-    let lifetime = (leaf.not_after - leaf.not_before)
-        .try_into()
-        .unwrap_or(Duration::ZERO);
-    let lead = before_expiry.lead_time(lifetime);
-    let lead = time::Duration::try_from(lead).unwrap_or(time::Duration::MAX);
-    now >= leaf.not_after - lead
+    // The renew pass decides with the same function (with no ARI window here: check never
+    // asks the network), so check and renew always agree on what is due.
+    crate::acme::should_renew(
+        now,
+        leaf.not_before,
+        leaf.not_after,
+        None,
+        before_expiry,
+        0.0,
+    )
+    .now
 }
 
 fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u8]) {

@@ -583,7 +583,7 @@ impl Issuers {
                 roots.into_iter().for_each(|r| trust.add(r));
             } else if let Some(Issuer::LocalCa(_)) = self.config.issuers.get(issuer) {
                 // Not opened in this pass (kept material): its exported root, if it exists.
-                let root = LocalCa::dir(&self.config.state_dir, issuer).join("root.pem");
+                let root = LocalCa::root_path(&self.config.state_dir, issuer);
                 if root.exists()
                     && let Err(e) = trust.add_pem_file(&root)
                 {

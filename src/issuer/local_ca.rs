@@ -26,6 +26,8 @@ use crate::x509::read_certificates;
 pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// How long an intermediate is valid; it is rotated when a new leaf would outlive it.
 pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
+/// The exported root certificate's file name in the CA directory.
+const ROOT_FILE: &str = "root.pem";
 /// Leaves start this long before issuance, for hosts whose clocks run a little behind.
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
@@ -94,6 +96,11 @@ impl LocalCa {
         state_dir.join("ca").join(name)
     }
 
+    /// Where issuer `name`'s root certificate is exported.
+    pub fn root_path(state_dir: &Path, name: &str) -> PathBuf {
+        Self::dir(state_dir, name).join(ROOT_FILE)
+    }
+
     /// Opens the CA of issuer `name`, creating it on first use. With `persist = false` (dry
     /// runs) a CA that does not exist yet is made in memory only and nothing is written.
     pub fn open(
@@ -103,7 +110,7 @@ impl LocalCa {
         now: OffsetDateTime,
     ) -> Result<LocalCa, Error> {
         let dir = Self::dir(state_dir, name);
-        if dir.join("root.pem").exists() {
+        if dir.join(ROOT_FILE).exists() {
             return Self::load(&dir, name, persist);
         }
         let ca = Self::create(&dir, name, persist, now)?;
@@ -241,7 +248,7 @@ impl LocalCa {
             .create(&tmp)
             .map_err(|e| io(&tmp, e))?;
         let intermediate = self.intermediate_key_bundle();
-        let written = write_file(&tmp, "root.pem", self.root_pem.as_bytes(), 0o644)
+        let written = write_file(&tmp, ROOT_FILE, self.root_pem.as_bytes(), 0o644)
             .and_then(|_| write_private(&tmp, "root.key", self.root_key.serialize_pem().as_bytes()))
             .and_then(|_| write_private(&tmp, "intermediate.pem", intermediate.as_bytes()))
             .and_then(|_| fs::rename(&tmp, &self.dir).map_err(|e| io(&self.dir, e)))
@@ -267,7 +274,7 @@ impl LocalCa {
             path: dir.to_owned(),
             reason,
         };
-        let root_pem = read("root.pem")?;
+        let root_pem = read(ROOT_FILE)?;
         let root_key =
             KeyPair::from_pem(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;
         let bundle = read("intermediate.pem")?;
