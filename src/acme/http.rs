@@ -7,6 +7,14 @@
 //! - an error answer whose body is not a problem document (a proxy's HTML 502 page) is turned
 //!   into one that keeps the status and the start of the body, so the evidence survives
 //!   instead of becoming a JSON parse error.
+//!
+//! Requests to one CA go one at a time: a request holds the client's gate from sending until
+//! its whole body is read. Certificates are still renewed in parallel, because the slow parts
+//! (DNS changes, propagation and validation waits, key generation) happen between requests.
+//! One request at a time keeps a pass well inside a CA's request-rate limits, and it avoids
+//! lock-order deadlocks that some ACME servers have under concurrent requests on one account
+//! (Pebble 2.4 hangs for good when an authorization is fetched while another request of the
+//! account holds its store lock).
 
 use std::cell::Cell;
 use std::error::Error as StdError;
@@ -41,11 +49,13 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The client instant-acme sends every request through.
+/// The client instant-acme sends every request through. Clones share one connection pool and
+/// one gate.
 #[derive(Clone)]
 pub(crate) struct Http {
     client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     request_timeout: Duration,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Http {
@@ -95,6 +105,7 @@ impl Http {
         Ok(Http {
             client: HyperClient::builder(TokioExecutor::new()).build(https),
             request_timeout,
+            gate: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -117,22 +128,25 @@ impl HttpClient for Http {
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let url = req.uri().to_string();
-        let fut = self.client.request(req);
+        let client = self.client.clone();
+        let gate = Arc::clone(&self.gate);
         let timeout = self.request_timeout;
         Box::pin(async move {
-            let rsp = match tokio::time::timeout(timeout, fut).await {
+            // The gate is never closed, so acquiring only fails if it were; treat that as a
+            // transport problem rather than trusting it cannot happen.
+            let _turn = gate
+                .acquire_owned()
+                .await
+                .map_err(|e| Transport::from_error(&url, &e))?;
+            let rsp = match tokio::time::timeout(timeout, client.request(req)).await {
                 Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
                 Ok(Ok(rsp)) => rsp,
             };
             let status = rsp.status();
-            if status.is_success() || status.is_redirection() || status.is_informational() {
-                return Ok(BytesResponse::from(rsp));
-            }
-            if let Some(at) = retry_after(rsp.headers().get(RETRY_AFTER)) {
-                // Outside a retry scope there is nobody to tell; that is fine.
-                let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(at)));
-            }
+            let retry_at = retry_after(rsp.headers().get(RETRY_AFTER));
+            // The whole body is read under the gate and within the time limit, so the next
+            // request starts only when this one is over, and a stalled body cannot hang a pass.
             let (parts, body) = rsp.into_parts();
             let body =
                 match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(body)).await {
@@ -140,6 +154,14 @@ impl HttpClient for Http {
                     Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
                     Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 };
+            if status.is_success() || status.is_redirection() || status.is_informational() {
+                let body = http_body_util::Full::new(body);
+                return Ok(BytesResponse::from(Response::from_parts(parts, body)));
+            }
+            if let Some(at) = retry_at {
+                // Outside a retry scope there is nobody to tell; that is fine.
+                let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(at)));
+            }
             let body = problem_body(status, &body);
             Ok(BytesResponse::from(Response::from_parts(parts, body)))
         })
@@ -283,6 +305,91 @@ mod tests {
             None
         );
         assert_eq!(retry_after(None), None);
+    }
+
+    /// A loopback HTTP/1.1 server that counts requests in progress: each answer is sent in
+    /// two parts with a pause between them, and a request counts as over only just before its
+    /// last part, so a client that starts a request before the previous body is read shows up
+    /// as two at once. `stall` leaves every body unfinished instead.
+    async fn counting_server(
+        stall: bool,
+    ) -> (
+        String,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (now, most) = (Arc::clone(&n), Arc::clone(&m));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello";
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.flush().await;
+                    tokio::time::sleep(Duration::from_millis(if stall { 5_000 } else { 20 })).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let _ = conn.write_all(b"world").await;
+                });
+            }
+        });
+        (url, now, most)
+    }
+
+    fn get_request(url: &str) -> Request<BodyWrapper<Bytes>> {
+        Request::get(url).body(BodyWrapper::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_to_one_ca_go_one_at_a_time() {
+        let (url, _, most) = counting_server(false).await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (http, req) = (http.clone(), get_request(&url));
+                tokio::spawn(async move {
+                    let mut rsp = http.request(req).await.unwrap();
+                    rsp.body.into_bytes().await.unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(&task.await.unwrap()[..], b"helloworld");
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_and_frees_the_gate() {
+        let (url, _, _) = counting_server(true).await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_millis(300)).unwrap();
+        let started = std::time::Instant::now();
+        let err = http.request(get_request(&url)).await.err().unwrap();
+        assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+        // The gate was released: the next request is answered by the same rule, not stuck.
+        let err = http.request(get_request(&url)).await.err().unwrap();
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(4));
     }
 
     fn futures_bytes(body: http_body_util::Full<Bytes>) -> Bytes {

@@ -113,8 +113,33 @@ impl Pebble {
     }
 }
 
+impl Pebble {
+    /// After a failed test: asks Pebble (a Go program) for its goroutine stacks, so a server
+    /// that stopped answering shows where it is stuck, and prints them.
+    fn dump_goroutines(&mut self) {
+        let Some(pebble) = self.children.get_mut(1) else {
+            return;
+        };
+        let Some(pid) = rustix::process::Pid::from_raw(pebble.id() as i32) else {
+            return;
+        };
+        if rustix::process::kill_process(pid, rustix::process::Signal::QUIT).is_err() {
+            return;
+        }
+        let _ = pebble.wait();
+        let log = std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default();
+        if let Some(at) = log.find("goroutine ") {
+            let dump: Vec<&str> = log[at..].lines().take(400).collect();
+            eprintln!("--- pebble goroutines\n{}", dump.join("\n"));
+        }
+    }
+}
+
 impl Drop for Pebble {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_goroutines();
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
