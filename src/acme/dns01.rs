@@ -217,12 +217,28 @@ pub async fn wait_visible(
     records: &[TxtRecord],
     settings: &DnsSettings,
 ) -> Result<(), Error> {
+    wait_visible_via(provider_name, records, settings, None).await
+}
+
+/// [`wait_visible`], finding authoritative servers through `authority` (the system resolver
+/// and port 53 when `None`).
+async fn wait_visible_via(
+    provider_name: &str,
+    records: &[TxtRecord],
+    settings: &DnsSettings,
+    authority: Option<Authority>,
+) -> Result<(), Error> {
     let start = Instant::now();
     let deadline = start + settings.propagation_timeout;
+    let authority = match (settings.resolvers.is_empty(), authority) {
+        (false, _) => None,
+        (true, Some(a)) => Some(a),
+        (true, None) => Some(Authority::system()?),
+    };
     for record in records {
-        let servers = match settings.resolvers.is_empty() {
-            false => settings.resolvers.clone(),
-            true => authoritative_servers(&record.fqdn).await?,
+        let servers = match &authority {
+            None => settings.resolvers.clone(),
+            Some(a) => a.servers_for(&record.fqdn).await?,
         };
         let resolvers: Vec<(SocketAddr, TokioResolver)> = servers
             .iter()
@@ -321,44 +337,63 @@ async fn follow_cname(lookup: &LookupServers, name: &str) -> Result<String, Erro
     })
 }
 
-/// The authoritative servers of the zone that holds `fqdn`: the closest enclosing name with
-/// NS records, each server's addresses on port 53.
-async fn authoritative_servers(fqdn: &str) -> Result<Vec<SocketAddr>, Error> {
-    let system = system_resolver()?;
-    let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
-    for i in 0..labels.len() {
-        let zone = format!("{}.", labels[i..].join("."));
-        let Ok(ns) = system.lookup(zone.as_str(), RecordType::NS).await else {
-            continue;
-        };
-        let hosts: Vec<String> = ns
-            .answers()
-            .iter()
-            .filter(|r| r.name.to_ascii().eq_ignore_ascii_case(&zone))
-            .filter_map(|r| match &r.data {
-                RData::NS(n) => Some(n.0.to_ascii()),
-                _ => None,
-            })
-            .collect();
-        if hosts.is_empty() {
-            continue;
-        }
-        let mut servers = Vec::new();
-        for host in &hosts {
-            match system.lookup_ip(host.as_str()).await {
-                Ok(ips) => servers.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53))),
-                Err(e) => tracing::debug!(%host, error = %e, "Cannot resolve name server."),
-            }
-        }
-        if servers.is_empty() {
-            break;
-        }
-        tracing::debug!(%zone, servers = %list(&servers), "Authoritative servers found.");
-        return Ok(servers);
+/// Where the authoritative servers of a record's zone are found: the resolver that answers
+/// the NS and address lookups, and the port those servers answer on.
+struct Authority {
+    finder: TokioResolver,
+    port: u16,
+}
+
+impl Authority {
+    /// The system's resolver, and servers on port 53.
+    fn system() -> Result<Authority, Error> {
+        Ok(Authority {
+            finder: system_resolver()?,
+            port: 53,
+        })
     }
-    Err(Error::NoAuthoritative {
-        fqdn: fqdn.to_owned(),
-    })
+
+    /// The authoritative servers of the zone that holds `fqdn`: the closest enclosing name
+    /// with NS records, each server's addresses. Names of servers that do not resolve are
+    /// skipped; a zone none of whose servers resolve is an error.
+    async fn servers_for(&self, fqdn: &str) -> Result<Vec<SocketAddr>, Error> {
+        let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
+        for i in 0..labels.len() {
+            let zone = format!("{}.", labels[i..].join("."));
+            let Ok(ns) = self.finder.lookup(zone.as_str(), RecordType::NS).await else {
+                continue;
+            };
+            let hosts: Vec<String> = ns
+                .answers()
+                .iter()
+                .filter(|r| r.name.to_ascii().eq_ignore_ascii_case(&zone))
+                .filter_map(|r| match &r.data {
+                    RData::NS(n) => Some(n.0.to_ascii()),
+                    _ => None,
+                })
+                .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            let mut servers = Vec::new();
+            for host in &hosts {
+                match self.finder.lookup_ip(host.as_str()).await {
+                    Ok(ips) => servers.extend(ips.iter().map(|ip| SocketAddr::new(ip, self.port))),
+                    Err(e) => tracing::debug!(%host, error = %e, "Cannot resolve name server."),
+                }
+            }
+            if servers.is_empty() {
+                break;
+            }
+            servers.sort();
+            servers.dedup();
+            tracing::debug!(%zone, servers = %list(&servers), "Authoritative servers found.");
+            return Ok(servers);
+        }
+        Err(Error::NoAuthoritative {
+            fqdn: fqdn.to_owned(),
+        })
+    }
 }
 
 /// The TXT values at `name` as one server answers now (CNAMEs followed by the resolver).
@@ -491,6 +526,168 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, NS, TXT};
+    use hickory_resolver::proto::rr::{Name, Record};
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    /// A loopback UDP name server for one zone, `example.test.`: NS `ns1` (127.0.0.1) and
+    /// `ns2` (no address), and the TXT values at `_acme-challenge.www.example.test.` that the
+    /// test sets. Every other question gets an empty answer. It stands in for both the
+    /// resolver that finds the zone's servers and the authoritative server itself.
+    struct FakeZone {
+        addr: SocketAddr,
+        txt: Arc<Mutex<Vec<String>>>,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    const TXT_NAME: &str = "_acme-challenge.www.example.test.";
+
+    impl FakeZone {
+        async fn start() -> FakeZone {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = socket.local_addr().unwrap();
+            let txt = Arc::new(Mutex::new(Vec::<String>::new()));
+            let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+            let (t, a) = (Arc::clone(&txt), Arc::clone(&asked));
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                        return;
+                    };
+                    let Ok(query) = Message::from_vec(&buf[..n]) else {
+                        continue;
+                    };
+                    let Some(q) = query.queries.first().cloned() else {
+                        continue;
+                    };
+                    let name = q.name().to_ascii().to_ascii_lowercase();
+                    a.lock()
+                        .unwrap()
+                        .push(format!("{} {}", q.query_type(), name));
+                    let mut answer = Message::response(query.metadata.id, OpCode::Query);
+                    answer.metadata.response_code = ResponseCode::NoError;
+                    answer.metadata.authoritative = true;
+                    answer.metadata.recursion_desired = query.metadata.recursion_desired;
+                    answer.metadata.recursion_available = true;
+                    answer.add_query(q.clone());
+                    let owner = Name::from_ascii(&name).unwrap();
+                    let rdata: Vec<RData> = match (q.query_type(), name.as_str()) {
+                        (RecordType::NS, "example.test.") => {
+                            ["ns1.example.test.", "ns2.example.test."]
+                                .iter()
+                                .map(|h| RData::NS(NS(Name::from_ascii(h).unwrap())))
+                                .collect()
+                        }
+                        (RecordType::A, "ns1.example.test.") => {
+                            vec![RData::A(A(Ipv4Addr::LOCALHOST))]
+                        }
+                        (RecordType::TXT, TXT_NAME) => t
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .map(|v| RData::TXT(TXT::new(vec![v.clone()])))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    for data in rdata {
+                        answer.add_answer(Record::from_rdata(owner.clone(), 0, data));
+                    }
+                    if let Ok(bytes) = answer.to_vec() {
+                        let _ = socket.send_to(&bytes, from).await;
+                    }
+                }
+            });
+            FakeZone { addr, txt, asked }
+        }
+
+        fn authority(&self) -> Authority {
+            Authority {
+                finder: resolver_for(&[self.addr]).unwrap(),
+                port: self.addr.port(),
+            }
+        }
+    }
+
+    fn settings(timeout_ms: u64) -> DnsSettings {
+        DnsSettings {
+            resolvers: Vec::new(),
+            propagation_timeout: Duration::from_millis(timeout_ms),
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn authoritative_servers_are_those_of_the_closest_zone_with_ns_records() {
+        let zone = FakeZone::start().await;
+        let servers = zone.authority().servers_for(TXT_NAME).await.unwrap();
+        // ns2 has no address and is skipped; ns1 is asked on the zone's port.
+        assert_eq!(
+            servers,
+            vec![SocketAddr::from(([127, 0, 0, 1], zone.addr.port()))]
+        );
+        let asked = zone.asked.lock().unwrap().clone();
+        // Walked up from the record's own name, stopping at the first name with NS records.
+        assert_eq!(
+            asked
+                .iter()
+                .filter(|q| q.starts_with("NS "))
+                .collect::<Vec<_>>(),
+            [
+                "NS _acme-challenge.www.example.test.",
+                "NS www.example.test.",
+                "NS example.test."
+            ]
+        );
+
+        let err = zone
+            .authority()
+            .servers_for("_acme-challenge.nowhere.invalid.")
+            .await;
+        assert!(matches!(err, Err(Error::NoAuthoritative { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn without_resolvers_the_wait_asks_the_zones_authoritative_servers() {
+        let zone = FakeZone::start().await;
+        let record = TxtRecord {
+            fqdn: TXT_NAME.into(),
+            value: "expected-value".into(),
+        };
+        // Another value only: not visible, and the timeout names the authoritative server.
+        zone.txt.lock().unwrap().push("stale-value".into());
+        let err = wait_visible_via(
+            "hook",
+            std::slice::from_ref(&record),
+            &settings(300),
+            Some(zone.authority()),
+        )
+        .await
+        .unwrap_err();
+        match &err {
+            Error::PropagationTimeout { servers, last, .. } => {
+                assert_eq!(
+                    servers,
+                    &[SocketAddr::from(([127, 0, 0, 1], zone.addr.port()))]
+                );
+                assert!(last.contains("1 other value(s)"), "{last}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the authoritative server has the exact value, the wait ends.
+        zone.txt.lock().unwrap().push("expected-value".into());
+        wait_visible_via("hook", &[record], &settings(5_000), Some(zone.authority()))
+            .await
+            .unwrap();
+        let asked = zone.asked.lock().unwrap().clone();
+        assert!(
+            asked.iter().any(|q| q == &format!("TXT {TXT_NAME}")),
+            "{asked:?}"
+        );
+    }
 
     #[test]
     fn record_names_are_bare_lower_case_and_absolute() {
