@@ -242,7 +242,13 @@ async fn read_directory(http: &Http, url: &str, backoff: &Backoff) -> Result<Dir
         Ok((status, body))
     })
     .map_err(|e| acme_error("directory", e))?;
-    let text = String::from_utf8_lossy(&body);
+    parse_directory(url, status, &body)
+}
+
+/// What certkeeper needs from a directory document: that it is one, whether it offers
+/// renewal information (ARI), and the names of the profiles it offers.
+fn parse_directory(url: &str, status: ::http::StatusCode, body: &[u8]) -> Result<Directory, Error> {
+    let text = String::from_utf8_lossy(body);
     let evidence = || text.trim().chars().take(512).collect::<String>();
     if !status.is_success() {
         return Err(Error::Directory {
@@ -250,7 +256,7 @@ async fn read_directory(http: &Http, url: &str, backoff: &Backoff) -> Result<Dir
             reason: format!("HTTP {status}: {}", evidence()),
         });
     }
-    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Directory {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::Directory {
         url: url.to_owned(),
         reason: format!("not an ACME directory ({e}): {}", evidence()),
     })?;
@@ -472,6 +478,31 @@ pub(crate) fn acme_error(step: &'static str, e: retry::Exhausted) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_say_whether_they_offer_ari_and_which_profiles() {
+        let url = "https://ca.example/dir";
+        let ok = ::http::StatusCode::OK;
+        // Shaped like Let's Encrypt's directory.
+        let le = br#"{"newNonce":"https://ca.example/nonce","newAccount":"https://ca.example/acct",
+            "newOrder":"https://ca.example/order","renewalInfo":"https://ca.example/ari",
+            "meta":{"profiles":{"tlsserver":"https://ca.example/docs#tlsserver",
+            "classic":"https://ca.example/docs#classic","shortlived":"https://ca.example/docs#short"}}}"#;
+        let dir = parse_directory(url, ok, le).unwrap();
+        assert!(dir.renewal_info);
+        assert_eq!(dir.profiles, ["classic", "shortlived", "tlsserver"]);
+        // Shaped like Pebble 2.4's: neither.
+        let pebble = br#"{"newOrder":"https://ca.example/order","meta":{"termsOfService":"x"}}"#;
+        let dir = parse_directory(url, ok, pebble).unwrap();
+        assert!(!dir.renewal_info);
+        assert!(dir.profiles.is_empty());
+        // Not a directory at all: the error keeps the evidence.
+        let err = parse_directory(url, ok, b"<html>login</html>").unwrap_err();
+        assert!(err.to_string().contains("not an ACME directory"), "{err}");
+        assert!(err.to_string().contains("<html>login</html>"), "{err}");
+        let err = parse_directory(url, ::http::StatusCode::NOT_FOUND, b"no").unwrap_err();
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
 
     #[test]
     fn refused_shows_status_type_detail_and_attempts() {

@@ -12,6 +12,30 @@ use super::dns01::{self, Challenge};
 use super::retry;
 use super::{Acme, Error, Issued, OrderRequest, acme_error, cert_id};
 
+/// The profile to send with a new order: the configured one when the CA offers it, none when
+/// the CA offers no profiles at all (a CA without profiles has one kind of certificate), and
+/// an error when the CA offers profiles but not that one (a typo must not silently give
+/// another kind of certificate).
+fn chosen_profile<'a>(
+    wanted: Option<&'a str>,
+    offered: &[String],
+) -> Result<Option<&'a str>, Error> {
+    let Some(profile) = wanted else {
+        return Ok(None);
+    };
+    if offered.is_empty() {
+        tracing::debug!(profile, "The CA offers no profiles; ordering without one.");
+        return Ok(None);
+    }
+    if offered.iter().any(|p| p == profile) {
+        return Ok(Some(profile));
+    }
+    Err(Error::UnknownProfile {
+        profile: profile.to_owned(),
+        offered: offered.to_vec(),
+    })
+}
+
 pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
     let backoff = &acme.tuning.backoff;
     let identifiers: Vec<Identifier> = req
@@ -20,17 +44,8 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
     let mut new = NewOrder::new(&identifiers);
-    if let Some(profile) = req.profile {
-        if acme.directory.profiles.is_empty() {
-            tracing::debug!(profile, "The CA offers no profiles; ordering without one.");
-        } else if acme.directory.profiles.iter().any(|p| p == profile) {
-            new = new.profile(profile);
-        } else {
-            return Err(Error::UnknownProfile {
-                profile: profile.to_owned(),
-                offered: acme.directory.profiles.clone(),
-            });
-        }
+    if let Some(profile) = chosen_profile(req.profile, &acme.directory.profiles)? {
+        new = new.profile(profile);
     }
     if let Some(leaf) = req.replaces {
         if acme.directory.renewal_info {
@@ -190,5 +205,28 @@ fn poll_error(step: &'static str, e: retry::Exhausted, acme: &Acme) -> Error {
             limit: acme.tuning.poll_timeout,
         },
         _ => acme_error(step, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_is_sent_only_when_the_ca_offers_it() {
+        let offered = vec!["classic".to_string(), "shortlived".to_string()];
+        assert_eq!(
+            chosen_profile(Some("shortlived"), &offered).unwrap(),
+            Some("shortlived")
+        );
+        assert_eq!(chosen_profile(None, &offered).unwrap(), None);
+        // A CA without profiles: ordered without one.
+        assert_eq!(chosen_profile(Some("shortlived"), &[]).unwrap(), None);
+        // A CA with profiles, but not that one: refused, naming what is offered.
+        let err = chosen_profile(Some("shortlive"), &offered).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profile \"shortlive\" is not offered by the CA (offered: classic, shortlived)"
+        );
     }
 }
