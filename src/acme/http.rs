@@ -8,8 +8,9 @@
 //!   into one that keeps the status and the start of the body, so the evidence survives
 //!   instead of becoming a JSON parse error.
 //!
-//! Requests to one CA go one at a time: a request holds the client's gate from sending until
-//! its whole body is read. Certificates are still renewed in parallel, because the slow parts
+//! Requests to one CA go one at a time: a request holds its server's gate (one per scheme,
+//! host and port, shared by every client in the process, so also by two issuers that use the
+//! same CA) from sending until its whole body is read. Certificates are still renewed in parallel, because the slow parts
 //! (DNS changes, propagation and validation waits, key generation) happen between requests.
 //! One request at a time keeps a pass well inside a CA's request-rate limits, and it avoids
 //! lock-order deadlocks that some ACME servers have under concurrent requests on one account
@@ -17,12 +18,13 @@
 //! account holds its store lock).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -49,13 +51,30 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The client instant-acme sends every request through. Clones share one connection pool and
-/// one gate.
+/// The client instant-acme sends every request through. Clones share one connection pool.
 #[derive(Clone)]
 pub(crate) struct Http {
     client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     request_timeout: Duration,
-    gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// The gate of the server a URL points at: one per scheme, host and port in the process.
+fn gate_for(uri: &http::Uri) -> Arc<tokio::sync::Semaphore> {
+    static GATES: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> =
+        LazyLock::new(Mutex::default);
+    let key = format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    );
+    // A panic while the map was locked cannot leave it inconsistent (inserts are whole), so a
+    // poisoned lock is used as it is.
+    let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(
+        gates
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
+    )
 }
 
 impl Http {
@@ -105,7 +124,6 @@ impl Http {
         Ok(Http {
             client: HyperClient::builder(TokioExecutor::new()).build(https),
             request_timeout,
-            gate: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -129,7 +147,7 @@ impl HttpClient for Http {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let url = req.uri().to_string();
         let client = self.client.clone();
-        let gate = Arc::clone(&self.gate);
+        let gate = gate_for(req.uri());
         let timeout = self.request_timeout;
         Box::pin(async move {
             // The gate is never closed, so acquiring only fails if it were; treat that as a
@@ -363,10 +381,13 @@ mod tests {
     #[tokio::test]
     async fn requests_to_one_ca_go_one_at_a_time() {
         let (url, _, most) = counting_server(false).await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        // Two clients, as two issuers using the same CA have: they share the server's gate.
+        let one = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let two = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
         let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let (http, req) = (http.clone(), get_request(&url));
+            .map(|i| {
+                let http = if i % 2 == 0 { one.clone() } else { two.clone() };
+                let req = get_request(&url);
                 tokio::spawn(async move {
                     let mut rsp = http.request(req).await.unwrap();
                     rsp.body.into_bytes().await.unwrap()
