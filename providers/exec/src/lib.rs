@@ -61,7 +61,7 @@ impl ExecProvider {
             // Its own process group, so that a timeout kills what the hook started too.
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        let mut child = spawn(&mut cmd).await.map_err(|source| Error::Spawn {
             program: program.clone(),
             source,
         })?;
@@ -152,6 +152,30 @@ impl fmt::Display for Action {
         f.write_str(self.as_str())
     }
 }
+
+/// Starts the hook. "Text file busy" means some process still has the program open for
+/// writing: an update of the hook in progress, or, within this process, a child forked by
+/// another thread while the file was being written that has not reached its own exec yet.
+/// Both pass within moments, so that error is retried a few times before it is reported.
+async fn spawn(cmd: &mut Command) -> io::Result<tokio::process::Child> {
+    let mut wait = Duration::from_millis(10);
+    for _ in 0..SPAWN_BUSY_RETRIES {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    cmd.spawn()
+}
+
+/// How often a busy program is retried (waits of 10 ms doubling: 0.6 s in all).
+const SPAWN_BUSY_RETRIES: usize = 6;
+
+/// errno for "Text file busy" on Linux.
+const ETXTBSY: i32 = 26;
 
 /// Why a hook call failed.
 #[non_exhaustive]
@@ -331,6 +355,33 @@ mod tests {
              zone example.com: permission denied\n\
              ----------------------------"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hook_open_for_writing_is_retried_until_it_is_closed() {
+        let dir = tempfile_dir();
+        let hook = script(&dir, "exit 0");
+        let open_for_writing = || std::fs::OpenOptions::new().write(true).open(&hook).unwrap();
+        // Closed after 50 ms: the start is retried and succeeds.
+        let writer = open_for_writing();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(writer);
+        });
+        provider(&hook, Duration::from_secs(10))
+            .present(&record())
+            .await
+            .unwrap();
+        release.await.unwrap();
+        // Never closed: reported once the retries are spent.
+        let writer = open_for_writing();
+        let err = provider(&hook, Duration::from_secs(10))
+            .present(&record())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Text file busy"), "{err}");
+        drop(writer);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
