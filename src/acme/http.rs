@@ -161,8 +161,6 @@ impl HttpClient for Http {
                 Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
                 Ok(Ok(rsp)) => rsp,
             };
-            let status = rsp.status();
-            let retry_at = retry_after(rsp.headers().get(RETRY_AFTER));
             // The whole body is read under the gate and within the time limit, so the next
             // request starts only when this one is over, and a stalled body cannot hang a pass.
             let (parts, body) = rsp.into_parts();
@@ -172,11 +170,12 @@ impl HttpClient for Http {
                     Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
                     Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 };
+            let status = parts.status;
             if status.is_success() || status.is_redirection() || status.is_informational() {
                 let body = http_body_util::Full::new(body);
                 return Ok(BytesResponse::from(Response::from_parts(parts, body)));
             }
-            if let Some(at) = retry_at {
+            if let Some(at) = retry_after(parts.headers.get(RETRY_AFTER)) {
                 // Outside a retry scope there is nobody to tell; that is fine.
                 let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(at)));
             }

@@ -117,6 +117,7 @@ impl Pebble {
     /// After a failed test: asks Pebble (a Go program) for its goroutine stacks, so a server
     /// that stopped answering shows where it is stuck, and prints them.
     fn dump_goroutines(&mut self) {
+        // children: challtestsrv first, then Pebble (see try_start).
         let Some(pebble) = self.children.get_mut(1) else {
             return;
         };

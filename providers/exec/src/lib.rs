@@ -161,7 +161,7 @@ async fn spawn(cmd: &mut Command) -> io::Result<tokio::process::Child> {
     let mut wait = Duration::from_millis(10);
     for _ in 0..SPAWN_BUSY_RETRIES {
         match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
@@ -173,9 +173,6 @@ async fn spawn(cmd: &mut Command) -> io::Result<tokio::process::Child> {
 
 /// How often a busy program is retried (waits of 10 ms doubling: 0.6 s in all).
 const SPAWN_BUSY_RETRIES: usize = 6;
-
-/// errno for "Text file busy" on Linux.
-const ETXTBSY: i32 = 26;
 
 /// Why a hook call failed.
 #[non_exhaustive]
