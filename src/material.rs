@@ -1,6 +1,6 @@
 //! Checks new material before it goes live: the leaf covers every configured domain, the key
 //! matches the leaf, the chain is complete to a trusted root, the validity window is sane,
-//! and the new leaf does not expire before the live one.
+//! and the new leaf is not older material than the live one (an earlier notBefore).
 
 use time::OffsetDateTime;
 
@@ -19,14 +19,15 @@ pub struct Rejected {
 /// Largest clock difference tolerated between the CA and this host for notBefore.
 pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 
-/// Checks `fullchain` and `privkey` (PEM) for `domains`. `live_not_after` is the notAfter of
-/// the live leaf, when there is one. Returns the new leaf.
+/// Checks `fullchain` and `privkey` (PEM) for `domains`. `live_not_before` is the notBefore
+/// of the live leaf, when there is one: a new leaf dated earlier is older material and is
+/// refused (a shorter lifetime is fine). Returns the new leaf.
 pub fn check_new(
     fullchain: &[u8],
     privkey: &[u8],
     domains: &[String],
     trust: &TrustStore,
-    live_not_after: Option<OffsetDateTime>,
+    live_not_before: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<Cert, Rejected> {
     let mut problems = Vec::new();
@@ -68,12 +69,12 @@ pub fn check_new(
     if leaf.not_after <= leaf.not_before {
         problems.push("validity window is empty".into());
     }
-    if let Some(live) = live_not_after
-        && leaf.not_after < live
+    if let Some(live) = live_not_before
+        && leaf.not_before < live
     {
         problems.push(format!(
-            "expires earlier than the live certificate ({} < {}); a deploy never shortens the live validity",
-            rfc3339(leaf.not_after),
+            "older than the live certificate (notBefore {} < {}); a deploy never puts older material over the live pair (`certkeeper rollback` restores older pairs explicitly)",
+            rfc3339(leaf.not_before),
             rfc3339(live)
         ));
     }

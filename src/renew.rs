@@ -1,8 +1,9 @@
 //! One renewal pass, the same for `certkeeper renew` and each run of the daemon: recover
-//! interrupted swaps, find what is due, get new material (issued-but-not-deployed material
-//! first, then the issuers in order), check it, and swap it in with a snapshot. Due
-//! certificates are issued in parallel up to `renewal.concurrency`; one failure never stops
-//! the others. Swaps happen one at a time on the task that holds the state_dir lock.
+//! interrupted swaps, find what is due (a live certificate that `check` calls CRITICAL is
+//! due now), get new material (issued-but-not-deployed material first, then the issuers in
+//! order), check it, and hand it to the deploy pipeline (`crate::deploy`), which stages,
+//! reloads, verifies, and commits or rolls back. Due certificates are issued in parallel up
+//! to `renewal.concurrency`; one failure never stops the others.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,22 +12,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use certkeeper_dns::DnsProvider;
-use certkeeper_dns_exec::ExecProvider;
-
-use crate::acme::{self, Acme};
-use crate::config::{self, Certificate, Config, Issuer};
-use crate::deploy::pair_spec;
+use crate::acme;
+use crate::config::{Certificate, Config};
+use crate::deploy::{self, pair_spec};
 use crate::fsutil;
-use crate::issuer::local_ca::LocalCa;
-use crate::material::check_new;
+use crate::inventory::{self, Trust};
+use crate::issuer::Issuers;
+use crate::keys;
+use crate::material::{CLOCK_SKEW, check_new};
 use crate::state::{self, CertState};
 use crate::store::{self, Store};
-use crate::x509::{Cert, TrustStore, read_certificates, rfc3339};
-use crate::{keys, x509};
+use crate::x509::{Cert, read_certificates, rfc3339};
 
 /// What to do in a pass.
 #[derive(Clone, Debug, Default)]
@@ -52,14 +51,32 @@ pub enum Outcome {
         /// When the next attempt is allowed (RFC 3339).
         until: String,
     },
-    /// New material is live.
+    /// New material is live, reloaded, and served.
     Renewed {
-        /// The new leaf's notAfter (RFC 3339).
-        not_after: String,
-        /// The snapshot keeping the replaced pair.
-        snapshot: Option<String>,
         /// Where the material came from (an issuer name, or `pending`).
         source: String,
+        /// What the deploy did.
+        done: deploy::Renewed,
+    },
+    /// New material was swapped in but refused (reload or verify failed); the previous
+    /// pair is live and served again. The material is kept for the next pass.
+    RolledBack {
+        /// Where the material came from.
+        source: String,
+        /// Why it was refused.
+        cause: String,
+        /// What the way back did worth knowing.
+        note: Option<String>,
+    },
+    /// New material was refused and the previous pair could not be put back and served:
+    /// someone must act.
+    RollbackFailed {
+        /// Where the material came from.
+        source: String,
+        /// Why it was refused.
+        cause: String,
+        /// What went wrong on the way back, and what is live now.
+        rollback: String,
     },
     /// Dry run: new material was obtained and checked, nothing was written.
     WouldRenew {
@@ -76,9 +93,35 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether this counts as a failure for the exit code.
+    /// Whether this makes the pass exit 1: a failure, a rollback (automatic or failed), or
+    /// a certificate still waiting out the backoff of an earlier failure.
     pub fn failed(&self) -> bool {
-        matches!(self, Outcome::Failed { .. })
+        matches!(
+            self,
+            Outcome::Failed { .. }
+                | Outcome::RolledBack { .. }
+                | Outcome::RollbackFailed { .. }
+                | Outcome::Backoff { .. }
+        )
+    }
+
+    fn from_deploy(source: String, outcome: deploy::Outcome) -> Outcome {
+        match outcome {
+            deploy::Outcome::Renewed(done) => Outcome::Renewed { source, done },
+            deploy::Outcome::RolledBack { cause, note } => Outcome::RolledBack {
+                source,
+                cause,
+                note,
+            },
+            deploy::Outcome::RollbackFailed { cause, rollback } => Outcome::RollbackFailed {
+                source,
+                cause,
+                rollback,
+            },
+            deploy::Outcome::Failed { error } => Outcome::Failed {
+                error: format!("{error} (the new material is kept and deployed on the next pass)"),
+            },
+        }
     }
 }
 
@@ -127,9 +170,17 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
             };
             for spec in specs.values() {
                 match locked.recover(spec) {
-                    Ok(r) if r.removed.is_empty() && r.completed.is_empty() => {}
+                    Ok(r) if r.is_clean() => {}
                     Ok(r) => {
-                        tracing::warn!(cert = %spec.name, removed = ?r.removed, completed = ?r.completed, "Recovered an interrupted swap.")
+                        if let Some(undone) = &r.undone {
+                            tracing::warn!(cert = %spec.name, "Recovered an interrupted deploy: {undone}.");
+                        }
+                        for w in &r.warnings {
+                            tracing::warn!(cert = %spec.name, "{w}");
+                        }
+                        if !r.removed.is_empty() || !r.completed.is_empty() {
+                            tracing::warn!(cert = %spec.name, removed = r.removed.len(), completed = r.completed.len(), "Recovered an interrupted swap.");
+                        }
                     }
                     // Reported as this certificate's failure; the others go on.
                     Err(e) => {
@@ -143,6 +194,15 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     };
 
     let issuers = Arc::new(Issuers::new(config.clone(), !opts.dry_run, now));
+    // What `check` would call CRITICAL is due now; without the roots that judges chains,
+    // only the dates decide.
+    let trust = match Trust::load(&config) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::warn!("Broken live certificates are judged by their dates only: {e}");
+            None
+        }
+    };
     let limit = Arc::new(Semaphore::new(config.renewal.concurrency));
     let mut tasks = JoinSet::new();
     let mut task_names = std::collections::HashMap::new();
@@ -150,23 +210,28 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     for cert in selected.iter().cloned() {
         if let Some(error) = unrecoverable.remove(&cert.name) {
             let outcome = Outcome::Failed { error };
-            record(&config.state_dir, &cert.name, &outcome, &config, now);
-            log(&cert.name, &outcome);
+            finish(&config, opts, now, &cert.name, &outcome);
             outcomes.insert(cert.name.clone(), outcome);
             continue;
         }
-        let (config, issuers, limit, opts) =
-            (config.clone(), issuers.clone(), limit.clone(), opts.clone());
+        let (config, issuers, limit, opts, trust) = (
+            config.clone(),
+            issuers.clone(),
+            limit.clone(),
+            opts.clone(),
+            trust.clone(),
+        );
         let task_name = cert.name.clone();
         let handle = tasks.spawn(async move {
             let name = cert.name.clone();
             // The semaphore is never closed, so acquiring only waits.
             let _permit = limit.acquire_owned().await;
-            let step = prepare(&config, &cert, &issuers, &opts, now).await;
+            let step = prepare(&config, &cert, &issuers, trust.as_deref(), &opts, now).await;
             (name, step)
         });
         task_names.insert(handle.id(), task_name);
     }
+    let mut ready: Vec<(String, Box<Ready>)> = Vec::new();
     while let Some(joined) = tasks.join_next_with_id().await {
         let (name, step) = match joined {
             Ok((_, done)) => done,
@@ -181,23 +246,52 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
                 None => continue,
             },
         };
-        let outcome = match step {
-            Step::Done(outcome) => outcome,
-            Step::Deploy(ready) => match (&locked, specs.get(&name)) {
-                (Some(locked), Some(spec)) => {
-                    tokio::task::block_in_place(|| deploy(&config, locked, spec, &ready))
-                }
-                _ => Outcome::WouldRenew {
-                    not_after: rfc3339(ready.leaf.not_after),
-                    source: ready.source.clone(),
-                },
-            },
-        };
-        if !opts.dry_run {
-            record(&config.state_dir, &name, &outcome, &config, now);
+        match step {
+            Step::Done(outcome) => {
+                finish(&config, opts, now, &name, &outcome);
+                outcomes.insert(name, outcome);
+            }
+            Step::Deploy(r) => ready.push((name, r)),
         }
-        log(&name, &outcome);
-        outcomes.insert(name, outcome);
+    }
+
+    // Deploys wait until every certificate is issued, so that those sharing a reload
+    // command are reloaded once.
+    let mut sources = BTreeMap::new();
+    let mut items = Vec::new();
+    for (name, r) in ready {
+        match (&locked, specs.get(&name), config.certificate(&name)) {
+            (Some(_), Some(spec), Some(cert)) => {
+                sources.insert(name.clone(), r.source.clone());
+                items.push(deploy::Item {
+                    cert: cert.clone(),
+                    spec: spec.clone(),
+                    fullchain: r.fullchain,
+                    privkey: r.privkey,
+                    leaf: r.leaf,
+                    trust: Arc::new(issuers.trust_for(cert).await),
+                });
+            }
+            _ => {
+                let outcome = Outcome::WouldRenew {
+                    not_after: rfc3339(r.leaf.not_after),
+                    source: r.source.clone(),
+                };
+                finish(&config, opts, now, &name, &outcome);
+                outcomes.insert(name, outcome);
+            }
+        }
+    }
+    if let Some(locked) = &locked {
+        for (name, done) in deploy::deploy_all(locked, items).await {
+            let source = sources.remove(&name).unwrap_or_default();
+            let outcome = Outcome::from_deploy(source, done);
+            if matches!(outcome, Outcome::Renewed { .. }) {
+                pending::remove(&config.state_dir, &name);
+            }
+            finish(&config, opts, now, &name, &outcome);
+            outcomes.insert(name, outcome);
+        }
     }
     Ok(selected
         .iter()
@@ -223,26 +317,35 @@ async fn prepare(
     config: &Config,
     cert: &Certificate,
     issuers: &Issuers,
+    trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
 ) -> Step {
-    let live_chain = fs::read(&cert.fullchain).ok();
-    let live_leaf = live_chain
-        .as_deref()
-        .and_then(|b| read_certificates(b).ok())
+    let live_leaf = fs::read(&cert.fullchain)
+        .ok()
+        .and_then(|b| read_certificates(&b).ok())
         .and_then(|(certs, _)| certs.into_iter().next());
     let saved = state::load(&config.state_dir, &cert.name);
-    let live_not_after = live_leaf.as_ref().map(|l| l.not_after);
+    let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
 
-    // Material issued by an earlier pass that could not be deployed goes first, due or not:
-    // it was ordered because the certificate was due then.
+    if !opts.force && !saved.may_attempt(now.unix_timestamp()) {
+        let until = saved
+            .next_attempt
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .map(rfc3339)
+            .unwrap_or_default();
+        return Step::Done(Outcome::Backoff { until });
+    }
+
+    // Material issued by an earlier pass that could not be deployed (or was rolled back)
+    // goes first, due or not: it was ordered because the certificate was due then.
     if let Some((fullchain, privkey)) = pending::load(&config.state_dir, &cert.name) {
         match checked(
             issuers,
             cert,
             fullchain,
             privkey,
-            live_not_after,
+            live_not_before,
             now,
             "pending",
         )
@@ -259,30 +362,46 @@ async fn prepare(
     }
 
     if !opts.force {
-        if let Some(leaf) = &live_leaf {
-            let window = issuers.renewal_window(cert, leaf).await;
-            let due = acme::should_renew(
-                now,
-                leaf.not_before,
-                leaf.not_after,
-                window.as_ref(),
-                config.renewal.before_expiry,
-                stable_pick(leaf),
-            );
-            if !due.now {
-                return Step::Done(Outcome::NotDue {
-                    renew_after: rfc3339(due.at),
-                });
+        let broken = trust
+            .map(|t| inventory::inspect_managed(config, cert, t, now))
+            .filter(|e| e.status == inventory::Status::Critical);
+        match (&live_leaf, broken) {
+            (_, Some(entry)) => {
+                tracing::info!(cert = %cert.name, "Due now: the live certificate is broken: {}", entry.problems.join("; "));
             }
+            (Some(leaf), None) => {
+                let window = issuers.renewal_window(cert, leaf).await;
+                let due = acme::should_renew(
+                    now,
+                    leaf.not_before,
+                    leaf.not_after,
+                    window.as_ref(),
+                    config.renewal.before_expiry,
+                    stable_pick(leaf),
+                );
+                if !due.now {
+                    return Step::Done(Outcome::NotDue {
+                        renew_after: rfc3339(due.at),
+                    });
+                }
+            }
+            // No live certificate yet: due.
+            (None, None) => {}
         }
-        if !saved.may_attempt(now.unix_timestamp()) {
-            let until = saved
-                .next_attempt
-                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-                .map(rfc3339)
-                .unwrap_or_default();
-            return Step::Done(Outcome::Backoff { until });
-        }
+    }
+
+    // Known before ordering: every issuer dates a new certificate now or earlier, so a live
+    // leaf dated in the future would make anything ordered now older material.
+    if let Some(leaf) = &live_leaf
+        && leaf.not_before > now + CLOCK_SKEW
+    {
+        return Step::Done(Outcome::Failed {
+            error: format!(
+                "the live certificate's notBefore {} is later than now ({}); a certificate ordered now would be older material, which a deploy never puts over the live pair. Check this host's clock, or restore older material explicitly with `certkeeper rollback`",
+                rfc3339(leaf.not_before),
+                rfc3339(now)
+            ),
+        });
     }
 
     let live_key = if cert.reuse_key {
@@ -320,7 +439,7 @@ async fn prepare(
             cert,
             fullchain,
             privkey,
-            live_not_after,
+            live_not_before,
             now,
             issuer,
         )
@@ -348,7 +467,7 @@ async fn checked(
     cert: &Certificate,
     fullchain: Vec<u8>,
     privkey: Vec<u8>,
-    live_not_after: Option<OffsetDateTime>,
+    live_not_before: Option<OffsetDateTime>,
     now: OffsetDateTime,
     source: &str,
 ) -> Result<Box<Ready>, crate::material::Rejected> {
@@ -358,7 +477,7 @@ async fn checked(
         &privkey,
         &cert.domains,
         &trust,
-        live_not_after,
+        live_not_before,
         now,
     )?;
     Ok(Box::new(Ready {
@@ -369,38 +488,30 @@ async fn checked(
     }))
 }
 
-/// The swap of checked material; on success the pending copy is dropped.
-fn deploy(
-    config: &Config,
-    locked: &store::Locked<'_>,
-    spec: &store::PairSpec,
-    ready: &Ready,
-) -> Outcome {
-    match locked.deploy(spec, &ready.fullchain, &ready.privkey) {
-        Ok(done) => {
-            pending::remove(&config.state_dir, &spec.name);
-            Outcome::Renewed {
-                not_after: done.manifest.not_after,
-                snapshot: done.snapshot.map(|s| s.id),
-                source: ready.source.clone(),
-            }
-        }
-        Err(e) => Outcome::Failed {
-            error: format!("deploy: {e} (the new material is kept and deployed on the next pass)"),
-        },
+/// Records, logs and (for rollbacks that failed) raises one certificate's outcome.
+fn finish(config: &Config, opts: &Options, now: OffsetDateTime, name: &str, outcome: &Outcome) {
+    if !opts.dry_run {
+        record(&config.state_dir, name, outcome, config, now);
     }
+    log(name, outcome);
 }
 
 fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now: OffsetDateTime) {
     let mut s: CertState = state::load(state_dir, name);
     let t = now.unix_timestamp();
+    let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
         Outcome::Renewed { .. } => s.succeeded(t, "renewed"),
-        Outcome::Failed { error } => s.failed(
+        Outcome::Failed { error } => s.failed(t, "failed", error, initial, max),
+        Outcome::RolledBack { cause, .. } => s.failed(t, "rolled_back", cause, initial, max),
+        Outcome::RollbackFailed {
+            cause, rollback, ..
+        } => s.failed(
             t,
-            error,
-            config.renewal.retry_initial,
-            config.renewal.retry_max,
+            "rollback_failed",
+            &format!("{cause}; rollback failed: {rollback}"),
+            initial,
+            max,
         ),
         Outcome::NotDue { .. } => {
             s.last_attempt = Some(t);
@@ -415,12 +526,21 @@ fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now:
 
 fn log(name: &str, outcome: &Outcome) {
     match outcome {
-        Outcome::Renewed {
-            not_after,
-            snapshot,
-            source,
+        Outcome::Renewed { source, done } => {
+            for w in &done.warnings {
+                tracing::warn!(cert = %name, "{w}");
+            }
+            tracing::info!(cert = %name, not_after = %done.not_after, snapshot = done.snapshot.as_deref().unwrap_or("-"), %source, "Renewed certificate.")
+        }
+        Outcome::RolledBack { cause, note, .. } => {
+            tracing::warn!(cert = %name, "Rolled back: the previous pair is live and served again. {cause}{}",
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
+        }
+        Outcome::RollbackFailed {
+            cause, rollback, ..
         } => {
-            tracing::info!(cert = %name, %not_after, snapshot = ?snapshot, %source, "Renewed certificate.")
+            tracing::error!(cert = %name,
+                "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
         }
         Outcome::Failed { error } => tracing::error!(cert = %name, "Renewal failed: {error}"),
         Outcome::NotDue { renew_after } => tracing::debug!(cert = %name, %renew_after, "Not due."),
@@ -430,168 +550,6 @@ fn log(name: &str, outcome: &Outcome) {
         Outcome::WouldRenew { not_after, source } => {
             tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
         }
-    }
-}
-
-/// The issuers of one pass: local CAs opened once and shared by the certificates' tasks.
-struct Issuers {
-    config: Arc<Config>,
-    persist: bool,
-    now: OffsetDateTime,
-    local: Mutex<BTreeMap<String, LocalCa>>,
-    acme: Mutex<BTreeMap<String, Arc<Acme>>>,
-    system: TrustStore,
-}
-
-impl Issuers {
-    fn new(config: Arc<Config>, persist: bool, now: OffsetDateTime) -> Issuers {
-        Issuers {
-            config,
-            persist,
-            now,
-            local: Mutex::new(BTreeMap::new()),
-            acme: Mutex::new(BTreeMap::new()),
-            system: TrustStore::system(),
-        }
-    }
-
-    /// Gets a fullchain PEM for `cert` from `issuer`, signed for `key`.
-    async fn issue(
-        &self,
-        issuer: &str,
-        cert: &Certificate,
-        key: &rcgen::KeyPair,
-        now: OffsetDateTime,
-    ) -> Result<String, String> {
-        match self.config.issuers.get(issuer) {
-            Some(Issuer::LocalCa(ca)) => {
-                let mut open = self.local.lock().await;
-                let ca_handle = match open.get_mut(issuer) {
-                    Some(h) => h,
-                    None => {
-                        let h =
-                            LocalCa::open(&self.config.state_dir, issuer, self.persist, self.now)
-                                .map_err(|e| e.to_string())?;
-                        open.entry(issuer.to_owned()).or_insert(h)
-                    }
-                };
-                ca_handle
-                    .issue(&cert.domains, key, ca.validity, now)
-                    .map_err(|e| e.to_string())
-            }
-            Some(Issuer::Acme(_)) => {
-                let acme = self.acme(issuer).await?;
-                let provider_key = cert
-                    .dns_provider
-                    .as_deref()
-                    .ok_or("no dns_provider for an acme issuer")?;
-                let provider = self.dns_provider(provider_key)?;
-                let csr_der = keys::csr_der(key, &cert.domains).map_err(|e| e.to_string())?;
-                let live = fs::read(&cert.fullchain)
-                    .ok()
-                    .and_then(|b| read_certificates(&b).ok())
-                    .and_then(|(certs, _)| certs.into_iter().next());
-                let request = acme::OrderRequest {
-                    domains: &cert.domains,
-                    csr_der,
-                    profile: cert.profile.as_deref(),
-                    replaces: live.as_ref().map(|l| l.der.as_slice()),
-                    dns: provider,
-                    dns_name: provider_key,
-                    settings: &self.config.dns,
-                };
-                acme.issue(&request)
-                    .await
-                    .map(|issued| issued.fullchain_pem)
-                    .map_err(|e| e.to_string())
-            }
-            None => Err("not configured".into()),
-        }
-    }
-
-    /// The account at ACME issuer `name`, opened once per pass.
-    async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
-        let mut open = self.acme.lock().await;
-        if let Some(a) = open.get(name) {
-            return Ok(a.clone());
-        }
-        let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
-            return Err("not an acme issuer".into());
-        };
-        let acme = Arc::new(
-            Acme::open(name, cfg, &self.config.state_dir, self.persist)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        open.insert(name.to_owned(), acme.clone());
-        Ok(acme)
-    }
-
-    /// The CA's renewal window (ARI) for `leaf`, asked of the certificate's first ACME
-    /// issuer; `None` when it offers none or cannot be asked (then `before_expiry` decides).
-    async fn renewal_window(&self, cert: &Certificate, leaf: &Cert) -> Option<acme::RenewalWindow> {
-        let issuer = cert
-            .issuers
-            .iter()
-            .find(|i| matches!(self.config.issuers.get(*i), Some(Issuer::Acme(_))))?;
-        let acme = match self.acme(issuer).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(cert = %cert.name, %issuer, "No renewal information: {e}");
-                return None;
-            }
-        };
-        match acme.renewal_window(&leaf.der).await {
-            Ok(window) => window,
-            Err(e) => {
-                tracing::warn!(cert = %cert.name, %issuer, "Renewal information unavailable, using before_expiry: {e}");
-                None
-            }
-        }
-    }
-
-    /// The DNS provider configured under `key`.
-    fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, String> {
-        match self.config.dns_providers.get(key) {
-            Some(config::DnsProvider::Exec { command, timeout }) => {
-                ExecProvider::new(command.clone(), *timeout)
-                    .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
-                    .map_err(|e| format!("dns provider {key}: {e}"))
-            }
-            Some(other) => Err(format!(
-                "dns provider {key}: type {} is not available in this build yet",
-                other.kind()
-            )),
-            None => Err(format!("dns provider {key} is not configured")),
-        }
-    }
-
-    /// The roots new material of `cert` must chain to: the system's, its issuers'
-    /// `trust_roots`, and the roots of the local CAs opened in this pass.
-    async fn trust_for(&self, cert: &Certificate) -> TrustStore {
-        let mut trust = self.system.clone_roots();
-        for file in self.config.trust_root_files(&cert.issuers) {
-            if let Err(e) = trust.add_pem_file(&file) {
-                tracing::warn!(cert = %cert.name, "{e}");
-            }
-        }
-        let open = self.local.lock().await;
-        for issuer in &cert.issuers {
-            if let Some(ca) = open.get(issuer)
-                && let Ok((roots, _)) = x509::read_certificates(ca.root_pem().as_bytes())
-            {
-                roots.into_iter().for_each(|r| trust.add(r));
-            } else if let Some(Issuer::LocalCa(_)) = self.config.issuers.get(issuer) {
-                // Not opened in this pass (kept material): its exported root, if it exists.
-                let root = LocalCa::root_path(&self.config.state_dir, issuer);
-                if root.exists()
-                    && let Err(e) = trust.add_pem_file(&root)
-                {
-                    tracing::warn!(cert = %cert.name, "{e}");
-                }
-            }
-        }
-        trust
     }
 }
 

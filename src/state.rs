@@ -31,10 +31,18 @@ pub struct CertState {
 }
 
 impl CertState {
-    /// Records a failure at `now` and schedules the next attempt with exponential backoff.
-    pub fn failed(&mut self, now: i64, error: &str, initial: Duration, max: Duration) {
+    /// Records a failure at `now` (`result`: `failed`, `rolled_back` or `rollback_failed`)
+    /// and schedules the next attempt with exponential backoff.
+    pub fn failed(
+        &mut self,
+        now: i64,
+        result: &str,
+        error: &str,
+        initial: Duration,
+        max: Duration,
+    ) {
         self.last_attempt = Some(now);
-        self.last_result = Some("failed".into());
+        self.last_result = Some(result.into());
         self.last_error = Some(error.to_owned());
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.next_attempt =
@@ -113,12 +121,14 @@ mod tests {
         assert!(s.may_attempt(0));
         s.failed(
             1000,
+            "failed",
             "boom",
             Duration::from_secs(60),
             Duration::from_secs(3600),
         );
         s.failed(
             1100,
+            "failed",
             "boom again",
             Duration::from_secs(60),
             Duration::from_secs(3600),

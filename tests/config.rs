@@ -557,7 +557,10 @@ fn defaults_and_relative_paths() {
     let cert = &config.certificates[0];
     assert_eq!(cert.fullchain, dir.join("live/fullchain.pem"));
     assert_eq!(config.state_dir, dir.join("state"));
-    assert_eq!(cert.mode, 0o600);
+    assert_eq!(
+        cert.mode, None,
+        "unset: the live key's mode is kept, 0600 on a first deploy"
+    );
     assert_eq!(cert.keep_snapshots, 5);
     assert_eq!(config.renewal.schedule, "0 17 */12 * * *");
     assert_eq!(config.renewal.concurrency, 4);

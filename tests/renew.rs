@@ -1,7 +1,8 @@
 //! `certkeeper renew` through the real binary with the built-in local CA (the ACME path has
 //! its own tests against Pebble): the quickstart end to end, not due, --force, --dry-run,
 //! failures that do not stop the others, issuer fallback, kept material deployed on the next
-//! pass, never shortening the live validity, the retry backoff, reuse_key and key types.
+//! pass, broken live certificates due now, never older material (a shorter lifetime is fine),
+//! live files edited in place, adopted files' modes, the retry backoff, reuse_key and key types.
 
 use std::path::Path;
 
@@ -173,9 +174,10 @@ fn one_failure_does_not_stop_the_others() {
         .collect();
     assert_eq!(statuses, vec!["ok", "critical", "ok"]);
 
-    // The failure is remembered: without --force the next pass waits for the backoff.
+    // The failure is remembered: without --force the next pass waits for the backoff, and
+    // exits 1 so that a timer unit does not look healthy meanwhile.
     let run = dir.run(&["renew", "b"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stdout
             .starts_with("b: last attempt failed; next attempt from "),
@@ -221,7 +223,20 @@ fn issued_material_is_kept_and_deployed_on_the_next_pass() {
     );
     let kept = std::fs::read(dir.join("state/pending/www/fullchain.pem")).unwrap();
     drop(frozen);
-    // Not due, not forced: the kept material is deployed all the same, without a new order.
+    // The backoff of the failure holds the kept material back (exit 1 meanwhile)...
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: last attempt failed"),
+        "{run:?}"
+    );
+    assert!(dir.join("state/pending/www/fullchain.pem").exists());
+    // ... and once it has passed (the record says so), the kept material is deployed, not
+    // due and not forced, without a new order.
+    let state_file = dir.join("state/state/www.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["next_attempt"] = Value::from(0);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
     let run = dir.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -266,26 +281,218 @@ impl Drop for Immutable {
 }
 
 #[test]
-fn never_replaces_a_live_leaf_with_one_that_expires_earlier() {
-    let dir = Dir::new();
+fn a_shorter_lifetime_is_fine_but_older_material_is_never_deployed() {
     // The live pair, from elsewhere, is valid for two more years; the local CA gives 90 days.
+    // It is not older material (it is dated now), so it replaces the live pair.
+    let dir = Dir::new();
     let pki = Pki::new("Other");
     let leaf = pki.leaf(LeafSpec::new(&["www.test", "*.www.test"], 700));
     dir.write("live/www/fullchain.pem", leaf.fullchain());
     dir.write("live/www/privkey.pem", &leaf.key_pem);
     dir.config(&config(&cert("www", "internal", "")));
-    let before = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal"),
+        "{run:?}"
+    );
+
+    // A live leaf dated in the future makes anything ordered now older material: refused
+    // before ordering (the local CA is not even created), the live pair untouched.
+    let dir = Dir::new();
+    let mut spec = LeafSpec::new(&["www.test", "*.www.test"], 300);
+    spec.not_before = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let leaf = pki.leaf(spec);
+    dir.write("live/www/fullchain.pem", leaf.fullchain());
+    dir.write("live/www/privkey.pem", &leaf.key_pem);
+    dir.config(&config(&cert("www", "internal", "")));
+    let before = tree(&dir.join("live"));
     let run = dir.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stdout
-            .contains("expires earlier than the live certificate"),
+        run.stdout.contains("is later than now") && run.stdout.contains("older material"),
+        "{run:?}"
+    );
+    assert!(!dir.join("state/ca/internal").exists(), "ordered anyway");
+    assert_eq!(before, tree(&dir.join("live")));
+
+    // Kept material older than what is live now is discarded, never deployed.
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    let older_chain = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    let older_key = std::fs::read(dir.join("live/www/privkey.pem")).unwrap();
+    // notBefore has a resolution of one second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(dir.run(&["renew", "--force"]).code, 0);
+    let live = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    dir.write("state/pending/www/fullchain.pem", &older_chain);
+    dir.write("state/pending/www/privkey.pem", &older_key);
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    assert!(
+        run.stderr.contains("older than the live certificate"),
         "{run:?}"
     );
     assert_eq!(
         std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
-        before
+        live
     );
+    assert!(!dir.join("state/pending/www").exists());
+}
+
+#[test]
+fn a_broken_live_certificate_is_due_now() {
+    // A self-signed certificate valid for years: `check` calls it CRITICAL (untrusted), so a
+    // plain pass replaces it from the local CA (the migration an operator makes first).
+    let dir = Dir::new();
+    let (chain, key) = crate::util::fixtures::self_signed_leaf(&["www.test", "*.www.test"]);
+    dir.write("live/www/fullchain.pem", &chain);
+    dir.write("live/www/privkey.pem", &key);
+    dir.config(&config(&cert("www", "internal", "")));
+    assert_eq!(check_json(&dir)[0]["status"], "critical");
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("were adopted"), "{run:?}");
+    assert_eq!(check_json(&dir)[0]["status"], "ok");
+    let snaps = dir.run(&["snapshots", "--json", "www"]);
+    let snaps: Vec<Value> = serde_json::from_str(&snaps.stdout).unwrap();
+    assert_eq!(snaps.len(), 1, "the self-signed pair is kept");
+    assert_eq!(snaps[0]["verified"], true);
+    assert!(dir.run(&["renew"]).stdout.starts_with("www: not due"));
+
+    // A key that does not belong to the leaf is CRITICAL too: due now.
+    let other = crate::util::fixtures::self_signed_leaf(&["www.test"]).1;
+    let key_path = std::fs::canonicalize(dir.join("live/www/privkey.pem")).unwrap();
+    std::fs::write(&key_path, other).unwrap();
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal"),
+        "{run:?}"
+    );
+    assert_eq!(check_json(&dir)[0]["status"], "ok");
+}
+
+#[test]
+fn a_live_file_edited_in_place_does_not_wedge_the_certificate() {
+    let dir = Dir::new();
+    dir.config(&config(&cert("www", "internal", "")));
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(dir.run(&["renew", "--force"]).code, 0);
+    let first = dir.run(&["snapshots", "--json", "www"]);
+    let first: Vec<Value> = serde_json::from_str(&first.stdout).unwrap();
+    // Someone edits the live fullchain in place (through the link, into the generation).
+    let live = dir.join("live/www/fullchain.pem");
+    let mut edited = std::fs::read(&live).unwrap();
+    edited.extend_from_slice(b"# edited by hand\n");
+    std::fs::write(&live, &edited).unwrap();
+    let entry = &check_json(&dir)[0];
+    assert_eq!(entry["status"], "critical");
+    assert_eq!(entry["integrity"], false);
+
+    // A rollback still works: the edited pair is kept as found, marked unverified.
+    let run = dir.run(&["rollback", "www"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "rolled back to snapshot {}",
+            first[0]["id"].as_str().unwrap()
+        )),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("was changed outside certkeeper"),
+        "{run:?}"
+    );
+    let snaps = dir.run(&["snapshots", "--json", "www"]);
+    let snaps: Vec<Value> = serde_json::from_str(&snaps.stdout).unwrap();
+    assert_eq!(snaps[0]["verified"], false, "{snaps:?}");
+    assert_eq!(
+        snaps[0]["files"]["fullchain"],
+        certkeeper::store::manifest::sha256_hex(&edited)
+    );
+    // And so does a renewal over an edited pair: it is due (integrity), deploys, and says
+    // which file was edited.
+    let live = dir.join("live/www/privkey.pem");
+    let mut key = std::fs::read(&live).unwrap();
+    key.extend_from_slice(b"\n");
+    std::fs::write(&live, &key).unwrap();
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "WARNING: {} was changed outside certkeeper",
+            dir.join("live/www/privkey.pem").display()
+        )),
+        "{run:?}"
+    );
+    assert_eq!(check_json(&dir)[0]["status"], "ok");
+    // The default rollback target is never an edited pair. (The key edited in place was a
+    // hard link shared with the snapshot it had been restored from, so that one no longer
+    // verifies either: nothing is left to restore by default.)
+    let snaps = dir.run(&["snapshots", "--json", "www"]);
+    let snaps: Vec<Value> = serde_json::from_str(&snaps.stdout).unwrap();
+    let verified: Vec<bool> = snaps.iter().map(|s| s["verified"] == true).collect();
+    assert_eq!(verified, [false, false, false], "{snaps:?}");
+    let run = dir.run(&["rollback", "www"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("no snapshot of www to roll back to"),
+        "{run:?}"
+    );
+    // By id, an intact snapshot of edited files can still be restored.
+    let id = snaps[0]["id"].as_str().unwrap();
+    let run = dir.run(&["rollback", "www", "--to", id]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn adopted_files_keep_their_mode_owner_and_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !crate::util::is_root() {
+        panic!("this test changes file owners: run the suite as root, as CI does");
+    }
+    let dir = Dir::new();
+    let (chain, key) = crate::util::fixtures::self_signed_leaf(&["www.test", "*.www.test"]);
+    dir.write("live/www/fullchain.pem", &chain);
+    let key_path = dir.write("live/www/privkey.pem", &key);
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&key_path, Some(0), Some(33)).unwrap();
+    dir.config(&config(&cert("www", "internal", "")));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("were adopted and are links"), "{run:?}");
+    let meta = std::fs::metadata(&key_path).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o640, 0, 33)
+    );
+    assert!(
+        std::fs::symlink_metadata(&key_path)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Kept across later renewals too...
+    assert_eq!(dir.run(&["renew", "--force"]).code, 0);
+    let meta = std::fs::metadata(&key_path).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o640, 33));
+    // ... unless the config says otherwise.
+    dir.config(&config(&cert("www", "internal", "    mode: \"0600\"\n")));
+    assert_eq!(dir.run(&["renew", "--force"]).code, 0);
+    let meta = std::fs::metadata(&key_path).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o600, 33));
 }
 
 #[test]

@@ -212,7 +212,7 @@ fn plain_files_are_adopted_and_kept_as_a_snapshot() {
 #[test]
 fn key_mode_owner_and_group_are_honoured_and_kept_across_renewals() {
     let mut fx = Fixture::new();
-    fx.spec.mode = 0o640;
+    fx.spec.mode = Some(0o640);
     fx.spec.owner = Some(4243);
     fx.spec.group = Some(4242);
     let pool = Pool::new(3);
@@ -877,31 +877,81 @@ fn readers_never_see_a_mismatched_pair() {
     assert!(get(&counts.reads) >= swaps && get(&counts.dir_reads) >= swaps);
 }
 
-const CRASH_TEST: &str = "store::crash_harness_kill_9_during_swaps";
+/// What the crash harness's child runs, and how the parent tells its runs apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Harness {
+    /// `Locked::deploy` in a loop: stage and commit at once.
+    Swaps,
+    /// The whole deploy pipeline in a loop: stage, reload (a real command), verify (a
+    /// health command that refuses pool pair [`REJECTED`]), then commit, or revert, reload
+    /// and verify again.
+    Pipeline,
+}
+
+impl Harness {
+    fn test(self) -> &'static str {
+        match self {
+            Harness::Swaps => "store::crash_harness_kill_9_during_swaps",
+            Harness::Pipeline => "store::crash_harness_kill_9_during_the_deploy_pipeline",
+        }
+    }
+}
+
+/// The pool pair the pipeline harness's verification always refuses.
+const REJECTED: usize = 4;
+/// Environment variable naming the harness directory in a child.
+const CRASH_CHILD: &str = "CERTKEEPER_CRASH_CHILD";
 
 /// The crash harness. A child process (this test, re-executed) deploys pairs from a pool in
 /// a loop; the parent SIGKILLs it at a random moment, recovers, and checks: the live pair
-/// is whole (both files from one pool pair, key matching the leaf, manifest matching), every
-/// snapshot verifies, and nothing but the documented names remains. Every tenth round starts
-/// from an empty directory and every tenth from plain files, so that the first placement
-/// and the adoption are interrupted too. `CERTKEEPER_CRASH_KILLS` sets the number of kills
-/// (default 200), `CERTKEEPER_CRASH_SEED` the seed and `CERTKEEPER_CRASH_MAX_DELAY_US` the
-/// longest wait before a kill.
+/// is whole (both files from one pool pair, key matching the leaf, manifest matching) and is
+/// either the pair live before the deploy in flight or that deploy's pair, every snapshot
+/// verifies, no stage is left open, and nothing but the documented names remains. Every
+/// tenth round starts from an empty directory and every tenth from plain files, so that the
+/// first placement and the adoption are interrupted too. `CERTKEEPER_CRASH_KILLS` sets the
+/// number of kills (default 200), `CERTKEEPER_CRASH_SEED` the seed and
+/// `CERTKEEPER_CRASH_MAX_DELAY_US` the longest wait before a kill.
 #[test]
 fn crash_harness_kill_9_during_swaps() {
-    if let Ok(root) = std::env::var("CERTKEEPER_CRASH_CHILD") {
-        crash_child(Path::new(&root));
+    if let Ok(root) = std::env::var(CRASH_CHILD) {
+        crash_child(Path::new(&root), Harness::Swaps);
         return;
     }
-    let kills = env_number("CERTKEEPER_CRASH_KILLS", 200);
+    crash_harness(
+        Harness::Swaps,
+        env_number("CERTKEEPER_CRASH_KILLS", 200),
+        env_number("CERTKEEPER_CRASH_MAX_DELAY_US", 100_000),
+    );
+}
+
+/// The crash harness over the whole deploy pipeline: kills land while a pair is staged,
+/// while the reload or the verification runs, and while a refused pair is reverted. On top
+/// of the checks above, the refused pair ([`REJECTED`]) is never live after recovery and
+/// never in a snapshot. `CERTKEEPER_PIPELINE_CRASH_KILLS` sets the number of kills (default
+/// 60), `CERTKEEPER_CRASH_SEED` the seed.
+#[test]
+fn crash_harness_kill_9_during_the_deploy_pipeline() {
+    if let Ok(root) = std::env::var(CRASH_CHILD) {
+        crash_child(Path::new(&root), Harness::Pipeline);
+        return;
+    }
+    crash_harness(
+        Harness::Pipeline,
+        env_number("CERTKEEPER_PIPELINE_CRASH_KILLS", 60),
+        env_number("CERTKEEPER_CRASH_MAX_DELAY_US", 600_000),
+    );
+}
+
+fn crash_harness(harness: Harness, kills: u64, max_delay: u64) {
     let seed = env_number("CERTKEEPER_CRASH_SEED", 0x5eed_cafe);
-    let max_delay = env_number("CERTKEEPER_CRASH_MAX_DELAY_US", 100_000);
     let mut rng = Rng::new(seed);
     let root = tempfile::tempdir().expect("tempdir");
     let pool = Pool::new(6);
     pool.save(&root.path().join("pool"));
     let spec = crash_spec(root.path());
     let store = Store::open(root.path().join("state")).expect("store");
+    let log = root.path().join("child.log");
+    let rejected_fingerprint = pool.pairs[REJECTED].fingerprint();
 
     let (mut mismatches, mut leaks, mut bad_snapshots, mut progressed, mut empty) = (0, 0, 0, 0, 0);
     let mut problems: Vec<String> = Vec::new();
@@ -918,8 +968,9 @@ fn crash_harness_kill_9_during_swaps() {
         }
         fs::create_dir_all(&live_dir).expect("live dir");
         let before = fs::read(&spec.fullchain).ok().and_then(|c| pool.which(&c));
-        let mut cmd = child_test(CRASH_TEST);
-        cmd.env("CERTKEEPER_CRASH_CHILD", root.path())
+        fs::write(&log, b"").expect("clear the child's log");
+        let mut cmd = child_test(harness.test());
+        cmd.env(CRASH_CHILD, root.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = ChildGuard(cmd.spawn().expect("spawn child"));
@@ -936,6 +987,12 @@ fn crash_harness_kill_9_during_swaps() {
         let locked = store.lock().expect("lock");
         locked.recover(&spec).expect("recover");
         drop(locked);
+        // The deploy in flight when the child died, as its log says: (new, previous).
+        let in_flight = fs::read_to_string(&log)
+            .expect("child log")
+            .lines()
+            .last()
+            .map(parse_begin);
         let chain = fs::read(&spec.fullchain);
         let key = fs::read(&spec.privkey);
         let now = match (&chain, &key) {
@@ -957,10 +1014,6 @@ fn crash_harness_kill_9_during_swaps() {
             }
             (Err(_), Err(_)) => {
                 empty += 1;
-                if before.is_some() {
-                    mismatches += 1;
-                    problems.push(format!("round {round}: the live pair disappeared"));
-                }
                 None
             }
             _ => {
@@ -969,6 +1022,21 @@ fn crash_harness_kill_9_during_swaps() {
                 None
             }
         };
+        let allowed = match in_flight {
+            Some((new, previous)) => {
+                vec![
+                    previous,
+                    Some(new).filter(|_| harness == Harness::Swaps || new != REJECTED),
+                ]
+            }
+            None => vec![before],
+        };
+        if !allowed.contains(&now) || (harness == Harness::Pipeline && now == Some(REJECTED)) {
+            mismatches += 1;
+            problems.push(format!(
+                "round {round}: live pair {now:?}, expected one of {allowed:?} (before {before:?}, in flight {in_flight:?})"
+            ));
+        }
         if now != before {
             progressed += 1;
         }
@@ -981,15 +1049,30 @@ fn crash_harness_kill_9_during_swaps() {
                     s.id, s.problem
                 ));
             }
+            if harness == Harness::Pipeline
+                && s.fingerprint.as_deref() == Some(rejected_fingerprint.as_str())
+            {
+                bad_snapshots += 1;
+                problems.push(format!(
+                    "round {round}: snapshot {} holds the refused pair",
+                    s.id
+                ));
+            }
         }
-        let leftovers = crash_leftovers(&live_dir, &root.path().join("state/snapshots/crash"));
+        let mut leftovers = crash_leftovers(&live_dir, &root.path().join("state/snapshots/crash"));
+        if let Ok(read) = fs::read_dir(root.path().join("state/journal")) {
+            leftovers.extend(
+                read.filter_map(|e| e.ok())
+                    .map(|e| format!("journal/{}", e.file_name().to_string_lossy())),
+            );
+        }
         if !leftovers.is_empty() {
             leaks += 1;
             problems.push(format!("round {round}: leftovers {leftovers:?}"));
         }
     }
     println!(
-        "crash harness: kills={kills} mismatches={mismatches} leaks={leaks} bad_snapshots={bad_snapshots} \
+        "crash harness ({harness:?}): kills={kills} mismatches={mismatches} leaks={leaks} bad_snapshots={bad_snapshots} \
          rounds_with_progress={progressed} rounds_ending_empty={empty} seed={seed:#x}"
     );
     assert!(
@@ -1004,6 +1087,17 @@ fn crash_harness_kill_9_during_swaps() {
     );
 }
 
+/// Parses a child's `begin NEW PREVIOUS` line (`-` for no previous pair).
+fn parse_begin(line: &str) -> (usize, Option<usize>) {
+    let mut words = line.split_whitespace().skip(1);
+    let new = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("begin line");
+    let previous = words.next().and_then(|w| w.parse().ok());
+    (new, previous)
+}
+
 fn crash_spec(root: &Path) -> PairSpec {
     let mut spec = PairSpec::new(
         "crash",
@@ -1015,28 +1109,104 @@ fn crash_spec(root: &Path) -> PairSpec {
 }
 
 /// The child of the crash harness: deploys the next pool pair, forever, until killed (or
-/// until its parent is gone).
-fn crash_child(root: &Path) {
+/// until its parent is gone). Before each deploy it appends `begin NEW PREVIOUS` to the log.
+fn crash_child(root: &Path, harness: Harness) {
+    use std::io::Write;
     let pool = Pool::load(&root.join("pool"));
     let spec = crash_spec(root);
     let store = Store::open(root.join("state")).expect("store");
     let locked = store.lock().expect("lock");
     let parent = rustix::process::getppid();
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("child.log"))
+        .expect("log");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cert = pipeline_certificate(&spec, &pool.pairs[REJECTED].fingerprint());
     println!("crash-child-ready");
-    let mut i = fs::read(&spec.fullchain)
-        .ok()
-        .and_then(|c| pool.which(&c))
-        .unwrap_or(0);
+    let mut previous = fs::read(&spec.fullchain).ok().and_then(|c| pool.which(&c));
+    let mut i = previous.unwrap_or(0);
     for _ in 0..1_000_000 {
         if rustix::process::getppid() != parent {
             return;
         }
         i = (i + 1) % (pool.pairs.len() - 1);
         let p = &pool.pairs[i];
-        locked
-            .deploy(&spec, &p.fullchain, &p.privkey)
-            .expect("deploy in crash child");
+        let shown = previous.map_or("-".to_owned(), |n| n.to_string());
+        log.write_all(format!("begin {i} {shown}\n").as_bytes())
+            .expect("log");
+        match harness {
+            Harness::Swaps => {
+                locked
+                    .deploy(&spec, &p.fullchain, &p.privkey)
+                    .expect("deploy in crash child");
+                previous = Some(i);
+            }
+            Harness::Pipeline => {
+                let item = certkeeper::deploy::Item {
+                    cert: cert.clone(),
+                    spec: spec.clone(),
+                    fullchain: p.fullchain.clone(),
+                    privkey: p.privkey.clone(),
+                    leaf: leaf_of(&p.fullchain),
+                    trust: Arc::new(certkeeper::x509::TrustStore::new()),
+                };
+                let outcomes =
+                    runtime.block_on(certkeeper::deploy::deploy_all(&locked, vec![item]));
+                match &outcomes[0].1 {
+                    certkeeper::deploy::Outcome::Renewed(_) => previous = Some(i),
+                    certkeeper::deploy::Outcome::RolledBack { .. } if i == REJECTED => {}
+                    other => panic!("pair {i}: unexpected outcome {other:?}"),
+                }
+            }
+        }
     }
+}
+
+/// The configured certificate of the pipeline harness: a reload that really runs, and a
+/// health check that refuses the pair with `refused` as its leaf fingerprint.
+fn pipeline_certificate(spec: &PairSpec, refused: &str) -> certkeeper::config::Certificate {
+    use std::time::Duration;
+    certkeeper::config::Certificate {
+        name: spec.name.clone(),
+        domains: vec!["a.test".into()],
+        issuers: vec!["internal".into()],
+        profile: None,
+        dns_provider: None,
+        key: certkeeper::config::KeyType::EcdsaP256,
+        fullchain: spec.fullchain.clone(),
+        privkey: spec.privkey.clone(),
+        mode: None,
+        owner: None,
+        group: None,
+        reuse_key: false,
+        keep_snapshots: spec.keep_snapshots,
+        reload: Some(certkeeper::config::Reload {
+            command: vec!["/bin/true".into()],
+            timeout: Duration::from_secs(10),
+        }),
+        verify: Some(certkeeper::config::VerifyTarget {
+            tls_connect: None,
+            server_name: "a.test".into(),
+            timeout: Duration::from_millis(300),
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("test \"$CERTKEEPER_FINGERPRINT\" != {refused}"),
+            ]),
+        }),
+    }
+}
+
+fn leaf_of(fullchain: &[u8]) -> certkeeper::x509::Cert {
+    certkeeper::x509::read_certificates(fullchain)
+        .expect("pool pair")
+        .0
+        .remove(0)
 }
 
 /// Names that must not survive a recovery: anything beside the live files other than the

@@ -62,8 +62,10 @@ pub enum Command {
         /// The certificate's name.
         name: String,
     },
-    /// One pass: renew what is due, check it and swap it in with a snapshot (exit 0 all good
-    /// or nothing due, 1 at least one certificate failed, 2 config or usage error).
+    /// One pass: renew what is due, check it, swap it in with a snapshot, reload, verify what
+    /// is served, and roll back on failure (exit 0 all good or nothing due, 1 at least one
+    /// certificate failed, rolled back or is waiting out a retry backoff, 2 config or usage
+    /// error).
     Renew {
         /// Renew the named (or all) certificates even when not due, ignoring the retry
         /// backoff.
@@ -83,8 +85,9 @@ pub enum Command {
         /// The certificate's name.
         name: String,
     },
-    /// Put a snapshot back as the live pair, atomically (exit 0, 1 failed, 2 config or usage
-    /// error). The replaced pair is kept as a snapshot, so a rollback can be undone.
+    /// Put a snapshot back as the live pair, atomically, then reload the service and check
+    /// that it serves the restored certificate (exit 0, 1 failed, 2 config or usage error).
+    /// The replaced pair is kept as a snapshot, so a rollback can be undone.
     Rollback {
         /// The certificate's name.
         name: String,

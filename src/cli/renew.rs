@@ -1,5 +1,6 @@
 //! `certkeeper renew [--force] [--dry-run] [NAME...]`: one pass, a line per certificate on
 //! stdout, exit 0 when all is good or nothing is due, 1 when at least one certificate failed,
+//! was rolled back, failed to roll back or is waiting out the backoff of an earlier failure,
 //! 2 on a config or usage error.
 
 use std::path::Path;
@@ -62,16 +63,38 @@ fn line(name: &str, outcome: &Outcome) -> String {
         Outcome::Backoff { until } => {
             format!("{name}: last attempt failed; next attempt from {until} (--force to try now)")
         }
-        Outcome::Renewed {
-            not_after,
-            snapshot,
+        Outcome::Renewed { source, done } => {
+            let mut out = format!(
+                "{name}: renewed from {source} (notAfter {})",
+                done.not_after
+            );
+            if let Some(s) = &done.snapshot {
+                out.push_str(&format!(", previous pair kept as snapshot {s}"));
+            }
+            if done.adopted {
+                out.push_str(
+                    "; the plain files found at the live paths were adopted and are links into certkeeper's generations now",
+                );
+            }
+            for w in &done.warnings {
+                out.push_str(&format!("; WARNING: {w}"));
+            }
+            out
+        }
+        Outcome::RolledBack {
             source,
+            cause,
+            note,
         } => format!(
-            "{name}: renewed from {source} (notAfter {not_after}){}",
-            snapshot
-                .as_ref()
-                .map(|s| format!(", previous pair kept as snapshot {s}"))
-                .unwrap_or_default()
+            "{name}: ROLLED BACK: the new certificate from {source} was refused and the previous pair is live and served again{}; it is tried again on a later pass. Cause: {cause}",
+            note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        ),
+        Outcome::RollbackFailed {
+            source,
+            cause,
+            rollback,
+        } => format!(
+            "{name}: ROLLBACK FAILED: the new certificate from {source} was refused, and {rollback}. Act now. Cause: {cause}"
         ),
         Outcome::WouldRenew { not_after, source } => {
             format!(

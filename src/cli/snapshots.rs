@@ -1,12 +1,14 @@
 //! `certkeeper snapshots [--json] NAME` and `certkeeper rollback NAME [--to ID]`: the history
-//! the store keeps of a certificate's live pair, and putting one of them back.
+//! the store keeps of a certificate's live pair, and putting one of them back (reloaded and
+//! verified like a renewal).
 
 use std::path::Path;
 
 use super::{known_names, load_config, print};
 use crate::config::Config;
-use crate::deploy::pair_spec;
+use crate::deploy::{Reloader, check_target, pair_spec};
 use crate::store::{PairSpec, SnapshotInfo, Store};
+use crate::x509::{Cert, read_certificates};
 
 /// Exit code of a config or usage error.
 const USAGE: u8 = 2;
@@ -41,41 +43,136 @@ pub fn snapshots(config_path: &Path, name: &str, json: bool) -> u8 {
     0
 }
 
-/// Runs `rollback`.
+/// Runs `rollback`: restores the snapshot, reloads the service and checks that it serves
+/// the restored leaf. When it does not, the pair that was live before is put back (and
+/// reloaded and checked in turn), and the rollback fails.
 pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
     let Some((config, spec)) = prepare(config_path, name) else {
         return USAGE;
     };
-    let result = Store::open(&config.state_dir).and_then(|store| {
-        let locked = store.lock()?;
-        locked.rollback(&spec, to)
-    });
-    match result {
-        Ok(done) => {
-            tracing::info!(
-                cert = %name,
-                snapshot = %done.restored.id,
-                fingerprint = %done.manifest.fingerprint,
-                "Rolled back certificate."
-            );
-            let mut out = format!(
-                "{name}: rolled back to snapshot {} (notAfter {}, sha256 {})",
-                done.restored.id, done.manifest.not_after, done.manifest.fingerprint
-            );
-            if let Some(replaced) = &done.replaced {
-                out.push_str(&format!(
-                    "; the replaced pair is snapshot {} (undo with: certkeeper rollback {name} --to {})",
-                    replaced.id, replaced.id
-                ));
-            }
-            print(&(out + "\n"));
-            0
+    let Some(cert) = config.certificate(name).cloned() else {
+        return USAGE;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            return FAILED;
         }
+    };
+    let store = match Store::open(&config.state_dir) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("certkeeper: rollback {name}: {e}");
-            FAILED
+            return FAILED;
         }
+    };
+    let locked = match store.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("certkeeper: rollback {name}: {e}");
+            return FAILED;
+        }
+    };
+    let (restored, staged) = match locked.stage_rollback(&spec, to) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certkeeper: rollback {name}: {e}");
+            return FAILED;
+        }
+    };
+    let reloader = Reloader::for_certificate(&cert);
+    let served = runtime.block_on(async {
+        if let Some(Err(e)) = reloader.run_names(&[name]).await {
+            return Err(format!("reload failed: {e}"));
+        }
+        let leaf = leaf_of(&cert.fullchain)?;
+        check_target(&cert, &leaf, None).await
+    });
+    if let Err(cause) = served {
+        eprintln!(
+            "certkeeper: rollback {name}: snapshot {} was restored but refused: {cause}",
+            restored.id
+        );
+        return match locked.revert(&spec, &staged) {
+            Ok(_) => {
+                let back = runtime.block_on(async {
+                    if let Some(Err(e)) = reloader.run_names(&[name]).await {
+                        return Err(format!("reload failed: {e}"));
+                    }
+                    let leaf = leaf_of(&cert.fullchain)?;
+                    check_target(&cert, &leaf, None).await
+                });
+                match back {
+                    Ok(()) => eprintln!(
+                        "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"
+                    ),
+                    Err(e) => {
+                        tracing::error!(cert = %name, "ROLLBACK FAILED, act now: the pair that was live before is back on disk but not served: {e}");
+                        eprintln!(
+                            "certkeeper: rollback {name}: ROLLBACK FAILED: the pair that was live before is back on disk but not served: {e}"
+                        )
+                    }
+                }
+                FAILED
+            }
+            Err(e) => {
+                tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {e}");
+                eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {e}");
+                FAILED
+            }
+        };
     }
+    let done = match locked.commit(&spec, staged) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("certkeeper: rollback {name}: {e}");
+            return FAILED;
+        }
+    };
+    tracing::info!(
+        cert = %name,
+        snapshot = %restored.id,
+        fingerprint = %done.manifest.fingerprint,
+        "Rolled back certificate."
+    );
+    for w in &done.warnings {
+        tracing::warn!(cert = %name, "{w}");
+    }
+    let mut out = format!(
+        "{name}: rolled back to snapshot {} (notAfter {}, sha256 {})",
+        restored.id, done.manifest.not_after, done.manifest.fingerprint
+    );
+    match (&cert.reload, &cert.verify) {
+        (Some(_), Some(_)) => out.push_str("; reloaded, and the restored certificate is served"),
+        (Some(_), None) => out.push_str("; reloaded (no verify target configured)"),
+        (None, Some(_)) => {
+            out.push_str("; the restored certificate is served (no reload command configured)")
+        }
+        (None, None) => out.push_str("; no reload command configured: reload the service yourself"),
+    }
+    if let Some(replaced) = &done.snapshot {
+        out.push_str(&format!(
+            "; the replaced pair is snapshot {} (undo with: certkeeper rollback {name} --to {})",
+            replaced.id, replaced.id
+        ));
+    }
+    print(&(out + "\n"));
+    0
+}
+
+/// The first certificate of the fullchain at `path`.
+fn leaf_of(path: &Path) -> Result<Cert, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    read_certificates(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .0
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{}: no certificate", path.display()))
 }
 
 /// Loads the config and finds the certificate; prints the error and returns `None`.

@@ -324,8 +324,9 @@ pub struct Certificate {
     pub fullchain: PathBuf,
     /// Live private key path.
     pub privkey: PathBuf,
-    /// Private key mode.
-    pub mode: u32,
+    /// Private key mode; `None` keeps the live key's mode (adopted files keep theirs), and a
+    /// first deploy gets [`DEFAULT_KEY_MODE`].
+    pub mode: Option<u32>,
     /// Private key owner (name or numeric id).
     pub owner: Option<String>,
     /// Private key group (name or numeric id).
@@ -349,15 +350,18 @@ pub struct Reload {
     pub timeout: Duration,
 }
 
-/// Where the served certificate is checked after a reload.
+/// How a deploy is checked after the reload: the certificate served at `tls_connect`, a
+/// health command, or both (at least one is set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyTarget {
-    /// `host:port` to connect to.
-    pub tls_connect: String,
+    /// `host:port` to connect to; the leaf served there must be the deployed one.
+    pub tls_connect: Option<String>,
     /// SNI name sent.
     pub server_name: String,
-    /// How long the check may take.
+    /// How long the check may take, retries included.
     pub timeout: Duration,
+    /// A health command (argv, no shell); exit 0 means healthy.
+    pub command: Option<Vec<String>>,
 }
 
 impl Config {

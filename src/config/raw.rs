@@ -199,4 +199,5 @@ pub struct Verify {
     pub tls_connect: Option<String>,
     pub server_name: Option<String>,
     pub timeout: Option<DurationText>,
+    pub command: Option<Vec<String>>,
 }

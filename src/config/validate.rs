@@ -655,19 +655,27 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => {
                 let vp = path.with_key("verify");
-                let connect = self
-                    .required(&vp.with_key("tls_connect"), v.tls_connect)
-                    .and_then(|t| {
-                        if valid_host_port(&t) {
-                            Some(t)
-                        } else {
-                            self.problem(
-                                &vp.with_key("tls_connect"),
-                                format!("\"{t}\" is not HOST:PORT; write e.g. \"127.0.0.1:443\""),
-                            );
-                            None
-                        }
-                    });
+                if v.tls_connect.is_none() && v.command.is_none() {
+                    self.problem(
+                        &vp,
+                        "verify needs tls_connect (HOST:PORT where the certificate is served), command (a health check), or both",
+                    );
+                }
+                let connect = match v.tls_connect {
+                    None => Some(None),
+                    Some(t) if valid_host_port(&t) => Some(Some(t)),
+                    Some(t) => {
+                        self.problem(
+                            &vp.with_key("tls_connect"),
+                            format!("\"{t}\" is not HOST:PORT; write e.g. \"127.0.0.1:443\""),
+                        );
+                        None
+                    }
+                };
+                let command = match v.command {
+                    None => Some(None),
+                    Some(c) => self.command(&vp.with_key("command"), Some(c)).map(Some),
+                };
                 let timeout =
                     self.duration(&vp.with_key("timeout"), v.timeout, DEFAULT_VERIFY_TIMEOUT);
                 let server_name = v.server_name.or_else(|| {
@@ -681,12 +689,13 @@ impl Validator<'_> {
                                 .map(|d| d[2..].to_owned())
                         })
                 });
-                match (connect, timeout, server_name) {
-                    (Some(tls_connect), Some(timeout), Some(server_name)) => {
+                match (connect, timeout, server_name, command) {
+                    (Some(tls_connect), Some(timeout), Some(server_name), Some(command)) => {
                         Some(Some(VerifyTarget {
                             tls_connect,
                             server_name,
                             timeout,
+                            command,
                         }))
                     }
                     _ => None,
@@ -739,9 +748,10 @@ impl Validator<'_> {
         ok.then_some(out)
     }
 
-    fn mode(&mut self, path: &KeyPath, value: Option<Value>) -> Option<u32> {
+    /// `Some(None)` when not set: the live key's mode is kept (0600 for a first deploy).
+    fn mode(&mut self, path: &KeyPath, value: Option<Value>) -> Option<Option<u32>> {
         let Some(value) = value else {
-            return Some(DEFAULT_KEY_MODE);
+            return Some(None);
         };
         let Value::String(s) = value else {
             self.problem(
@@ -758,7 +768,7 @@ impl Validator<'_> {
                 );
                 None
             }
-            Ok(m) if m <= 0o777 && m & 0o400 != 0 => Some(m),
+            Ok(m) if m <= 0o777 && m & 0o400 != 0 => Some(Some(m)),
             _ => {
                 self.problem(
                     path,

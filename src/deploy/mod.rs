@@ -1,5 +1,13 @@
 //! Deploying a certificate: how a configured certificate maps onto the store's pair, and
-//! (with the reload and verify steps) what happens around a swap.
+//! what happens around a swap: the pipeline (stage → reload → verify → commit, or revert →
+//! reload → verify) in [`pipeline`], the reload command in [`reload`], and the check of what
+//! the service serves in [`verify`].
+
+mod pipeline;
+pub mod reload;
+pub mod verify;
+
+pub use pipeline::{Item, Outcome, Reloader, Renewed, check_target, deploy_all};
 
 use crate::accounts;
 use crate::config;

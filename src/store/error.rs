@@ -108,6 +108,15 @@ pub enum Error {
         /// Ids of snapshots skipped because they do not verify, newest first.
         corrupt: Vec<String>,
     },
+    /// A staged pair could not be reverted: nothing of the previous pair is left to restore.
+    /// The staged pair stays live, as the only whole pair there is.
+    #[error("cannot put the previous pair of {name} back: {reason}; the new pair stays live")]
+    RevertImpossible {
+        /// The certificate name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn skipped_note(corrupt: &[String]) -> String {
@@ -192,6 +201,10 @@ mod tests {
             Error::NoRollbackTarget {
                 name: "www".into(),
                 corrupt: vec![],
+            },
+            Error::RevertImpossible {
+                name: "www".into(),
+                reason: "its generation is gone".into(),
             },
         ];
         for e in &errors {

@@ -260,12 +260,20 @@ impl Layout {
         }
     }
 
-    /// The owner and group of the live file at `path` (following links), to carry them
-    /// over to its replacement; `None` when there is no such file.
-    pub fn current_owner(path: &Path) -> (Option<u32>, Option<u32>) {
+    /// The mode, owner and group of the live file at `path` (following links), to carry
+    /// them over to its replacement; `default_mode` and no owner when there is no such file.
+    pub fn current_perm(path: &Path, default_mode: u32) -> Perm {
         match fs::metadata(path) {
-            Ok(m) => (Some(m.uid()), Some(m.gid())),
-            Err(_) => (None, None),
+            Ok(m) => Perm {
+                mode: m.mode() & 0o777,
+                owner: Some(m.uid()),
+                group: Some(m.gid()),
+            },
+            Err(_) => Perm {
+                mode: default_mode,
+                owner: None,
+                group: None,
+            },
         }
     }
 
@@ -412,20 +420,6 @@ impl Layout {
 /// Reads the manifest stored in a generation directory.
 pub(crate) fn read_generation_manifest(dir: &Path) -> Result<Manifest> {
     atomic::read_json_nofollow(&dir.join(MANIFEST_FILE))
-}
-
-/// Describes a generation from its files, for when its manifest is unreadable.
-pub(crate) fn describe_generation(name: &str, dir: &Path) -> Result<Manifest> {
-    let read = |file: &str| {
-        let path = dir.join(file);
-        atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
-    };
-    Manifest::describe(
-        name,
-        &read(FULLCHAIN_FILE)?,
-        &read(PRIVKEY_FILE)?,
-        time::OffsetDateTime::now_utc(),
-    )
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {

@@ -30,6 +30,7 @@ pub mod manifest;
 mod recovery;
 mod rollback;
 pub mod snapshot;
+mod stage;
 
 use std::fs;
 use std::io;
@@ -43,10 +44,12 @@ pub use lock::LOCK_FILE;
 pub use manifest::Manifest;
 pub use recovery::Recovered;
 pub use snapshot::SnapshotInfo;
+pub use stage::Reverted;
 
 use atomic::Perm;
 use live::{Layout, Live};
 use snapshot::Snapshots;
+use stage::Journals;
 
 /// Mode of a private key unless the spec says otherwise.
 pub const DEFAULT_KEY_MODE: u32 = 0o600;
@@ -67,8 +70,9 @@ pub struct PairSpec {
     pub fullchain: PathBuf,
     /// Absolute path of the live private key.
     pub privkey: PathBuf,
-    /// Mode of the private key ([`DEFAULT_KEY_MODE`] unless set).
-    pub mode: u32,
+    /// Mode of the private key; `None` keeps the live key's mode (adopted files keep
+    /// theirs), and a first deploy gets [`DEFAULT_KEY_MODE`].
+    pub mode: Option<u32>,
     /// Owner of the private key; `None` keeps the live key's owner (the process's user
     /// for a first deploy).
     pub owner: Option<u32>,
@@ -89,7 +93,7 @@ impl PairSpec {
             name: name.into(),
             fullchain: fullchain.into(),
             privkey: privkey.into(),
-            mode: DEFAULT_KEY_MODE,
+            mode: None,
             owner: None,
             group: None,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
@@ -126,6 +130,31 @@ pub struct Deployed {
     pub pruned: Vec<String>,
     /// What recovery cleaned up before the deploy.
     pub recovered: Recovered,
+    /// Whether plain files found at the live paths were adopted: kept as the first
+    /// snapshot, and the live paths are links into certkeeper's generations now.
+    pub adopted: bool,
+    /// What an operator should know, such as a live file edited in place.
+    pub warnings: Vec<String>,
+}
+
+/// A pair switched in as the live pair but not committed: the pair it replaced is kept, and
+/// a crash before [`Locked::commit`] or [`Locked::revert`] is undone by the next recovery.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Staged {
+    /// The manifest of the staged pair, now live.
+    pub manifest: Manifest,
+    /// The snapshot of the pair it replaced (`None` when nothing whole was live).
+    pub snapshot: Option<SnapshotInfo>,
+    /// The replaced pair as it really was (`None` when nothing whole was live).
+    pub previous: Option<Manifest>,
+    /// Whether plain files found at the live paths were adopted.
+    pub adopted: bool,
+    /// What an operator should know, such as a live file edited in place.
+    pub warnings: Vec<String>,
+    /// What recovery cleaned up first.
+    pub recovered: Recovered,
+    journal: stage::Journal,
 }
 
 /// What a rollback did; a caller reloads the service and verifies it serves
@@ -143,6 +172,8 @@ pub struct RolledBack {
     pub pruned: Vec<String>,
     /// What recovery cleaned up before the rollback.
     pub recovered: Recovered,
+    /// What an operator should know, such as a live file edited in place.
+    pub warnings: Vec<String>,
 }
 
 impl Store {
@@ -209,24 +240,76 @@ impl Store {
     fn snapshot_store(&self, spec: &PairSpec) -> Snapshots {
         Snapshots::new(&self.state_dir, &spec.name)
     }
+
+    fn journals(&self) -> Journals {
+        Journals::new(&self.state_dir)
+    }
 }
 
 impl Locked<'_> {
     /// Finishes or undoes an interrupted swap of this pair and removes leftovers. Every
-    /// command that writes the store runs it first; [`deploy`](Self::deploy) and
-    /// [`rollback`](Self::rollback) do so themselves.
+    /// command that writes the store runs it first; [`stage`](Self::stage),
+    /// [`deploy`](Self::deploy) and [`rollback`](Self::rollback) do so themselves.
+    ///
+    /// A stage that was neither committed nor reverted (the process died while the service
+    /// was being reloaded or verified) is reverted: the pair it replaced is live again.
     pub fn recover(&self, spec: &PairSpec) -> Result<Recovered> {
         let layout = Layout::new(spec)?;
-        recovery::recover(&layout, &self.store.snapshot_store(spec))
+        let snaps = self.store.snapshot_store(spec);
+        let journals = self.store.journals();
+        let mut out = Recovered::default();
+        out.removed.extend(journals.remove_leftover(&spec.name)?);
+        match journals.read(&spec.name) {
+            Ok(None) => {}
+            Ok(Some(journal)) => match stage::revert(&layout, &snaps, &journals, &journal) {
+                Ok(r) => {
+                    out.undone = Some(if r.restored {
+                        format!(
+                            "an unfinished deploy (generation {}) was undone; the previous pair is live again",
+                            journal.staged
+                        )
+                    } else {
+                        "an unfinished first deploy was undone; nothing is live, as before".into()
+                    })
+                }
+                Err(e @ Error::RevertImpossible { .. }) => {
+                    journals.remove(&spec.name)?;
+                    out.warnings.push(e.to_string());
+                }
+                Err(e) => return Err(e),
+            },
+            // A journal that cannot be parsed describes nothing that can be undone; `.live`
+            // still names the pair readers see.
+            Err(e) => {
+                journals.remove(&spec.name)?;
+                out.warnings.push(format!("{e}; removed"));
+            }
+        }
+        let rest = recovery::recover(&layout, &snaps)?;
+        out.removed.extend(rest.removed);
+        out.completed.extend(rest.completed);
+        Ok(out)
     }
 
-    /// Makes `fullchain` and `privkey` the live pair in one atomic step: keeps the live
-    /// pair as a snapshot, writes the new one beside it (fsynced, read back), switches,
-    /// reads the live paths back, and prunes old snapshots.
+    /// Makes `fullchain` and `privkey` the live pair and commits at once: [`stage`] then
+    /// [`commit`], for callers with nothing to check in between.
+    ///
+    /// [`stage`]: Self::stage
+    /// [`commit`]: Self::commit
+    pub fn deploy(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Deployed> {
+        let staged = self.stage(spec, fullchain, privkey)?;
+        self.commit(spec, staged)
+    }
+
+    /// Switches `fullchain` and `privkey` in as the live pair in one atomic step, keeping the
+    /// pair it replaces: that pair is kept as a snapshot, the new one is written beside it
+    /// (fsynced, read back), a journal records the stage, `.live` is switched and the live
+    /// paths are read back. The caller then reloads and verifies the service, and calls
+    /// [`commit`](Self::commit) or [`revert`](Self::revert).
     ///
     /// The store does not judge the material (chain, key match, names): the caller has
     /// done so. On error the old pair is still live and no partial files remain.
-    pub fn deploy(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Deployed> {
+    pub fn stage(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Staged> {
         // A first deploy may target directories that do not exist yet (as certbot creates
         // live/<name>/): they are made 0755, like /etc/ssl/certs.
         for file in [&spec.fullchain, &spec.privkey] {
@@ -242,22 +325,42 @@ impl Locked<'_> {
         let recovered = self.recover(spec)?;
         let manifest =
             Manifest::describe(&spec.name, fullchain, privkey, OffsetDateTime::now_utc())?;
-        let (snapshot, pruned) = self.swap(&layout, spec, |n, chain_perm, key_perm| {
+        let mut staged = self.stage_with(&layout, spec, |n, chain_perm, key_perm| {
             layout.write_generation(n, fullchain, privkey, &manifest, chain_perm, key_perm)?;
             Ok(manifest.clone())
         })?;
-        Ok(Deployed {
+        staged.recovered = recovered;
+        Ok(staged)
+    }
+
+    /// Restores a snapshot as the live pair and commits at once: [`stage_rollback`] then
+    /// [`commit`]. The replaced pair is kept as a snapshot, so a rollback can be undone.
+    ///
+    /// [`stage_rollback`]: Self::stage_rollback
+    /// [`commit`]: Self::commit
+    pub fn rollback(&self, spec: &PairSpec, to: Option<&str>) -> Result<RolledBack> {
+        let (restored, staged) = self.stage_rollback(spec, to)?;
+        let manifest = staged.manifest.clone();
+        let recovered = staged.recovered.clone();
+        let done = self.commit(spec, staged)?;
+        Ok(RolledBack {
+            restored,
             manifest,
-            snapshot,
-            pruned,
+            replaced: done.snapshot,
+            pruned: done.pruned,
             recovered,
+            warnings: done.warnings,
         })
     }
 
-    /// Restores a snapshot as the live pair in one atomic step. `to` names the snapshot;
-    /// `None` picks the newest one whose leaf differs from the live leaf and whose SHA-256
-    /// verifies. The replaced pair is kept as a snapshot, so a rollback can be undone.
-    pub fn rollback(&self, spec: &PairSpec, to: Option<&str>) -> Result<RolledBack> {
+    /// Stages a snapshot as the live pair, as [`stage`](Self::stage) stages new material.
+    /// `to` names the snapshot; `None` picks the newest one whose leaf differs from the live
+    /// leaf and whose SHA-256 verifies. Returns the snapshot chosen and the stage.
+    pub fn stage_rollback(
+        &self,
+        spec: &PairSpec,
+        to: Option<&str>,
+    ) -> Result<(SnapshotInfo, Staged)> {
         let layout = Layout::new(spec)?;
         let recovered = self.recover(spec)?;
         let snaps = self.store.snapshot_store(spec);
@@ -280,7 +383,7 @@ impl Locked<'_> {
             ..record.manifest
         };
         let source = snaps.path(&restored.id);
-        let (replaced, pruned) = self.swap(&layout, spec, |n, _, key_perm| {
+        let mut staged = self.stage_with(&layout, spec, |n, _, key_perm| {
             layout
                 .link_generation(n, &source, &manifest, key_perm)
                 .map_err(|e| match e {
@@ -294,13 +397,60 @@ impl Locked<'_> {
                 })?;
             Ok(manifest.clone())
         })?;
-        Ok(RolledBack {
-            restored,
-            manifest,
-            replaced,
+        staged.recovered = recovered;
+        Ok((restored, staged))
+    }
+
+    /// Makes a stage final: the journal is removed (the commit point), generations other
+    /// than the new one and the one it replaced are removed, and snapshots beyond
+    /// `keep_snapshots` are pruned.
+    pub fn commit(&self, spec: &PairSpec, staged: Staged) -> Result<Deployed> {
+        let layout = Layout::new(spec)?;
+        self.store.journals().remove(&spec.name)?;
+        let keep: Vec<u64> = std::iter::once(staged.journal.staged)
+            .chain(staged.journal.previous)
+            .collect();
+        if let Err(e) = layout.remove_generations_except(&keep) {
+            tracing::warn!(cert = %spec.name, error = %e, "Old generations not removed; the next recovery will.");
+        }
+        let pruned = self
+            .store
+            .snapshot_store(spec)
+            .prune(spec.keep_snapshots)
+            .unwrap_or_else(|e| {
+                tracing::warn!(cert = %spec.name, error = %e, "Snapshots not pruned; the next deploy will.");
+                Vec::new()
+            });
+        Ok(Deployed {
+            manifest: staged.manifest,
+            snapshot: staged.snapshot,
             pruned,
-            recovered,
+            recovered: staged.recovered,
+            adopted: staged.adopted,
+            warnings: staged.warnings,
         })
+    }
+
+    /// Undoes a stage: the pair it replaced is live again (from its generation, or from the
+    /// snapshot taken of it when the generation is gone), no snapshot of the rejected pair
+    /// is kept, and the staged generation is removed.
+    ///
+    /// [`Error::RevertImpossible`] means nothing of the previous pair was left: the staged
+    /// pair stays live and the stage is closed. After any other error the stage stays open
+    /// and the next recovery reverts it.
+    pub fn revert(&self, spec: &PairSpec, staged: &Staged) -> Result<Reverted> {
+        let layout = Layout::new(spec)?;
+        let journals = self.store.journals();
+        let result = stage::revert(
+            &layout,
+            &self.store.snapshot_store(spec),
+            &journals,
+            &staged.journal,
+        );
+        if let Err(Error::RevertImpossible { .. }) = &result {
+            journals.remove(&spec.name)?;
+        }
+        result
     }
 
     /// Removes snapshots beyond `keep_snapshots`, oldest first; returns their ids.
@@ -309,64 +459,75 @@ impl Locked<'_> {
         self.store.snapshot_store(spec).prune(spec.keep_snapshots)
     }
 
-    /// The swap shared by deploy and rollback: `build` writes generation `n` with the
-    /// given permissions; then the live pair is snapshotted, `.live` is switched, the live
-    /// paths are read back, and old generations and snapshots are removed.
-    fn swap(
+    /// The stage shared by deploy and rollback: `build` writes generation `n` with the
+    /// given permissions; then the live pair is snapshotted, the journal written, `.live`
+    /// switched and the live paths read back.
+    fn stage_with(
         &self,
         layout: &Layout,
         spec: &PairSpec,
         build: impl FnOnce(u64, Perm, Perm) -> Result<Manifest>,
-    ) -> Result<(Option<SnapshotInfo>, Vec<String>)> {
+    ) -> Result<Staged> {
         let snaps = self.store.snapshot_store(spec);
-        let (old, links_first) = match layout.inspect()? {
-            Live::Managed { generation } => (Some(generation), false),
+        let journals = self.store.journals();
+        let (old, links_first, adopted) = match layout.inspect()? {
+            Live::Managed { generation } => (Some(generation), false, false),
             Live::Foreign { whole: true } => {
                 let n = layout.next_generation()?;
                 layout.adopt(n)?;
-                (Some(n), false)
+                (Some(n), false, true)
             }
-            Live::Foreign { whole: false } | Live::Absent => (None, true),
+            Live::Foreign { whole: false } | Live::Absent => (None, true, false),
         };
 
-        // Mode comes from the spec; owner and group are kept from the live files.
-        let (key_owner, key_group) = Layout::current_owner(&layout.privkey);
+        // Mode, owner and group are kept from the live files (adopted ones included) unless
+        // the spec sets them; a first deploy gets the defaults and the process's user.
+        let key_perm = Layout::current_perm(&layout.privkey, DEFAULT_KEY_MODE);
         let key_perm = Perm {
-            mode: spec.mode,
-            owner: spec.owner.or(key_owner),
-            group: spec.group.or(key_group),
+            mode: spec.mode.unwrap_or(key_perm.mode),
+            owner: spec.owner.or(key_perm.owner),
+            group: spec.group.or(key_perm.group),
         };
-        let (chain_owner, chain_group) = Layout::current_owner(&layout.fullchain);
-        let chain_perm = Perm {
-            mode: FULLCHAIN_MODE,
-            owner: chain_owner,
-            group: chain_group,
-        };
+        let chain_perm = Layout::current_perm(&layout.fullchain, FULLCHAIN_MODE);
 
         let n = layout.next_generation()?;
         let manifest = build(n, chain_perm, key_perm)?;
         let new_dir = layout.generation_dir(n);
 
-        let snapshot = match old {
-            Some(g) => {
-                let dir = layout.generation_dir(g);
-                // A damaged manifest.json must not block every later deploy: describe the
-                // files themselves instead.
-                let taken = live::read_generation_manifest(&dir)
-                    .or_else(|_| live::describe_generation(&spec.name, &dir))
-                    .and_then(|m| snaps.take(&dir, &m));
-                match taken {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        discard(layout, &new_dir);
-                        return Err(e);
+        let mut journal = stage::Journal::new(&spec.name, n);
+        let mut snapshot = None;
+        let mut previous = None;
+        let mut warnings = Vec::new();
+        if let Some(g) = old {
+            let dir = layout.generation_dir(g);
+            let taken = self.keep_previous(layout, spec, &snaps, &dir);
+            match taken {
+                Ok(kept) => {
+                    journal.previous = Some(g);
+                    journal.previous_files = Some(kept.files);
+                    warnings.extend(kept.warning);
+                    if let Some((s, new)) = kept.snapshot {
+                        journal.snapshot = Some(s.id.clone());
+                        journal.snapshot_new = new;
+                        snapshot = Some(s);
                     }
+                    previous = kept.manifest;
+                }
+                Err(e) => {
+                    discard(layout, &new_dir);
+                    return Err(e);
                 }
             }
-            None => None,
-        };
+        }
 
-        let committed = layout.commit(n, links_first).and_then(|()| {
+        if let Err(e) = journals.write(&journal) {
+            discard(layout, &new_dir);
+            if let (Some(id), true) = (&journal.snapshot, journal.snapshot_new) {
+                let _ = snaps.remove(id);
+            }
+            return Err(e);
+        }
+        let switched = layout.commit(n, links_first).and_then(|()| {
             for (path, digest) in [
                 (&layout.fullchain, &manifest.files.fullchain),
                 (&layout.privkey, &manifest.files.privkey),
@@ -383,51 +544,111 @@ impl Locked<'_> {
             }
             Ok(())
         });
-        if let Err(e) = committed {
-            self.undo(layout, old, n, snapshot.as_ref(), &snaps);
+        if let Err(e) = switched {
+            // Best effort: the error that caused it is the one reported, and the next
+            // recovery reverts whatever this could not (the journal is still there then).
+            let _ = stage::revert(layout, &snaps, &journals, &journal);
+            let _ = recovery::recover(layout, &snaps);
             return Err(e);
         }
-
-        let keep: Vec<u64> = std::iter::once(n).chain(old).collect();
-        if let Err(e) = layout.remove_generations_except(&keep) {
-            tracing::warn!(cert = %spec.name, error = %e, "Old generations not removed; the next recovery will.");
-        }
-        let pruned = snaps.prune(spec.keep_snapshots).unwrap_or_else(|e| {
-            tracing::warn!(cert = %spec.name, error = %e, "Snapshots not pruned; the next deploy will.");
-            Vec::new()
-        });
-        Ok((snapshot.map(|(s, _)| s), pruned))
+        Ok(Staged {
+            manifest,
+            snapshot,
+            previous,
+            adopted,
+            warnings,
+            recovered: Recovered::default(),
+            journal,
+        })
     }
 
-    /// Puts the old generation back after a failed switch and removes what the attempt
-    /// made. Best effort: the error that caused it is the one reported, and recovery
-    /// removes whatever this could not.
-    fn undo(
+    /// Keeps the pair of generation `dir` (the one being replaced) as a snapshot of what is
+    /// really there: a pair whose files were edited in place since certkeeper wrote them is
+    /// described from its files and marked unverified, with a warning naming the edited
+    /// live file; a pair that cannot be described at all is not kept (warning), but its
+    /// generation still is, for a revert.
+    fn keep_previous(
         &self,
         layout: &Layout,
-        old: Option<u64>,
-        n: u64,
-        snapshot: Option<&(SnapshotInfo, bool)>,
+        spec: &PairSpec,
         snaps: &Snapshots,
-    ) {
-        if layout.live_generation().ok().flatten() == Some(n) {
-            match old {
-                Some(g) => {
-                    let _ = layout.commit(g, false);
-                }
-                None => {
-                    let _ = atomic::remove_tree(&layout.live_link());
+        dir: &Path,
+    ) -> Result<KeptPrevious> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
+        };
+        let (chain, key) = (read(live::FULLCHAIN_FILE)?, read(live::PRIVKEY_FILE)?);
+        let files = manifest::FileDigests {
+            fullchain: manifest::sha256_hex(&chain),
+            privkey: manifest::sha256_hex(&key),
+        };
+        let written = live::read_generation_manifest(dir).ok();
+        let mut edited = Vec::new();
+        if let Some(w) = &written {
+            for (path, now, then) in [
+                (&layout.fullchain, &files.fullchain, &w.files.fullchain),
+                (&layout.privkey, &files.privkey, &w.files.privkey),
+            ] {
+                if now != then {
+                    edited.push(format!(
+                        "{} was changed outside certkeeper (sha256 {}…, certkeeper wrote {}…)",
+                        path.display(),
+                        &now[..12],
+                        &then[..12]
+                    ));
                 }
             }
         }
-        if layout.live_generation().ok().flatten() != Some(n) {
-            discard(layout, &layout.generation_dir(n));
-        }
-        if let Some((s, true)) = snapshot {
-            let _ = snaps.remove(&s.id);
-        }
-        let _ = recovery::recover(layout, snaps);
+        let manifest = match written {
+            Some(w) if edited.is_empty() => w,
+            _ => match Manifest::describe(&spec.name, &chain, &key, OffsetDateTime::now_utc()) {
+                Ok(m) => m,
+                Err(e) => {
+                    let mut what = edited.join("; ");
+                    if !what.is_empty() {
+                        what.push_str("; ");
+                    }
+                    return Ok(KeptPrevious {
+                        files,
+                        manifest: None,
+                        snapshot: None,
+                        warning: Some(format!(
+                            "{what}the replaced pair is not kept as a snapshot: {e}"
+                        )),
+                    });
+                }
+            },
+        };
+        let unverified = (!edited.is_empty()).then(|| {
+            format!(
+                "taken from live files edited in place: {}",
+                edited.join("; ")
+            )
+        });
+        let (info, new) = snaps.take(dir, &manifest, unverified)?;
+        let warning = (!edited.is_empty()).then(|| {
+            format!(
+                "{}; the pair as found is kept as snapshot {}, marked unverified",
+                edited.join("; "),
+                info.id
+            )
+        });
+        Ok(KeptPrevious {
+            files,
+            manifest: Some(manifest),
+            snapshot: Some((info, new)),
+            warning,
+        })
     }
+}
+
+/// The replaced pair, as [`Locked::keep_previous`] found and kept it.
+struct KeptPrevious {
+    files: manifest::FileDigests,
+    manifest: Option<Manifest>,
+    snapshot: Option<(SnapshotInfo, bool)>,
+    warning: Option<String>,
 }
 
 fn discard(layout: &Layout, dir: &Path) {

@@ -29,12 +29,19 @@ pub struct Recovered {
     pub removed: Vec<PathBuf>,
     /// Live paths that were turned into links to finish an interrupted swap.
     pub completed: Vec<PathBuf>,
+    /// An unfinished stage that was undone, said in words.
+    pub undone: Option<String>,
+    /// What an operator should know (a stage that could not be undone).
+    pub warnings: Vec<String>,
 }
 
 impl Recovered {
     /// Whether there was nothing to do.
     pub fn is_clean(&self) -> bool {
-        self.removed.is_empty() && self.completed.is_empty()
+        self.removed.is_empty()
+            && self.completed.is_empty()
+            && self.undone.is_none()
+            && self.warnings.is_empty()
     }
 }
 

@@ -26,7 +26,9 @@ pub(crate) fn choose(
                     name: name.to_owned(),
                     id: id.to_owned(),
                 })?;
-        if !snap.verified {
+        // An intact snapshot of live files that had been edited in place may be restored
+        // when asked for by id; a corrupt one never.
+        if !snap.intact {
             return Err(Error::SnapshotCorrupt {
                 name: name.to_owned(),
                 id: id.to_owned(),
@@ -68,6 +70,7 @@ mod tests {
             files: None,
             linked: true,
             verified,
+            intact: verified,
             problem: (!verified).then(|| "privkey.pem differs".to_owned()),
         }
     }

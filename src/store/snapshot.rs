@@ -35,6 +35,10 @@ pub struct SnapshotRecord {
     pub linked: bool,
     /// The pair as it was live.
     pub manifest: Manifest,
+    /// Set when the pair was not what certkeeper had written (a live file edited in place):
+    /// why. Such a snapshot is listed as not verified and is never a default rollback target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 /// One snapshot as `snapshots --json` prints it: newest first, one object each.
@@ -52,8 +56,13 @@ pub struct SnapshotInfo {
     pub files: Option<FileDigests>,
     /// True for hard links, false for copies.
     pub linked: bool,
-    /// Whether both files exist and still have the recorded SHA-256.
+    /// Whether both files exist and still have the recorded SHA-256, and the pair is one
+    /// certkeeper wrote (not live files edited in place).
     pub verified: bool,
+    /// Whether both files exist and still have the recorded SHA-256 (not part of the JSON
+    /// shape): an intact snapshot that is not verified may still be restored by its id.
+    #[serde(skip)]
+    pub intact: bool,
     /// Why the snapshot does not verify (not part of the JSON shape).
     #[serde(skip)]
     pub problem: Option<String>,
@@ -91,7 +100,7 @@ impl Snapshots {
         atomic::read_json_nofollow(&self.path(id).join(RECORD_FILE))
     }
 
-    fn inspect(&self, id: &str) -> SnapshotInfo {
+    pub fn inspect(&self, id: &str) -> SnapshotInfo {
         let mut info = SnapshotInfo {
             id: id.to_owned(),
             created: None,
@@ -100,6 +109,7 @@ impl Snapshots {
             files: None,
             linked: false,
             verified: false,
+            intact: false,
             problem: None,
         };
         let dir = self.path(id);
@@ -115,6 +125,10 @@ impl Snapshots {
             }
         };
         info.problem = verify_files(&dir, &record.manifest.files).err();
+        info.intact = info.problem.is_none();
+        if info.intact {
+            info.problem = record.unverified.clone();
+        }
         info.verified = info.problem.is_none();
         info.created = Some(record.created);
         info.not_after = Some(record.manifest.not_after);
@@ -147,8 +161,14 @@ impl Snapshots {
     /// Keeps the pair in `generation_dir` (described by `manifest`) as a new snapshot.
     /// Returns the snapshot and whether it was newly made: when the newest snapshot already
     /// holds exactly this pair and verifies, it is returned instead of taking another, so
-    /// that repeated interrupted swaps do not push older history out.
-    pub fn take(&self, generation_dir: &Path, manifest: &Manifest) -> Result<(SnapshotInfo, bool)> {
+    /// that repeated interrupted swaps do not push older history out. `unverified` marks a
+    /// pair that is not what certkeeper wrote, with the reason.
+    pub fn take(
+        &self,
+        generation_dir: &Path,
+        manifest: &Manifest,
+        unverified: Option<String>,
+    ) -> Result<(SnapshotInfo, bool)> {
         ensure_dir(&self.dir)?;
         let ids = self.ids()?;
         if let Some((_, newest)) = ids.last() {
@@ -175,6 +195,7 @@ impl Snapshots {
                 created: manifest::rfc3339(OffsetDateTime::now_utc()),
                 linked,
                 manifest: manifest.clone(),
+                unverified,
             };
             let path = tmp.join(RECORD_FILE);
             let json = serde_json::to_vec_pretty(&record)
@@ -310,6 +331,7 @@ mod tests {
             }),
             linked: true,
             verified: false,
+            intact: false,
             problem: Some("privkey.pem differs".into()),
         };
         let json = serde_json::to_value(&info).expect("serialize");
