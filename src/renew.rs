@@ -282,6 +282,8 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
             }
         }
     }
+    // In config order, so that reload commands see the names as configured.
+    items.sort_by_key(|i| selected.iter().position(|c| c.name == i.cert.name));
     if let Some(locked) = &locked {
         for (name, done) in deploy::deploy_all(locked, items).await {
             let source = sources.remove(&name).unwrap_or_default();

@@ -254,6 +254,18 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "not HOST:PORT",
     ),
     (
+        "verify with nothing to check",
+        "@www\n    verify: { timeout: 5s }\n",
+        "certificates[0].verify",
+        "verify needs tls_connect",
+    ),
+    (
+        "verify command empty",
+        "@www\n    verify: { command: [] }\n",
+        "certificates[0].verify.command",
+        "command is empty",
+    ),
+    (
         "reload command empty",
         "@www\n    reload: { command: [] }\n",
         "certificates[0].reload.command",
@@ -627,4 +639,40 @@ fn no_panic_on_mangled_input() {
             }
         }
     }
+}
+
+#[test]
+fn verify_takes_a_health_command_with_or_without_a_tls_target() {
+    let dir = Dir::new();
+    let yaml = format!(
+        "{BASE}    reload: {{ command: [nginx, -s, reload] }}\n    verify: {{ command: [/usr/local/bin/healthcheck, --quick], timeout: 20s }}\n"
+    );
+    let config = Config::load(&dir.config(&yaml)).unwrap();
+    let cert = &config.certificates[0];
+    let verify = cert.verify.as_ref().unwrap();
+    assert_eq!(verify.tls_connect, None);
+    assert_eq!(
+        verify.command.as_deref(),
+        Some(
+            &[
+                "/usr/local/bin/healthcheck".to_owned(),
+                "--quick".to_owned()
+            ][..]
+        )
+    );
+    assert_eq!(verify.timeout.as_secs(), 20);
+    assert_eq!(
+        verify.server_name, "example.test",
+        "defaults to the first domain"
+    );
+    assert_eq!(cert.reload.as_ref().unwrap().timeout.as_secs(), 30);
+
+    let yaml = format!(
+        "{BASE}    verify: {{ tls_connect: \"127.0.0.1:8443\", server_name: www.example.test }}\n"
+    );
+    let config = Config::load(&dir.config(&yaml)).unwrap();
+    let verify = config.certificates[0].verify.as_ref().unwrap();
+    assert_eq!(verify.tls_connect.as_deref(), Some("127.0.0.1:8443"));
+    assert_eq!(verify.command, None);
+    assert_eq!(verify.timeout.as_secs(), 10);
 }

@@ -310,6 +310,141 @@ fn rollback_default_and_to_and_rollback_of_a_rollback() {
     );
 }
 
+/// Fingerprints of a certificate's snapshots, newest first.
+fn snapshot_fingerprints(fx: &Fixture) -> Vec<String> {
+    fx.store()
+        .snapshots(&fx.spec)
+        .expect("list")
+        .into_iter()
+        .filter_map(|s| s.fingerprint)
+        .collect()
+}
+
+/// Generation directories beside the live files other than the live one.
+fn old_generations(fx: &Fixture) -> Vec<PathBuf> {
+    let live = fs::read_link(fx.live_dir().join(".certkeeper-www.live")).expect("live link");
+    certkeeper_entries(&fx.live_dir())
+        .into_iter()
+        .filter(|n| n.starts_with(".certkeeper-www.gen-") && Path::new(n) != live)
+        .map(|n| fx.live_dir().join(n))
+        .collect()
+}
+
+#[test]
+fn a_staged_pair_is_live_until_reverted_and_leaves_no_trace() {
+    let fx = Fixture::new();
+    let pool = Pool::new(3);
+    fx.deploy(&pool.pairs[0]);
+    fx.deploy(&pool.pairs[1]);
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    let staged = locked
+        .stage(&fx.spec, &pool.pairs[2].fullchain, &pool.pairs[2].privkey)
+        .expect("stage");
+    // Staged means live: readers and the service see the new pair while it is verified.
+    fx.assert_live(&pool.pairs[2]);
+    assert!(fx.state().join("journal/www.json").exists());
+    assert_eq!(
+        staged.previous.as_ref().map(|m| m.fingerprint.clone()),
+        Some(pool.pairs[1].fingerprint())
+    );
+
+    let reverted = locked.revert(&fx.spec, &staged).expect("revert");
+    assert!(reverted.restored && reverted.from_snapshot.is_none());
+    fx.assert_live(&pool.pairs[1]);
+    assert!(!fx.state().join("journal/www.json").exists());
+    // No snapshot of the refused pair, and the one taken of the restored pair is gone again.
+    assert_eq!(snapshot_fingerprints(&fx), [pool.pairs[0].fingerprint()]);
+    assert_eq!(old_generations(&fx).len(), 1, "only the generation before");
+    // A default rollback goes to the pair before, never the refused one.
+    let back = locked.rollback(&fx.spec, None).expect("rollback");
+    assert_eq!(back.manifest.fingerprint, pool.pairs[0].fingerprint());
+}
+
+#[test]
+fn a_revert_uses_the_snapshot_when_the_old_generation_is_gone_and_fails_loudly_without_it() {
+    let fx = Fixture::new();
+    let pool = Pool::new(2);
+    fx.deploy(&pool.pairs[0]);
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    let staged = locked
+        .stage(&fx.spec, &pool.pairs[1].fullchain, &pool.pairs[1].privkey)
+        .expect("stage");
+    for g in old_generations(&fx) {
+        fs::remove_dir_all(g).expect("remove the old generation");
+    }
+    let reverted = locked.revert(&fx.spec, &staged).expect("revert");
+    assert_eq!(reverted.from_snapshot.as_deref(), Some("000001"));
+    fx.assert_live(&pool.pairs[0]);
+
+    // Neither the generation nor the snapshot left: the staged pair stays live, whole, and
+    // the stage is closed so that later passes are not blocked.
+    let staged = locked
+        .stage(&fx.spec, &pool.pairs[1].fullchain, &pool.pairs[1].privkey)
+        .expect("stage");
+    for g in old_generations(&fx) {
+        fs::remove_dir_all(g).expect("remove the old generation");
+    }
+    fs::remove_dir_all(fx.state().join("snapshots/www")).expect("remove snapshots");
+    match locked.revert(&fx.spec, &staged) {
+        Err(Error::RevertImpossible { name, reason }) => {
+            assert_eq!(name, "www");
+            assert!(reason.contains("no intact snapshot"), "{reason}");
+        }
+        other => panic!("expected RevertImpossible, got {other:?}"),
+    }
+    fx.assert_live(&pool.pairs[1]);
+    assert!(!fx.state().join("journal/www.json").exists());
+    locked
+        .deploy(&fx.spec, &pool.pairs[0].fullchain, &pool.pairs[0].privkey)
+        .expect("a later deploy");
+}
+
+#[test]
+fn recovery_reverts_a_stage_that_was_never_decided() {
+    let fx = Fixture::new();
+    let pool = Pool::new(2);
+    fx.deploy(&pool.pairs[0]);
+    {
+        let store = fx.store();
+        let locked = store.lock().expect("lock");
+        // The process dies between stage and commit: nothing decides.
+        let _abandoned = locked
+            .stage(&fx.spec, &pool.pairs[1].fullchain, &pool.pairs[1].privkey)
+            .expect("stage");
+    }
+    fx.assert_live(&pool.pairs[1]);
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    let recovered = locked.recover(&fx.spec).expect("recover");
+    assert!(
+        recovered
+            .undone
+            .as_deref()
+            .is_some_and(|u| u.contains("the previous pair is live again")),
+        "{recovered:?}"
+    );
+    fx.assert_live(&pool.pairs[0]);
+    assert!(snapshot_fingerprints(&fx).is_empty());
+    assert!(locked.recover(&fx.spec).expect("again").is_clean());
+
+    // An undecided first deploy is undone to nothing, as it was.
+    let fx = Fixture::new();
+    {
+        let store = fx.store();
+        let locked = store.lock().expect("lock");
+        let _abandoned = locked
+            .stage(&fx.spec, &pool.pairs[1].fullchain, &pool.pairs[1].privkey)
+            .expect("stage");
+    }
+    let store = fx.store();
+    let locked = store.lock().expect("lock");
+    locked.recover(&fx.spec).expect("recover");
+    assert!(!fx.spec.fullchain.exists() && !fx.spec.privkey.exists());
+    assert!(certkeeper_entries(&fx.live_dir()).is_empty());
+}
+
 #[test]
 fn a_corrupt_snapshot_is_refused_and_the_default_skips_to_an_older_good_one() {
     let fx = Fixture::new();

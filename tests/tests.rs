@@ -6,6 +6,7 @@
 mod acme;
 mod check;
 mod config;
+mod deploy;
 mod renew;
 mod renew_acme;
 mod snapshots;

@@ -206,6 +206,18 @@ pub(crate) fn known_names(
     false
 }
 
+/// The async runtime of a command that reloads, verifies or issues; `Err` with the exit
+/// code after printing why it could not start.
+pub(crate) fn runtime(failed: u8) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            failed
+        })
+}
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
 pub(crate) fn print(text: &str) {
     use std::io::Write;

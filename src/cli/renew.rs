@@ -22,15 +22,9 @@ pub fn run(config_path: &Path, opts: Options) -> u8 {
     if !known_names(&config, config_path, &opts.names) {
         return USAGE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(FAILED) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("certkeeper: cannot start the async runtime: {e}");
-            return FAILED;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(renew::run(Arc::new(config), &opts));
     let outcomes = match result {

@@ -53,15 +53,9 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
     let Some(cert) = config.certificate(name).cloned() else {
         return USAGE;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(FAILED) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("certkeeper: cannot start the async runtime: {e}");
-            return FAILED;
-        }
+        Err(code) => return code,
     };
     let store = match Store::open(&config.state_dir) {
         Ok(s) => s,

@@ -139,6 +139,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
     }
     let reload = Reloader::for_group(&staged);
 
+    let started = Instant::now();
     if let Some(Err(e)) = reload.run(&staged).await {
         let cause = format!("reload failed: {e}");
         let failed = staged.into_iter().map(|p| (p, cause.clone())).collect();
@@ -152,6 +153,11 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             .map(|p| check_served(&p.item, &p.item.leaf, Some(&p.item.trust))),
     )
     .await;
+    tracing::info!(
+        certificates = staged.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Reloaded and verified."
+    );
     let mut refused = Vec::new();
     for (p, verdict) in staged.into_iter().zip(verdicts) {
         let name = p.item.cert.name.clone();
@@ -215,8 +221,12 @@ async fn revert_all(
     }
     let pendings: Vec<&Pending> = reverted.iter().map(|(p, _, _)| p).collect();
     let reloaded = reload.run_for(&pendings).await;
+    // The output is in the cause already when the first reload failed the same way.
     let reload_note = match &reloaded {
-        Some(Err(e)) => Some(format!("the reload after the revert failed too: {e}")),
+        Some(Err(e)) => Some(format!(
+            "the reload after the revert failed too: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        )),
         _ => None,
     };
     let checks = join_all(reverted.iter().map(|(p, _, r)| async move {

@@ -114,7 +114,9 @@ pub async fn run(
             // Its own process group, so that a timeout kills what the command started too.
             .process_group(0)
             .kill_on_drop(true);
-        let child = spawn(&mut cmd).await.map_err(spawn_err)?;
+        let child = certkeeper_dns_exec::spawn(&mut cmd)
+            .await
+            .map_err(spawn_err)?;
         // `cmd` holds the pipe's write ends until dropped here; after that only the command
         // (and what it starts) holds them, so the reader sees EOF when they are all gone.
         (reader, child)
@@ -228,24 +230,6 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
-/// Starts the command. "Text file busy" means some process still has the program open for
-/// writing: an update of the script in progress, or a child forked by another thread while
-/// the file was being written that has not reached its own exec yet. Both pass within
-/// moments, so that error is retried a few times before it is reported.
-async fn spawn(cmd: &mut Command) -> io::Result<Child> {
-    let mut wait = Duration::from_millis(10);
-    for _ in 0..SPAWN_BUSY_RETRIES {
-        match cmd.spawn() {
-            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            other => return other,
-        }
-    }
-    cmd.spawn()
-}
-
 /// Kills the command's process group when the run is abandoned (the future dropped, or the
 /// deadline passed) before the command was reaped. Disarmed as soon as it is reaped: from
 /// then on its pid, and so its group id, may belong to someone else.
@@ -323,8 +307,6 @@ impl Tail {
     }
 }
 
-/// How many times a busy program is retried (waits of 10 ms doubling: 0.6 s in all).
-const SPAWN_BUSY_RETRIES: usize = 6;
 /// How long output is still read after the command exited or was killed.
 pub const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// The most output kept, in bytes: the end, which is what usually explains a failure.

@@ -318,10 +318,11 @@ pub async fn probe(
 }
 
 /// Probes `connect` with SNI `server_name` until the served leaf is `expected` (same SHA-256
-/// fingerprint) and, with `trust`, the served chain passes [`examine_chain`] against it:
+/// fingerprint, seen on two connections in a row) and, with `trust`, the served chain passes [`examine_chain`] against it:
 /// complete, in order, anchored in a trusted root. Without `trust` only the leaf must match
 /// (a restored pair is checked for being served, not judged again). Each attempt is limited by the time left, with
-/// [`RETRY_PAUSE`] between attempts; at `timeout` the last attempt's finding is reported.
+/// pauses growing from [`FIRST_PAUSE`] to [`RETRY_PAUSE`] between attempts; at `timeout`
+/// the last attempt's finding is reported.
 pub async fn served(
     connect: &str,
     server_name: &str,
@@ -339,19 +340,35 @@ pub async fn served(
             Err(e) => e.detail(),
             Ok(chain) => match judge(&chain, expected, trust) {
                 None => {
-                    return Ok(Served {
-                        attempts,
-                        elapsed: started.elapsed(),
-                        chain_len: chain.len(),
-                    });
+                    // Right after a reload, a worker of the old generation may still accept
+                    // a connection or two: the new leaf counts as served once a second,
+                    // fresh connection sees it too.
+                    tokio::time::sleep(CONFIRM_PAUSE).await;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match probe(connect, server_name, left.max(CONFIRM_PAUSE)).await {
+                        Ok(again) if judge(&again, expected, trust).is_none() => {
+                            return Ok(Served {
+                                attempts,
+                                elapsed: started.elapsed(),
+                                chain_len: chain.len(),
+                            });
+                        }
+                        Ok(again) => judge(&again, expected, trust)
+                            .map(|f| format!("{f} (on a second connection, after the first saw the expected leaf)"))
+                            .unwrap_or_default(),
+                        Err(e) => e.detail(),
+                    }
                 }
                 Some(finding) => finding,
             },
         };
-        if deadline.saturating_duration_since(Instant::now()) <= RETRY_PAUSE {
+        // A reload usually lands within a few tens of milliseconds: look again soon, then
+        // less often.
+        let pause = (FIRST_PAUSE * attempts).min(RETRY_PAUSE);
+        if deadline.saturating_duration_since(Instant::now()) <= pause {
             break last;
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
+        tokio::time::sleep(pause).await;
     };
     Err(VerifyError::NotServed {
         connect: connect.to_owned(),
@@ -401,8 +418,12 @@ pub async fn health(
     }
 }
 
-/// The pause between two attempts of [`served`] or [`health`].
+/// The pause between two attempts of [`health`], and the longest between two of [`served`].
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The pause after the first attempt of [`served`]; it grows by as much after each one.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// The pause before the connection that confirms a served leaf.
+const CONFIRM_PAUSE: Duration = Duration::from_millis(50);
 /// The role word [`health`] passes to [`reload::run`].
 const HEALTH_CHECK: &str = "health check";
 /// How many hex digits of a fingerprint a message shows.

@@ -5,6 +5,7 @@
 
 pub mod challtestsrv;
 pub mod fixtures;
+pub mod nginx;
 mod pairs;
 pub mod pebble;
 

@@ -153,11 +153,12 @@ impl fmt::Display for Action {
     }
 }
 
-/// Starts the hook. "Text file busy" means some process still has the program open for
-/// writing: an update of the hook in progress, or, within this process, a child forked by
-/// another thread while the file was being written that has not reached its own exec yet.
-/// Both pass within moments, so that error is retried a few times before it is reported.
-async fn spawn(cmd: &mut Command) -> io::Result<tokio::process::Child> {
+/// Starts a command (a hook here; certkeeper's reload and health commands too). "Text file
+/// busy" means some process still has the program open for writing: an update of the
+/// program in progress, or, within this process, a child forked by another thread while the
+/// file was being written that has not reached its own exec yet. Both pass within moments,
+/// so that error is retried a few times (about 0.6 s in all) before it is reported.
+pub async fn spawn(cmd: &mut Command) -> io::Result<tokio::process::Child> {
     let mut wait = Duration::from_millis(10);
     for _ in 0..SPAWN_BUSY_RETRIES {
         match cmd.spawn() {
