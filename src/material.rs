@@ -19,9 +19,18 @@ pub struct Rejected {
 /// Largest clock difference tolerated between the CA and this host for notBefore.
 pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 
+/// How far back an issuer may date a certificate it issues now. CAs set notBefore in the
+/// past to allow for clients' clock skew (commonly by up to an hour; the local CA by
+/// [`BACKDATE`](crate::issuer::local_ca::BACKDATE)), so a leaf issued just after the live one
+/// may carry an earlier notBefore. Material is older than the live pair only when its
+/// notBefore is earlier by more than this: a certificate made minutes ago with `openssl req
+/// -x509` is replaced by the local CA's, whose notBefore is five minutes back.
+pub const ISSUER_BACKDATE: time::Duration = time::Duration::hours(1);
+
 /// Checks `fullchain` and `privkey` (PEM) for `domains`. `live_not_before` is the notBefore
-/// of the live leaf, when there is one: a new leaf dated earlier is older material and is
-/// refused (a shorter lifetime is fine). Returns the new leaf.
+/// of the live leaf, when there is one: a new leaf dated earlier by more than
+/// [`ISSUER_BACKDATE`] is older material and is refused (a shorter lifetime is fine).
+/// Returns the new leaf.
 pub fn check_new(
     fullchain: &[u8],
     privkey: &[u8],
@@ -70,7 +79,7 @@ pub fn check_new(
         problems.push("validity window is empty".into());
     }
     if let Some(live) = live_not_before
-        && leaf.not_before < live
+        && leaf.not_before + ISSUER_BACKDATE < live
     {
         problems.push(format!(
             "older than the live certificate (notBefore {} < {}); a deploy never puts older material over the live pair (`certkeeper rollback` restores older pairs explicitly)",

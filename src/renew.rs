@@ -22,7 +22,7 @@ use crate::fsutil;
 use crate::inventory::{self, Trust};
 use crate::issuer::Issuers;
 use crate::keys;
-use crate::material::{CLOCK_SKEW, check_new};
+use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::state::{self, CertState};
 use crate::store::{self, Store};
 use crate::x509::{Cert, read_certificates, rfc3339};
@@ -393,9 +393,10 @@ async fn prepare(
     }
 
     // Known before ordering: every issuer dates a new certificate now or earlier, so a live
-    // leaf dated in the future would make anything ordered now older material.
+    // leaf dated further in the future than issuers date back would make anything ordered
+    // now older material (see `check_new`).
     if let Some(leaf) = &live_leaf
-        && leaf.not_before > now + CLOCK_SKEW
+        && leaf.not_before > now + ISSUER_BACKDATE
     {
         return Step::Done(Outcome::Failed {
             error: format!(

@@ -316,18 +316,20 @@ fn a_shorter_lifetime_is_fine_but_older_material_is_never_deployed() {
     assert!(!dir.join("state/ca/internal").exists(), "ordered anyway");
     assert_eq!(before, tree(&dir.join("live")));
 
-    // Kept material older than what is live now is discarded, never deployed.
+    // Kept material dated more than an hour before the live leaf (issuers date back by up
+    // to an hour, so nothing closer is older) is discarded, never deployed. It is signed by a
+    // root the certificate's issuers trust, so age is its only fault.
     let dir = Dir::new();
-    dir.config(&config(&cert("www", "internal", "")));
+    dir.write("other-root.pem", pki.root_pem());
+    dir.config(&config(&cert("www", "[internal, broken]", "")).replace(
+        "directory: https://127.0.0.1:9/dir\n",
+        "directory: https://127.0.0.1:9/dir\n    trust_roots: other-root.pem\n",
+    ));
     assert_eq!(dir.run(&["renew"]).code, 0);
-    let older_chain = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
-    let older_key = std::fs::read(dir.join("live/www/privkey.pem")).unwrap();
-    // notBefore has a resolution of one second.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(dir.run(&["renew", "--force"]).code, 0);
     let live = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
-    dir.write("state/pending/www/fullchain.pem", &older_chain);
-    dir.write("state/pending/www/privkey.pem", &older_key);
+    let older = pki.leaf(LeafSpec::new(&["www.test", "*.www.test"], 80));
+    dir.write("state/pending/www/fullchain.pem", older.fullchain());
+    dir.write("state/pending/www/privkey.pem", &older.key_pem);
     let run = dir.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("www: not due"), "{run:?}");
@@ -344,8 +346,9 @@ fn a_shorter_lifetime_is_fine_but_older_material_is_never_deployed() {
 
 #[test]
 fn a_broken_live_certificate_is_due_now() {
-    // A self-signed certificate valid for years: `check` calls it CRITICAL (untrusted), so a
-    // plain pass replaces it from the local CA (the migration an operator makes first).
+    // A self-signed certificate made a moment ago and valid for a year: `check` calls it
+    // CRITICAL (untrusted), so a plain pass replaces it from the local CA (the migration an
+    // operator makes first), although the local CA dates its leaf five minutes back.
     let dir = Dir::new();
     let (chain, key) = crate::util::fixtures::self_signed_leaf(&["www.test", "*.www.test"]);
     dir.write("live/www/fullchain.pem", &chain);

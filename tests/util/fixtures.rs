@@ -110,13 +110,16 @@ impl Pki {
     }
 }
 
-/// A self-signed end-entity certificate and its key.
+/// A self-signed end-entity certificate and its key, dated as `openssl req -x509 -days 365`
+/// dates one: valid from now for a year.
 pub fn self_signed_leaf(names: &[&str]) -> (String, String) {
     let key = Key::P256.generate();
     let mut params =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("names");
     params.is_ca = IsCa::ExplicitNoCa;
+    params.not_before = OffsetDateTime::now_utc();
+    params.not_after = params.not_before + Duration::days(365);
     let cert = params.self_signed(&key).expect("self-signed");
     (cert.pem(), key.serialize_pem())
 }
