@@ -676,3 +676,41 @@ fn verify_takes_a_health_command_with_or_without_a_tls_target() {
     assert_eq!(verify.command, None);
     assert_eq!(verify.timeout.as_secs(), 10);
 }
+
+#[test]
+fn config_check_shows_reload_groups_and_what_is_verified_without_arguments() {
+    let dir = Dir::new();
+    let cert = |name: &str, verify: &str| {
+        format!(
+            "  - name: {name}\n    domains: [{name}.test]\n    issuer: internal\n    \
+             fullchain: live/{name}/f.pem\n    privkey: live/{name}/k.pem\n    \
+             reload: {{ command: [/usr/sbin/nginx, -s, reload, --token=SECRET1] }}\n{verify}"
+        )
+    };
+    let yaml = format!(
+        "state_dir: state\nissuers:\n  internal:\n    type: local-ca\ncertificates:\n{}{}",
+        cert(
+            "a",
+            "    verify: { tls_connect: \"127.0.0.1:443\", timeout: 5s }\n"
+        ),
+        cert(
+            "b",
+            "    verify: { command: [/usr/local/bin/check, --key=SECRET2] }\n"
+        ),
+    );
+    dir.config(&yaml);
+    let run = dir.run(&["config", "check", "--no-environment"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "  reload /usr/sbin/nginx (timeout 30s), once per pass for the 2 certificates that share it\n  verify a.test served at 127.0.0.1:443 (within 5s)\n"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("  verify health check /usr/local/bin/check (within 10s)\n"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("SECRET"), "{run:?}");
+}

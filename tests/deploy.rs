@@ -699,3 +699,54 @@ fn bench_reload_and_verify() {
         );
     }
 }
+
+#[test]
+fn a_refused_certificate_is_rolled_back_alone_in_its_reload_group() {
+    let host = Host::new(&["a", "b"]);
+    let (reload, counter) = host.counting();
+    host.config(&reload, "3s");
+    host.renew_ok(&[]);
+    let (a_old, b_old) = (
+        fingerprint_of(&host.live("a")),
+        fingerprint_of(&host.live("b")),
+    );
+    let b_before = host.live("b");
+    // b's health check accepts only the leaf b has now: its new one is refused.
+    let only_current = host.script(
+        "only-current.sh",
+        &format!("test \"$CERTKEEPER_FINGERPRINT\" = {b_old}\n"),
+    );
+    let yaml = std::fs::read_to_string(host.dir.join("config.yaml")).unwrap();
+    let b_verify = "server_name: b.test, timeout: 3s";
+    assert!(yaml.contains(b_verify));
+    host.dir.config(&yaml.replace(
+        b_verify,
+        &format!("{b_verify}, command: [\"{}\"]", only_current.display()),
+    ));
+
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("a: renewed from internal")),
+        "{run:?}"
+    );
+    let outcome = outcome_of(&run, "b: ROLLED BACK: ");
+    assert!(
+        cause_of(outcome, &run).starts_with("verify failed: the health check did not pass within"),
+        "{run:?}"
+    );
+    // The first pass, then one reload for both and one more after b's revert; a stays
+    // renewed and served.
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        "reload a b\nreload a b\nreload b\n",
+        "{run:?}"
+    );
+    assert_eq!(host.live("b"), b_before, "b's previous pair is not back");
+    let a_new = fingerprint_of(&host.live("a"));
+    assert_ne!(a_new, a_old);
+    host.settled("a", &a_new);
+    host.settled("b", &b_old);
+}

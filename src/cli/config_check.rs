@@ -119,6 +119,38 @@ pub fn summary(config: &Config) -> String {
             c.fullchain.display(),
             c.privkey.display()
         ));
+        // Programs only: arguments written in a config may carry tokens.
+        if let Some(r) = &c.reload {
+            let shared = config
+                .certificates
+                .iter()
+                .filter(|o| o.reload.as_ref().is_some_and(|or| or.command == r.command))
+                .count();
+            out.push_str(&format!(
+                "  reload {} (timeout {}){}\n",
+                r.command[0],
+                format_duration(r.timeout),
+                if shared > 1 {
+                    format!(", once per pass for the {shared} certificates that share it")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if let Some(v) = &c.verify {
+            let mut what = Vec::new();
+            if let Some(connect) = &v.tls_connect {
+                what.push(format!("{} served at {connect}", v.server_name));
+            }
+            if let Some(command) = &v.command {
+                what.push(format!("health check {}", command[0]));
+            }
+            out.push_str(&format!(
+                "  verify {} (within {})\n",
+                what.join(" and "),
+                format_duration(v.timeout)
+            ));
+        }
     }
     out
 }
