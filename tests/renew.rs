@@ -622,3 +622,48 @@ fn check_as_a_user_who_cannot_read_the_local_ca_root_is_unknown_not_critical() {
     );
     assert!(run.stderr.contains("permission denied"), "{run:?}");
 }
+
+#[test]
+fn a_refused_first_deploy_leaves_the_host_as_it_was_and_is_deployed_later() {
+    let dir = Dir::new();
+    let verify = |cmd: &str| format!("    verify: {{ command: [{cmd}], timeout: 1s }}\n");
+    dir.config(&config(&cert("www", "internal", &verify("/bin/false"))));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: ROLLED BACK: ")
+            && run
+                .stdout
+                .contains("nothing was live before; the live paths are gone again")
+            && run
+                .stdout
+                .contains("Cause: verify failed: the health check did not pass"),
+        "{run:?}"
+    );
+    assert!(!dir.join("live/www/fullchain.pem").exists());
+    assert!(!dir.join("live/www/privkey.pem").exists());
+    assert!(
+        std::fs::read_dir(dir.join("live/www"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "leftovers in the live directory"
+    );
+    let kept = std::fs::read(dir.join("state/pending/www/fullchain.pem")).unwrap();
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/state/www.json")).unwrap()).unwrap();
+    assert_eq!(state["last_result"], "rolled_back");
+
+    // Once the service is healthy and the backoff allows, the kept material goes live.
+    dir.config(&config(&cert("www", "internal", &verify("/bin/true"))));
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from pending"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        kept
+    );
+}

@@ -240,8 +240,14 @@ async fn revert_all(
     .await;
     for ((p, cause, r), check) in reverted.into_iter().zip(checks) {
         let name = p.item.cert.name.clone();
-        let verified = p.item.cert.verify.is_some() && r.restored;
+        let verified = p.item.cert.verify.is_some();
         let outcome = match check {
+            // Nothing was live before this first deploy: there is nothing to serve, and the
+            // host is as it was.
+            Ok(()) if !r.restored => Outcome::RolledBack {
+                cause,
+                note: Some("nothing was live before; the live paths are gone again".into()),
+            },
             Err(e) => Outcome::RollbackFailed {
                 cause,
                 rollback: format!(
@@ -269,9 +275,6 @@ async fn revert_all(
                     (None, Some(id)) => Some(format!(
                         "the previous generation was gone; restored from snapshot {id}"
                     )),
-                    (None, None) if !r.restored => {
-                        Some("nothing was live before; the live paths are gone again".into())
-                    }
                     (None, None) => None,
                 },
             },
