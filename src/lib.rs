@@ -9,6 +9,7 @@ pub mod store;
 
 pub mod accounts;
 pub mod acme;
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod deploy;

@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::acme;
-use crate::config::{Certificate, Config};
+use crate::alert;
+use crate::config::{Certificate, Config, EventKind};
 use crate::deploy::{self, pair_spec};
 use crate::fsutil;
 use crate::inventory::{self, Trust};
@@ -193,6 +194,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
         None => None,
     };
 
+    let mut events: Vec<(alert::Event, bool)> = Vec::new();
     let issuers = Arc::new(Issuers::new(config.clone(), !opts.dry_run, now));
     // What `check` would call CRITICAL is due now; without the roots that judges chains,
     // only the dates decide.
@@ -210,7 +212,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     for cert in selected.iter().cloned() {
         if let Some(error) = unrecoverable.remove(&cert.name) {
             let outcome = Outcome::Failed { error };
-            finish(&config, opts, now, &cert.name, &outcome);
+            finish(&config, opts, now, &cert.name, &outcome, &mut events);
             outcomes.insert(cert.name.clone(), outcome);
             continue;
         }
@@ -248,7 +250,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
         };
         match step {
             Step::Done(outcome) => {
-                finish(&config, opts, now, &name, &outcome);
+                finish(&config, opts, now, &name, &outcome, &mut events);
                 outcomes.insert(name, outcome);
             }
             Step::Deploy(r) => ready.push((name, r)),
@@ -277,7 +279,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
                     not_after: rfc3339(r.leaf.not_after),
                     source: r.source.clone(),
                 };
-                finish(&config, opts, now, &name, &outcome);
+                finish(&config, opts, now, &name, &outcome, &mut events);
                 outcomes.insert(name, outcome);
             }
         }
@@ -291,15 +293,162 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
             if matches!(outcome, Outcome::Renewed { .. }) {
                 pending::remove(&config.state_dir, &name);
             }
-            finish(&config, opts, now, &name, &outcome);
+            finish(&config, opts, now, &name, &outcome, &mut events);
             outcomes.insert(name, outcome);
         }
+    }
+    // The lock is released first: alerts never hold up another pass.
+    drop(locked);
+    if !events.is_empty() {
+        let alerts = alert::Alerts::new(&config);
+        let reports = alerts.deliver(&events, alert::ONE_SHOT_BUDGET).await;
+        remember_alerts(&config, &events, &reports, now);
     }
     Ok(selected
         .iter()
         .filter_map(|c| outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
         .collect())
 }
+
+/// Notes, per certificate, the failure events that reached at least one channel, so that
+/// they alert again only after `alert_repeat`.
+fn remember_alerts(
+    config: &Config,
+    events: &[(alert::Event, bool)],
+    reports: &[alert::Report],
+    now: OffsetDateTime,
+) {
+    for (event, _) in events {
+        if event.kind() == EventKind::Renewed {
+            continue;
+        }
+        let delivered = reports.iter().any(|r| {
+            r.certificate == event.certificate && r.event == event.event && r.result.is_ok()
+        });
+        if !delivered {
+            continue;
+        }
+        let mut s = state::load(&config.state_dir, &event.certificate);
+        s.alerted
+            .insert(event.event.to_owned(), now.unix_timestamp());
+        if let Err(e) = state::save(&config.state_dir, &event.certificate, &s) {
+            tracing::warn!(cert = %event.certificate, "Cannot record the alert in the state directory: {e}");
+        }
+    }
+}
+
+/// The events one outcome raises, deduplicated against what was alerted before: its own
+/// (`renewed` always, a recovery when failures came before; a failure once per
+/// `alert_repeat`), and `expiring` when the live certificate expires within
+/// [`EXPIRING_WITHIN`] and the attempt failed.
+fn alert_events(
+    config: &Config,
+    name: &str,
+    outcome: &Outcome,
+    before: &CertState,
+    now: OffsetDateTime,
+) -> Vec<(alert::Event, bool)> {
+    let Some(cert) = config.certificate(name) else {
+        return Vec::new();
+    };
+    let live = fs::read(&cert.fullchain)
+        .ok()
+        .and_then(|b| read_certificates(&b).ok())
+        .and_then(|(certs, _)| certs.into_iter().next());
+    let live_not_after = live.as_ref().map(|l| rfc3339(l.not_after));
+    let t = now.unix_timestamp();
+    let due = |kind| alert::due(&before.alerted, kind, t, config.alert_repeat);
+    let mut out = Vec::new();
+    let mut failed = true;
+    let main = match outcome {
+        Outcome::Renewed { source, done } => {
+            failed = false;
+            let mut e = alert::Event::new(
+                EventKind::Renewed,
+                cert,
+                &format!(
+                    "renewed from {source}; the new certificate is live and served{}",
+                    if before.consecutive_failures > 0 {
+                        format!(
+                            " (after {} failed attempt{})",
+                            before.consecutive_failures,
+                            if before.consecutive_failures == 1 { "" } else { "s" }
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            e.not_after = Some(done.not_after.clone());
+            e.snapshot = done.snapshot.clone();
+            let recovery = before.consecutive_failures > 0 || !before.alerted.is_empty();
+            Some((e, recovery))
+        }
+        Outcome::Failed { error } => Some((EventKind::Failed, error.clone()))
+            .filter(|(k, _)| due(*k))
+            .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        Outcome::RolledBack { source, cause, .. } => Some((
+            EventKind::RolledBack,
+            format!("the new certificate from {source} was refused and the previous pair is served again: {cause}"),
+        ))
+        .filter(|(k, _)| due(*k))
+        .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        Outcome::RollbackFailed {
+            source,
+            cause,
+            rollback,
+        } => Some((
+            EventKind::RollbackFailed,
+            format!("the new certificate from {source} was refused, and {rollback}: {cause}"),
+        ))
+        .filter(|(k, _)| due(*k))
+        .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        Outcome::Backoff { .. } => None,
+        Outcome::NotDue { .. } | Outcome::WouldRenew { .. } => {
+            failed = false;
+            None
+        }
+    };
+    out.extend(main.map(|(mut e, recovery)| {
+        if e.not_after.is_none() {
+            e.not_after = live_not_after.clone();
+        }
+        (e, recovery)
+    }));
+    if failed
+        && let Some(leaf) = &live
+        && leaf.not_after - now < EXPIRING_WITHIN
+        && due(EventKind::Expiring)
+    {
+        let left = leaf.not_after - now;
+        let when = if left.is_negative() {
+            format!("expired {}h ago", (-left).whole_hours())
+        } else {
+            format!("expires in {}h", left.whole_hours())
+        };
+        let last = match outcome {
+            Outcome::Failed { error } => error.clone(),
+            Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
+                cause.clone()
+            }
+            _ => before.last_error.clone().unwrap_or_default(),
+        };
+        let mut e = alert::Event::new(
+            EventKind::Expiring,
+            cert,
+            &format!(
+                "the live certificate {when} (notAfter {}) and its last renewal failed: {last}",
+                rfc3339(leaf.not_after)
+            ),
+        );
+        e.not_after = live_not_after;
+        out.push((e, false));
+    }
+    out
+}
+
+/// How close to its notAfter a certificate whose renewal failed raises `expiring`.
+pub const EXPIRING_WITHIN: time::Duration = time::Duration::days(7);
 
 /// Checked material ready to be swapped in.
 struct Ready {
@@ -491,10 +640,21 @@ async fn checked(
     }))
 }
 
-/// Records, logs and (for rollbacks that failed) raises one certificate's outcome.
-fn finish(config: &Config, opts: &Options, now: OffsetDateTime, name: &str, outcome: &Outcome) {
+/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+fn finish(
+    config: &Config,
+    opts: &Options,
+    now: OffsetDateTime,
+    name: &str,
+    outcome: &Outcome,
+    events: &mut Vec<(alert::Event, bool)>,
+) {
     if !opts.dry_run {
+        let before = state::load(&config.state_dir, name);
         record(&config.state_dir, name, outcome, config, now);
+        if !config.alerts.is_empty() {
+            events.extend(alert_events(config, name, outcome, &before, now));
+        }
     }
     log(name, outcome);
 }

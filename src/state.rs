@@ -28,6 +28,9 @@ pub struct CertState {
     pub consecutive_failures: u32,
     /// Unix time before which no new attempt is made (unless forced).
     pub next_attempt: Option<i64>,
+    /// When each failure event (`failed`, `rolled_back`, ...) was last alerted, unix time;
+    /// cleared by a success.
+    pub alerted: std::collections::BTreeMap<String, i64>,
 }
 
 impl CertState {
@@ -57,6 +60,7 @@ impl CertState {
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.next_attempt = None;
+        self.alerted.clear();
     }
 
     /// Whether the backoff allows an attempt at `now`.

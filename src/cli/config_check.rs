@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::load_config;
-use crate::config::{Alert, Config, DnsProvider, Issuer, WebhookUrl, format_duration};
+use crate::config::{Channel, Config, DnsProvider, Issuer, WebhookUrl, format_duration};
 
 /// Exit code of an invalid config.
 pub const INVALID: u8 = 2;
@@ -85,22 +85,30 @@ pub fn summary(config: &Config) -> String {
         format_duration(r.retry_max)
     ));
     for a in &config.alerts {
-        let (kind, on) = match a {
-            Alert::Slack { on, .. } => ("slack".to_owned(), on),
-            Alert::Webhook { url, on, secret } => (
-                format!(
-                    "webhook {}{}",
-                    match url {
-                        WebhookUrl::Inline(u) => u.clone(),
-                        WebhookUrl::Secret(s) => format!("(url from {s})"),
-                    },
-                    if secret.is_some() { ", signed" } else { "" }
-                ),
-                on,
+        let signed =
+            |s: &Option<crate::config::SecretSource>| if s.is_some() { ", signed" } else { "" };
+        let kind = match &a.channel {
+            Channel::Webhook { url, secret } => format!(
+                "webhook {}{}",
+                match url {
+                    WebhookUrl::Inline(u) => u.clone(),
+                    WebhookUrl::Secret(s) => format!("(url from {s})"),
+                },
+                signed(secret)
             ),
+            Channel::DingTalk { secret, .. } | Channel::Feishu { secret, .. } => {
+                format!("{}{}", a.channel.kind(), signed(secret))
+            }
+            other => other.kind().to_owned(),
         };
-        let on: Vec<&str> = on.iter().map(|e| e.as_str()).collect();
-        out.push_str(&format!("alert {kind} on {}\n", on.join(", ")));
+        let on: Vec<&str> = a.on.iter().map(|e| e.as_str()).collect();
+        out.push_str(&format!("alert {}: {kind} on {}\n", a.name, on.join(", ")));
+    }
+    if !config.alerts.is_empty() {
+        out.push_str(&format!(
+            "alert_repeat {}\n",
+            format_duration(config.alert_repeat)
+        ));
     }
     for p in &config.discover_paths {
         out.push_str(&format!("discover {}\n", p.display()));

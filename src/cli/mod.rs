@@ -2,6 +2,7 @@
 //! file per subcommand. Every error a user can cause ends here as one line
 //! `certkeeper: ...` on stderr and the command's documented exit code.
 
+mod alert;
 mod check;
 mod config_check;
 mod renew;
@@ -96,10 +97,25 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Alert channels (exit 0 all delivered, 1 otherwise, 2 config or usage error).
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Validate the config (exit 0 valid, 2 invalid).
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+/// `alert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test event to each (or the named) channel and print what each vendor answered.
+    Test {
+        /// Channel names (a channel's `name`, or its type: `slack`, `webhook-2`, ...).
+        channels: Vec<String>,
     },
 }
 
@@ -152,6 +168,9 @@ pub fn run() -> u8 {
         Command::Config {
             command: ConfigCommand::Check { no_environment },
         } => config_check::run(&args.config, !no_environment),
+        Command::Alert {
+            command: AlertCommand::Test { ref channels },
+        } => alert::test(&args.config, channels),
     }
 }
 

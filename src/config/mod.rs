@@ -78,6 +78,8 @@ pub struct Config {
     pub renewal: Renewal,
     /// Where events are sent.
     pub alerts: Vec<Alert>,
+    /// The same failure of the same certificate alerts again only after this.
+    pub alert_repeat: Duration,
     /// Directories whose certificates `check` reports (never changed).
     pub discover_paths: Vec<PathBuf>,
     /// The managed certificates, in config order.
@@ -240,15 +242,25 @@ impl EventKind {
     }
 }
 
-/// An alert destination.
+/// An alert channel: where events go, and which.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Alert {
+pub struct Alert {
+    /// The channel's name, as `alert test` takes it: `name` when set, else its type, with
+    /// `-2`, `-3`... for further channels of one type.
+    pub name: String,
+    /// The vendor and its credentials.
+    pub channel: Channel,
+    /// Events sent (default: [`DEFAULT_ALERT_EVENTS`]).
+    pub on: Vec<EventKind>,
+}
+
+/// The vendor of an alert channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Channel {
     /// A Slack incoming webhook (its URL is a secret).
     Slack {
         /// Webhook URL source.
         webhook_url: SecretSource,
-        /// Events sent.
-        on: Vec<EventKind>,
     },
     /// A JSON webhook, optionally signed with HMAC-SHA256.
     Webhook {
@@ -256,10 +268,79 @@ pub enum Alert {
         url: WebhookUrl,
         /// Signing secret source.
         secret: Option<SecretSource>,
-        /// Events sent.
-        on: Vec<EventKind>,
+    },
+    /// A WeCom (企业微信) group robot; the key in its URL is the credential.
+    WeCom {
+        /// Webhook URL source.
+        webhook_url: SecretSource,
+    },
+    /// A DingTalk (钉钉) custom robot, signed when a secret is given.
+    DingTalk {
+        /// Webhook URL source.
+        webhook_url: SecretSource,
+        /// Signing secret (`SEC...`).
+        secret: Option<SecretSource>,
+    },
+    /// A Feishu / Lark (飞书) custom bot, signed when a secret is given.
+    Feishu {
+        /// Webhook URL source.
+        webhook_url: SecretSource,
+        /// Signing secret.
+        secret: Option<SecretSource>,
     },
 }
+
+impl Channel {
+    /// The `type` as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Slack { .. } => "slack",
+            Channel::Webhook { .. } => "webhook",
+            Channel::WeCom { .. } => "wecom",
+            Channel::DingTalk { .. } => "dingtalk",
+            Channel::Feishu { .. } => "feishu",
+        }
+    }
+
+    /// The secret sources of this channel, with the key each comes from.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretSource)> {
+        let mut out = Vec::new();
+        match self {
+            Channel::Slack { webhook_url } | Channel::WeCom { webhook_url } => {
+                out.push(("webhook_url", webhook_url))
+            }
+            Channel::Webhook { url, secret } => {
+                if let WebhookUrl::Secret(src) = url {
+                    out.push(("url", src));
+                }
+                out.extend(secret.iter().map(|s| ("secret", s)));
+            }
+            Channel::DingTalk {
+                webhook_url,
+                secret,
+            }
+            | Channel::Feishu {
+                webhook_url,
+                secret,
+            } => {
+                out.push(("webhook_url", webhook_url));
+                out.extend(secret.iter().map(|s| ("secret", s)));
+            }
+        }
+        out
+    }
+}
+
+/// The events a channel gets when its `on` is not set.
+pub const DEFAULT_ALERT_EVENTS: [EventKind; 4] = [
+    EventKind::Failed,
+    EventKind::RolledBack,
+    EventKind::RollbackFailed,
+    EventKind::Expiring,
+];
+
+/// Default `alert_repeat`: the same failure of a certificate alerts again only after this.
+pub const DEFAULT_ALERT_REPEAT: Duration = Duration::from_secs(24 * 3600);
 
 /// A webhook URL: written in the config, or kept secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,18 +510,8 @@ impl Config {
             }
         }
         for (n, a) in self.alerts.iter().enumerate() {
-            match a {
-                Alert::Slack { webhook_url, .. } => {
-                    secret(format!("alerts[{n}].webhook_url"), webhook_url)
-                }
-                Alert::Webhook { url, secret: s, .. } => {
-                    if let WebhookUrl::Secret(src) = url {
-                        secret(format!("alerts[{n}].url"), src);
-                    }
-                    if let Some(src) = s {
-                        secret(format!("alerts[{n}].secret"), src);
-                    }
-                }
+            for (key, src) in a.channel.secrets() {
+                secret(format!("alerts[{n}].{key}"), src);
             }
         }
         for (key, i) in &self.issuers {

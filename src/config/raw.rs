@@ -17,6 +17,7 @@ pub struct Top {
     pub dns: Option<Value>,
     pub renewal: Option<Value>,
     pub alerts: Option<Value>,
+    pub alert_repeat: Option<DurationText>,
     pub discover: Option<Value>,
     pub certificates: Option<Value>,
 }
@@ -142,8 +143,24 @@ pub struct Retry {
 pub struct Slack {
     #[serde(rename = "type")]
     pub _kind: String,
+    pub name: Option<String>,
     pub webhook_url_env: Option<String>,
     pub webhook_url_file: Option<String>,
+    pub on: Option<Vec<String>>,
+}
+
+/// A chat robot (WeCom, DingTalk, Feishu): a secret webhook URL and, for the signed modes,
+/// a signing secret (WeCom has none: the key in its URL is the credential).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Robot {
+    #[serde(rename = "type")]
+    pub _kind: String,
+    pub name: Option<String>,
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
     pub on: Option<Vec<String>>,
 }
 
@@ -152,6 +169,7 @@ pub struct Slack {
 pub struct Webhook {
     #[serde(rename = "type")]
     pub _kind: String,
+    pub name: Option<String>,
     pub url: Option<String>,
     pub url_env: Option<String>,
     pub url_file: Option<String>,

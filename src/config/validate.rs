@@ -107,6 +107,11 @@ impl Validator<'_> {
         let dns = self.dns(top.dns);
         let renewal = self.renewal(top.renewal);
         let alerts = self.alerts(top.alerts);
+        let alert_repeat = self.duration(
+            &KeyPath::key("alert_repeat"),
+            top.alert_repeat,
+            DEFAULT_ALERT_REPEAT,
+        );
         let discover_paths = self.discover(top.discover);
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
 
@@ -132,6 +137,7 @@ impl Validator<'_> {
             dns: dns?,
             renewal: renewal?,
             alerts,
+            alert_repeat: alert_repeat?,
             discover_paths,
             certificates,
             warnings: std::mem::take(&mut self.warnings),
@@ -407,13 +413,14 @@ impl Validator<'_> {
         let Some(list) = value.and_then(|v| self.de::<Vec<Value>>(&section, v)) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let mut out: Vec<Alert> = Vec::new();
         for (n, value) in list.into_iter().enumerate() {
             let path = section.with_index(n);
             if self.inline_secrets(&path, &value) {
                 continue;
             }
-            let alert = match self.kind(&path, &value, &["slack", "webhook"]).as_deref() {
+            let kinds = ["slack", "webhook", "wecom", "dingtalk", "feishu"];
+            let parsed = match self.kind(&path, &value, &kinds).as_deref() {
                 Some("slack") => self.de::<raw::Slack>(&path, value).and_then(|s| {
                     let on = self.events(&path.with_key("on"), s.on);
                     let url = self.secret(
@@ -423,10 +430,7 @@ impl Validator<'_> {
                         s.webhook_url_file,
                         true,
                     );
-                    Some(Alert::Slack {
-                        webhook_url: url??,
-                        on: on?,
-                    })
+                    Some((s.name, Channel::Slack { webhook_url: url?? }, on?))
                 }),
                 Some("webhook") => self.de::<raw::Webhook>(&path, value).and_then(|w| {
                     let on = self.events(&path.with_key("on"), w.on);
@@ -447,15 +451,88 @@ impl Validator<'_> {
                             .flatten()
                             .map(WebhookUrl::Secret),
                     };
-                    Some(Alert::Webhook {
-                        url: url?,
-                        secret: secret?,
-                        on: on?,
-                    })
+                    Some((
+                        w.name,
+                        Channel::Webhook {
+                            url: url?,
+                            secret: secret?,
+                        },
+                        on?,
+                    ))
                 }),
+                Some(kind @ ("wecom" | "dingtalk" | "feishu")) => {
+                    let kind = kind.to_owned();
+                    self.de::<raw::Robot>(&path, value).and_then(|r| {
+                        let on = self.events(&path.with_key("on"), r.on);
+                        let url = self.secret(
+                            &path,
+                            "webhook_url",
+                            r.webhook_url_env,
+                            r.webhook_url_file,
+                            true,
+                        );
+                        let has_secret = r.secret_env.is_some() || r.secret_file.is_some();
+                        let secret =
+                            self.secret(&path, "secret", r.secret_env, r.secret_file, false);
+                        let webhook_url = url??;
+                        let channel = match kind.as_str() {
+                            "wecom" => {
+                                if has_secret {
+                                    self.problem(
+                                        &path.with_key("secret_env"),
+                                        "a WeCom group robot has no signing secret: the key in its webhook URL is the credential; remove secret_env/secret_file",
+                                    );
+                                    return None;
+                                }
+                                Channel::WeCom { webhook_url }
+                            }
+                            "dingtalk" => Channel::DingTalk {
+                                webhook_url,
+                                secret: secret?,
+                            },
+                            _ => Channel::Feishu {
+                                webhook_url,
+                                secret: secret?,
+                            },
+                        };
+                        Some((r.name, channel, on?))
+                    })
+                }
                 _ => None,
             };
-            out.extend(alert);
+            let Some((name, channel, on)) = parsed else {
+                continue;
+            };
+            let name = match name {
+                Some(name) => {
+                    if !valid_name(&name) {
+                        self.problem(
+                            &path.with_key("name"),
+                            format!("\"{name}\" is not a valid name; use lower-case letters, digits, '.', '_' and '-'"),
+                        );
+                        continue;
+                    }
+                    name
+                }
+                None => {
+                    let kind = channel.kind();
+                    let mut name = kind.to_owned();
+                    let mut n = 1;
+                    while out.iter().any(|a| a.name == name) {
+                        n += 1;
+                        name = format!("{kind}-{n}");
+                    }
+                    name
+                }
+            };
+            if let Some(other) = out.iter().position(|a| a.name == name) {
+                self.problem(
+                    &path.with_key("name"),
+                    format!("the name \"{name}\" is already used by alerts[{other}]; give each channel its own name"),
+                );
+                continue;
+            }
+            out.push(Alert { name, channel, on });
         }
         out
     }
@@ -795,7 +872,7 @@ impl Validator<'_> {
 
     fn events(&mut self, path: &KeyPath, on: Option<Vec<String>>) -> Option<Vec<EventKind>> {
         let Some(on) = on else {
-            return Some(EventKind::ALL.to_vec());
+            return Some(DEFAULT_ALERT_EVENTS.to_vec());
         };
         let mut out = Vec::new();
         for (n, e) in on.iter().enumerate() {

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod nginx;
 mod pairs;
 pub mod pebble;
+pub mod sinks;
 
 pub use pairs::*;
 

@@ -1,0 +1,393 @@
+//! Alerts: the events of a pass (`renewed`, `failed`, `rolled_back`, `rollback_failed`,
+//! `expiring`), the channels that carry them (one [`Notifier`] per vendor, each in its own
+//! file), and their delivery: filtered by each channel's `on`, retried with backoff on
+//! network errors, 429 and 5xx, bounded in time, and never failing the pass.
+//!
+//! Which failures alert again is decided in [`dedup`]: the same event of the same
+//! certificate alerts once per `alert_repeat`, and a renewal after failures always alerts.
+//!
+//! No secret ever reaches a log line or an error: webhook URLs (Slack's and the robots'
+//! carry their token) and signing secrets are held as [`Secret`](crate::config::Secret)s,
+//! reqwest errors are stripped of their URL, and vendor answers are redacted of anything
+//! secret before they are shown.
+
+mod client;
+mod dedup;
+mod dingtalk;
+mod feishu;
+mod slack;
+mod webhook;
+mod wecom;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{self, Channel, EventKind};
+
+pub use client::{Client, DeliveryError};
+pub use dedup::due;
+
+/// One thing that happened to one certificate, as every channel renders it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// `renewed`, `failed`, `rolled_back`, `rollback_failed` or `expiring`.
+    pub event: &'static str,
+    /// The certificate's name.
+    pub certificate: String,
+    /// Its configured domains.
+    pub domains: Vec<String>,
+    /// What happened and why, on one line (no secrets, control characters escaped).
+    pub message: String,
+    /// The live leaf's notAfter (RFC 3339), when known.
+    pub not_after: Option<String>,
+    /// The snapshot involved (the replaced pair of a renewal), when there is one.
+    pub snapshot: Option<String>,
+    /// This host's name.
+    pub host: String,
+    /// When the event happened (RFC 3339).
+    pub timestamp: String,
+    #[serde(skip)]
+    kind: EventKind,
+}
+
+impl Event {
+    /// An event of `kind` for `certificate` now; `message` is brought onto one line.
+    pub fn new(kind: EventKind, certificate: &config::Certificate, message: &str) -> Event {
+        Event {
+            event: kind.as_str(),
+            certificate: certificate.name.clone(),
+            domains: certificate.domains.clone(),
+            message: one_line(message),
+            not_after: None,
+            snapshot: None,
+            host: host_name(),
+            timestamp: crate::x509::rfc3339(OffsetDateTime::now_utc()),
+            kind,
+        }
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// A short title: `certkeeper: www rolled back on host1`.
+    pub fn title(&self) -> String {
+        format!(
+            "certkeeper: {} {} on {}",
+            self.certificate,
+            self.headline(),
+            self.host
+        )
+    }
+
+    /// What happened, in words.
+    pub fn headline(&self) -> &'static str {
+        if self.event == TEST_EVENT {
+            return "test alert";
+        }
+        match self.kind {
+            EventKind::Renewed => "renewed",
+            EventKind::Failed => "renewal FAILED",
+            EventKind::RolledBack => "ROLLED BACK",
+            EventKind::RollbackFailed => "ROLLBACK FAILED, act now",
+            EventKind::Expiring => "EXPIRING soon",
+        }
+    }
+
+    /// What certkeeper did about it, and what is left to a person.
+    pub fn consequence(&self) -> &'static str {
+        if self.event == TEST_EVENT {
+            return "Nothing to do: this checks that the channel works.";
+        }
+        match self.kind {
+            EventKind::Renewed => "The new certificate is live and served.",
+            EventKind::Failed => {
+                "Nothing changed on disk; certkeeper tries again after its retry backoff."
+            }
+            EventKind::RolledBack => {
+                "The previous certificate is live and served again; the new one is tried again later."
+            }
+            EventKind::RollbackFailed => {
+                "The previous certificate could not be put back and served: someone must check the service and its files now."
+            }
+            EventKind::Expiring => {
+                "The certificate expires within 7 days and its last renewal failed: someone must look."
+            }
+        }
+    }
+
+    /// The lines every text rendering shows, as (label, value).
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("Certificate", self.certificate.clone()),
+            ("Domains", self.domains.join(", ")),
+        ];
+        if let Some(n) = &self.not_after {
+            out.push(("Not after", n.clone()));
+        }
+        if let Some(s) = &self.snapshot {
+            out.push(("Snapshot", s.clone()));
+        }
+        out.push(("Host", self.host.clone()));
+        out.push(("Time", self.timestamp.clone()));
+        out
+    }
+}
+
+/// Sends events to one vendor.
+#[async_trait]
+pub trait Notifier: fmt::Debug + Send + Sync {
+    /// Delivers one event once (no retry here); `Ok` carries the vendor's answer in words.
+    async fn send(&self, client: &Client, event: &Event) -> Result<String, DeliveryError>;
+}
+
+/// A configured channel ready to send.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Its name (`alert test` takes it).
+    pub name: String,
+    /// Its type.
+    pub kind: &'static str,
+    /// The events it takes.
+    pub on: Vec<EventKind>,
+    notifier: Result<Box<dyn Notifier>, String>,
+}
+
+/// Every channel of a config, with one HTTP client.
+#[derive(Debug)]
+pub struct Alerts {
+    channels: Vec<Endpoint>,
+    client: Arc<Client>,
+}
+
+/// What became of one event on one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The channel's name.
+    pub channel: String,
+    /// The event.
+    pub event: &'static str,
+    /// The certificate.
+    pub certificate: String,
+    /// The vendor's answer (`Ok`), or why it was not delivered.
+    pub result: Result<String, String>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl Alerts {
+    /// The channels of `config`; a channel whose secrets do not resolve reports that at
+    /// each delivery instead of stopping anything.
+    pub fn new(config: &config::Config) -> Alerts {
+        let channels = config
+            .alerts
+            .iter()
+            .map(|a| Endpoint {
+                name: a.name.clone(),
+                kind: a.channel.kind(),
+                on: a.on.clone(),
+                notifier: notifier(&a.channel),
+            })
+            .collect();
+        Alerts {
+            channels,
+            client: Arc::new(Client::new()),
+        }
+    }
+
+    /// Whether any channel is configured.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The channels.
+    pub fn channels(&self) -> &[Endpoint] {
+        &self.channels
+    }
+
+    /// Whether some channel takes `kind`.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.channels.iter().any(|c| c.on.contains(&kind))
+    }
+
+    /// Delivers each event to the channels that take it (a recovery `renewed` also to the
+    /// channels that took failures: `recovery`), all at once, retrying within `within`.
+    /// Every failure is logged once, with the channel's name and the vendor's error.
+    pub async fn deliver(&self, events: &[(Event, bool)], within: Duration) -> Vec<Report> {
+        let deadline = Instant::now() + within;
+        let mut jobs = Vec::new();
+        for (event, recovery) in events {
+            for channel in &self.channels {
+                let takes = channel.on.contains(&event.kind)
+                    || (*recovery && channel.on.iter().any(|k| *k != EventKind::Renewed));
+                if takes {
+                    jobs.push(self.deliver_one(channel, event, deadline));
+                }
+            }
+        }
+        futures_util::future::join_all(jobs).await
+    }
+
+    /// Sends a test event to the channels named (all when `names` is empty), bounded by
+    /// `within`.
+    pub async fn test(&self, names: &[String], within: Duration) -> Vec<Report> {
+        let deadline = Instant::now() + within;
+        let event = Event {
+            event: TEST_EVENT,
+            certificate: "certkeeper-test".into(),
+            domains: vec!["example.com".into()],
+            message:
+                "a test alert from `certkeeper alert test`; nothing happened to any certificate"
+                    .into(),
+            not_after: None,
+            snapshot: None,
+            host: host_name(),
+            timestamp: crate::x509::rfc3339(OffsetDateTime::now_utc()),
+            kind: EventKind::Renewed,
+        };
+        let jobs = self
+            .channels
+            .iter()
+            .filter(|c| names.is_empty() || names.contains(&c.name))
+            .map(|c| self.deliver_one(c, &event, deadline));
+        futures_util::future::join_all(jobs).await
+    }
+
+    async fn deliver_one(&self, channel: &Endpoint, event: &Event, deadline: Instant) -> Report {
+        let mut report = Report {
+            channel: channel.name.clone(),
+            event: event.event,
+            certificate: event.certificate.clone(),
+            result: Err(String::new()),
+            attempts: 0,
+        };
+        let notifier = match &channel.notifier {
+            Ok(n) => n,
+            Err(e) => {
+                report.result = Err(e.clone());
+                log_failure(&report);
+                return report;
+            }
+        };
+        let mut pause = FIRST_RETRY;
+        loop {
+            report.attempts += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sent = match tokio::time::timeout(left, notifier.send(&self.client, event)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::TimedOut),
+            };
+            match sent {
+                Ok(answer) => {
+                    tracing::debug!(channel = %channel.name, event = %event.event, cert = %event.certificate, "Alert delivered: {answer}");
+                    report.result = Ok(answer);
+                    return report;
+                }
+                Err(e) => {
+                    let wait = e.retry_after().unwrap_or(pause);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !e.retryable() || left <= wait {
+                        report.result = Err(e.to_string());
+                        log_failure(&report);
+                        return report;
+                    }
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+        }
+    }
+}
+
+fn log_failure(report: &Report) {
+    let Err(e) = &report.result else { return };
+    tracing::warn!(
+        channel = %report.channel,
+        event = %report.event,
+        cert = %report.certificate,
+        attempts = report.attempts,
+        "Alert not delivered: {e}"
+    );
+}
+
+fn notifier(channel: &Channel) -> Result<Box<dyn Notifier>, String> {
+    let resolve =
+        |key: &str, src: &config::SecretSource| src.resolve().map_err(|e| format!("{key}: {e}"));
+    Ok(match channel {
+        Channel::Slack { webhook_url } => Box::new(slack::Slack {
+            url: resolve("webhook_url", webhook_url)?,
+        }),
+        Channel::Webhook { url, secret } => Box::new(webhook::Webhook {
+            url: match url {
+                config::WebhookUrl::Inline(u) => config::Secret::new(u.clone()),
+                config::WebhookUrl::Secret(src) => resolve("url", src)?,
+            },
+            secret: secret.as_ref().map(|s| resolve("secret", s)).transpose()?,
+        }),
+        Channel::WeCom { webhook_url } => Box::new(wecom::WeCom {
+            url: resolve("webhook_url", webhook_url)?,
+        }),
+        Channel::DingTalk {
+            webhook_url,
+            secret,
+        } => Box::new(dingtalk::DingTalk {
+            url: resolve("webhook_url", webhook_url)?,
+            secret: secret.as_ref().map(|s| resolve("secret", s)).transpose()?,
+        }),
+        Channel::Feishu {
+            webhook_url,
+            secret,
+        } => Box::new(feishu::Feishu {
+            url: resolve("webhook_url", webhook_url)?,
+            secret: secret.as_ref().map(|s| resolve("secret", s)).transpose()?,
+        }),
+    })
+}
+
+/// `text` on one line: the first line, and the first line of any command output it
+/// carries between divider lines; control characters escaped; at most [`MAX_MESSAGE`]
+/// characters.
+pub fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    let mut rest = lines.skip_while(|l| !l.starts_with("-----"));
+    if rest.next().is_some()
+        && let Some(first) = rest.find(|l| !l.starts_with("-----"))
+    {
+        out.push_str(": ");
+        out.push_str(first);
+    }
+    let mut out = crate::deploy::reload::escape_control(&out);
+    if out.chars().count() > MAX_MESSAGE {
+        out = out.chars().take(MAX_MESSAGE).collect::<String>() + "…";
+    }
+    out
+}
+
+/// This host's name, as alerts name it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The `event` of what `alert test` sends.
+pub const TEST_EVENT: &str = "test";
+
+/// The first pause between two attempts of one delivery; it doubles up to
+/// [`MAX_RETRY_PAUSE`].
+pub const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest pause between two attempts.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(4);
+/// How long a one-shot command spends delivering its alerts before it exits.
+pub const ONE_SHOT_BUDGET: Duration = Duration::from_secs(10);
+/// The longest alert message, in characters.
+pub const MAX_MESSAGE: usize = 500;
