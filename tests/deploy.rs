@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::nginx::{Nginx, Site, quote, write_script};
+use crate::util::sinks::{Behaviour, Sink, Vendor};
 use crate::util::{Dir, Run, fixtures, key_matches_leaf};
 
 /// The dividers around a command's output in a cause (src/deploy/reload.rs).
@@ -164,6 +165,17 @@ impl Host {
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("the refused material is not kept at {path:?}: {e}"));
         leaf_fingerprint(&bytes)
+    }
+
+    /// Adds a webhook alert channel to the config written last, taking `on`.
+    fn alert_to(&self, sink: &Sink, on: &str) {
+        let path = self.dir.join("config.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let alerts = format!(
+            "alerts:\n  - type: webhook\n    url: \"{}\"\n    on: [{on}]\ncertificates:\n",
+            sink.url()
+        );
+        std::fs::write(&path, yaml.replacen("certificates:\n", &alerts, 1)).unwrap();
     }
 
     /// A script in the test directory.
@@ -329,10 +341,25 @@ fn a_broken_nginx_config_rolls_back() {
     host.settled("www", &old);
 
     host.nginx.break_config();
+    let sink = Sink::start(Vendor::Webhook, None, Behaviour::Normal);
+    host.alert_to(&sink, "renewed, rolled_back");
     let run = host.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     let outcome = outcome_of(&run, "www: ROLLED BACK: ");
     let cause = cause_of(outcome, &run);
+    // The alert says what failed, on one line, with nginx's own words.
+    let got = sink.accepted();
+    assert_eq!(got.len(), 1, "{:?}", sink.requests());
+    let event = got[0].json.clone().unwrap();
+    println!("{}", serde_json::to_string_pretty(&event).unwrap());
+    assert_eq!(event["event"], "rolled_back");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the new certificate from internal was refused and the previous pair is served again: reload failed: reload command ")
+            && message.contains("nginx: [emerg] unknown directive")
+            && !message.contains('\n'),
+        "{message}"
+    );
     let nginx_bin = &host.nginx.reload_argv()[0];
     assert!(
         cause.starts_with(&format!(
@@ -579,12 +606,25 @@ fn rollback_command_reloads_and_verifies() {
     host.settled("www", &fingerprint_of(&b));
     assert_eq!(lines_in(&counter), 2);
 
+    let sink = Sink::start(Vendor::Webhook, None, Behaviour::Normal);
+    host.alert_to(&sink, "rolled_back");
     let run = host.run(&["rollback", "www"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
             .contains("; reloaded, and the restored certificate is served"),
         "{run:?}"
+    );
+    let got = sink.accepted();
+    assert_eq!(got.len(), 1, "{:?}", sink.requests());
+    let event = got[0].json.clone().unwrap();
+    assert_eq!(event["event"], "rolled_back");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back by `certkeeper rollback` to snapshot "),
+        "{event}"
     );
     assert!(host.live("www") == a, "rollback did not restore A: {run:?}");
     host.settled("www", &fingerprint_of(&a));

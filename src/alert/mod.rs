@@ -391,3 +391,100 @@ pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(4);
 pub const ONE_SHOT_BUDGET: Duration = Duration::from_secs(10);
 /// The longest alert message, in characters.
 pub const MAX_MESSAGE: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            event: "rolled_back",
+            certificate: "www".into(),
+            domains: vec!["example.com".into(), "*.example.com".into()],
+            message: one_line(
+                "the new certificate from letsencrypt was refused and the previous pair is served again: reload failed: reload command /usr/sbin/nginx exited with status 1\n---------- output ----------\nnginx: [emerg] unknown directive \"ssl_certificate_kye\" in /etc/nginx/sites-enabled/www:12\n----------------------------",
+            ),
+            not_after: Some("2027-01-21T10:00:00Z".into()),
+            snapshot: None,
+            host: "web1".into(),
+            timestamp: "2026-11-30T17:00:03Z".into(),
+            kind: EventKind::RolledBack,
+        }
+    }
+
+    #[test]
+    fn messages_are_one_line_with_the_commands_first_output_line() {
+        let e = sample();
+        assert_eq!(
+            e.message,
+            "the new certificate from letsencrypt was refused and the previous pair is served again: reload failed: reload command /usr/sbin/nginx exited with status 1: nginx: [emerg] unknown directive \"ssl_certificate_kye\" in /etc/nginx/sites-enabled/www:12"
+        );
+        assert_eq!(one_line("a\u{1b}[31mb\nsecond"), "a\\x1b[31mb");
+        let long = "x".repeat(MAX_MESSAGE + 10);
+        assert_eq!(one_line(&long).chars().count(), MAX_MESSAGE + 1);
+    }
+
+    #[test]
+    fn every_rendering_carries_the_facts() {
+        let e = sample();
+        let slack = slack::message(&e);
+        let markdown = wecom::markdown(&e);
+        let post = feishu::post(&e);
+        let webhook = serde_json::to_value(&e).unwrap();
+        println!(
+            "--- slack\n{}",
+            serde_json::to_string_pretty(&slack).unwrap()
+        );
+        println!("--- wecom/dingtalk markdown\n{markdown}");
+        println!(
+            "--- feishu\n{}",
+            serde_json::to_string_pretty(&post).unwrap()
+        );
+        println!(
+            "--- webhook\n{}",
+            serde_json::to_string_pretty(&webhook).unwrap()
+        );
+        assert_eq!(
+            slack["text"],
+            format!("certkeeper: www ROLLED BACK on web1: {}", e.message)
+        );
+        assert_eq!(slack["blocks"].as_array().unwrap().len(), 4);
+        for text in [
+            serde_json::to_string(&slack).unwrap(),
+            markdown.clone(),
+            serde_json::to_string(&post).unwrap(),
+        ] {
+            for fact in [
+                "www",
+                "example.com, *.example.com",
+                "2027-01-21T10:00:00Z",
+                "web1",
+            ] {
+                assert!(text.contains(fact), "{fact} missing from {text}");
+            }
+            assert!(text.contains("previous certificate is live and served again"));
+        }
+        assert!(markdown.len() <= wecom::MAX_MARKDOWN);
+        assert_eq!(
+            webhook
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            [
+                "certificate",
+                "domains",
+                "event",
+                "host",
+                "message",
+                "not_after",
+                "snapshot",
+                "timestamp"
+            ]
+        );
+        let mut huge = sample();
+        huge.domains = vec!["a-very-long-name.example.com".into(); 400];
+        assert!(wecom::markdown(&huge).len() <= wecom::MAX_MARKDOWN);
+    }
+}

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use super::{known_names, load_config, print};
-use crate::config::Config;
+use crate::alert::{Alerts, Event, ONE_SHOT_BUDGET};
+use crate::config::{Config, EventKind};
 use crate::deploy::{Reloader, check_target, pair_spec};
 use crate::store::{PairSpec, SnapshotInfo, Store};
 use crate::x509::{Cert, read_certificates};
@@ -105,10 +106,21 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
                         "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"
                     ),
                     Err(e) => {
-                        tracing::error!(cert = %name, "ROLLBACK FAILED, act now: the pair that was live before is back on disk but not served: {e}");
-                        eprintln!(
-                            "certkeeper: rollback {name}: ROLLBACK FAILED: the pair that was live before is back on disk but not served: {e}"
-                        )
+                        let what = format!(
+                            "the pair that was live before is back on disk but not served: {e}"
+                        );
+                        tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {what}");
+                        eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {what}");
+                        alert(
+                            &runtime,
+                            &config,
+                            &cert,
+                            EventKind::RollbackFailed,
+                            &format!(
+                                "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {what}",
+                                restored.id
+                            ),
+                        );
                     }
                 }
                 FAILED
@@ -116,6 +128,16 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             Err(e) => {
                 tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {e}");
                 eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {e}");
+                alert(
+                    &runtime,
+                    &config,
+                    &cert,
+                    EventKind::RollbackFailed,
+                    &format!(
+                        "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {e}",
+                        restored.id
+                    ),
+                );
                 FAILED
             }
         };
@@ -155,7 +177,37 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         ));
     }
     print(&(out + "\n"));
+    // Alerts never hold the lock up.
+    drop(locked);
+    let mut event = format!(
+        "rolled back by `certkeeper rollback` to snapshot {} (sha256 {})",
+        restored.id, done.manifest.fingerprint
+    );
+    if cert.verify.is_some() {
+        event.push_str("; the restored certificate is served");
+    }
+    alert(&runtime, &config, &cert, EventKind::RolledBack, &event);
     0
+}
+
+/// Delivers one event about an operator's rollback to the channels that take it (no
+/// deduplication: it is an action, not a repeated failure), within the one-shot budget.
+fn alert(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    cert: &crate::config::Certificate,
+    kind: EventKind,
+    message: &str,
+) {
+    let alerts = Alerts::new(config);
+    if !alerts.wants(kind) {
+        return;
+    }
+    let mut event = Event::new(kind, cert, message);
+    event.not_after = leaf_of(&cert.fullchain)
+        .ok()
+        .map(|l| crate::x509::rfc3339(l.not_after));
+    runtime.block_on(alerts.deliver(&[(event, false)], ONE_SHOT_BUDGET));
 }
 
 /// The first certificate of the fullchain at `path`.
