@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::fixtures::{LeafSpec, Pki};
-use crate::util::sinks::{Behaviour, Sink, Vendor, down_url};
+use crate::util::sinks::{Behaviour, Sink, Vendor, WEBHOOK_KEYS, down_url};
 use crate::util::{Dir, Run};
 
 /// Secrets written to files under `secrets/`, and the config lines that name them.
@@ -300,16 +300,7 @@ fn each_event_arrives_where_the_on_filters_say_and_nowhere_else() {
     );
     assert!(critical.requests().is_empty());
     let body = failures.accepted()[0].json.clone().unwrap();
-    for key in [
-        "event",
-        "certificate",
-        "domains",
-        "message",
-        "not_after",
-        "snapshot",
-        "host",
-        "timestamp",
-    ] {
+    for key in WEBHOOK_KEYS {
         assert!(body.get(key).is_some(), "{key} missing from {body}");
     }
     let expiring = failures

@@ -242,6 +242,42 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "secrets are not accepted inline",
     ),
     (
+        "dingtalk url inline",
+        "alerts:\n  - type: dingtalk\n    webhook_url: https://oapi.dingtalk.test/robot/send?access_token=abc\n",
+        "alerts[0].webhook_url",
+        "secrets are not accepted inline",
+    ),
+    (
+        "wecom with a signing secret",
+        "alerts:\n  - type: wecom\n    webhook_url_env: W\n    secret_env: S\n",
+        "alerts[0].secret_env",
+        "a WeCom group robot has no signing secret",
+    ),
+    (
+        "feishu without url",
+        "alerts:\n  - type: feishu\n    secret_env: S\n",
+        "alerts[0]",
+        "webhook_url",
+    ),
+    (
+        "unknown alert type",
+        "alerts:\n  - type: teams\n    webhook_url_env: T\n",
+        "alerts[0].type",
+        "use one of: slack, webhook, wecom, dingtalk, feishu",
+    ),
+    (
+        "two alert channels with one name",
+        "alerts:\n  - type: slack\n    name: ops\n    webhook_url_env: A\n  - type: feishu\n    name: ops\n    webhook_url_env: B\n",
+        "alerts[1].name",
+        "already used by alerts[0]",
+    ),
+    (
+        "alert_repeat without unit",
+        "alert_repeat: 24\n",
+        "alert_repeat",
+        "a duration needs a unit",
+    ),
+    (
         "contact not mailto",
         "s/    type: acme\n/    type: acme\n    contact: [ops@example.test]\n/",
         "issuers.le.contact[0]",
@@ -713,4 +749,20 @@ fn config_check_shows_reload_groups_and_what_is_verified_without_arguments() {
         "{run:?}"
     );
     assert!(!run.stdout.contains("SECRET"), "{run:?}");
+}
+
+#[test]
+fn alert_channels_are_named_and_default_to_the_failure_events() {
+    let dir = Dir::new();
+    let yaml = format!(
+        "{BASE}alerts:\n  - type: slack\n    webhook_url_env: A\n  - type: slack\n    webhook_url_env: B\n    on: [renewed]\n  - type: dingtalk\n    name: ops\n    webhook_url_env: C\n    secret_env: D\nalert_repeat: 6h\n"
+    );
+    let config = Config::load(&dir.config(&yaml)).unwrap();
+    let names: Vec<&str> = config.alerts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["slack", "slack-2", "ops"]);
+    let on: Vec<&str> = config.alerts[0].on.iter().map(|e| e.as_str()).collect();
+    assert_eq!(on, ["failed", "rolled_back", "rollback_failed", "expiring"]);
+    assert_eq!(config.alerts[1].on.len(), 1);
+    assert_eq!(config.alert_repeat.as_secs(), 6 * 3600);
+    assert_eq!(config.alerts[2].channel.kind(), "dingtalk");
 }

@@ -92,6 +92,22 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             "certkeeper: rollback {name}: snapshot {} was restored but refused: {cause}",
             restored.id
         );
+        // The way back failed too: said loudly, and alerted.
+        let failed = |what: &str| {
+            tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {what}");
+            eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {what}");
+            let message = format!(
+                "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {what}",
+                restored.id
+            );
+            alert(
+                &runtime,
+                &config,
+                &cert,
+                EventKind::RollbackFailed,
+                &message,
+            );
+        };
         return match locked.revert(&spec, &staged) {
             Ok(_) => {
                 let back = runtime.block_on(async {
@@ -105,39 +121,14 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
                     Ok(()) => eprintln!(
                         "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"
                     ),
-                    Err(e) => {
-                        let what = format!(
-                            "the pair that was live before is back on disk but not served: {e}"
-                        );
-                        tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {what}");
-                        eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {what}");
-                        alert(
-                            &runtime,
-                            &config,
-                            &cert,
-                            EventKind::RollbackFailed,
-                            &format!(
-                                "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {what}",
-                                restored.id
-                            ),
-                        );
-                    }
+                    Err(e) => failed(&format!(
+                        "the pair that was live before is back on disk but not served: {e}"
+                    )),
                 }
                 FAILED
             }
             Err(e) => {
-                tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {e}");
-                eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {e}");
-                alert(
-                    &runtime,
-                    &config,
-                    &cert,
-                    EventKind::RollbackFailed,
-                    &format!(
-                        "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {e}",
-                        restored.id
-                    ),
-                );
+                failed(&e.to_string());
                 FAILED
             }
         };
