@@ -767,6 +767,12 @@ mod tests {
         probe(&server.connect(), "127.0.0.1", Duration::from_secs(5))
             .await
             .unwrap();
+        // The server records a name once its side of the handshake is done, which may be
+        // just after the client's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while server.sni.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             *server.sni.lock().unwrap(),
             [Some("www.test".to_owned()), None]
