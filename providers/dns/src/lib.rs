@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
 /// A TXT record to publish for a DNS-01 challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxtRecord {
