@@ -4,7 +4,9 @@
 //! to remove it, where FQDN is lower-case with the trailing dot (`_acme-challenge.example.com.`)
 //! and already follows any CNAME. Exit status 0 is success; anything else fails the call, and
 //! what the hook wrote to stderr goes into the error, between divider lines. A hook that runs
-//! longer than its timeout is killed together with the processes it started.
+//! longer than its timeout is killed together with the processes it started. A hook that
+//! exits with 75 (`EX_TEMPFAIL`, a transient failure such as its API answering 429) is run
+//! again, three times in all.
 #![warn(missing_docs)]
 
 use std::fmt;
@@ -47,8 +49,28 @@ impl ExecProvider {
         Ok(ExecProvider { command, timeout })
     }
 
-    /// Runs the hook for one action and record.
+    /// Runs the hook for one action and record; a hook that exits with [`EX_TEMPFAIL`]
+    /// (a transient failure, as sysexits.h defines it) is run again, up to
+    /// [`TEMPFAIL_ATTEMPTS`] times in all, after 0.5 s, then 1 s.
     async fn run(&self, action: Action, record: &TxtRecord) -> Result<(), Error> {
+        let mut wait = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            match self.run_once(action, record).await {
+                Err(Error::Failed { ref status, .. })
+                    if status == &temporary_status() && attempt < TEMPFAIL_ATTEMPTS =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs the hook once.
+    async fn run_once(&self, action: Action, record: &TxtRecord) -> Result<(), Error> {
         let program = &self.command[0];
         let mut cmd = Command::new(program);
         cmd.args(&self.command[1..])
@@ -261,6 +283,15 @@ async fn kill_group(child: &mut tokio::process::Child) {
             .await;
     }
     let _ = child.kill().await;
+}
+
+/// The exit status a hook uses to say "a transient failure, try again" (sysexits.h).
+pub const EX_TEMPFAIL: i32 = 75;
+/// How many times a hook that exits with [`EX_TEMPFAIL`] is run in all.
+pub const TEMPFAIL_ATTEMPTS: u32 = 3;
+
+fn temporary_status() -> String {
+    format!("exited with status {EX_TEMPFAIL}")
 }
 
 const STDERR_OPEN: &str = "---------- stderr ----------";
