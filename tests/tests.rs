@@ -8,6 +8,7 @@ mod alerts;
 mod check;
 mod config;
 mod deploy;
+mod providers;
 mod renew;
 mod renew_acme;
 mod snapshots;

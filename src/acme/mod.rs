@@ -131,6 +131,31 @@ struct Directory {
     profiles: Vec<String>,
 }
 
+/// What a CA's directory offers, as `config check --online` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offers {
+    /// Whether it offers ACME Renewal Information (RFC 9773).
+    pub renewal_info: bool,
+    /// The profiles it offers (empty when it has none).
+    pub profiles: Vec<String>,
+}
+
+/// Fetches the directory of `cfg` (trusting its `trust_roots`) and says what it offers; no
+/// account is opened or created.
+pub async fn probe_directory(cfg: &AcmeIssuer) -> Result<Offers, Error> {
+    let tuning = DEFAULT_TUNING;
+    let http = Http::new(
+        cfg.trust_roots.as_deref(),
+        tuning.connect_timeout,
+        tuning.request_timeout,
+    )?;
+    let d = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
+    Ok(Offers {
+        renewal_info: d.renewal_info,
+        profiles: d.profiles,
+    })
+}
+
 impl Acme {
     /// Loads the account stored under `state_dir/accounts/<issuer>/` or creates one (contact
     /// and external account binding from `cfg`) and stores it (file 0600, directories 0700).

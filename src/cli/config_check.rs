@@ -9,8 +9,8 @@ use crate::config::{Channel, Config, DnsProvider, Issuer, WebhookUrl, format_dur
 /// Exit code of an invalid config.
 pub const INVALID: u8 = 2;
 
-/// Runs `config check`.
-pub fn run(config_path: &Path, environment: bool) -> u8 {
+/// Runs `config check`; with `online`, also the checks that talk to DNS providers and CAs.
+pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
     let Ok(config) = load_config(config_path) else {
         return INVALID;
     };
@@ -24,7 +24,37 @@ pub fn run(config_path: &Path, environment: bool) -> u8 {
         }
     }
     print!("{}", summary(&config));
-    0
+    if !online {
+        return 0;
+    }
+    let runtime = match super::runtime(INVALID) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let lines = runtime.block_on(super::online::check(&config));
+    let mut out = String::new();
+    for line in &lines {
+        match &line.result {
+            Ok(what) => out.push_str(&format!("online {}: ok: {what}\n", line.key)),
+            Err(e) => out.push_str(&format!("online {}: FAILED: {e}\n", line.key)),
+        }
+    }
+    super::print(&out);
+    let failed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.result.is_err())
+        .map(|l| l.key.as_str())
+        .collect();
+    if failed.is_empty() {
+        0
+    } else {
+        eprintln!(
+            "certkeeper: {}: online check failed for {}",
+            config_path.display(),
+            failed.join(", ")
+        );
+        INVALID
+    }
 }
 
 /// What the config manages, one line per item.

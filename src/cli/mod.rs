@@ -5,6 +5,7 @@
 mod alert;
 mod check;
 mod config_check;
+mod online;
 mod renew;
 mod snapshots;
 
@@ -125,8 +126,12 @@ pub enum ConfigCommand {
     /// Parse and validate the config and print what would be managed.
     Check {
         /// Do not check that secrets resolve and referenced files exist.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "online")]
         no_environment: bool,
+        /// Also prove each DNS provider's credentials (create and remove a harmless TXT
+        /// record `_certkeeper-check.<domain>`) and reach each ACME issuer's directory.
+        #[arg(long)]
+        online: bool,
     },
 }
 
@@ -166,8 +171,12 @@ pub fn run() -> u8 {
             snapshots::rollback(&args.config, name, to.as_deref())
         }
         Command::Config {
-            command: ConfigCommand::Check { no_environment },
-        } => config_check::run(&args.config, !no_environment),
+            command:
+                ConfigCommand::Check {
+                    no_environment,
+                    online,
+                },
+        } => config_check::run(&args.config, !no_environment, online),
         Command::Alert {
             command: AlertCommand::Test { ref channels },
         } => alert::test(&args.config, channels),

@@ -2,6 +2,7 @@
 //! orders are in `crate::acme`. [`Issuers`] dispatches a pass's requests to the configured
 //! issuers, opening each once per pass.
 
+pub mod dns;
 pub mod local_ca;
 
 use std::collections::BTreeMap;
@@ -12,10 +13,9 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use certkeeper_dns::DnsProvider;
-use certkeeper_dns_exec::ExecProvider;
 
 use crate::acme::{self, Acme};
-use crate::config::{self, Certificate, Config, Issuer};
+use crate::config::{Certificate, Config, Issuer};
 use crate::keys;
 use crate::x509::{self, Cert, TrustStore, read_certificates};
 use local_ca::LocalCa;
@@ -27,6 +27,7 @@ pub struct Issuers {
     now: OffsetDateTime,
     local: Mutex<BTreeMap<String, LocalCa>>,
     acme: Mutex<BTreeMap<String, Arc<Acme>>>,
+    providers: dns::Providers,
     system: TrustStore,
 }
 
@@ -39,6 +40,7 @@ impl Issuers {
             now,
             local: Mutex::new(BTreeMap::new()),
             acme: Mutex::new(BTreeMap::new()),
+            providers: dns::Providers::default(),
             system: TrustStore::system(),
         }
     }
@@ -142,20 +144,10 @@ impl Issuers {
         }
     }
 
-    /// The DNS provider configured under `key`.
+    /// The DNS provider configured under `key`, built once per pass and shared by every
+    /// order that uses it.
     pub fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, String> {
-        match self.config.dns_providers.get(key) {
-            Some(config::DnsProvider::Exec { command, timeout }) => {
-                ExecProvider::new(command.clone(), *timeout)
-                    .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
-                    .map_err(|e| format!("dns provider {key}: {e}"))
-            }
-            Some(other) => Err(format!(
-                "dns provider {key}: type {} is not available in this build yet",
-                other.kind()
-            )),
-            None => Err(format!("dns provider {key} is not configured")),
-        }
+        self.providers.get(&self.config, key)
     }
 
     /// The roots new material of `cert` must chain to: the system's, its issuers'

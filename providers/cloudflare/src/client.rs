@@ -1,0 +1,416 @@
+//! Raw calls to the Cloudflare API v4: one shared HTTP client, the bearer token, and the
+//! retry loop (429 honouring `Retry-After`, 5xx and transport errors, with backoff, bounded in
+//! attempts and in total time). The base URL is configurable (`api_base`), so that tests run
+//! against a local fake. Errors come back as [`CallError`]: what the API answered, kept whole,
+//! for `lib.rs` to turn into certkeeper's messages.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::api::{ApiErrors, Deleted, DnsRecord, Envelope, NewRecord, ResultInfo, Zone};
+
+/// How failed calls are retried: 429 (after its `Retry-After`, capped), 5xx and transport
+/// errors. Other answers are final at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// The wait before the first retry; it doubles for each further one.
+    pub backoff: Duration,
+    /// The longest `Retry-After` honoured; longer ones are cut to this.
+    pub max_retry_after: Duration,
+    /// The most one call may take, retries and waits included: no attempt starts, and no
+    /// wait begins, that would end later.
+    pub total: Duration,
+}
+
+impl RetryPolicy {
+    /// [`DEFAULT_ATTEMPTS`] attempts, backoff from [`DEFAULT_BACKOFF`], `Retry-After` capped
+    /// at [`MAX_RETRY_AFTER`], [`DEFAULT_TOTAL`] in all.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: DEFAULT_ATTEMPTS,
+        backoff: DEFAULT_BACKOFF,
+        max_retry_after: MAX_RETRY_AFTER,
+        total: DEFAULT_TOTAL,
+    };
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT
+    }
+}
+
+/// Attempts per call by default.
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+/// The first retry's wait by default (then 1 s, 2 s, 4 s).
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` honoured by default.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The most one call takes by default, retries included.
+pub const DEFAULT_TOTAL: Duration = Duration::from_secs(30);
+/// The timeout of one HTTP request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The timeout of establishing one connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call failed, as the API or the network said it.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The API answered `success: false` (or a non-2xx status) with its errors.
+    Api {
+        status: u16,
+        errors: ApiErrors,
+        gave_up_after: Option<u32>,
+    },
+    /// The answer was not the API's JSON envelope (a proxy's HTML page, a truncated body).
+    Unexpected {
+        status: u16,
+        detail: String,
+        gave_up_after: Option<u32>,
+    },
+    /// No answer: connection refused, timed out, reset.
+    Transport {
+        detail: String,
+        gave_up_after: Option<u32>,
+    },
+}
+
+impl CallError {
+    fn gave_up_after(mut self, attempts: u32) -> CallError {
+        match &mut self {
+            CallError::Api { gave_up_after, .. }
+            | CallError::Unexpected { gave_up_after, .. }
+            | CallError::Transport { gave_up_after, .. } => *gave_up_after = Some(attempts),
+        }
+        self
+    }
+}
+
+/// The API token, as the `Authorization` header value. Its `Debug` is redacted and it has
+/// no `Display`.
+struct Token(HeaderValue);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// The API client: shared by all calls of one provider.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Token,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("api_base", &self.base.as_str())
+            .field("token", &self.token)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Checks the token and the base URL, and builds the HTTP client.
+    pub(crate) fn new(token: &str, api_base: &str) -> Result<Client, Error> {
+        if token.is_empty() {
+            return Err(Error::EmptyToken);
+        }
+        // Tokens are URL-safe base64-like text; anything else (a space, a newline) would
+        // make a malformed header, and the value must not end up in an error message.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::MalformedToken);
+        }
+        let mut header =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::MalformedToken)?;
+        header.set_sensitive(true);
+        let invalid = |reason: &str| Error::InvalidApiBase {
+            api_base: api_base.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(api_base).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(invalid("it must be an http:// or https:// URL"));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("it must not have a query or a fragment"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Client(e.without_url()))?;
+        Ok(Client {
+            http,
+            base,
+            token: Token(header),
+            retry: RetryPolicy::DEFAULT,
+        })
+    }
+
+    pub(crate) fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
+    }
+
+    pub(crate) fn api_base(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// `GET /zones?name=<name>`: the zones named exactly `name` (none for a non-zone).
+    pub(crate) async fn zones_named(&self, name: &str) -> Result<Vec<Zone>, CallError> {
+        let url = self.url(&["zones"], &[("name", name)]);
+        Ok(self.call(Method::GET, url, None).await?.0)
+    }
+
+    /// `POST /zones/{zone}/dns_records` of a TXT record.
+    pub(crate) async fn create_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        content: &str,
+        ttl: u32,
+    ) -> Result<DnsRecord, CallError> {
+        let url = self.url(&["zones", zone, "dns_records"], &[]);
+        let body = NewRecord {
+            kind: "TXT",
+            name,
+            content,
+            ttl,
+        };
+        // Serializing a struct of strings and an integer cannot fail.
+        let body = serde_json::to_value(&body).unwrap_or_default();
+        Ok(self.call(Method::POST, url, Some(&body)).await?.0)
+    }
+
+    /// `GET /zones/{zone}/dns_records?type=TXT&name=<name>[&content=<content>]`, all pages.
+    pub(crate) async fn list_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        content: Option<&str>,
+    ) -> Result<Vec<DnsRecord>, CallError> {
+        let mut records = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let page = page.to_string();
+            let mut query = vec![("type", "TXT"), ("name", name)];
+            if let Some(content) = content {
+                query.push(("content", content));
+            }
+            query.extend([("page", page.as_str()), ("per_page", PER_PAGE)]);
+            let url = self.url(&["zones", zone, "dns_records"], &query);
+            let (mut batch, info): (Vec<DnsRecord>, _) = self.call(Method::GET, url, None).await?;
+            let empty = batch.is_empty();
+            records.append(&mut batch);
+            let last = info.is_none_or(|i: ResultInfo| i.page >= i.total_pages);
+            if empty || last {
+                break;
+            }
+        }
+        Ok(records)
+    }
+
+    /// `DELETE /zones/{zone}/dns_records/{id}`.
+    pub(crate) async fn delete_record(&self, zone: &str, id: &str) -> Result<(), CallError> {
+        let url = self.url(&["zones", zone, "dns_records", id], &[]);
+        let _: (Deleted, _) = self.call(Method::DELETE, url, None).await?;
+        Ok(())
+    }
+
+    /// The base URL with `segments` appended (each percent-encoded, so that an id can never
+    /// change the path) and `query`.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        // `new` refused cannot-be-a-base URLs, the only ones without path segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// One call with retries; the result and the paging of a successful answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(T, Option<ResultInfo>), CallError> {
+        let start = Instant::now();
+        let mut backoff = self.retry.backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = self.retry.total.saturating_sub(start.elapsed());
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, self.token.0.clone())
+                .header(ACCEPT, "application/json")
+                .timeout(REQUEST_TIMEOUT.min(remaining));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (error, retry_after) = match request.send().await {
+                Err(e) => (transport(e), None),
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    match response.bytes().await {
+                        Err(e) => (transport(e), None),
+                        Ok(bytes) => {
+                            let outcome = parse(status, &bytes);
+                            let retryable =
+                                status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                            match outcome {
+                                Err(e) if retryable => (e, retry_after),
+                                other => return other,
+                            }
+                        }
+                    }
+                }
+            };
+            if attempt >= self.retry.attempts {
+                return Err(error.gave_up_after(attempt));
+            }
+            let wait = retry_after.map_or(backoff, |w| w.min(self.retry.max_retry_after));
+            backoff = backoff.saturating_mul(2);
+            if start.elapsed() + wait >= self.retry.total {
+                return Err(error.gave_up_after(attempt));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Reads an answer: the result of a successful envelope, or what went wrong.
+fn parse<T: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(T, Option<ResultInfo>), CallError> {
+    let unexpected = |detail: String| CallError::Unexpected {
+        status: status.as_u16(),
+        detail,
+        gave_up_after: None,
+    };
+    let envelope: Envelope<serde_json::Value> = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(_) => {
+            return Err(unexpected(format!(
+                "the answer is not Cloudflare's JSON envelope: {}",
+                excerpt(body)
+            )));
+        }
+    };
+    if !envelope.success || !status.is_success() {
+        return Err(CallError::Api {
+            status: status.as_u16(),
+            errors: ApiErrors(envelope.errors),
+            gave_up_after: None,
+        });
+    }
+    let Some(result) = envelope.result else {
+        return Err(unexpected("a successful answer without a result".into()));
+    };
+    match serde_json::from_value(result) {
+        Ok(result) => Ok((result, envelope.result_info)),
+        Err(e) => Err(unexpected(format!("cannot read the result: {e}"))),
+    }
+}
+
+/// A transport error with its causes, without the URL.
+fn transport(e: reqwest::Error) -> CallError {
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    CallError::Transport {
+        detail,
+        gave_up_after: None,
+    }
+}
+
+/// The start of a body, printable on one line.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push_str("...");
+    }
+    out.escape_debug().to_string()
+}
+
+/// Records per list page (Cloudflare's default).
+const PER_PAGE: &str = "100";
+/// The most pages one listing reads (a name with 5,000 TXT records is not a challenge name).
+const MAX_PAGES: u32 = 50;
+/// How much of an unexpected body an error keeps.
+const EXCERPT_CHARS: usize = 200;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_change_the_path() {
+        let client = Client::new("t0ken", "http://127.0.0.1:1/client/v4/").expect("client");
+        let url = client.url(&["zones", "../x?y", "dns_records"], &[("name", "a b&c")]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/client/v4/zones/..%2Fx%3Fy/dns_records?name=a+b%26c"
+        );
+    }
+
+    #[test]
+    fn unexpected_bodies_are_cut_and_escaped() {
+        let e = parse::<Zone>(
+            StatusCode::BAD_GATEWAY,
+            b"<html>\n\x1b[31mbad gateway</html>",
+        );
+        let Err(CallError::Unexpected { status, detail, .. }) = e else {
+            panic!("not unexpected: {e:?}");
+        };
+        assert_eq!(status, 502);
+        assert_eq!(
+            detail,
+            "the answer is not Cloudflare's JSON envelope: <html>\\n\\u{1b}[31mbad gateway</html>"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(excerpt(long.as_bytes()).len(), EXCERPT_CHARS + 3);
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug() {
+        let client =
+            Client::new("s3cr3t-token", "https://api.cloudflare.com/client/v4").expect("client");
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+}
