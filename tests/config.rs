@@ -242,6 +242,36 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "secrets are not accepted inline",
     ),
     (
+        "cloudflare zone_id not an id",
+        "s/    api_token_env: CF_TOKEN\n/    api_token_env: CF_TOKEN\n    zone_id: \"example.com\"\n/",
+        "dns_providers.cf.zone_id",
+        "zone_id is the 32-character hex id",
+    ),
+    (
+        "cloudflare unknown key",
+        "s/    api_token_env: CF_TOKEN\n/    api_token_env: CF_TOKEN\n    zone: abc\n/",
+        "dns_providers.cf.zone",
+        "unknown key",
+    ),
+    (
+        "cloudflare api_base not a URL",
+        "s/    api_token_env: CF_TOKEN\n/    api_token_env: CF_TOKEN\n    api_base: api.cloudflare.test\n/",
+        "dns_providers.cf.api_base",
+        "not an http(s) URL",
+    ),
+    (
+        "cloudflare token missing",
+        "s/    api_token_env: CF_TOKEN\n//",
+        "dns_providers.cf",
+        "api_token is missing",
+    ),
+    (
+        "aliyun secret missing",
+        "s/dns_providers:\n/dns_providers:\n  ali:\n    type: aliyun\n    access_key_id_env: AK\n/",
+        "dns_providers.ali",
+        "access_key_secret is missing",
+    ),
+    (
         "dingtalk url inline",
         "alerts:\n  - type: dingtalk\n    webhook_url: https://oapi.dingtalk.test/robot/send?access_token=abc\n",
         "alerts[0].webhook_url",

@@ -78,22 +78,15 @@ pub fn summary(config: &Config) -> String {
     }
     for (key, p) in &config.dns_providers {
         let detail = match p {
-            DnsProvider::Cloudflare {
-                api_token,
-                api_base,
-                zone_id,
-            } => format!(
-                "cloudflare {api_base}, token from {api_token}{}",
-                zone_id
-                    .as_ref()
-                    .map(|z| format!(", zone {z}"))
-                    .unwrap_or_default()
-            ),
-            DnsProvider::Aliyun {
-                access_key_id,
-                endpoint,
-                ..
-            } => format!("aliyun {endpoint}, access key from {access_key_id}"),
+            DnsProvider::Api {
+                config, secrets, ..
+            } => {
+                let from: Vec<String> = secrets
+                    .iter()
+                    .map(|(name, src)| format!("{} from {src}", name.replace('_', " ")))
+                    .collect();
+                format!("{}, {}", config.describe(), from.join(", "))
+            }
             DnsProvider::Exec { command, timeout } => {
                 format!(
                     "exec {}, timeout {}",

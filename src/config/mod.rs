@@ -16,7 +16,10 @@ mod validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use certkeeper_dns::config::ProviderConfig;
 
 pub use duration::{BeforeExpiry, format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
@@ -55,10 +58,6 @@ pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default exec DNS hook timeout.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default Cloudflare API base.
-pub const DEFAULT_CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
-/// Default Aliyun DNS endpoint.
-pub const DEFAULT_ALIYUN_ENDPOINT: &str = "https://alidns.aliyuncs.com";
 
 /// A validated configuration. Relative paths are already resolved against the config
 /// file's directory.
@@ -137,24 +136,18 @@ pub struct LocalCaIssuer {
 }
 
 /// A DNS provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum DnsProvider {
-    /// Cloudflare API v4.
-    Cloudflare {
-        /// API token source.
-        api_token: SecretSource,
-        /// API base URL.
-        api_base: String,
-        /// Pinned zone id (skips the zone lookup).
-        zone_id: Option<String>,
-    },
-    /// Alibaba Cloud DNS.
-    Aliyun {
-        /// AccessKey id source.
-        access_key_id: SecretSource,
-        /// AccessKey secret source.
-        access_key_secret: SecretSource,
-        /// API endpoint.
+    /// A provider with a crate of its own under `providers/` (Cloudflare, Aliyun): its
+    /// section as that crate reads it.
+    Api {
+        /// The `type` as written.
+        kind: &'static str,
+        /// The section, as the provider's crate defines it.
+        config: Arc<dyn ProviderConfig>,
+        /// Where each of its secrets comes from, by name (`api_token`).
+        secrets: Vec<(&'static str, SecretSource)>,
+        /// The API endpoint, checked.
         endpoint: String,
     },
     /// An external command run as `CMD present|cleanup FQDN VALUE`.
@@ -170,8 +163,7 @@ impl DnsProvider {
     /// The `type` as written in the config.
     pub fn kind(&self) -> &'static str {
         match self {
-            DnsProvider::Cloudflare { .. } => "cloudflare",
-            DnsProvider::Aliyun { .. } => "aliyun",
+            DnsProvider::Api { kind, .. } => kind,
             DnsProvider::Exec { .. } => "exec",
         }
     }
@@ -484,22 +476,10 @@ impl Config {
             }
         };
         for (key, p) in &self.dns_providers {
-            match p {
-                DnsProvider::Cloudflare { api_token, .. } => {
-                    secret(format!("dns_providers.{key}.api_token"), api_token)
+            if let DnsProvider::Api { secrets, .. } = p {
+                for (name, src) in secrets {
+                    secret(format!("dns_providers.{key}.{name}"), src);
                 }
-                DnsProvider::Aliyun {
-                    access_key_id,
-                    access_key_secret,
-                    ..
-                } => {
-                    secret(format!("dns_providers.{key}.access_key_id"), access_key_id);
-                    secret(
-                        format!("dns_providers.{key}.access_key_secret"),
-                        access_key_secret,
-                    );
-                }
-                DnsProvider::Exec { .. } => {}
             }
         }
         for (key, i) in &self.issuers {

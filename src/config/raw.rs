@@ -83,29 +83,6 @@ pub struct LocalCa {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Cloudflare {
-    #[serde(rename = "type")]
-    pub _kind: String,
-    pub api_token_env: Option<String>,
-    pub api_token_file: Option<String>,
-    pub api_base: Option<String>,
-    pub zone_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Aliyun {
-    #[serde(rename = "type")]
-    pub _kind: String,
-    pub access_key_id_env: Option<String>,
-    pub access_key_id_file: Option<String>,
-    pub access_key_secret_env: Option<String>,
-    pub access_key_secret_file: Option<String>,
-    pub endpoint: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Exec {
     #[serde(rename = "type")]
     pub _kind: String,

@@ -6,10 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
+
+use certkeeper_dns::config::ProviderConfig;
 
 use super::duration::{BeforeExpiry, format_duration, parse_duration};
 use super::error::{ConfigError, Problem};
@@ -218,56 +221,8 @@ impl Validator<'_> {
             if self.inline_secrets(&path, &value) {
                 continue;
             }
-            let provider = match self
-                .kind(&path, &value, &["cloudflare", "aliyun", "exec"])
-                .as_deref()
-            {
-                Some("cloudflare") => self.de::<raw::Cloudflare>(&path, value).and_then(|c| {
-                    let api_token =
-                        self.secret(&path, "api_token", c.api_token_env, c.api_token_file, true);
-                    let api_base = self.url(
-                        &path.with_key("api_base"),
-                        c.api_base.unwrap_or_else(|| DEFAULT_CLOUDFLARE_API.into()),
-                    );
-                    if let Some(z) = &c.zone_id
-                        && (z.is_empty() || !z.chars().all(|c| c.is_ascii_alphanumeric()))
-                    {
-                        self.problem(
-                            &path.with_key("zone_id"),
-                            "zone_id is the 32-character hex id shown on the zone's overview page",
-                        );
-                    }
-                    Some(DnsProvider::Cloudflare {
-                        api_token: api_token??,
-                        api_base: api_base?,
-                        zone_id: c.zone_id,
-                    })
-                }),
-                Some("aliyun") => self.de::<raw::Aliyun>(&path, value).and_then(|a| {
-                    let id = self.secret(
-                        &path,
-                        "access_key_id",
-                        a.access_key_id_env,
-                        a.access_key_id_file,
-                        true,
-                    );
-                    let secret = self.secret(
-                        &path,
-                        "access_key_secret",
-                        a.access_key_secret_env,
-                        a.access_key_secret_file,
-                        true,
-                    );
-                    let endpoint = self.url(
-                        &path.with_key("endpoint"),
-                        a.endpoint.unwrap_or_else(|| DEFAULT_ALIYUN_ENDPOINT.into()),
-                    );
-                    Some(DnsProvider::Aliyun {
-                        access_key_id: id??,
-                        access_key_secret: secret??,
-                        endpoint: endpoint?,
-                    })
-                }),
+            let provider = match self.kind(&path, &value, &PROVIDER_TYPES).as_deref() {
+                Some(kind) if kind != "exec" => self.api_provider(&path, kind, value),
                 Some("exec") => self.de::<raw::Exec>(&path, value).and_then(|e| {
                     let command = self.command(&path.with_key("command"), e.command)?;
                     let timeout =
@@ -288,6 +243,40 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// A provider with a crate of its own: its section read by that crate's `Config`,
+    /// then its secrets, endpoint and own problems checked here like every other section's.
+    fn api_provider(&mut self, path: &KeyPath, kind: &str, value: Value) -> Option<DnsProvider> {
+        // The registry: one line per provider type (see PROVIDER_TYPES).
+        let config: Arc<dyn ProviderConfig> = match kind {
+            "cloudflare" => {
+                Arc::new(self.de::<certkeeper_dns_cloudflare::config::Config>(path, value)?)
+            }
+            "aliyun" => Arc::new(self.de::<certkeeper_dns_aliyun::config::Config>(path, value)?),
+            _ => return None,
+        };
+        let kind = PROVIDER_TYPES.iter().find(|k| **k == kind)?;
+        let mut secrets = Vec::new();
+        let mut whole = true;
+        for s in config.secrets() {
+            match self.secret(path, s.name, s.env, s.file, true) {
+                Some(Some(src)) => secrets.push((s.name, src)),
+                _ => whole = false,
+            }
+        }
+        for (key, problem) in config.problems() {
+            self.problem(&path.with_key(key), problem);
+            whole = false;
+        }
+        let (key, url) = config.endpoint();
+        let endpoint = self.url(&path.with_key(key), url);
+        Some(DnsProvider::Api {
+            kind,
+            config,
+            secrets,
+            endpoint: endpoint.filter(|_| whole)?,
+        })
     }
 
     fn dns(&mut self, value: Option<Value>) -> Option<DnsSettings> {
@@ -1215,6 +1204,9 @@ fn is_loopback_host(u: &reqwest::Url) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
+
+/// The DNS provider types this build has: `exec`, and one per crate under `providers/`.
+const PROVIDER_TYPES: [&str; 3] = ["cloudflare", "aliyun", "exec"];
 
 /// Keys that would hold a secret inline; their `_env` / `_file` forms are the accepted ones.
 const INLINE_SECRET_KEYS: &[&str] = &[

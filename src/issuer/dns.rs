@@ -1,6 +1,8 @@
 //! The DNS provider registry: a configured `dns_providers` entry turned into a provider,
 //! built once per pass and shared by every order that uses it (one connection pool, one
-//! zone cache). Adding a provider is one arm here and its own crate under `providers/`.
+//! zone cache). A provider with a crate of its own builds itself from its config section
+//! (`certkeeper_dns::config::ProviderConfig`); adding one is its crate and one registry line
+//! in the config validator.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,40 +42,18 @@ pub fn build(config: &Config, key: &str) -> Result<Arc<dyn DnsProvider>, String>
                 .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
                 .map_err(|e| fail(e.to_string()))
         }
-        Some(config::DnsProvider::Cloudflare {
-            api_token,
-            api_base,
-            zone_id,
-        }) => {
-            let token = api_token
-                .resolve()
-                .map_err(|e| fail(format!("api_token: {e}")))?;
-            certkeeper_dns_cloudflare::CloudflareProvider::new(
-                token.expose().to_owned(),
-                api_base,
-                zone_id.clone(),
-            )
-            .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
-            .map_err(|e| fail(e.to_string()))
-        }
-        Some(config::DnsProvider::Aliyun {
-            access_key_id,
-            access_key_secret,
+        Some(config::DnsProvider::Api {
+            config,
+            secrets,
             endpoint,
+            ..
         }) => {
-            let id = access_key_id
-                .resolve()
-                .map_err(|e| fail(format!("access_key_id: {e}")))?;
-            let secret = access_key_secret
-                .resolve()
-                .map_err(|e| fail(format!("access_key_secret: {e}")))?;
-            certkeeper_dns_aliyun::AliyunProvider::new(
-                id.expose().to_owned(),
-                secret.expose().to_owned(),
-                endpoint,
-            )
-            .map(|p| Arc::new(p) as Arc<dyn DnsProvider>)
-            .map_err(|e| fail(e.to_string()))
+            let mut values = BTreeMap::new();
+            for (name, src) in secrets {
+                let value = src.resolve().map_err(|e| fail(format!("{name}: {e}")))?;
+                values.insert(*name, value.expose().to_owned());
+            }
+            config.build(&values, endpoint).map_err(fail)
         }
         None => Err(format!("dns provider {key} is not configured")),
     }

@@ -20,6 +20,7 @@ use reqwest::Url;
 
 mod api;
 mod client;
+pub mod config;
 mod sign;
 
 #[cfg(feature = "fake")]

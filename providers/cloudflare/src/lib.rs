@@ -25,6 +25,7 @@ use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
 
 pub mod api;
 mod client;
+pub mod config;
 #[cfg(feature = "fake")]
 pub mod fake;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod config;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
