@@ -170,6 +170,12 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "unknown type \"letsencrypt\"",
     ),
     (
+        "a dns provider type this build does not have",
+        "s/    type: cloudflare/    type: route53/",
+        "dns_providers.cf.type",
+        "unknown type \"route53\"; use one of: cloudflare, aliyun, exec",
+    ),
+    (
         "missing type",
         "s/    type: local-ca\n/    validity: 30d\n/",
         "issuers.internal",
