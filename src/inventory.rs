@@ -213,7 +213,27 @@ pub fn inspect_managed(
     e.privkey = Some(cert.privkey.clone());
     e.domains = cert.domains.clone();
     let chain_bytes = read_live(&mut e, "fullchain", &cert.fullchain);
-    let key_bytes = read_live(&mut e, "privkey", &cert.privkey);
+    // A private key this user may not read (a monitoring user; keys are 0600) is not
+    // checked, which is not a fault: certkeeper checked it against the leaf when it deployed
+    // the pair the manifest describes.
+    let key_denied = fs::File::open(&cert.privkey)
+        .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied);
+    let key_bytes = if key_denied {
+        let deployed = chain_bytes.as_ref().is_some_and(|chain| {
+            manifest::read_live(&cert.name, &cert.fullchain)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.files.fullchain == sha256_hex(chain))
+        });
+        e.problems.push(if deployed {
+            "privkey not checked: not readable by this user (certkeeper matched it to the leaf when it deployed this pair)".to_owned()
+        } else {
+            "privkey not checked: not readable by this user".to_owned()
+        });
+        None
+    } else {
+        read_live(&mut e, "privkey", &cert.privkey)
+    };
     let leaf = chain_bytes.as_deref().and_then(|bytes| {
         examine_chain_file(
             &mut e,

@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod issuer;
 pub mod keys;
 pub mod material;
+pub mod metrics;
 pub mod renew;
 pub mod state;
 pub mod x509;

@@ -106,6 +106,20 @@ impl Outcome {
         )
     }
 
+    /// The outcome as one word, for metrics: `not_due`, `backoff`, `renewed`,
+    /// `would_renew`, `rolled_back`, `rollback_failed` or `failed`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::NotDue { .. } => "not_due",
+            Outcome::Backoff { .. } => "backoff",
+            Outcome::Renewed { .. } => "renewed",
+            Outcome::WouldRenew { .. } => "would_renew",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::RollbackFailed { .. } => "rollback_failed",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
     fn from_deploy(source: String, outcome: deploy::Outcome) -> Outcome {
         match outcome {
             deploy::Outcome::Renewed(done) => Outcome::Renewed { source, done },

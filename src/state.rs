@@ -88,6 +88,18 @@ pub fn load(state_dir: &Path, name: &str) -> CertState {
         .unwrap_or_default()
 }
 
+/// Reads a record for reporting: `None` when it cannot be read (a monitoring user without
+/// access to state_dir), the default when there is none yet.
+pub fn load_if_readable(state_dir: &Path, name: &str) -> Option<CertState> {
+    match fs::read(path(state_dir, name)) {
+        Ok(b) => Some(serde_json::from_slice(&b).unwrap_or_default()),
+        // No pass has recorded anything yet. A private state_dir answers "permission denied"
+        // instead, and that is not knowledge.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CertState::default()),
+        Err(_) => None,
+    }
+}
+
 /// Writes a record atomically.
 pub fn save(state_dir: &Path, name: &str, state: &CertState) -> std::io::Result<()> {
     let file = path(state_dir, name);

@@ -589,38 +589,66 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn check_as_a_user_who_cannot_read_the_local_ca_root_is_unknown_not_critical() {
+fn check_as_a_monitoring_user_on_a_local_ca_host_is_ok() {
+    use std::os::unix::fs::PermissionsExt;
     if !crate::util::is_root() {
         panic!("this test drops from root to nobody; run the suite as root (CI does)");
     }
     let dir = Dir::new();
     dir.config(&config(&cert("www", "internal", "")));
     assert_eq!(dir.run(&["renew"]).code, 0);
-    // The live files are world-readable as services need; state_dir stays 0700.
-    let state = dir.join("state");
-    let state_mode = std::fs::metadata(&state).unwrap().permissions();
-    dir.open_up();
-    std::fs::set_permissions(&state, state_mode).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            crate::util::bin(),
-        ])
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .arg("check")
-        .output()
-        .expect("setpriv (util-linux) is needed");
-    let run = crate::util::Run::from(out);
-    assert_eq!(run.code, 3, "{run:?}");
+    // Only the way to the config and the live files is opened, as on a real host; the
+    // private key (0600) and state_dir stay as certkeeper made them.
+    for d in [
+        dir.path().to_owned(),
+        dir.join("live"),
+        dir.join("live/www"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        dir.join("config.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("state"), 0o711);
+    assert_eq!(mode("state/ca"), 0o711);
+    assert_eq!(mode("state/ca/internal"), 0o711);
+    assert_eq!(mode("state/ca/internal/root.pem"), 0o644);
+    assert_eq!(mode("state/ca/internal/root.key"), 0o600);
+    assert_eq!(mode("state/state"), 0o700);
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) is needed");
+        crate::util::Run::from(out)
+    };
+    let config_path = dir.join("config.yaml");
+    let run = as_nobody(&[
+        crate::util::bin(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "check",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stderr
-            .contains("issuers.internal: cannot read the local CA root"),
+        run.stdout.starts_with("CERTKEEPER OK - 1 certificate"),
         "{run:?}"
     );
-    assert!(run.stderr.contains("permission denied"), "{run:?}");
+    assert!(
+        run.stdout.contains("privkey not checked: not readable by this user (certkeeper matched it to the leaf when it deployed this pair)"),
+        "{run:?}"
+    );
+    // Entered, not listed: nothing else in state_dir is visible to that user.
+    let state = dir.join("state");
+    let ls = as_nobody(&["ls", state.to_str().unwrap()]);
+    assert_ne!(ls.code, 0, "state_dir is listable: {ls:?}");
+    let key = dir.join("state/ca/internal/root.key");
+    let cat = as_nobody(&["cat", key.to_str().unwrap()]);
+    assert_ne!(cat.code, 0, "the CA key is readable: {cat:?}");
 }
 
 #[test]

@@ -89,7 +89,11 @@ fn deploy_writes_a_whole_pair_with_its_manifest() {
     let first = fx.deploy(&pool.pairs[0]);
     assert!(first.snapshot.is_none(), "nothing was live before");
     fx.assert_live(&pool.pairs[0]);
-    assert_eq!(util::mode(&fx.state()), 0o700, "state_dir mode");
+    assert_eq!(
+        util::mode(&fx.state()),
+        0o711,
+        "state_dir mode: entered by all, listed by none"
+    );
     assert_eq!(util::mode(&fx.spec.privkey), 0o600, "default key mode");
     assert_eq!(util::mode(&fx.spec.fullchain), 0o644);
     let leaf = manifest::leaf_identity(&pool.pairs[0].fullchain).expect("leaf");

@@ -8,6 +8,8 @@ mod alerts;
 mod check;
 mod config;
 mod deploy;
+mod logs;
+mod metrics;
 mod providers;
 mod renew;
 mod renew_acme;

@@ -135,7 +135,8 @@ macro_rules! retrying {
                     failed += 1;
                     match $crate::acme::retry::next_delay($backoff, failed, &error, asked) {
                         Some(delay) => {
-                            tracing::debug!(step = $step, attempt = failed, ?delay,
+                            tracing::debug!(step = $step, attempt = failed,
+                                delay = %$crate::deploy::reload::seconds(delay),
                                 error = %error, "Retrying ACME request.");
                             tokio::time::sleep(delay).await;
                         }

@@ -4,7 +4,9 @@
 
 mod alert;
 mod check;
+mod completions;
 mod config_check;
+mod logfmt;
 mod online;
 mod renew;
 mod snapshots;
@@ -76,9 +78,17 @@ pub enum Command {
         /// Do everything up to the swap and change nothing on disk.
         #[arg(long)]
         dry_run: bool,
+        /// After the pass, write the metrics (as `certkeeper metrics` prints them, plus the
+        /// pass's duration and outcomes) to this file, atomically, for node_exporter's
+        /// textfile collector.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
         /// Only these certificates.
         names: Vec<String>,
     },
+    /// Print Prometheus metrics for every managed certificate: notAfter, last success, last
+    /// attempt, consecutive failures, last result (exit 0, or 2 on a config error).
+    Metrics,
     /// List a certificate's snapshots, newest first (exit 0, or 2 on a config or usage error).
     Snapshots {
         /// One JSON array, an object per snapshot.
@@ -108,6 +118,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the completion script for a shell to stdout (exit 0); needs no config.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (exit 0); needs no config.
+    Man,
 }
 
 /// `alert` subcommands.
@@ -154,9 +172,11 @@ pub fn run() -> u8 {
     match args.command {
         Command::Check { json, ref names } => check::check(&args.config, names, json),
         Command::Verify { json, ref name } => check::verify(&args.config, name, json),
+        Command::Metrics => renew::metrics(&args.config),
         Command::Renew {
             force,
             dry_run,
+            ref textfile,
             ref names,
         } => renew::run(
             &args.config,
@@ -165,6 +185,7 @@ pub fn run() -> u8 {
                 dry_run,
                 names: names.clone(),
             },
+            textfile.as_deref(),
         ),
         Command::Snapshots { json, ref name } => snapshots::snapshots(&args.config, name, json),
         Command::Rollback { ref name, ref to } => {
@@ -180,6 +201,8 @@ pub fn run() -> u8 {
         Command::Alert {
             command: AlertCommand::Test { ref channels },
         } => alert::test(&args.config, channels),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
     }
 }
 
@@ -264,7 +287,11 @@ fn usage_exit_code() -> u8 {
     }
 }
 
+/// Sets up the log lines on stderr: JSON lines with `--log-format json`, otherwise text that is
+/// coloured only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>), so a pipe, a file or the journal never gets escape sequences.
 fn init_logging(args: &Args) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match (args.quiet, args.verbose) {
         (true, _) => "error",
@@ -278,9 +305,36 @@ fn init_logging(args: &Args) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     let _ = match args.log_format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.without_time().try_init(),
+        LogFormat::Text => builder
+            .without_time()
+            .fmt_fields(logfmt::PlainFields)
+            .try_init(),
     };
+}
+
+/// Whether text logs get colours: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string.
+fn colour_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{known_names, load_config, print};
+use crate::metrics;
 use crate::renew::{self, Options, Outcome};
 
 /// Exit code when a certificate failed.
@@ -15,7 +16,8 @@ const FAILED: u8 = 1;
 const USAGE: u8 = 2;
 
 /// Runs `renew`.
-pub fn run(config_path: &Path, opts: Options) -> u8 {
+pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
+    let started = std::time::Instant::now();
     let Ok(config) = load_config(config_path) else {
         return USAGE;
     };
@@ -26,7 +28,8 @@ pub fn run(config_path: &Path, opts: Options) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let result = runtime.block_on(renew::run(Arc::new(config), &opts));
+    let config = Arc::new(config);
+    let result = runtime.block_on(renew::run(config.clone(), &opts));
     let outcomes = match result {
         Ok(o) => o,
         Err(renew::Error::Spec(e)) => {
@@ -44,11 +47,37 @@ pub fn run(config_path: &Path, opts: Options) -> u8 {
         out.push('\n');
     }
     print(&out);
+    if let Some(path) = textfile {
+        let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for (_, o) in &outcomes {
+            *counts.entry(o.word()).or_default() += 1;
+        }
+        let pass = metrics::Pass {
+            duration: started.elapsed(),
+            finished: time::OffsetDateTime::now_utc().unix_timestamp(),
+            outcomes: counts.into_iter().collect(),
+        };
+        if let Err(e) = metrics::write_textfile(path, &metrics::render(&config, Some(&pass))) {
+            eprintln!(
+                "certkeeper: renew: cannot write the metrics to {}: {e}",
+                path.display()
+            );
+        }
+    }
     if outcomes.iter().any(|(_, o)| o.failed()) {
         FAILED
     } else {
         0
     }
+}
+
+/// Runs `metrics`: the Prometheus text of every managed certificate on stdout.
+pub fn metrics(config_path: &Path) -> u8 {
+    let Ok(config) = load_config(config_path) else {
+        return USAGE;
+    };
+    print(&metrics::render(&config, None));
+    0
 }
 
 fn line(name: &str, outcome: &Outcome) -> String {

@@ -9,7 +9,7 @@
 //! old one with a single rename.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
 /// The exported root certificate's file name in the CA directory.
 const ROOT_FILE: &str = "root.pem";
+/// The CA's directories: entered by every user (to read the exported root, 0644), listed by
+/// none; the keys inside are 0600.
+const TRAVERSE_MODE: u32 = 0o711;
 /// Leaves start this long before issuance, for hosts whose clocks run a little behind.
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
@@ -111,6 +114,12 @@ impl LocalCa {
     ) -> Result<LocalCa, Error> {
         let dir = Self::dir(state_dir, name);
         if dir.join(ROOT_FILE).exists() {
+            if persist {
+                // A CA made before the root was exported to every user: open the way to it.
+                for d in [dir.parent().unwrap_or(state_dir), dir.as_path()] {
+                    let _ = fs::set_permissions(d, fs::Permissions::from_mode(TRAVERSE_MODE));
+                }
+            }
             return Self::load(&dir, name, persist);
         }
         let ca = Self::create(&dir, name, persist, now)?;
@@ -234,8 +243,10 @@ impl LocalCa {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(TRAVERSE_MODE)
             .create(parent)
+            .map_err(|e| io(parent, e))?;
+        fs::set_permissions(parent, fs::Permissions::from_mode(TRAVERSE_MODE))
             .map_err(|e| io(parent, e))?;
         let tmp = parent.join(format!(
             ".certkeeper-new-{}-{}",
@@ -244,8 +255,10 @@ impl LocalCa {
         ));
         let _ = fs::remove_dir_all(&tmp);
         fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(TRAVERSE_MODE)
             .create(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(TRAVERSE_MODE))
             .map_err(|e| io(&tmp, e))?;
         let intermediate = self.intermediate_key_bundle();
         let written = write_file(&tmp, ROOT_FILE, self.root_pem.as_bytes(), 0o644)
@@ -437,7 +450,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |f: &str| fs::metadata(ca_dir.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode("root.key"), mode("intermediate.pem")), (0o600, 0o600));
-        assert_eq!(mode("."), 0o700);
+        assert_eq!(mode("."), 0o711);
         let root = fs::read_to_string(ca_dir.join("root.pem")).unwrap();
         assert_eq!(root, ca.root_pem());
         // No temporary directory is left behind.

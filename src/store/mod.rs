@@ -57,8 +57,9 @@ pub const DEFAULT_KEY_MODE: u32 = 0o600;
 pub const FULLCHAIN_MODE: u32 = 0o644;
 /// Snapshots kept per certificate unless the spec says otherwise.
 pub const DEFAULT_KEEP_SNAPSHOTS: usize = 5;
-/// Mode of `state_dir`.
-pub const STATE_DIR_MODE: u32 = 0o700;
+/// Mode of `state_dir`: entered by every user (a monitoring user reads the local CA's exported
+/// root), listed by none; everything inside stays private (0700/0600).
+pub const STATE_DIR_MODE: u32 = 0o711;
 
 /// One certificate's live pair and how to write it: what the store needs from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +178,7 @@ pub struct RolledBack {
 }
 
 impl Store {
-    /// Opens `state_dir`, creating it (and its parents) when missing, and makes it 0700.
+    /// Opens `state_dir`, creating it (and its parents) when missing, and makes it 0711.
     pub fn open(state_dir: impl AsRef<Path>) -> Result<Store> {
         let state_dir = state_dir.as_ref().to_owned();
         match fs::metadata(&state_dir) {

@@ -1,0 +1,142 @@
+//! Prometheus text exposition of what certkeeper knows about each managed certificate, for
+//! `certkeeper metrics`, `renew --textfile` (node_exporter's textfile collector) and, later,
+//! the daemon's `/metrics`. Every per-certificate sample carries `name="<certificate>"`.
+//!
+//! Read-only: the live leaf gives notAfter, the state record the last attempt, success and
+//! failures. A state record the invoking user cannot read (a monitoring user, with state_dir
+//! private) leaves those samples out rather than reporting zeros that would look like facts.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::state;
+use crate::x509::read_certificates;
+
+/// One pass's summary, for `renew --textfile`.
+#[derive(Clone, Debug, Default)]
+pub struct Pass {
+    /// How long the pass took.
+    pub duration: Duration,
+    /// When it ended (unix seconds).
+    pub finished: i64,
+    /// How many certificates ended how (`renewed`, `not_due`, `failed`, ...).
+    pub outcomes: Vec<(&'static str, usize)>,
+}
+
+/// The metrics of every managed certificate (and of `pass`, when given), in the text format.
+pub fn render(config: &Config, pass: Option<&Pass>) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let mut not_after = Vec::new();
+    let mut success = Vec::new();
+    let mut attempt = Vec::new();
+    let mut failures = Vec::new();
+    let mut result = Vec::new();
+    for cert in &config.certificates {
+        let label = format!("name=\"{}\"", escape(&cert.name));
+        if let Some(leaf) = std::fs::read(&cert.fullchain)
+            .ok()
+            .and_then(|b| read_certificates(&b).ok())
+            .and_then(|(certs, _)| certs.into_iter().next())
+        {
+            not_after.push((label.clone(), leaf.not_after.unix_timestamp().to_string()));
+        }
+        let Some(s) = state::load_if_readable(&config.state_dir, &cert.name) else {
+            continue;
+        };
+        success.push((label.clone(), s.last_success.unwrap_or(0).to_string()));
+        if let Some(t) = s.last_attempt {
+            attempt.push((label.clone(), t.to_string()));
+        }
+        failures.push((label.clone(), s.consecutive_failures.to_string()));
+        if let Some(r) = &s.last_result {
+            result.push((format!("{label},result=\"{}\"", escape(r)), "1".to_owned()));
+        }
+    }
+    family(
+        "certkeeper_certificate_not_after_seconds",
+        "gauge",
+        "The live leaf's notAfter, unix seconds.",
+        not_after,
+    );
+    family(
+        "certkeeper_certificate_last_success_timestamp_seconds",
+        "gauge",
+        "When the certificate was last renewed, unix seconds (0: never by certkeeper).",
+        success,
+    );
+    family(
+        "certkeeper_certificate_last_attempt_timestamp_seconds",
+        "gauge",
+        "When the certificate was last looked at by a pass, unix seconds.",
+        attempt,
+    );
+    family(
+        "certkeeper_certificate_consecutive_failures",
+        "gauge",
+        "Failed attempts since the last success.",
+        failures,
+    );
+    family(
+        "certkeeper_certificate_last_result",
+        "gauge",
+        "The last attempt's result (renewed, failed, rolled_back, rollback_failed, ok), as a label.",
+        result,
+    );
+    if let Some(p) = pass {
+        family(
+            "certkeeper_pass_duration_seconds",
+            "gauge",
+            "How long the last pass took.",
+            vec![(String::new(), format!("{:.3}", p.duration.as_secs_f64()))],
+        );
+        family(
+            "certkeeper_pass_timestamp_seconds",
+            "gauge",
+            "When the last pass ended, unix seconds.",
+            vec![(String::new(), p.finished.to_string())],
+        );
+        family(
+            "certkeeper_pass_certificates",
+            "gauge",
+            "Certificates of the last pass, by outcome.",
+            p.outcomes
+                .iter()
+                .map(|(o, n)| (format!("outcome=\"{o}\""), n.to_string()))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Writes `text` to `path` whole: a temporary file beside it, fsynced, renamed over it
+/// (mode 0644: node_exporter reads it), so the collector never reads half a file.
+pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("the textfile path has no file name"))?;
+    crate::fsutil::replace_file(dir, name, text.as_bytes(), 0o644)
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format wants.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
