@@ -507,35 +507,58 @@ fn missing_live_files_are_critical() {
 }
 
 #[test]
-fn unreadable_file_is_critical() {
+fn unreadable_files_as_a_monitoring_user() {
+    // root reads anything: run as nobody, as a monitoring user would.
+    let run_check = |host: &Host| {
+        let mut cmd = if is_root() {
+            let mut c = Command::new(which("setpriv").expect("setpriv (util-linux) is needed"));
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+            c
+        } else {
+            Command::new(bin())
+        };
+        let out = cmd
+            .arg("--config")
+            .arg(host.dir.join("config.yaml"))
+            .args(["check", "--json"])
+            .output()
+            .unwrap();
+        let run = crate::util::Run::from(out);
+        let entries: Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
+        (run, entries)
+    };
+
+    // A fullchain the user cannot read: nothing can be checked, CRITICAL.
+    let mut host = Host::new();
+    host.good("www", &["example.test"], 60);
+    host.write_config();
+    host.dir.open_up();
+    let chain = host.dir.join("live/www/fullchain.pem");
+    std::fs::set_permissions(&chain, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (run, entries) = run_check(&host);
+    assert_one(run.code, &entries[0], "critical", 2, "fullchain unreadable");
+    assert!(
+        problems(&entries[0])
+            .iter()
+            .any(|p| p.contains("permission denied")),
+        "{run:?}"
+    );
+
+    // A private key the user cannot read (keys are 0600): not checked, not a fault.
     let mut host = Host::new();
     host.good("www", &["example.test"], 60);
     host.write_config();
     host.dir.open_up();
     let key = host.dir.join("live/www/privkey.pem");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let mut cmd = if is_root() {
-        // root reads anything: run as nobody, as a monitoring user would.
-        let mut c = Command::new(which("setpriv").expect("setpriv (util-linux) is needed"));
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
-        c
-    } else {
-        Command::new(bin())
-    };
-    let out = cmd
-        .arg("--config")
-        .arg(host.dir.join("config.yaml"))
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
-    let run = crate::util::Run::from(out);
-    let entries: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
-    assert_one(run.code, &entries[0], "critical", 2, "privkey unreadable");
-    assert!(
-        problems(&entries[0])
-            .iter()
-            .any(|p| p.contains("permission denied")),
-        "{run:?}"
+    let (run, entries) = run_check(&host);
+    assert_one(
+        run.code,
+        &entries[0],
+        "ok",
+        0,
+        "privkey not checked: not readable by this user",
     );
 }
 
