@@ -252,31 +252,14 @@ fn a_monitoring_user_gets_what_it_can_read_and_no_made_up_zeros() {
     assert_eq!(dir.run(&["renew"]).code, 1);
     // Only the way to the config and the live files is opened, as on a real host; state_dir
     // stays as certkeeper made it (entered by all, its records private).
-    for d in [
-        dir.path().to_owned(),
-        dir.join("live"),
-        dir.join("live/www"),
-    ] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::set_permissions(
-        dir.join("config.yaml"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            crate::util::bin(),
-        ])
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .arg("metrics")
-        .output()
-        .expect("setpriv (util-linux) is needed");
-    let run = Run::from(out);
+    dir.open_way_to_live(&["www"]);
+    let config_path = dir.join("config.yaml");
+    let run = crate::util::as_nobody(&[
+        crate::util::bin(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "metrics",
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
     let samples = parse(&run.stdout);
     assert_eq!(

@@ -599,18 +599,7 @@ fn check_as_a_monitoring_user_on_a_local_ca_host_is_ok() {
     assert_eq!(dir.run(&["renew"]).code, 0);
     // Only the way to the config and the live files is opened, as on a real host; the
     // private key (0600) and state_dir stay as certkeeper made them.
-    for d in [
-        dir.path().to_owned(),
-        dir.join("live"),
-        dir.join("live/www"),
-    ] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::set_permissions(
-        dir.join("config.yaml"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    dir.open_way_to_live(&["www"]);
     let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("state"), 0o711);
     assert_eq!(mode("state/ca"), 0o711);
@@ -618,14 +607,7 @@ fn check_as_a_monitoring_user_on_a_local_ca_host_is_ok() {
     assert_eq!(mode("state/ca/internal/root.pem"), 0o644);
     assert_eq!(mode("state/ca/internal/root.key"), 0o600);
     assert_eq!(mode("state/state"), 0o700);
-    let as_nobody = |args: &[&str]| {
-        let out = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(args)
-            .output()
-            .expect("setpriv (util-linux) is needed");
-        crate::util::Run::from(out)
-    };
+    let as_nobody = crate::util::as_nobody;
     let config_path = dir.join("config.yaml");
     let run = as_nobody(&[
         crate::util::bin(),

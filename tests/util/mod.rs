@@ -62,6 +62,22 @@ impl Dir {
         Run::from(cmd.output().expect("run certkeeper"))
     }
 
+    /// Opens only the way to the config and the live files of `names` (`live/<name>/`) to
+    /// other users, as on a real host: state_dir and private keys stay as certkeeper made
+    /// them.
+    pub fn open_way_to_live(&self, names: &[&str]) {
+        let mut dirs = vec![self.path().to_owned(), self.join("live")];
+        dirs.extend(names.iter().map(|n| self.join(&format!("live/{n}"))));
+        for d in dirs {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::set_permissions(
+            self.join("config.yaml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+    }
+
     /// Makes the directory tree readable by other users (for tests that drop root).
     pub fn open_up(&self) {
         for entry in walk(self.path()) {
@@ -111,6 +127,21 @@ impl std::fmt::Debug for Run {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// Runs `args` as `nobody` (uid and gid 65534, no groups) through setpriv, as a monitoring
+/// user would run them. The suite runs as root (CI does); anything else is a failure.
+pub fn as_nobody(args: &[&str]) -> Run {
+    assert!(
+        is_root(),
+        "this test drops from root to nobody; run the suite as root (CI does)"
+    );
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) is needed");
+    Run::from(out)
 }
 
 /// Whether this process runs as root (permission tests then drop to `nobody`).

@@ -30,15 +30,16 @@
 //! issue reports quoting real answers) give them: WeCom 93000 / 40035 / 40008 / 44004 /
 //! 40058, DingTalk 300001 / 310000 / 40035, Feishu 19001 / 19021 / 19002 / 9499.
 //!
-//! Every sink refuses a method other than POST with `405`, serves one connection at a time,
-//! answers with `Connection: close`, and stops (thread joined) when dropped.
+//! Every sink refuses a method other than POST with `405`, answers with `Connection: close`
+//! (through the provider testkit's HTTP server, a thread per connection), and stops when
+//! dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use certkeeper_dns::testkit::http;
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -55,11 +56,6 @@ pub const WECOM_KEY: &str = "693a91f6-7b1c-4bc4-97a0-0ec2a9fa5aaa";
 pub const DINGTALK_TOKEN: &str = "3a1f5e9c7b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a";
 /// The Feishu hook id in [`Sink::url`].
 pub const FEISHU_HOOK: &str = "2f8c1d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
-
-/// Largest request body a sink reads (1 MiB); a bigger one gets `413`.
-const MAX_BODY: usize = 1 << 20;
-/// Largest request head (request line and headers) a sink reads.
-const MAX_HEAD: usize = 64 << 10;
 
 /// Which service a sink imitates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,42 +134,36 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     changed: Condvar,
     stop: AtomicBool,
+    seen: AtomicUsize,
 }
 
 /// A running fake receiver; stopped when dropped.
 pub struct Sink {
     vendor: Vendor,
-    addr: SocketAddr,
+    base: String,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    server: Option<http::Server>,
 }
 
 impl Sink {
     /// Starts a sink on `127.0.0.1:<free port>`. `secret` turns on the vendor's signature
     /// check (ignored by Slack and WeCom, which have none).
     pub fn start(vendor: Vendor, secret: Option<&str>, behaviour: Behaviour) -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-        let addr = listener.local_addr().expect("sink address");
         let shared = Arc::new(Shared {
             received: Mutex::default(),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            seen: AtomicUsize::new(0),
         });
-        let server = Server {
-            vendor,
-            secret: secret.map(str::to_owned),
-            behaviour,
-            shared: Arc::clone(&shared),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("sink-{vendor:?}"))
-            .spawn(move || server.run(listener))
-            .expect("spawn sink");
+        let (state, secret) = (Arc::clone(&shared), secret.map(str::to_owned));
+        let server = http::Server::start(move |req| {
+            answer(vendor, secret.as_deref(), behaviour, &state, req)
+        });
         Sink {
             vendor,
-            addr,
+            base: server.url(),
             shared,
-            thread: Some(thread),
+            server: Some(server),
         }
     }
 
@@ -184,7 +174,7 @@ impl Sink {
 
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.base.clone()
     }
 
     /// The webhook URL a user would configure (with the token/key/hook id the sink expects).
@@ -257,11 +247,42 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
+        // Releases the connections `Behaviour::Hang` holds, then stops the server.
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Unblocks `accept`; the thread sees the flag and returns.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        drop(self.server.take());
+    }
+}
+
+/// One request: check, record, answer (or, with `Behaviour::Hang`, hold the connection
+/// until the sink is dropped).
+fn answer(
+    vendor: Vendor,
+    secret: Option<&str>,
+    behaviour: Behaviour,
+    shared: &Shared,
+    req: &http::Request,
+) -> http::Response {
+    let request = Request {
+        method: req.method.clone(),
+        target: req.target.clone(),
+        headers: req.headers.clone(),
+        body: req.body.clone(),
+    };
+    let n = shared.seen.fetch_add(1, Ordering::SeqCst);
+    let reply = match behaviour {
+        Behaviour::Hang => None,
+        Behaviour::FailFirst { count, status } if n < count => Some(Reply::empty(status)),
+        _ => Some(check(vendor, secret, &request)),
+    };
+    // Recorded before answering, so that a client that has its answer finds it.
+    record(shared, &request, reply.as_ref());
+    match reply {
+        Some(reply) => reply.response(),
+        None => {
+            while !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Reply::empty(503).response()
         }
     }
 }
@@ -297,30 +318,7 @@ pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
-/// Percent-decodes a query component (`%XX`, and `+` as a space); a `%` not followed by
-/// two hex digits is kept as it is.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() && hex_pair(bytes[i + 1], bytes[i + 2]).is_some() => {
-                out.extend(hex_pair(bytes[i + 1], bytes[i + 2]));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
-    let digit = |c: u8| (c as char).to_digit(16);
-    Some((digit(hi)? * 16 + digit(lo)?) as u8)
-}
+pub use certkeeper_dns::testkit::http::percent_decode;
 
 fn now_secs() -> i64 {
     let d = SystemTime::now()
@@ -425,6 +423,21 @@ impl Reply {
         }
     }
 
+    fn response(&self) -> http::Response {
+        let mut headers = Vec::new();
+        if !self.content_type.is_empty() {
+            headers.push(("Content-Type".to_owned(), self.content_type.to_owned()));
+        }
+        if self.status == 405 {
+            headers.push(("Allow".to_owned(), "POST".to_owned()));
+        }
+        http::Response {
+            status: self.status,
+            headers,
+            body: self.body.clone().into_bytes(),
+        }
+    }
+
     fn empty(status: u16) -> Reply {
         Reply {
             status,
@@ -435,84 +448,33 @@ impl Reply {
     }
 }
 
-struct Server {
-    vendor: Vendor,
-    secret: Option<String>,
-    behaviour: Behaviour,
-    shared: Arc<Shared>,
+fn record(shared: &Shared, request: &Request, reply: Option<&Reply>) {
+    let received = Received {
+        method: request.method.clone(),
+        target: request.target.clone(),
+        path: request.path().to_owned(),
+        query: request.query(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+        json: serde_json::from_slice(&request.body).ok(),
+        accepted: reply.is_some_and(|r| r.accepted),
+        status: reply.map_or(0, |r| r.status),
+        answer: reply.map(|r| r.body.clone()).unwrap_or_default(),
+    };
+    shared.received.lock().expect("sink lock").push(received);
+    shared.changed.notify_all();
 }
 
-impl Server {
-    fn run(self, listener: TcpListener) {
-        // Sockets held open by `Behaviour::Hang`, closed when the thread returns.
-        let mut held = Vec::new();
-        let mut seen = 0usize;
-        for stream in listener.incoming() {
-            if self.shared.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-            let request = match read_request(&stream) {
-                Ok(Some(request)) => request,
-                Ok(None) => continue,
-                Err(reply) => {
-                    let _ = write_reply(&stream, &reply);
-                    continue;
-                }
-            };
-            let n = seen;
-            seen += 1;
-            let reply = match self.behaviour {
-                Behaviour::Hang => None,
-                Behaviour::FailFirst { count, status } if n < count => Some(Reply::empty(status)),
-                _ => Some(self.check(&request)),
-            };
-            // Recorded before answering, so that a client that has its answer finds it.
-            self.record(&request, reply.as_ref());
-            match reply {
-                Some(reply) => {
-                    let _ = write_reply(&stream, &reply);
-                }
-                None => held.push(stream),
-            }
-        }
+fn check(vendor: Vendor, secret: Option<&str>, request: &Request) -> Reply {
+    if request.method != "POST" {
+        return Reply::empty(405);
     }
-
-    fn record(&self, request: &Request, reply: Option<&Reply>) {
-        let received = Received {
-            method: request.method.clone(),
-            target: request.target.clone(),
-            path: request.path().to_owned(),
-            query: request.query(),
-            headers: request.headers.clone(),
-            body: request.body.clone(),
-            json: serde_json::from_slice(&request.body).ok(),
-            accepted: reply.is_some_and(|r| r.accepted),
-            status: reply.map_or(0, |r| r.status),
-            answer: reply.map(|r| r.body.clone()).unwrap_or_default(),
-        };
-        self.shared
-            .received
-            .lock()
-            .expect("sink lock")
-            .push(received);
-        self.shared.changed.notify_all();
-    }
-
-    fn check(&self, request: &Request) -> Reply {
-        if request.method != "POST" {
-            return Reply::empty(405);
-        }
-        let secret = self.secret.as_deref();
-        match self.vendor {
-            Vendor::Slack => slack(request),
-            Vendor::Webhook => webhook(request, secret),
-            Vendor::WeCom => wecom(request),
-            Vendor::DingTalk => dingtalk(request, secret),
-            Vendor::Feishu => feishu(request, secret),
-        }
+    match vendor {
+        Vendor::Slack => slack(request),
+        Vendor::Webhook => webhook(request, secret),
+        Vendor::WeCom => wecom(request),
+        Vendor::DingTalk => dingtalk(request, secret),
+        Vendor::Feishu => feishu(request, secret),
     }
 }
 
@@ -763,162 +725,10 @@ fn feishu_post_valid(lang: &Value) -> bool {
 
 /// Reads one request. `Ok(None)`: the peer closed or timed out before a whole request (or
 /// it is the stop connection); `Err(reply)`: a malformed request, with the answer to send.
-fn read_request(stream: &TcpStream) -> Result<Option<Request>, Reply> {
-    let mut reader = BufReader::new(stream);
-    let mut head = 0usize;
-    let mut line = Vec::new();
-    let mut read_line = |reader: &mut BufReader<&TcpStream>| -> Result<Option<String>, Reply> {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => head += n,
-        }
-        if head > MAX_HEAD {
-            return Err(Reply::text(431, "request header fields too large"));
-        }
-        let text = String::from_utf8_lossy(&line);
-        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
-    };
-
-    let Some(request_line) = read_line(&mut reader)? else {
-        return Ok(None);
-    };
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Reply::text(400, "bad request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(Reply::text(505, "HTTP version not supported"));
-    }
-    let (method, target) = (method.to_owned(), target.to_owned());
-
-    let mut headers = Vec::new();
-    loop {
-        let Some(line) = read_line(&mut reader)? else {
-            return Ok(None);
-        };
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(Reply::text(400, "bad header line"));
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-
-    if header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-        let mut writer: &TcpStream = reader.get_ref();
-        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-
-    let chunked =
-        header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked {
-        match read_chunked(&mut reader)? {
-            Some(body) => body,
-            None => return Ok(None),
-        }
-    } else {
-        let length = match header("content-length").map(|l| l.parse::<usize>()) {
-            None => 0,
-            Some(Ok(n)) if n <= MAX_BODY => n,
-            Some(Ok(_)) => return Err(Reply::text(413, "payload too large")),
-            Some(Err(_)) => return Err(Reply::text(400, "bad Content-Length")),
-        };
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return Ok(None);
-        }
-        body
-    };
-    Ok(Some(Request {
-        method,
-        target,
-        headers,
-        body,
-    }))
-}
-
-fn read_chunked(reader: &mut BufReader<&TcpStream>) -> Result<Option<Vec<u8>>, Reply> {
-    let mut body = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return Ok(None);
-        }
-        let size = line.trim().split(';').next().unwrap_or_default();
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            return Err(Reply::text(400, "bad chunk size"));
-        };
-        if body.len() + size > MAX_BODY {
-            return Err(Reply::text(413, "payload too large"));
-        }
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                    return Ok(Some(body));
-                }
-            }
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        let mut crlf = [0; 2];
-        if reader.read_exact(&mut body[start..]).is_err() || reader.read_exact(&mut crlf).is_err() {
-            return Ok(None);
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Status",
-    }
-}
-
-fn write_reply(mut stream: &TcpStream, reply: &Reply) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
-    if reply.status == 405 {
-        head.push_str("Allow: POST\r\n");
-    }
-    if !reply.content_type.is_empty() {
-        head.push_str(&format!("Content-Type: {}\r\n", reply.content_type));
-    }
-    // A 204 carries neither a body nor a Content-Length (RFC 9110 §8.6).
-    if reply.status != 204 {
-        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(reply.body.as_bytes())?;
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Write)
-}
-
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     const SECRET: &str = "SECa1b2c3d4e5f6a7b8c9d0";

@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Request {
     /// `GET`, `POST`, ...
     pub method: String,
+    /// The request target as sent (path and query, not decoded).
+    pub target: String,
     /// The path, without the query.
     pub path: String,
     /// The query parameters, percent-decoded, in order.
@@ -200,6 +202,9 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>, u16> {
                 }
                 break body;
             }
+            if body.len() + size > MAX_BODY {
+                return Err(413);
+            }
             let start = body.len();
             body.resize(start + size, 0);
             let mut crlf = [0; 2];
@@ -214,6 +219,9 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>, u16> {
             .map(|l| l.parse().map_err(|_| 400u16))
             .transpose()?
             .unwrap_or(0);
+        if n > MAX_BODY {
+            return Err(413);
+        }
         let mut body = vec![0; n];
         if reader.read_exact(&mut body).is_err() {
             return Ok(None);
@@ -222,10 +230,11 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>, u16> {
     };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), parse_pairs(q)),
-        None => (target, Vec::new()),
+        None => (target.clone(), Vec::new()),
     };
     Ok(Some(Request {
         method,
+        target,
         path,
         query,
         headers,
@@ -238,10 +247,11 @@ fn write_response(mut stream: &TcpStream, r: &Response) -> std::io::Result<()> {
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        r.body.len()
-    ));
+    // A 204 carries neither a body nor a Content-Length (RFC 9110 §8.6).
+    if r.status != 204 {
+        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(&r.body)?;
     stream.flush()?;
@@ -283,3 +293,6 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The largest request body read (1 MiB); a bigger one is answered 413.
+const MAX_BODY: usize = 1 << 20;
