@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::state;
-use crate::x509::read_certificates;
+use crate::x509::leaf_of_file;
 
 /// One pass's summary, for `renew --textfile`.
 #[derive(Clone, Debug, Default)]
@@ -44,11 +44,7 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     let mut result = Vec::new();
     for cert in &config.certificates {
         let label = format!("name=\"{}\"", escape(&cert.name));
-        if let Some(leaf) = std::fs::read(&cert.fullchain)
-            .ok()
-            .and_then(|b| read_certificates(&b).ok())
-            .and_then(|(certs, _)| certs.into_iter().next())
-        {
+        if let Ok(leaf) = leaf_of_file(&cert.fullchain) {
             not_after.push((label.clone(), leaf.not_after.unix_timestamp().to_string()));
         }
         let Some(s) = state::load_if_readable(&config.state_dir, &cert.name) else {

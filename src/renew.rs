@@ -26,7 +26,7 @@ use crate::keys;
 use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::state::{self, CertState};
 use crate::store::{self, Store};
-use crate::x509::{Cert, read_certificates, rfc3339};
+use crate::x509::{Cert, leaf_of_file, rfc3339};
 
 /// What to do in a pass.
 #[derive(Clone, Debug, Default)]
@@ -365,10 +365,7 @@ fn alert_events(
     let Some(cert) = config.certificate(name) else {
         return Vec::new();
     };
-    let live = fs::read(&cert.fullchain)
-        .ok()
-        .and_then(|b| read_certificates(&b).ok())
-        .and_then(|(certs, _)| certs.into_iter().next());
+    let live = leaf_of_file(&cert.fullchain).ok();
     let live_not_after = live.as_ref().map(|l| rfc3339(l.not_after));
     let t = now.unix_timestamp();
     let due = |kind| alert::due(&before.alerted, kind, t, config.alert_repeat);
@@ -486,10 +483,7 @@ async fn prepare(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Step {
-    let live_leaf = fs::read(&cert.fullchain)
-        .ok()
-        .and_then(|b| read_certificates(&b).ok())
-        .and_then(|(certs, _)| certs.into_iter().next());
+    let live_leaf = leaf_of_file(&cert.fullchain).ok();
     let saved = state::load(&config.state_dir, &cert.name);
     let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
 

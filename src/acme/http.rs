@@ -84,12 +84,9 @@ impl Http {
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Http, Error> {
-        let mut roots = rustls::RootCertStore::empty();
         // Unreadable system roots leave only the configured ones; a directory served with a
         // public certificate then fails with a clear TLS error naming the unknown issuer.
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+        let mut roots = crate::x509::native_root_store();
         if let Some(path) = trust_roots {
             let err = |reason: String| Error::TrustRoots {
                 path: path.to_owned(),

@@ -95,10 +95,7 @@ pub struct Answer {
 impl Client {
     /// A client trusting the system roots, with a request timeout of [`REQUEST_TIMEOUT`].
     pub fn new() -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+        let roots = crate::x509::native_root_store();
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)

@@ -9,7 +9,7 @@ use crate::alert::{Alerts, Event, ONE_SHOT_BUDGET};
 use crate::config::{Config, EventKind};
 use crate::deploy::{Reloader, check_target, pair_spec};
 use crate::store::{PairSpec, SnapshotInfo, Store};
-use crate::x509::{Cert, read_certificates};
+use crate::x509::leaf_of_file;
 
 /// Exit code of a config or usage error.
 const USAGE: u8 = 2;
@@ -84,7 +84,7 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         if let Some(Err(e)) = reloader.run_names(&[name]).await {
             return Err(format!("reload failed: {e}"));
         }
-        let leaf = leaf_of(&cert.fullchain)?;
+        let leaf = leaf_of_file(&cert.fullchain)?;
         check_target(&cert, &leaf, None).await
     });
     if let Err(cause) = served {
@@ -114,7 +114,7 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
                     if let Some(Err(e)) = reloader.run_names(&[name]).await {
                         return Err(format!("reload failed: {e}"));
                     }
-                    let leaf = leaf_of(&cert.fullchain)?;
+                    let leaf = leaf_of_file(&cert.fullchain)?;
                     check_target(&cert, &leaf, None).await
                 });
                 match back {
@@ -195,21 +195,10 @@ fn alert(
         return;
     }
     let mut event = Event::new(kind, cert, message);
-    event.not_after = leaf_of(&cert.fullchain)
+    event.not_after = leaf_of_file(&cert.fullchain)
         .ok()
         .map(|l| crate::x509::rfc3339(l.not_after));
     runtime.block_on(alerts.deliver(&[(event, false)], ONE_SHOT_BUDGET));
-}
-
-/// The first certificate of the fullchain at `path`.
-fn leaf_of(path: &Path) -> Result<Cert, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    read_certificates(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .0
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{}: no certificate", path.display()))
 }
 
 /// Loads the config and finds the certificate; prints the error and returns `None`.

@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use super::{reload, verify};
 use crate::config::{self, Certificate};
 use crate::store::{self, Locked, PairSpec, Staged};
-use crate::x509::{Cert, TrustStore, read_certificates};
+use crate::x509::{Cert, TrustStore, leaf_of_file};
 
 /// One certificate's checked material, ready to go live.
 #[derive(Clone, Debug)]
@@ -150,7 +150,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
     let verdicts = join_all(
         staged
             .iter()
-            .map(|p| check_served(&p.item, &p.item.leaf, Some(&p.item.trust))),
+            .map(|p| check_target(&p.item.cert, &p.item.leaf, Some(&p.item.trust))),
     )
     .await;
     tracing::info!(
@@ -234,8 +234,8 @@ async fn revert_all(
             // Nothing was live before this certificate's first deploy: nothing to serve.
             return Ok(());
         }
-        let leaf = live_leaf(&p.item.cert)?;
-        check_served(&p.item, &leaf, None).await
+        let leaf = leaf_of_file(&p.item.cert.fullchain)?;
+        check_target(&p.item.cert, &leaf, None).await
     }))
     .await;
     for ((p, cause, r), check) in reverted.into_iter().zip(checks) {
@@ -291,31 +291,8 @@ fn from_snapshot(r: &store::Reverted) -> String {
         .unwrap_or_default()
 }
 
-/// The leaf now live for `cert`, read back from its fullchain.
-fn live_leaf(cert: &Certificate) -> Result<Cert, String> {
-    let bytes = std::fs::read(&cert.fullchain)
-        .map_err(|e| format!("reading {}: {e}", cert.fullchain.display()))?;
-    read_certificates(&bytes)
-        .map_err(|e| format!("{}: {e}", cert.fullchain.display()))
-        .and_then(|(certs, _)| {
-            certs
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("{}: no certificate", cert.fullchain.display()))
-        })
-}
-
-/// Checks that the service of `item` serves `expected` (and, with `trust`, a complete chain
+/// Checks that the service of `cert` serves `expected` (and, with `trust`, a complete chain
 /// to it), then runs its health command; `Ok` when nothing is configured to check.
-pub async fn check_served(
-    item: &Item,
-    expected: &Cert,
-    trust: Option<&TrustStore>,
-) -> Result<(), String> {
-    check_target(&item.cert, expected, trust).await
-}
-
-/// As [`check_served`], from a certificate's configuration.
 pub async fn check_target(
     cert: &Certificate,
     expected: &Cert,

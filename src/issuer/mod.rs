@@ -6,7 +6,6 @@ pub mod dns;
 pub mod local_ca;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -17,7 +16,7 @@ use certkeeper_dns::DnsProvider;
 use crate::acme::{self, Acme};
 use crate::config::{Certificate, Config, Issuer};
 use crate::keys;
-use crate::x509::{self, Cert, TrustStore, read_certificates};
+use crate::x509::{self, Cert, TrustStore, leaf_of_file};
 use local_ca::LocalCa;
 
 /// The issuers of one pass: local CAs opened once and shared by the certificates' tasks.
@@ -77,10 +76,7 @@ impl Issuers {
                     .ok_or("no dns_provider for an acme issuer")?;
                 let provider = self.dns_provider(provider_key)?;
                 let csr_der = keys::csr_der(key, &cert.domains).map_err(|e| e.to_string())?;
-                let live = fs::read(&cert.fullchain)
-                    .ok()
-                    .and_then(|b| read_certificates(&b).ok())
-                    .and_then(|(certs, _)| certs.into_iter().next());
+                let live = leaf_of_file(&cert.fullchain).ok();
                 let request = acme::OrderRequest {
                     domains: &cert.domains,
                     csr_der,

@@ -283,6 +283,26 @@ impl Layout {
         Ok(highest.max(self.live_generation()?.unwrap_or(0)) + 1)
     }
 
+    /// Reads both live paths (through the links) and compares their SHA-256 with `files`:
+    /// what readers see now must be the pair that was meant.
+    pub fn read_back(&self, files: &manifest::FileDigests) -> Result<()> {
+        for (path, digest) in [
+            (&self.fullchain, &files.fullchain),
+            (&self.privkey, &files.privkey),
+        ] {
+            let bytes = fs::read(path).map_err(|e| Error::io("reading back", path, e))?;
+            let actual = manifest::sha256_hex(&bytes);
+            if &actual != digest {
+                return Err(Error::ReadBack {
+                    path: path.clone(),
+                    expected: digest.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a complete new generation `n` from bytes. On failure nothing of it remains.
     pub fn write_generation(
         &self,

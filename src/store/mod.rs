@@ -528,23 +528,9 @@ impl Locked<'_> {
             }
             return Err(e);
         }
-        let switched = layout.commit(n, links_first).and_then(|()| {
-            for (path, digest) in [
-                (&layout.fullchain, &manifest.files.fullchain),
-                (&layout.privkey, &manifest.files.privkey),
-            ] {
-                let bytes = fs::read(path).map_err(|e| Error::io("reading back", path, e))?;
-                let actual = manifest::sha256_hex(&bytes);
-                if &actual != digest {
-                    return Err(Error::ReadBack {
-                        path: path.clone(),
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-            }
-            Ok(())
-        });
+        let switched = layout
+            .commit(n, links_first)
+            .and_then(|()| layout.read_back(&manifest.files));
         if let Err(e) = switched {
             // Best effort: the error that caused it is the one reported, and the next
             // recovery reverts whatever this could not (the journal is still there then).

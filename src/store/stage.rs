@@ -194,20 +194,7 @@ pub(crate) fn revert(
                 layout.commit(m, false)?;
                 from_snapshot = Some(id);
             }
-            for (path, digest) in [
-                (&layout.fullchain, &files.fullchain),
-                (&layout.privkey, &files.privkey),
-            ] {
-                let bytes = fs::read(path).map_err(|e| Error::io("reading back", path, e))?;
-                let actual = sha256_hex(&bytes);
-                if &actual != digest {
-                    return Err(Error::ReadBack {
-                        path: path.clone(),
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-            }
+            layout.read_back(files)?;
             true
         }
     };

@@ -31,6 +31,16 @@ impl fmt::Debug for TrustStore {
     }
 }
 
+/// The platform's roots as rustls wants them for a TLS client (certkeeper's ACME and alert
+/// clients); unusable roots are skipped, a missing system bundle gives an empty store.
+pub fn native_root_store() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
 impl TrustStore {
     /// An empty store.
     pub fn new() -> Self {

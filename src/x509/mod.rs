@@ -9,11 +9,11 @@ mod key;
 mod names;
 mod parse;
 
-pub use chain::{ChainProblem, TrustStore, examine_chain};
+pub use chain::{ChainProblem, TrustStore, examine_chain, native_root_store};
 pub use key::{KeyError, PrivateKey, key_matches};
 pub use names::{covers, uncovered};
 pub(crate) use parse::pem_blocks;
-pub use parse::{Cert, Encoding, ParseError, read_certificates};
+pub use parse::{Cert, Encoding, ParseError, leaf_of_file, read_certificates};
 
 use std::fmt;
 

@@ -166,6 +166,18 @@ pub(crate) struct PemBlock {
     pub der: Vec<u8>,
 }
 
+/// The first certificate of the fullchain file at `path` (the leaf of a live pair); the
+/// error names the file and what is wrong.
+pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    read_certificates(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .0
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{}: no certificate", path.display()))
+}
+
 /// Splits PEM text into blocks; `None` when the bytes hold no `-----BEGIN` line at all.
 pub(crate) fn pem_blocks(bytes: &[u8]) -> Option<Vec<Result<PemBlock, String>>> {
     let text = std::str::from_utf8(bytes).ok()?;
