@@ -513,15 +513,7 @@ fn examine_chain_file(
 pub fn is_due(leaf: &Cert, before_expiry: BeforeExpiry, now: OffsetDateTime) -> bool {
     // The renew pass decides with the same function (with no ARI window here: check never
     // asks the network), so check and renew always agree on what is due.
-    crate::acme::should_renew(
-        now,
-        leaf.not_before,
-        leaf.not_after,
-        None,
-        before_expiry,
-        0.0,
-    )
-    .now
+    crate::schedule::due(leaf, None, before_expiry, now).now
 }
 
 fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u8]) {

@@ -24,6 +24,25 @@ pub struct Pass {
     pub outcomes: Vec<(&'static str, usize)>,
 }
 
+impl Pass {
+    /// The summary of a pass that took `duration` and ended at `finished`.
+    pub fn of(
+        outcomes: &[(String, crate::renew::Outcome)],
+        duration: Duration,
+        finished: time::OffsetDateTime,
+    ) -> Pass {
+        let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for (_, o) in outcomes {
+            *counts.entry(o.word()).or_default() += 1;
+        }
+        Pass {
+            duration,
+            finished: finished.unix_timestamp(),
+            outcomes: counts.into_iter().collect(),
+        }
+    }
+}
+
 /// The metrics of every managed certificate (and of `pass`, when given), in the text format.
 pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     let mut out = String::new();

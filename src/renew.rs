@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::acme;
 use crate::alert;
 use crate::config::{Certificate, Config, EventKind};
 use crate::deploy::{self, pair_spec};
@@ -24,6 +23,7 @@ use crate::inventory::{self, Trust};
 use crate::issuer::Issuers;
 use crate::keys;
 use crate::material::{ISSUER_BACKDATE, check_new};
+use crate::schedule;
 use crate::state::{self, CertState};
 use crate::store::{self, Store};
 use crate::x509::{Cert, leaf_of_file, rfc3339};
@@ -37,6 +37,41 @@ pub struct Options {
     pub dry_run: bool,
     /// Only these certificates (all when empty).
     pub names: Vec<String>,
+    /// Asks the pass to stop early (the daemon's SIGTERM); never fires for `renew`.
+    pub stop: Stop,
+}
+
+/// A request to stop a pass early, shared between the daemon's signal handling and the pass.
+///
+/// A pass that sees it stops waiting for issuers (their challenge records are removed, see
+/// [`crate::acme::dns01::Published`]), deploys nothing it has not started, and lets a deploy
+/// in flight finish: a group of certificates that is staged is always reloaded, verified and
+/// committed or reverted, so a stop never leaves a half swap or an unverified pair behind.
+#[derive(Clone, Debug, Default)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    /// A stop that has not been requested.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Requests the stop; every waiter wakes.
+    pub fn request(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether the stop was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the stop is requested (forever if it never is).
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
 }
 
 /// What happened to one certificate.
@@ -44,14 +79,17 @@ pub struct Options {
 pub enum Outcome {
     /// Not due; renews from `renew_after`.
     NotDue {
-        /// When it becomes due (RFC 3339).
-        renew_after: String,
+        /// When it becomes due.
+        renew_after: OffsetDateTime,
     },
     /// A previous failure's backoff has not run out.
     Backoff {
-        /// When the next attempt is allowed (RFC 3339).
-        until: String,
+        /// When the next attempt is allowed.
+        until: OffsetDateTime,
     },
+    /// The pass was asked to stop before this certificate was done; nothing changed on disk
+    /// for it (material already issued is kept and deployed by the next pass).
+    Stopped,
     /// New material is live, reloaded, and served.
     Renewed {
         /// Where the material came from (an issuer name, or `pending`).
@@ -107,10 +145,11 @@ impl Outcome {
     }
 
     /// The outcome as one word, for metrics: `not_due`, `backoff`, `renewed`,
-    /// `would_renew`, `rolled_back`, `rollback_failed` or `failed`.
+    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed` or `stopped`.
     pub fn word(&self) -> &'static str {
         match self {
             Outcome::NotDue { .. } => "not_due",
+            Outcome::Stopped => "stopped",
             Outcome::Backoff { .. } => "backoff",
             Outcome::Renewed { .. } => "renewed",
             Outcome::WouldRenew { .. } => "would_renew",
@@ -152,8 +191,71 @@ pub enum Error {
     Spec(String),
 }
 
-/// Runs one pass and returns each selected certificate's outcome, in config order.
+/// Runs one pass, delivers its alerts (within [`alert::ONE_SHOT_BUDGET`]) and returns each
+/// selected certificate's outcome, in config order.
 pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Outcome)>, Error> {
+    let done = pass(config.clone(), opts).await?;
+    deliver(&config, &done.events, alert::ONE_SHOT_BUDGET, done.started).await;
+    Ok(done.outcomes)
+}
+
+/// What one pass did: each selected certificate's outcome in config order, and the alerts
+/// it raised, not yet delivered.
+#[derive(Debug)]
+pub struct Pass {
+    /// When the pass started (its clock for every decision).
+    pub started: OffsetDateTime,
+    /// Each selected certificate's outcome, in config order.
+    pub outcomes: Vec<(String, Outcome)>,
+    /// The events to alert, each with whether it is a recovery.
+    pub events: Vec<(alert::Event, bool)>,
+}
+
+/// Delivers a pass's alerts within `budget`, and notes which failures reached a channel so
+/// that they alert again only after `alert_repeat`.
+pub async fn deliver(
+    config: &Config,
+    events: &[(alert::Event, bool)],
+    budget: std::time::Duration,
+    now: OffsetDateTime,
+) {
+    if events.is_empty() {
+        return;
+    }
+    let alerts = alert::Alerts::new(config);
+    let reports = alerts.deliver(events, budget).await;
+    remember_alerts(config, events, &reports, now);
+}
+
+/// Waits for the state_dir lock without blocking the runtime, so that a stop request is
+/// seen while another process's pass holds it.
+async fn lock_waiting<'a>(
+    store: &'a Store,
+    stop: &Stop,
+) -> Result<Option<store::Locked<'a>>, store::Error> {
+    let mut told = false;
+    loop {
+        match store.try_lock() {
+            Ok(l) => return Ok(Some(l)),
+            Err(store::Error::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if !told {
+            tracing::info!("Waiting for another certkeeper pass to finish.");
+            told = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOCK_POLL) => {}
+            _ = stop.wait() => return Ok(None),
+        }
+    }
+}
+
+/// How often a pass looks whether another process's pass has released the lock.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs one pass and returns what it did; the caller delivers the alerts (see [`deliver`]).
+pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let now = OffsetDateTime::now_utc();
     let selected: Vec<Certificate> = config
         .certificates
@@ -175,13 +277,15 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     };
     let locked = match &store {
         Some(store) => {
-            let locked = match store.try_lock() {
-                Ok(l) => l,
-                Err(store::Error::Locked { .. }) => {
-                    tracing::info!("Waiting for another certkeeper pass to finish.");
-                    tokio::task::block_in_place(|| store.lock())?
-                }
-                Err(e) => return Err(e.into()),
+            let Some(locked) = lock_waiting(store, &opts.stop).await? else {
+                return Ok(Pass {
+                    started: now,
+                    outcomes: selected
+                        .iter()
+                        .map(|c| (c.name.clone(), Outcome::Stopped))
+                        .collect(),
+                    events: Vec::new(),
+                });
             };
             for spec in specs.values() {
                 match locked.recover(spec) {
@@ -248,8 +352,26 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
         task_names.insert(handle.id(), task_name);
     }
     let mut ready: Vec<(String, Box<Ready>)> = Vec::new();
-    while let Some(joined) = tasks.join_next_with_id().await {
+    let mut stopping = false;
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next_with_id() => joined,
+            _ = opts.stop.wait(), if !stopping => {
+                // Issuing stops here: dropping an order removes its challenge records
+                // (`Published`'s drop), which `dns01::settle` waits for below. What is
+                // ready is not deployed; it was kept and the next pass deploys it.
+                tracing::info!("Stopping: abandoning the orders in flight.");
+                stopping = true;
+                tasks.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
         let (name, step) = match joined {
+            Err(e) if e.is_cancelled() => match task_names.get(&e.id()) {
+                Some(name) => (name.clone(), Step::Done(Outcome::Stopped)),
+                None => continue,
+            },
             Ok((_, done)) => done,
             // A panic is a bug, but it still counts as this certificate's failure.
             Err(e) => match task_names.get(&e.id()) {
@@ -271,6 +393,13 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
         }
     }
 
+    if stopping {
+        crate::acme::dns01::settle(CLEANUP_BOUND).await;
+        for (name, _) in ready.drain(..) {
+            finish(&config, opts, now, &name, &Outcome::Stopped, &mut events);
+            outcomes.insert(name, Outcome::Stopped);
+        }
+    }
     // Deploys wait until every certificate is issued, so that those sharing a reload
     // command are reloaded once.
     let mut sources = BTreeMap::new();
@@ -301,7 +430,7 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
     // In config order, so that reload commands see the names as configured.
     items.sort_by_key(|i| selected.iter().position(|c| c.name == i.cert.name));
     if let Some(locked) = &locked {
-        for (name, done) in deploy::deploy_all(locked, items).await {
+        for (name, done) in deploy::deploy_all(locked, items, &opts.stop).await {
             let source = sources.remove(&name).unwrap_or_default();
             let outcome = Outcome::from_deploy(source, done);
             if matches!(outcome, Outcome::Renewed { .. }) {
@@ -310,19 +439,27 @@ pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Out
             finish(&config, opts, now, &name, &outcome, &mut events);
             outcomes.insert(name, outcome);
         }
+        // Groups not started because of a stop.
+        for name in sources.into_keys() {
+            finish(&config, opts, now, &name, &Outcome::Stopped, &mut events);
+            outcomes.insert(name, Outcome::Stopped);
+        }
     }
     // The lock is released first: alerts never hold up another pass.
     drop(locked);
-    if !events.is_empty() {
-        let alerts = alert::Alerts::new(&config);
-        let reports = alerts.deliver(&events, alert::ONE_SHOT_BUDGET).await;
-        remember_alerts(&config, &events, &reports, now);
-    }
-    Ok(selected
-        .iter()
-        .filter_map(|c| outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
-        .collect())
+    Ok(Pass {
+        started: now,
+        outcomes: selected
+            .iter()
+            .filter_map(|c| outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
+            .collect(),
+        events,
+    })
 }
+
+/// How long a stopping pass waits for the challenge records of abandoned orders to be
+/// removed.
+const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Notes, per certificate, the failure events that reached at least one channel, so that
 /// they alert again only after `alert_repeat`.
@@ -415,7 +552,7 @@ fn alert_events(
         .filter(|(k, _)| due(*k))
         .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
         Outcome::Backoff { .. } => None,
-        Outcome::NotDue { .. } | Outcome::WouldRenew { .. } => {
+        Outcome::NotDue { .. } | Outcome::WouldRenew { .. } | Outcome::Stopped => {
             failed = false;
             None
         }
@@ -487,12 +624,9 @@ async fn prepare(
     let saved = state::load(&config.state_dir, &cert.name);
     let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
 
-    if !opts.force && !saved.may_attempt(now.unix_timestamp()) {
-        let until = saved
-            .next_attempt
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .map(rfc3339)
-            .unwrap_or_default();
+    if !opts.force
+        && let Some(until) = schedule::retry_at(&saved, now)
+    {
         return Step::Done(Outcome::Backoff { until });
     }
 
@@ -530,17 +664,10 @@ async fn prepare(
             }
             (Some(leaf), None) => {
                 let window = issuers.renewal_window(cert, leaf).await;
-                let due = acme::should_renew(
-                    now,
-                    leaf.not_before,
-                    leaf.not_after,
-                    window.as_ref(),
-                    config.renewal.before_expiry,
-                    stable_pick(leaf),
-                );
+                let due = schedule::due(leaf, window.as_ref(), config.renewal.before_expiry, now);
                 if !due.now {
                     return Step::Done(Outcome::NotDue {
-                        renew_after: rfc3339(due.at),
+                        renew_after: due.at,
                     });
                 }
             }
@@ -688,7 +815,7 @@ fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now:
             s.last_attempt = Some(t);
             s.last_result = Some("ok".into());
         }
-        Outcome::Backoff { .. } | Outcome::WouldRenew { .. } => return,
+        Outcome::Backoff { .. } | Outcome::WouldRenew { .. } | Outcome::Stopped => return,
     }
     if let Err(e) = state::save(state_dir, name, &s) {
         tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
@@ -714,21 +841,19 @@ fn log(name: &str, outcome: &Outcome) {
                 "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
         }
         Outcome::Failed { error } => tracing::error!(cert = %name, "Renewal failed: {error}"),
-        Outcome::NotDue { renew_after } => tracing::debug!(cert = %name, %renew_after, "Not due."),
+        Outcome::NotDue { renew_after } => {
+            tracing::debug!(cert = %name, renew_after = %rfc3339(*renew_after), "Not due.")
+        }
         Outcome::Backoff { until } => {
-            tracing::warn!(cert = %name, %until, "Waiting for the retry backoff after a failure.")
+            tracing::warn!(cert = %name, until = %rfc3339(*until), "Waiting for the retry backoff after a failure.")
+        }
+        Outcome::Stopped => {
+            tracing::info!(cert = %name, "Stopped before it was done; the next pass takes it up.")
         }
         Outcome::WouldRenew { not_after, source } => {
             tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
         }
     }
-}
-
-/// A point in `[0, 1)` fixed for a leaf (from its fingerprint), so that the renewal time
-/// chosen inside an ARI window is random across certificates but the same on every pass.
-fn stable_pick(leaf: &Cert) -> f64 {
-    let prefix = leaf.fingerprint.get(..13).unwrap_or("0");
-    u64::from_str_radix(prefix, 16).map_or(0.0, |n| n as f64 / (1u64 << 52) as f64)
 }
 
 /// Issued material kept under `state_dir/pending/<name>/` until it is live.

@@ -1,6 +1,7 @@
 //! What certkeeper remembers about each certificate between passes, under
 //! `state_dir/state/<name>.json`: the last attempt and its result, the last success, the
-//! consecutive failures and when the next attempt is allowed (retry backoff).
+//! consecutive failures and when the next attempt is allowed (retry backoff, computed by
+//! [`crate::schedule::backoff`]).
 //!
 //! Written through a temporary file and a rename; a missing or unreadable record is treated
 //! as "nothing known" (a first run), never as an error that stops a renewal.
@@ -48,8 +49,10 @@ impl CertState {
         self.last_result = Some(result.into());
         self.last_error = Some(error.to_owned());
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.next_attempt =
-            Some(now + backoff(self.consecutive_failures, initial, max).as_secs() as i64);
+        self.next_attempt = Some(
+            now + crate::schedule::backoff(self.consecutive_failures, initial, max).as_secs()
+                as i64,
+        );
     }
 
     /// Records a success at `now`.
@@ -67,12 +70,6 @@ impl CertState {
     pub fn may_attempt(&self, now: i64) -> bool {
         self.next_attempt.is_none_or(|t| now >= t)
     }
-}
-
-/// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
-pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
-    let doublings = failures.saturating_sub(1).min(32);
-    initial.saturating_mul(1u32 << doublings.min(31)).min(max)
 }
 
 /// Where a certificate's record lives.
@@ -115,19 +112,6 @@ pub fn save(state_dir: &Path, name: &str, state: &CertState) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_max() {
-        let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
-        let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();
-        assert_eq!(
-            secs,
-            vec![
-                300, 600, 1200, 2400, 4800, 9600, 19_200, 38_400, 76_800, 86_400, 86_400
-            ]
-        );
-        assert_eq!(backoff(u32::MAX, i, m), m);
-    }
 
     #[test]
     fn failures_and_success_round_trip() {

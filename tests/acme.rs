@@ -561,15 +561,13 @@ async fn without_ari_or_profiles_the_order_falls_back() {
     check_chain(&pebble, &second, &key, &[&domain]);
     assert_ne!(leaf_of(&second).fingerprint, leaf.fingerprint);
     // And the fallback decision uses before_expiry: a fresh 5-year leaf is not due.
-    let due = acme::should_renew(
-        OffsetDateTime::now_utc(),
-        leaf.not_before,
-        leaf.not_after,
+    let due = certkeeper::schedule::due(
+        &leaf,
         None,
         certkeeper::config::BeforeExpiry::Duration(Duration::from_secs(30 * 86_400)),
-        0.5,
+        OffsetDateTime::now_utc(),
     );
-    assert_eq!(due.source, acme::DueSource::BeforeExpiry);
+    assert_eq!(due.source, certkeeper::schedule::DueSource::BeforeExpiry);
     assert!(!due.now);
 }
 

@@ -10,14 +10,14 @@ use crate::util::{Dir, Run};
 
 /// One sample: metric name, labels, value.
 #[derive(Debug, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
 /// Parses the text exposition format strictly; panics with the offending line.
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     let mut declared: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     let mut out = Vec::new();
     let valid_name = |n: &str| {
@@ -90,7 +90,7 @@ fn parse(text: &str) -> Vec<Sample> {
     out
 }
 
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {

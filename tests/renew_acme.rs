@@ -15,14 +15,14 @@ use crate::util::pebble::{Pebble, free_tcp_port};
 use crate::util::{Dir, Run};
 
 /// A host whose certkeeper talks to `pebble`, with a publishing hook and a silent one.
-struct Host {
-    dir: Dir,
-    hook_log: PathBuf,
-    zone: String,
+pub(crate) struct Host {
+    pub(crate) dir: Dir,
+    pub(crate) hook_log: PathBuf,
+    pub(crate) zone: String,
 }
 
 impl Host {
-    fn new(pebble: &Pebble) -> Host {
+    pub(crate) fn new(pebble: &Pebble) -> Host {
         let dir = Dir::new();
         let hook_log = dir.join("hook.log");
         write_hook(
@@ -38,12 +38,17 @@ impl Host {
         }
     }
 
-    fn name(&self, label: &str) -> String {
+    pub(crate) fn name(&self, label: &str) -> String {
         format!("{label}.{}", self.zone)
     }
 
     /// Writes the config: `certs` as (name, issuer, dns provider, key, extra yaml).
-    fn config(&self, pebble: &Pebble, before_expiry: &str, certs: &[(&str, &str, &str, &str)]) {
+    pub(crate) fn config(
+        &self,
+        pebble: &Pebble,
+        before_expiry: &str,
+        certs: &[(&str, &str, &str, &str)],
+    ) {
         let mut yaml = format!(
             "state_dir: state\n\
              issuers:\n  pebble:\n    type: acme\n    directory: {dir}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n  \
@@ -78,7 +83,7 @@ impl Host {
         (run.code, v)
     }
 
-    fn hook_calls(&self) -> Vec<String> {
+    pub(crate) fn hook_calls(&self) -> Vec<String> {
         std::fs::read_to_string(&self.hook_log)
             .unwrap_or_default()
             .lines()

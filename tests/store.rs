@@ -1294,8 +1294,11 @@ fn crash_child(root: &Path, harness: Harness) {
                     leaf: leaf_of(&p.fullchain),
                     trust: Arc::new(certkeeper::x509::TrustStore::new()),
                 };
-                let outcomes =
-                    runtime.block_on(certkeeper::deploy::deploy_all(&locked, vec![item]));
+                let outcomes = runtime.block_on(certkeeper::deploy::deploy_all(
+                    &locked,
+                    vec![item],
+                    &Default::default(),
+                ));
                 match &outcomes[0].1 {
                     certkeeper::deploy::Outcome::Renewed(_) => previous = Some(i),
                     certkeeper::deploy::Outcome::RolledBack { .. } if i == REJECTED => {}

@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use certkeeper_dns::{DnsProvider, RecordHandle, TxtRecord};
@@ -22,6 +23,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
+use tokio::sync::Notify;
 
 use crate::config::DnsSettings;
 
@@ -150,8 +152,11 @@ impl Drop for Published {
             Ok(rt) => {
                 tracing::info!(provider = %name, records = handles.len(),
                     "Removing challenge records of an interrupted order.");
+                CLEANUPS.fetch_add(1, Ordering::SeqCst);
                 rt.spawn(async move {
                     remove_all(&*provider, &name, handles).await;
+                    CLEANUPS.fetch_sub(1, Ordering::SeqCst);
+                    CLEANED.notify_waiters();
                 });
             }
             Err(_) => {
@@ -160,6 +165,36 @@ impl Drop for Published {
                         "Challenge record left behind: no runtime to remove it.");
                 }
             }
+        }
+    }
+}
+
+/// Removals spawned by `Published`'s drop that have not finished.
+static CLEANUPS: AtomicUsize = AtomicUsize::new(0);
+/// Woken when one of them finishes.
+static CLEANED: Notify = Notify::const_new();
+
+/// Waits, at most `bound`, until the challenge records of interrupted orders are removed
+/// (the removals their drop started); returns whether all were. A stopping daemon calls it
+/// before it exits, so that no record it created outlives it.
+pub async fn settle(bound: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let notified = CLEANED.notified();
+        tokio::pin!(notified);
+        // Registered before the count is read, so a removal finishing in between still wakes
+        // this waiter.
+        notified.as_mut().enable();
+        if CLEANUPS.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let left = CLEANUPS.load(Ordering::SeqCst);
+            tracing::warn!(
+                orders = left,
+                "Gave up waiting for the removal of challenge records."
+            );
+            return left == 0;
         }
     }
 }

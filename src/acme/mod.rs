@@ -27,7 +27,7 @@ use instant_acme::{Account, CertificateIdentifier};
 use rustls_pki_types::CertificateDer;
 
 pub use account::account_path;
-pub use ari::{Due, DueSource, RenewalWindow, should_renew};
+pub use ari::RenewalWindow;
 pub use http::install_crypto_provider;
 pub use retry::{Backoff, DEFAULT_BACKOFF};
 

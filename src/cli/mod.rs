@@ -9,6 +9,7 @@ mod config_check;
 mod logfmt;
 mod online;
 mod renew;
+mod run;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -85,6 +86,19 @@ pub enum Command {
         textfile: Option<PathBuf>,
         /// Only these certificates.
         names: Vec<String>,
+    },
+    /// The daemon: a pass at start, then on `renewal.schedule` (UTC, with `renewal.jitter`)
+    /// and whenever a certificate becomes due or leaves its retry backoff. SIGHUP re-reads
+    /// the config (a bad one is refused and the old one kept); SIGTERM/SIGINT finish the step
+    /// in flight and exit 0. Talks to systemd (Type=notify) when NOTIFY_SOCKET is set.
+    Run {
+        /// One pass and exit, exactly as `renew` (and with its exit codes).
+        #[arg(long, conflicts_with = "metrics_listen")]
+        once: bool,
+        /// Serve the metrics (as `certkeeper metrics` prints them, plus the last pass) at
+        /// http://ADDR/metrics, e.g. 127.0.0.1:9810.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Print Prometheus metrics for every managed certificate: notAfter, last success, last
     /// attempt, consecutive failures, last result (exit 0, or 2 on a config error).
@@ -184,9 +198,18 @@ pub fn run() -> u8 {
                 force,
                 dry_run,
                 names: names.clone(),
+                stop: Default::default(),
             },
             textfile.as_deref(),
         ),
+        Command::Run {
+            once: true,
+            metrics_listen: _,
+        } => renew::run(&args.config, crate::renew::Options::default(), None),
+        Command::Run {
+            once: false,
+            metrics_listen,
+        } => run::run(&args.config, metrics_listen),
         Command::Snapshots { json, ref name } => snapshots::snapshots(&args.config, name, json),
         Command::Rollback { ref name, ref to } => {
             snapshots::rollback(&args.config, name, to.as_deref())
@@ -293,8 +316,11 @@ fn usage_exit_code() -> u8 {
 fn init_logging(args: &Args) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    // A daemon's journal shows its passes; a one-shot command stays quiet unless asked.
+    let daemon = matches!(args.command, Command::Run { once: false, .. });
     let default = match (args.quiet, args.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",

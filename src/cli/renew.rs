@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{known_names, load_config, print};
 use crate::metrics;
 use crate::renew::{self, Options, Outcome};
+use crate::x509::rfc3339;
 
 /// Exit code when a certificate failed.
 const FAILED: u8 = 1;
@@ -48,15 +49,11 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
     }
     print(&out);
     if let Some(path) = textfile {
-        let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
-        for (_, o) in &outcomes {
-            *counts.entry(o.word()).or_default() += 1;
-        }
-        let pass = metrics::Pass {
-            duration: started.elapsed(),
-            finished: time::OffsetDateTime::now_utc().unix_timestamp(),
-            outcomes: counts.into_iter().collect(),
-        };
+        let pass = metrics::Pass::of(
+            &outcomes,
+            started.elapsed(),
+            time::OffsetDateTime::now_utc(),
+        );
         if let Err(e) = metrics::write_textfile(path, &metrics::render(&config, Some(&pass))) {
             eprintln!(
                 "certkeeper: renew: cannot write the metrics to {}: {e}",
@@ -82,10 +79,14 @@ pub fn metrics(config_path: &Path) -> u8 {
 
 fn line(name: &str, outcome: &Outcome) -> String {
     match outcome {
-        Outcome::NotDue { renew_after } => format!("{name}: not due (renews from {renew_after})"),
-        Outcome::Backoff { until } => {
-            format!("{name}: last attempt failed; next attempt from {until} (--force to try now)")
+        Outcome::NotDue { renew_after } => {
+            format!("{name}: not due (renews from {})", rfc3339(*renew_after))
         }
+        Outcome::Backoff { until } => format!(
+            "{name}: last attempt failed; next attempt from {} (--force to try now)",
+            rfc3339(*until)
+        ),
+        Outcome::Stopped => format!("{name}: stopped before it was done; nothing changed"),
         Outcome::Renewed { source, done } => {
             let mut out = format!(
                 "{name}: renewed from {source} (notAfter {})",

@@ -1109,26 +1109,9 @@ impl Validator<'_> {
     }
 }
 
-/// Checks a cron string the way tokio-cron-scheduler parses it (6 fields, seconds first).
+/// Checks a cron string the way the daemon parses it (6 fields, seconds first).
 pub fn check_cron(expr: &str) -> Result<(), String> {
-    let fields = expr.split_whitespace().count();
-    if fields == 5 && check_cron(&format!("0 {expr}")).is_ok() {
-        return Err(format!(
-            "\"{expr}\" has 5 fields; certkeeper's cron has a seconds field first, e.g. \"0 {expr}\""
-        ));
-    }
-    if !(6..=7).contains(&fields) {
-        return Err(format!(
-            "\"{expr}\" is not a cron expression with seconds (sec min hour day month weekday), e.g. \"0 17 */12 * * *\""
-        ));
-    }
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map(|_| ())
-        .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))
+    crate::schedule::Cron::parse(expr).map(|_| ())
 }
 
 /// Whether `name` fits `[a-z0-9][a-z0-9._-]*`.

@@ -92,8 +92,14 @@ impl Outcome {
 }
 
 /// Deploys every item: grouped by reload command, each group staged, reloaded once, and
-/// verified. Returns each item's name and outcome, in no particular order.
-pub async fn deploy_all(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Outcome)> {
+/// verified. Returns each item's name and outcome, in no particular order; the items of
+/// groups not started when `stop` is requested are left out (their material stays kept for
+/// the next pass), while a group in flight always finishes.
+pub async fn deploy_all(
+    locked: &Locked<'_>,
+    items: Vec<Item>,
+    stop: &crate::renew::Stop,
+) -> Vec<(String, Outcome)> {
     let mut groups: BTreeMap<Option<Vec<String>>, Vec<Item>> = BTreeMap::new();
     for item in items {
         let key = item.cert.reload.as_ref().map(|r| r.command.clone());
@@ -101,6 +107,9 @@ pub async fn deploy_all(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, O
     }
     let mut out = Vec::new();
     for (_, group) in groups {
+        if stop.requested() {
+            break;
+        }
         out.extend(deploy_group(locked, group).await);
     }
     out
