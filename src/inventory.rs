@@ -84,6 +84,9 @@ pub struct Entry {
     pub fingerprint: Option<String>,
     /// Whether a manifest of the live files exists and matched (`null` when there is none).
     pub integrity: Option<bool>,
+    /// Whether the private key matches the leaf: checked on the key, or, when this user may
+    /// not read the key, as the manifest recorded it at deploy; `null` when unknown.
+    pub key_match: Option<bool>,
     /// `ok`, `warning` or `critical`.
     pub status: Status,
     /// Short descriptions of what is wrong; empty when ok.
@@ -108,6 +111,7 @@ impl Entry {
             chain_length: 0,
             fingerprint: None,
             integrity: None,
+            key_match: None,
             status: Status::Ok,
             problems: Vec::new(),
         }
@@ -219,16 +223,19 @@ pub fn inspect_managed(
     let key_denied = fs::File::open(&cert.privkey)
         .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied);
     let key_bytes = if key_denied {
-        let deployed = chain_bytes.as_ref().is_some_and(|chain| {
+        // What the manifest of this very fullchain recorded when certkeeper wrote the pair.
+        let recorded = chain_bytes.as_ref().and_then(|chain| {
             manifest::read_live(&cert.name, &cert.fullchain)
                 .ok()
                 .flatten()
-                .is_some_and(|m| m.files.fullchain == sha256_hex(chain))
+                .filter(|m| m.files.fullchain == sha256_hex(chain))
+                .and_then(|m| m.key_matches_leaf)
         });
-        e.problems.push(if deployed {
-            "privkey not checked: not readable by this user (certkeeper matched it to the leaf when it deployed this pair)".to_owned()
-        } else {
-            "privkey not checked: not readable by this user".to_owned()
+        e.key_match = recorded;
+        e.problems.push(match recorded {
+            Some(true) => "privkey not checked: not readable by this user (the manifest records that certkeeper matched it to the leaf when it wrote this pair)".to_owned(),
+            Some(false) => "privkey not checked: not readable by this user, and the manifest records that it did NOT match the leaf when this pair was written".to_owned(),
+            None => "privkey not checked: not readable by this user".to_owned(),
         });
         None
     } else {
@@ -256,13 +263,15 @@ pub fn inspect_managed(
     if let Some(bytes) = &key_bytes {
         match PrivateKey::from_bytes(bytes) {
             Ok(key) => {
-                if let Some(leaf) = &leaf
-                    && !key_matches(leaf, &key)
-                {
-                    e.critical(format!(
-                        "key mismatch: {} does not belong to the leaf",
-                        cert.privkey.display()
-                    ));
+                if let Some(leaf) = &leaf {
+                    let matches = key_matches(leaf, &key);
+                    e.key_match = Some(matches);
+                    if !matches {
+                        e.critical(format!(
+                            "key mismatch: {} does not belong to the leaf",
+                            cert.privkey.display()
+                        ));
+                    }
                 }
             }
             Err(err) => e.critical(format!("privkey: {err}")),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::alert;
 use crate::config::{Certificate, Config, EventKind};
@@ -342,13 +343,18 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             trust.clone(),
         );
         let task_name = cert.name.clone();
-        let handle = tasks.spawn(async move {
-            let name = cert.name.clone();
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = limit.acquire_owned().await;
-            let step = prepare(&config, &cert, &issuers, trust.as_deref(), &opts, now).await;
-            (name, step)
-        });
+        // Every log line of this certificate's work carries its name.
+        let span = tracing::info_span!("certificate", cert = %cert.name);
+        let handle = tasks.spawn(
+            async move {
+                let name = cert.name.clone();
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = limit.acquire_owned().await;
+                let step = prepare(&config, &cert, &issuers, trust.as_deref(), &opts, now).await;
+                (name, step)
+            }
+            .instrument(span),
+        );
         task_names.insert(handle.id(), task_name);
     }
     let mut ready: Vec<(String, Box<Ready>)> = Vec::new();

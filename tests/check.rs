@@ -578,6 +578,7 @@ fn integrity_is_checked_against_the_manifest() {
             fullchain: sha256_hex(leaf.fullchain().as_bytes()),
             privkey: sha256_hex(leaf.key_pem.as_bytes()),
         },
+        key_matches_leaf: Some(true),
     };
     let path = live_path("www", &host.dir.join("live/www/fullchain.pem"));
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -684,6 +685,7 @@ fn json_schema_is_stable() {
             "fingerprint",
             "integrity",
             "issuer",
+            "key_match",
             "managed",
             "name",
             "not_after",

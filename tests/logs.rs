@@ -53,6 +53,19 @@ fn json_logs_are_one_object_per_line() {
         assert!(value.is_object(), "{line}");
     }
     assert!(run.stderr.contains("\"Renewed certificate.\""), "{run:?}");
+    // The work on a certificate runs in a span that carries its name.
+    let in_span = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Due now"))
+        })
+        .unwrap_or_else(|| panic!("no line of the due decision: {run:?}"));
+    assert_eq!(in_span["span"]["name"], "certificate", "{in_span}");
+    assert_eq!(in_span["span"]["cert"], "www", "{in_span}");
 }
 
 #[test]

@@ -621,7 +621,42 @@ fn check_as_a_monitoring_user_on_a_local_ca_host_is_ok() {
         "{run:?}"
     );
     assert!(
-        run.stdout.contains("privkey not checked: not readable by this user (certkeeper matched it to the leaf when it deployed this pair)"),
+        run.stdout.contains("privkey not checked: not readable by this user (the manifest records that certkeeper matched it to the leaf when it wrote this pair)"),
+        "{run:?}"
+    );
+    let json = as_nobody(&[
+        crate::util::bin(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "check",
+        "--json",
+    ]);
+    let entries: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        entries[0]["key_match"],
+        serde_json::Value::Bool(true),
+        "{json:?}"
+    );
+    assert_eq!(entries[0]["status"], "ok", "{json:?}");
+    // The manifest is what tells: one that records a mismatch is reported as such.
+    let manifest_path = dir.join("live/www/.certkeeper-www.manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["key_matches_leaf"], serde_json::Value::Bool(true));
+    manifest["key_matches_leaf"] = serde_json::Value::Bool(false);
+    let target = std::fs::canonicalize(&manifest_path).unwrap();
+    std::fs::write(&target, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let run = as_nobody(&[
+        crate::util::bin(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "check",
+        "--json",
+    ]);
+    let entries: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        entries[0]["key_match"],
+        serde_json::Value::Bool(false),
         "{run:?}"
     );
     // Entered, not listed: nothing else in state_dir is visible to that user.

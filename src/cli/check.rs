@@ -175,6 +175,16 @@ fn report(e: &Entry) -> String {
             None => "no manifest (files not written by certkeeper)".into(),
         },
     );
+    if e.managed {
+        field(
+            "key",
+            match e.key_match {
+                Some(true) => "matches the leaf".into(),
+                Some(false) => "DOES NOT match the leaf".into(),
+                None => "not checked".into(),
+            },
+        );
+    }
     if e.problems.is_empty() {
         out.push_str("  no problems\n");
     } else {

@@ -37,6 +37,11 @@ pub struct Manifest {
     pub fingerprint: String,
     /// SHA-256 of each file, lower-case hex.
     pub files: FileDigests,
+    /// Whether the private key was checked against the leaf's public key when the pair was
+    /// written: what `check` reports to a user who may not read the key. Absent from
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_matches_leaf: Option<bool>,
 }
 
 impl Manifest {
@@ -63,7 +68,19 @@ impl Manifest {
                 fullchain: sha256_hex(fullchain),
                 privkey: sha256_hex(privkey),
             },
+            key_matches_leaf: Some(key_matches_leaf(fullchain, privkey)),
         })
+    }
+}
+
+/// Whether `privkey` is the key of `fullchain`'s leaf (false when either does not parse).
+fn key_matches_leaf(fullchain: &[u8], privkey: &[u8]) -> bool {
+    let leaf = crate::x509::read_certificates(fullchain)
+        .ok()
+        .and_then(|(certs, _)| certs.into_iter().next());
+    match (leaf, crate::x509::PrivateKey::from_bytes(privkey)) {
+        (Some(leaf), Ok(key)) => crate::x509::key_matches(&leaf, &key),
+        _ => false,
     }
 }
 
