@@ -556,3 +556,47 @@ fn run_once_is_one_renew_pass_with_its_exit_codes() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("bad: ROLLED BACK"), "{run:?}");
 }
+
+#[test]
+fn the_daemon_wakes_when_a_backoff_ends_not_on_the_next_tick() {
+    let dir = Dir::new();
+    // The first reload fails (the new certificate is rolled back), later ones work.
+    let reload = write_script(
+        &dir.join("flaky-reload"),
+        &format!(
+            "#!/bin/sh\nif [ -e '{m}' ]; then exit 0; fi\ntouch '{m}'\necho 'not yet' >&2\nexit 1\n",
+            m = dir.join("reloaded-once").display()
+        ),
+    );
+    local_config(
+        &dir,
+        // Once a year: only the backoff's end can bring the second pass.
+        "0 0 0 1 1 *",
+        &[(
+            "web",
+            &format!("    reload:\n      command: [\"{}\"]\n", reload.display()),
+        )],
+    );
+    let yaml = std::fs::read_to_string(dir.join("config.yaml"))
+        .unwrap()
+        .replace(
+            "  jitter: 0s\n",
+            "  jitter: 0s\n  retry: { initial: 2s, max: 1h }\n",
+        );
+    dir.config(&yaml);
+    let mut daemon = Daemon::start(dir.path(), &[], &[]);
+    daemon.wait_log("Pass done: 1 rolled back.", 1, Duration::from_secs(20));
+    daemon.wait_log("Pass done: 1 renewed.", 1, Duration::from_secs(20));
+    assert_eq!(
+        daemon.log().matches("Pass done:").count(),
+        2,
+        "{}",
+        daemon.log()
+    );
+    assert!(key_matches_leaf(
+        &read(dir.join("live/web/fullchain.pem")),
+        &read(dir.join("live/web/privkey.pem"))
+    ));
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
