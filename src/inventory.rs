@@ -241,12 +241,26 @@ pub fn inspect_managed(
     } else {
         read_live(&mut e, "privkey", &cert.privkey)
     };
+    // The same decision as a renewal pass, with what the pass kept (the CA's renewal window,
+    // the profile the leaf was ordered with), when this user can read it.
+    let saved = crate::state::load_if_readable(&config.state_dir, &cert.name);
+    let before_expiry = config.renewal.before_expiry;
+    let due = |leaf: &Cert| {
+        crate::schedule::decide(
+            leaf,
+            saved.as_ref(),
+            cert.profile.as_deref(),
+            before_expiry,
+            now,
+        )
+    };
     let leaf = chain_bytes.as_deref().and_then(|bytes| {
         examine_chain_file(
             &mut e,
             bytes,
             trust.for_issuers(&cert.issuers),
-            config.renewal.before_expiry,
+            &due,
+            before_expiry,
             now,
             true,
         )
@@ -307,7 +321,16 @@ pub fn inspect_file(
         Err(_) if !looks_like_cert => return None,
         _ => {}
     }
-    let leaf = examine_chain_file(&mut e, &bytes, &trust.discovered, before_expiry, now, false);
+    let due = |leaf: &Cert| crate::schedule::due(leaf, None, before_expiry, now);
+    let leaf = examine_chain_file(
+        &mut e,
+        &bytes,
+        &trust.discovered,
+        &due,
+        before_expiry,
+        now,
+        false,
+    );
     if let Some(leaf) = leaf {
         e.domains = leaf.sans.clone();
     }
@@ -461,6 +484,7 @@ fn examine_chain_file(
     e: &mut Entry,
     bytes: &[u8],
     trust: &TrustStore,
+    due: &dyn Fn(&Cert) -> crate::schedule::Due,
     before_expiry: BeforeExpiry,
     now: OffsetDateTime,
     managed: bool,
@@ -498,16 +522,27 @@ fn examine_chain_file(
             "not yet valid (notBefore {})",
             rfc3339(leaf.not_before)
         ));
-    } else if is_due(&leaf, before_expiry, now) {
-        e.due = true;
-        e.problem(
-            Severity::Warning,
-            format!(
-                "due for renewal: {} left, renews {} before expiry",
-                human_duration(leaf.not_after - now),
-                before_expiry
-            ),
-        );
+    } else {
+        let d = due(&leaf);
+        if d.now {
+            e.due = true;
+            let why = match d.source {
+                crate::schedule::DueSource::ProfileChanged => {
+                    "the configured profile is not the one it was ordered with".to_owned()
+                }
+                crate::schedule::DueSource::Ari => {
+                    format!("inside the CA's renewal window since {}", rfc3339(d.at))
+                }
+                _ => format!("renews {before_expiry} before expiry"),
+            };
+            e.problem(
+                Severity::Warning,
+                format!(
+                    "due for renewal: {} left, {why}",
+                    human_duration(leaf.not_after - now)
+                ),
+            );
+        }
     }
     if now >= leaf.not_after {
         e.due = true;
@@ -516,13 +551,6 @@ fn examine_chain_file(
         e.critical(p.to_string());
     }
     Some(leaf)
-}
-
-/// Whether `leaf` is due for renewal at `now`.
-pub fn is_due(leaf: &Cert, before_expiry: BeforeExpiry, now: OffsetDateTime) -> bool {
-    // The renew pass decides with the same function (with no ARI window here: check never
-    // asks the network), so check and renew always agree on what is due.
-    crate::schedule::due(leaf, None, before_expiry, now).now
 }
 
 fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u8]) {

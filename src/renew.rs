@@ -88,6 +88,14 @@ pub enum Outcome {
         /// When the next attempt is allowed.
         until: OffsetDateTime,
     },
+    /// Dry run: the certificate is due, and its issuer has no `staging_directory`, so
+    /// nothing was ordered (a dry run never spends a production CA's rate limits).
+    WouldOrder {
+        /// The issuer it would order from.
+        issuer: String,
+        /// The names it would order.
+        domains: Vec<String>,
+    },
     /// The pass was asked to stop before this certificate was done; nothing changed on disk
     /// for it (material already issued is kept and deployed by the next pass).
     Stopped,
@@ -129,6 +137,9 @@ pub enum Outcome {
     Failed {
         /// Why, with the issuers' errors.
         error: String,
+        /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`): the
+        /// next attempt waits until then instead of the usual backoff.
+        retry_after: Option<OffsetDateTime>,
     },
 }
 
@@ -154,6 +165,7 @@ impl Outcome {
             Outcome::Backoff { .. } => "backoff",
             Outcome::Renewed { .. } => "renewed",
             Outcome::WouldRenew { .. } => "would_renew",
+            Outcome::WouldOrder { .. } => "would_order",
             Outcome::RolledBack { .. } => "rolled_back",
             Outcome::RollbackFailed { .. } => "rollback_failed",
             Outcome::Failed { .. } => "failed",
@@ -173,8 +185,9 @@ impl Outcome {
                 cause,
                 rollback,
             },
-            deploy::Outcome::Failed { error } => Outcome::Failed {
+            deploy::Outcome::Failed { error, .. } => Outcome::Failed {
                 error: format!("{error} (the new material is kept and deployed on the next pass)"),
+                retry_after: None,
             },
         }
     }
@@ -330,7 +343,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
     for cert in selected.iter().cloned() {
         if let Some(error) = unrecoverable.remove(&cert.name) {
-            let outcome = Outcome::Failed { error };
+            let outcome = Outcome::Failed {
+                error,
+                retry_after: None,
+            };
             finish(&config, opts, now, &cert.name, &outcome, &mut events);
             outcomes.insert(cert.name.clone(), outcome);
             continue;
@@ -385,6 +401,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     name.clone(),
                     Step::Done(Outcome::Failed {
                         error: format!("internal error, please report it: {e}"),
+                        retry_after: None,
                     }),
                 ),
                 None => continue,
@@ -538,7 +555,7 @@ fn alert_events(
             let recovery = before.consecutive_failures > 0 || !before.alerted.is_empty();
             Some((e, recovery))
         }
-        Outcome::Failed { error } => Some((EventKind::Failed, error.clone()))
+        Outcome::Failed { error, .. } => Some((EventKind::Failed, error.clone()))
             .filter(|(k, _)| due(*k))
             .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
         Outcome::RolledBack { source, cause, .. } => Some((
@@ -558,7 +575,10 @@ fn alert_events(
         .filter(|(k, _)| due(*k))
         .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
         Outcome::Backoff { .. } => None,
-        Outcome::NotDue { .. } | Outcome::WouldRenew { .. } | Outcome::Stopped => {
+        Outcome::NotDue { .. }
+        | Outcome::WouldRenew { .. }
+        | Outcome::WouldOrder { .. }
+        | Outcome::Stopped => {
             failed = false;
             None
         }
@@ -581,7 +601,7 @@ fn alert_events(
             format!("expires in {}h", left.whole_hours())
         };
         let last = match outcome {
-            Outcome::Failed { error } => error.clone(),
+            Outcome::Failed { error, .. } => error.clone(),
             Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
                 cause.clone()
             }
@@ -627,7 +647,7 @@ async fn prepare(
     now: OffsetDateTime,
 ) -> Step {
     let live_leaf = leaf_of_file(&cert.fullchain).ok();
-    let saved = state::load(&config.state_dir, &cert.name);
+    let mut saved = state::load(&config.state_dir, &cert.name);
     let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
 
     if !opts.force
@@ -646,7 +666,10 @@ async fn prepare(
             privkey,
             live_not_before,
             now,
-            "pending",
+            Origin {
+                name: "pending",
+                staging: false,
+            },
         )
         .await
         {
@@ -669,8 +692,28 @@ async fn prepare(
                 tracing::info!(cert = %cert.name, "Due now: the live certificate is broken: {}", entry.problems.join("; "));
             }
             (Some(leaf), None) => {
-                let window = issuers.renewal_window(cert, leaf).await;
-                let due = schedule::due(leaf, window.as_ref(), config.renewal.before_expiry, now);
+                if issuers.refresh_ari(cert, leaf, &mut saved, now).await
+                    && !opts.dry_run
+                    && let Err(e) = state::save(&config.state_dir, &cert.name, &saved)
+                {
+                    tracing::warn!(cert = %cert.name, "Cannot keep the renewal information: {e}");
+                }
+                let due = schedule::decide(
+                    leaf,
+                    Some(&saved),
+                    cert.profile.as_deref(),
+                    config.renewal.before_expiry,
+                    now,
+                );
+                match due.source {
+                    schedule::DueSource::ProfileChanged => {
+                        tracing::info!(cert = %cert.name, profile = cert.profile.as_deref().unwrap_or("none"), "Due now: the configured profile is not the one the live certificate was ordered with.");
+                    }
+                    schedule::DueSource::Ari if due.now => {
+                        tracing::info!(cert = %cert.name, at = %rfc3339(due.at), "Due: inside the CA's renewal window.");
+                    }
+                    _ => {}
+                }
                 if !due.now {
                     return Step::Done(Outcome::NotDue {
                         renew_after: due.at,
@@ -694,6 +737,7 @@ async fn prepare(
                 rfc3339(leaf.not_before),
                 rfc3339(now)
             ),
+            retry_after: None,
         });
     }
 
@@ -707,11 +751,24 @@ async fn prepare(
         Err(e) => {
             return Step::Done(Outcome::Failed {
                 error: e.to_string(),
+                retry_after: None,
             });
         }
     };
+    // A dry run orders only from a staging CA: without one, it stops here and says what it
+    // would order.
+    if opts.dry_run
+        && let Some(first) = cert.issuers.first()
+        && issuers.needs_staging(first)
+    {
+        return Step::Done(Outcome::WouldOrder {
+            issuer: first.clone(),
+            domains: cert.domains.clone(),
+        });
+    }
     let privkey = key.serialize_pem().into_bytes();
     let mut errors = Vec::new();
+    let mut retry_after: Option<OffsetDateTime> = None;
     for issuer in &cert.issuers {
         let issued = issuers.issue(issuer, cert, &key, now).await;
         let fullchain = match issued {
@@ -719,6 +776,11 @@ async fn prepare(
             Err(e) => {
                 tracing::warn!(cert = %cert.name, issuer = %issuer, "Issuer failed: {e}");
                 errors.push(format!("issuer {issuer}: {e}"));
+                // The latest time a rate-limiting CA named: before it, every issuer of the
+                // list would be tried again in vain.
+                if let Some(at) = e.retry_after.map(OffsetDateTime::from) {
+                    retry_after = Some(retry_after.map_or(at, |r| r.max(at)));
+                }
                 continue;
             }
         };
@@ -734,7 +796,10 @@ async fn prepare(
             privkey,
             live_not_before,
             now,
-            issuer,
+            Origin {
+                name: issuer,
+                staging: opts.dry_run && issuers.orders_from_staging(issuer),
+            },
         )
         .await
         {
@@ -745,13 +810,23 @@ async fn prepare(
                 }
                 Step::Done(Outcome::Failed {
                     error: format!("issuer {issuer}: {rejected}"),
+                    retry_after: None,
                 })
             }
         };
     }
     Step::Done(Outcome::Failed {
         error: errors.join("; "),
+        retry_after,
     })
+}
+
+/// Where new material comes from: an issuer's name (or `pending`), and whether it is a
+/// staging CA's.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    name: &'a str,
+    staging: bool,
 }
 
 /// New material checked against the roots `cert`'s issuers chain to, ready to swap in.
@@ -762,9 +837,22 @@ async fn checked(
     privkey: Vec<u8>,
     live_not_before: Option<OffsetDateTime>,
     now: OffsetDateTime,
-    source: &str,
+    origin: Origin<'_>,
 ) -> Result<Box<Ready>, crate::material::Rejected> {
-    let trust = issuers.trust_for(cert).await;
+    let Origin {
+        name: source,
+        staging,
+    } = origin;
+    let mut trust = issuers.trust_for(cert).await;
+    if staging {
+        // A staging CA's roots are not trusted anywhere: the chain it sent is checked whole
+        // and signed link by link up to its last certificate, which stands in for the root.
+        if let Ok((chain, _)) = crate::x509::read_certificates(&fullchain)
+            && let Some(top) = chain.into_iter().next_back()
+        {
+            trust.add(top);
+        }
+    }
     let leaf = check_new(
         &fullchain,
         &privkey,
@@ -805,8 +893,24 @@ fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now:
     let t = now.unix_timestamp();
     let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
-        Outcome::Renewed { .. } => s.succeeded(t, "renewed"),
-        Outcome::Failed { error } => s.failed(t, "failed", error, initial, max),
+        Outcome::Renewed { .. } => {
+            s.succeeded(t, "renewed");
+            s.ari = None;
+            s.issued = config.certificate(name).and_then(|cert| {
+                let leaf = leaf_of_file(&cert.fullchain).ok()?;
+                Some(state::IssuedWith {
+                    fingerprint: leaf.fingerprint,
+                    profile: cert.profile.clone(),
+                })
+            });
+        }
+        Outcome::Failed { error, retry_after } => {
+            s.failed(t, "failed", error, initial, max);
+            // A rate-limiting CA said when: that time, not the usual ladder.
+            if let Some(at) = retry_after {
+                s.next_attempt = Some(at.unix_timestamp().max(t));
+            }
+        }
         Outcome::RolledBack { cause, .. } => s.failed(t, "rolled_back", cause, initial, max),
         Outcome::RollbackFailed {
             cause, rollback, ..
@@ -821,7 +925,10 @@ fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now:
             s.last_attempt = Some(t);
             s.last_result = Some("ok".into());
         }
-        Outcome::Backoff { .. } | Outcome::WouldRenew { .. } | Outcome::Stopped => return,
+        Outcome::Backoff { .. }
+        | Outcome::WouldRenew { .. }
+        | Outcome::WouldOrder { .. }
+        | Outcome::Stopped => return,
     }
     if let Err(e) = state::save(state_dir, name, &s) {
         tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
@@ -846,7 +953,7 @@ fn log(name: &str, outcome: &Outcome) {
             tracing::error!(cert = %name,
                 "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
         }
-        Outcome::Failed { error } => tracing::error!(cert = %name, "Renewal failed: {error}"),
+        Outcome::Failed { error, .. } => tracing::error!(cert = %name, "Renewal failed: {error}"),
         Outcome::NotDue { renew_after } => {
             tracing::debug!(cert = %name, renew_after = %rfc3339(*renew_after), "Not due.")
         }
@@ -858,6 +965,9 @@ fn log(name: &str, outcome: &Outcome) {
         }
         Outcome::WouldRenew { not_after, source } => {
             tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
+        }
+        Outcome::WouldOrder { issuer, .. } => {
+            tracing::info!(cert = %name, %issuer, "Dry run: would order; the issuer has no staging_directory.")
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum DueSource {
     BeforeExpiry,
     /// The certificate has expired already.
     Expired,
+    /// The configured ACME profile is not the one the live leaf was ordered with.
+    ProfileChanged,
 }
 
 /// When a certificate should be renewed, and whether that time has come.
@@ -112,6 +114,58 @@ pub fn due(
         before_expiry,
         stable_pick(leaf),
     )
+}
+
+/// The due decision that `check`, `renew` and `run` share for a managed certificate: a
+/// changed profile makes it due now; otherwise [`due`] with the CA's kept renewal window for
+/// this very leaf (see [`crate::state::KeptAri`]), or `before_expiry` without one. `state`
+/// is `None` for a user who cannot read it (then `before_expiry` decides).
+pub fn decide(
+    leaf: &Cert,
+    state: Option<&CertState>,
+    profile: Option<&str>,
+    before_expiry: BeforeExpiry,
+    now: OffsetDateTime,
+) -> Due {
+    if let Some(issued) = state.and_then(|s| s.issued.as_ref())
+        && issued.fingerprint == leaf.fingerprint
+        && issued.profile.as_deref() != profile
+    {
+        return Due {
+            now: true,
+            at: now,
+            source: DueSource::ProfileChanged,
+        };
+    }
+    let window = state
+        .and_then(|s| s.ari.as_ref())
+        .filter(|k| k.fingerprint == leaf.fingerprint)
+        .and_then(kept_window);
+    due(leaf, window.as_ref(), before_expiry, now)
+}
+
+/// The window of a kept answer, when it has one.
+pub fn kept_window(kept: &crate::state::KeptAri) -> Option<RenewalWindow> {
+    let (start, end) = kept.window?;
+    Some(RenewalWindow {
+        start: OffsetDateTime::from_unix_timestamp(start).ok()?,
+        end: OffsetDateTime::from_unix_timestamp(end).ok()?,
+        explanation_url: kept.explanation_url.clone(),
+        retry_after: Duration::ZERO,
+    })
+}
+
+/// Whether a kept answer about `leaf` may still be used at `now` (the CA's `Retry-After`
+/// has not passed).
+pub fn ari_fresh(kept: Option<&crate::state::KeptAri>, leaf: &Cert, now: OffsetDateTime) -> bool {
+    kept.is_some_and(|k| k.fingerprint == leaf.fingerprint && now.unix_timestamp() < k.retry_after)
+}
+
+/// How long a renewal-information answer is kept: the CA's `Retry-After`, at least a minute
+/// (a CA asking for less would be asked on every pass of a busy daemon) and at most a day
+/// (RFC 9773 §4.3 suggests clients poll at least daily).
+pub fn ari_keep(retry_after: Duration) -> Duration {
+    retry_after.clamp(Duration::from_secs(60), Duration::from_secs(86_400))
 }
 
 /// A point in `[0, 1)` fixed for a leaf (from its fingerprint), so that the renewal time

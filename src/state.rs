@@ -32,6 +32,41 @@ pub struct CertState {
     /// When each failure event (`failed`, `rolled_back`, ...) was last alerted, unix time;
     /// cleared by a success.
     pub alerted: std::collections::BTreeMap<String, i64>,
+    /// The CA's last renewal-information answer (RFC 9773) for the live leaf, kept until the
+    /// CA's `Retry-After` so that a pass does not ask again for every certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ari: Option<KeptAri>,
+    /// The ACME profile the live leaf was ordered with, as configured then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued: Option<IssuedWith>,
+}
+
+/// A kept renewal-information answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeptAri {
+    /// The leaf it is about (SHA-256 of its DER, hex).
+    pub fingerprint: String,
+    /// The suggested window (unix seconds), or `None` when the CA offers no renewal
+    /// information.
+    pub window: Option<(i64, i64)>,
+    /// The CA's page explaining the window, if it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
+    /// When it was fetched (unix seconds).
+    pub fetched: i64,
+    /// Not asked again before this (unix seconds): the CA's `Retry-After`.
+    pub retry_after: i64,
+}
+
+/// What the live leaf was ordered with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IssuedWith {
+    /// The leaf (SHA-256 of its DER, hex).
+    pub fingerprint: String,
+    /// The configured ACME profile when it was ordered (`None`: none).
+    pub profile: Option<String>,
 }
 
 impl CertState {

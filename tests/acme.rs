@@ -440,6 +440,9 @@ async fn an_unreachable_ca_is_a_clear_error() {
         contact: vec![],
         trust_roots: None,
         eab: None,
+        staging_directory: None,
+        max_concurrent_requests: None,
+        orders_per_minute: None,
     };
     let started = Instant::now();
     let err = Acme::open_with("down", &issuer, state.path(), true, quick(3))
@@ -498,6 +501,9 @@ async fn a_failing_ca_is_retried_honouring_retry_after_and_its_answer_kept() {
         contact: vec![],
         trust_roots: None,
         eab: None,
+        staging_directory: None,
+        max_concurrent_requests: None,
+        orders_per_minute: None,
     };
     let state = Dir::new();
     let started = Instant::now();
@@ -542,15 +548,33 @@ async fn without_ari_or_profiles_the_order_falls_back() {
     let leaf = leaf_of(&first);
     assert_eq!(acme.renewal_window(&leaf.der).await.unwrap(), None);
 
-    // A renewal with `replaces` and a profile: both left out, since the directory offers
-    // neither (sending `replaces` to a CA without ARI makes the order fail).
+    // A profile the directory does not offer (it offers none) is refused before ordering,
+    // rather than giving another kind of certificate.
     let domains = vec![domain.clone()];
     let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
-    let second = acme
+    let err = acme
         .issue(&OrderRequest {
             domains: &domains,
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: Some("shortlived"),
+            replaces: Some(&leaf.der),
+            dns: dns.clone(),
+            dns_name: "challtestsrv",
+            settings: &pebble.settings(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "profile \"shortlived\" is not offered by the CA (it offers no profiles)"
+    );
+    // A renewal with `replaces`: left out, since the directory offers no ARI (sending
+    // `replaces` to a CA without ARI makes the order fail).
+    let second = acme
+        .issue(&OrderRequest {
+            domains: &domains,
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
+            profile: None,
             replaces: Some(&leaf.der),
             dns,
             dns_name: "challtestsrv",

@@ -106,7 +106,7 @@ impl Host {
         };
         let yaml = format!(
             "state_dir: state\n\
-             issuers:\n  pebble:\n    type: acme\n    directory: {dir}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n\
+             issuers:\n  pebble:\n    type: acme\n    directory: {dir}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n    max_concurrent_requests: 1\n\
              dns_providers:\n  dns:\n{provider}\
              dns:\n  resolvers: [\"{dns}\"]\n  propagation_timeout: 20s\n  poll_interval: 1s\n\
              certificates:\n  - name: www\n    domains: [\"{apex}\", \"*.{apex}\"]\n    issuer: pebble\n    dns_provider: dns\n    \

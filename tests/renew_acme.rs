@@ -51,7 +51,7 @@ impl Host {
     ) {
         let mut yaml = format!(
             "state_dir: state\n\
-             issuers:\n  pebble:\n    type: acme\n    directory: {dir}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n  \
+             issuers:\n  pebble:\n    type: acme\n    directory: {dir}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n    max_concurrent_requests: 1\n  \
              down:\n    type: acme\n    directory: https://127.0.0.1:{closed}/dir\n\
              dns_providers:\n  hook:\n    type: exec\n    command: [hooks/publish]\n    timeout: 20s\n  \
              silent:\n    type: exec\n    command: [hooks/silent]\n\
@@ -268,19 +268,55 @@ async fn failures_leave_live_pairs_alone_and_do_not_stop_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dry_run_against_pebble_changes_nothing() {
+async fn dry_run_orders_only_from_a_staging_ca_and_changes_nothing() {
     let pebble = Pebble::start().await;
     let host = Host::new(&pebble);
     host.config(&pebble, "30d", &[("dry", "pebble", "hook", "ecdsa-p256")]);
     let before = listing(host.dir.path());
+
+    // Without a staging_directory: it says what it would order and orders nothing.
     let run = host.run(&["renew", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with(&format!(
+            "dry: due; would order {apex}, *.{apex} from pebble; dry run without a staging_directory for pebble, so nothing was ordered",
+            apex = host.name("dry")
+        )),
+        "{run:?}"
+    );
+    assert!(host.hook_calls().is_empty(), "{:?}", host.hook_calls());
+
+    // With one: the order goes to the staging CA (Pebble here) and never to production (a
+    // closed port here, which would fail the order if it were asked).
+    let yaml = std::fs::read_to_string(host.dir.join("config.yaml")).unwrap();
+    let production = format!("https://127.0.0.1:{}/dir", free_tcp_port());
+    let yaml = yaml.replacen(
+        &format!("    directory: {}\n", pebble.directory),
+        &format!(
+            "    directory: {production}\n    staging_directory: {}\n",
+            pebble.directory
+        ),
+        1,
+    );
+    host.dir.config(&yaml);
+    let before: std::collections::BTreeSet<String> = before.into_iter().collect();
+    let run = host.run(&["renew", "--dry-run", "-v"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout.starts_with("dry: would renew from pebble"),
         "{run:?}"
     );
+    assert!(
+        run.stderr.contains("ordering from the staging CA"),
+        "{run:?}"
+    );
+    assert!(
+        host.hook_calls().iter().any(|c| c.contains(" present ")),
+        "{:?}",
+        host.hook_calls()
+    );
     // Only the hook's own log (outside certkeeper's control) may have appeared.
-    let after: Vec<String> = listing(host.dir.path())
+    let after: std::collections::BTreeSet<String> = listing(host.dir.path())
         .into_iter()
         .filter(|p| !p.ends_with("hook.log"))
         .collect();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acme;
+mod acme_fake;
 mod alerts;
 mod check;
 mod config;

@@ -8,14 +8,21 @@
 //!   into one that keeps the status and the start of the body, so the evidence survives
 //!   instead of becoming a JSON parse error.
 //!
-//! Requests to one CA go one at a time: a request holds its server's gate (one per scheme,
-//! host and port, shared by every client in the process, so also by two issuers that use the
-//! same CA) from sending until its whole body is read. Certificates are still renewed in parallel, because the slow parts
-//! (DNS changes, propagation and validation waits, key generation) happen between requests.
-//! One request at a time keeps a pass well inside a CA's request-rate limits, and it avoids
-//! lock-order deadlocks that some ACME servers have under concurrent requests on one account
-//! (Pebble 2.4 hangs for good when an authorization is fetched while another request of the
-//! account holds its store lock).
+//! Every request carries a `User-Agent` naming certkeeper and its version, followed by the
+//! protocol library's (RFC 8555 §6.1: clients MUST send one; current CAs refuse requests
+//! without it).
+//!
+//! Two limits protect the CA and certkeeper:
+//!
+//! - `max_concurrent_requests` of the issuer: requests to its server hold one of that many
+//!   turns from sending until the whole body is read (shared by every client in the process
+//!   with the same server and limit). Without it, the only limit is `renewal.concurrency`.
+//!   Pebble 2.x needs 1: it hangs for good when an authorization is fetched while another
+//!   request of the same account holds its store lock.
+//! - A `429` or `503` answer with `Retry-After` pauses every request to that server until
+//!   then, not only the one that got it, when the pause is short enough to wait out
+//!   ([`PAUSE_MAX`]); during a longer one, requests fail at once as rate limited, with the
+//!   CA's time, so each certificate waits in its own backoff instead of holding a pass.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -28,7 +35,7 @@ use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::RETRY_AFTER;
+use http::header::{RETRY_AFTER, USER_AGENT as USER_AGENT_HEADER};
 use http::{Request, Response, StatusCode};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -51,30 +58,89 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// certkeeper's part of every request's `User-Agent`.
+pub const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
+
+/// The longest `Retry-After` pause that requests wait out; a longer one fails them at once.
+pub const PAUSE_MAX: Duration = Duration::from_secs(60);
+
 /// The client instant-acme sends every request through. Clones share one connection pool.
 #[derive(Clone)]
 pub(crate) struct Http {
     client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     request_timeout: Duration,
+    max_concurrent: Option<usize>,
 }
 
-/// The gate of the server a URL points at: one per scheme, host and port in the process.
-fn gate_for(uri: &http::Uri) -> Arc<tokio::sync::Semaphore> {
-    static GATES: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> =
-        LazyLock::new(Mutex::default);
-    let key = format!(
+/// Scheme, host and port of a URL: what gates and pauses are kept per.
+fn server_of(uri: &http::Uri) -> String {
+    format!(
         "{}://{}",
         uri.scheme_str().unwrap_or_default(),
         uri.authority().map(|a| a.as_str()).unwrap_or_default()
-    );
+    )
+}
+
+/// The gate of a server with a limit: one per server and limit in the process.
+fn gate_for(server: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
+    type Gates = HashMap<(String, usize), Arc<tokio::sync::Semaphore>>;
+    static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
     // A panic while the map was locked cannot leave it inconsistent (inserts are whole), so a
     // poisoned lock is used as it is.
     let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
     Arc::clone(
         gates
-            .entry(key)
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            .entry((server.to_owned(), limit))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit))),
     )
+}
+
+/// Until when each server asked (with `Retry-After` on a 429 or 503) not to be asked.
+static PAUSES: LazyLock<Mutex<HashMap<String, SystemTime>>> = LazyLock::new(Mutex::default);
+
+/// Notes a server's request to pause until `until` (a later pause wins).
+fn pause(server: &str, until: SystemTime) {
+    let mut pauses = PAUSES.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = pauses.entry(server.to_owned()).or_insert(until);
+    if *at < until {
+        *at = until;
+    }
+}
+
+/// Waits out a short pause of `server`; `Err(until)` during one longer than [`PAUSE_MAX`].
+async fn paused(server: &str) -> Result<(), SystemTime> {
+    loop {
+        let until = {
+            let pauses = PAUSES.lock().unwrap_or_else(PoisonError::into_inner);
+            pauses.get(server).copied()
+        };
+        let Some(until) = until else { return Ok(()) };
+        let Ok(left) = until.duration_since(SystemTime::now()) else {
+            return Ok(());
+        };
+        if left > PAUSE_MAX {
+            return Err(until);
+        }
+        tracing::debug!(%server, wait_ms = left.as_millis() as u64, "The CA asked for a pause; waiting.");
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// The answer given for a request not sent because the server asked for a long pause: a
+/// `rateLimited` problem, as if the CA had sent it.
+fn paused_answer(server: &str, until: SystemTime) -> BytesResponse {
+    let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(until)));
+    let doc = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:rateLimited",
+        "status": 429,
+        "detail": format!(
+            "not sent: {server} asked (Retry-After) for no requests until {}",
+            httpdate::fmt_http_date(until)
+        ),
+    });
+    let mut rsp = Response::new(http_body_util::Full::new(Bytes::from(doc.to_string())));
+    *rsp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    BytesResponse::from(rsp)
 }
 
 impl Http {
@@ -83,6 +149,7 @@ impl Http {
         trust_roots: Option<&Path>,
         connect_timeout: Duration,
         request_timeout: Duration,
+        max_concurrent: Option<usize>,
     ) -> Result<Http, Error> {
         // Unreadable system roots leave only the configured ones; a directory served with a
         // public certificate then fails with a clear TLS error naming the unknown issuer.
@@ -121,6 +188,7 @@ impl Http {
         Ok(Http {
             client: HyperClient::builder(TokioExecutor::new()).build(https),
             request_timeout,
+            max_concurrent,
         })
     }
 
@@ -140,19 +208,40 @@ impl Http {
 impl HttpClient for Http {
     fn request(
         &self,
-        req: Request<BodyWrapper<Bytes>>,
+        mut req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let url = req.uri().to_string();
+        let agent = match req
+            .headers()
+            .get(USER_AGENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(library) => format!("{USER_AGENT} {library}"),
+            None => format!("{USER_AGENT} hyper/1"),
+        };
+        if let Ok(value) = http::HeaderValue::from_str(&agent) {
+            req.headers_mut().insert(USER_AGENT_HEADER, value);
+        }
         let client = self.client.clone();
-        let gate = gate_for(req.uri());
+        let server = server_of(req.uri());
+        let gate = self.max_concurrent.map(|n| gate_for(&server, n));
         let timeout = self.request_timeout;
         Box::pin(async move {
+            // A new order's `replaces`, read from the request, to check the CA's echo below.
+            let (req, replaces) = replaces_of(req).await?;
+            if let Err(until) = paused(&server).await {
+                return Ok(paused_answer(&server, until));
+            }
             // The gate is never closed, so acquiring only fails if it were; treat that as a
             // transport problem rather than trusting it cannot happen.
-            let _turn = gate
-                .acquire_owned()
-                .await
-                .map_err(|e| Transport::from_error(&url, &e))?;
+            let _turn = match gate {
+                Some(gate) => Some(
+                    gate.acquire_owned()
+                        .await
+                        .map_err(|e| Transport::from_error(&url, &e))?,
+                ),
+                None => None,
+            };
             let rsp = match tokio::time::timeout(timeout, client.request(req)).await {
                 Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
@@ -169,17 +258,93 @@ impl HttpClient for Http {
                 };
             let status = parts.status;
             if status.is_success() || status.is_redirection() || status.is_informational() {
+                let body = match &replaces {
+                    Some(id) if status == StatusCode::CREATED => echo_replaces(&server, id, body),
+                    _ => body,
+                };
                 let body = http_body_util::Full::new(body);
                 return Ok(BytesResponse::from(Response::from_parts(parts, body)));
             }
             if let Some(at) = retry_after(parts.headers.get(RETRY_AFTER)) {
                 // Outside a retry scope there is nobody to tell; that is fine.
                 let _ = RETRY_AFTER_SLOT.try_with(|slot| slot.set(Some(at)));
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                {
+                    pause(&server, at);
+                }
             }
             let body = problem_body(status, &body);
             Ok(BytesResponse::from(Response::from_parts(parts, body)))
         })
     }
+}
+
+/// Reads the `replaces` of a JWS-signed request's payload (a new order that renews), giving
+/// back the request whole; `None` for any other request.
+async fn replaces_of(
+    req: Request<BodyWrapper<Bytes>>,
+) -> Result<(Request<BodyWrapper<Bytes>>, Option<String>), instant_acme::Error> {
+    if req.method() != http::Method::POST {
+        return Ok((req, None));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| instant_acme::Error::Other(e.into()))?
+        .to_bytes();
+    let replaces = jws_payload(&bytes).and_then(|payload| {
+        payload
+            .get("replaces")
+            .and_then(|r| r.as_str())
+            .map(str::to_owned)
+    });
+    Ok((
+        Request::from_parts(parts, BodyWrapper::from(bytes.to_vec())),
+        replaces,
+    ))
+}
+
+/// The payload of a flattened JWS (RFC 7515 §7.2.2) as JSON, when it is an object.
+fn jws_payload(body: &[u8]) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let payload = jws.get("payload")?.as_str()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(|v| v.is_object())
+}
+
+/// A new order the CA accepted without echoing `replaces` (RFC 9773 §5 says it MUST; not
+/// every server does): the order is fine, so the field is put back into the answer and the
+/// order goes on, instead of failing in the protocol library's check and leaving the order
+/// abandoned at the CA. Said once per CA.
+fn echo_replaces(server: &str, replaces: &str, body: Bytes) -> Bytes {
+    let Ok(serde_json::Value::Object(mut order)) = serde_json::from_slice(&body) else {
+        return body;
+    };
+    if !(order.contains_key("identifiers") && order.contains_key("status"))
+        || order.contains_key("replaces")
+    {
+        return body;
+    }
+    static WARNED: LazyLock<Mutex<std::collections::HashSet<String>>> =
+        LazyLock::new(Mutex::default);
+    if WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(server.to_owned())
+    {
+        tracing::warn!(%server, "The CA accepted a renewal order without echoing its replaces field (RFC 9773 section 5 says it must); going on with the order.");
+    }
+    order.insert(
+        "replaces".into(),
+        serde_json::Value::String(replaces.to_owned()),
+    );
+    serde_json::to_vec(&order).map_or(body, Bytes::from)
 }
 
 tokio::task_local! {
@@ -197,7 +362,7 @@ fn problem_body(status: StatusCode, body: &Bytes) -> http_body_util::Full<Bytes>
         return http_body_util::Full::new(body.clone());
     }
     let text = String::from_utf8_lossy(body);
-    let text: String = text.trim().chars().take(MAX_BODY_EVIDENCE).collect();
+    let text = super::fold(&text.chars().take(MAX_BODY_EVIDENCE).collect::<String>());
     let detail = if text.is_empty() {
         format!("HTTP {status} with an empty body")
     } else {
@@ -378,8 +543,20 @@ mod tests {
     async fn requests_to_one_ca_go_one_at_a_time() {
         let (url, _, most) = counting_server(false).await;
         // Two clients, as two issuers using the same CA have: they share the server's gate.
-        let one = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
-        let two = Http::new(None, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let one = Http::new(
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Some(1),
+        )
+        .unwrap();
+        let two = Http::new(
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Some(1),
+        )
+        .unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let http = if i % 2 == 0 { one.clone() } else { two.clone() };
@@ -399,7 +576,13 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_body_times_out_and_frees_the_gate() {
         let (url, _, _) = counting_server(true).await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_millis(300)).unwrap();
+        let http = Http::new(
+            None,
+            Duration::from_secs(5),
+            Duration::from_millis(300),
+            Some(1),
+        )
+        .unwrap();
         let started = std::time::Instant::now();
         let err = http.request(get_request(&url)).await.err().unwrap();
         assert!(err.to_string().contains("no answer within 300ms"), "{err}");

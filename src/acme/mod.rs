@@ -42,6 +42,7 @@ pub struct Acme {
     created: bool,
     account_file: Option<PathBuf>,
     tuning: Tuning,
+    orders_per_minute: Option<u32>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -148,6 +149,7 @@ pub async fn probe_directory(cfg: &AcmeIssuer) -> Result<Offers, Error> {
         cfg.trust_roots.as_deref(),
         tuning.connect_timeout,
         tuning.request_timeout,
+        cfg.max_concurrent_requests,
     )?;
     let d = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
     Ok(Offers {
@@ -182,6 +184,7 @@ impl Acme {
             cfg.trust_roots.as_deref(),
             tuning.connect_timeout,
             tuning.request_timeout,
+            cfg.max_concurrent_requests,
         )?;
         let directory = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
         let opened =
@@ -193,6 +196,7 @@ impl Acme {
             created: opened.created,
             account_file: opened.file,
             tuning,
+            orders_per_minute: cfg.orders_per_minute,
         })
     }
 
@@ -274,7 +278,7 @@ async fn read_directory(http: &Http, url: &str, backoff: &Backoff) -> Result<Dir
 /// renewal information (ARI), and the names of the profiles it offers.
 fn parse_directory(url: &str, status: ::http::StatusCode, body: &[u8]) -> Result<Directory, Error> {
     let text = String::from_utf8_lossy(body);
-    let evidence = || text.trim().chars().take(512).collect::<String>();
+    let evidence = || fold(&text.chars().take(512).collect::<String>());
     if !status.is_success() {
         return Err(Error::Directory {
             url: url.to_owned(),
@@ -340,7 +344,7 @@ pub enum Error {
         reason: String,
     },
     /// The CA answered a step with a problem document.
-    #[error("{step}: the CA answered{}: {detail}{}", status_part(.status, .kind), subproblems_part(.subproblems, .attempts))]
+    #[error("{step}: the CA answered {}{}", problem_line(*.status, .kind.as_deref(), .detail, .subproblems), attempts_part(*.attempts))]
     Refused {
         /// The step that failed.
         step: &'static str,
@@ -354,6 +358,8 @@ pub enum Error {
         subproblems: Vec<String>,
         /// Attempts made.
         attempts: u32,
+        /// When the CA asked to be asked again (`Retry-After`), if it did.
+        retry_after: Option<std::time::SystemTime>,
     },
     /// Another failure of the protocol library.
     #[error("{step} failed: {source}")]
@@ -403,7 +409,7 @@ pub enum Error {
     #[error("external account binding: {0}")]
     Eab(String),
     /// The configured profile is not one the directory offers.
-    #[error("profile {profile:?} is not offered by the CA (offered: {})", .offered.join(", "))]
+    #[error("profile {profile:?} is not offered by the CA ({})", offered_part(.offered))]
     UnknownProfile {
         /// The configured profile.
         profile: String,
@@ -446,48 +452,108 @@ pub enum Error {
     Dns(#[from] dns01::Error),
 }
 
-fn status_part(status: &Option<u16>, kind: &Option<String>) -> String {
-    match (status, kind) {
-        (Some(s), Some(k)) => format!(" HTTP {s} {k}"),
-        (Some(s), None) => format!(" HTTP {s}"),
-        (None, Some(k)) => format!(" {k}"),
-        (None, None) => String::new(),
+impl Error {
+    /// When the CA asked, with a `rateLimited` problem, to be asked again; `None` for any
+    /// other error.
+    pub fn rate_limited_until(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Error::Refused {
+                kind: Some(kind),
+                retry_after,
+                ..
+            } if kind == "urn:ietf:params:acme:error:rateLimited" => *retry_after,
+            _ => None,
+        }
     }
 }
 
-fn subproblems_part(subproblems: &[String], attempts: &u32) -> String {
-    let mut s = String::new();
+/// A problem document on one line: `HTTP 400 malformed: <detail> (<subproblems>)`, the
+/// type without its `urn:ietf:params:acme:error:` prefix, and the CA's text with its line
+/// breaks folded and control characters escaped.
+pub(crate) fn problem_line(
+    status: Option<u16>,
+    kind: Option<&str>,
+    detail: &str,
+    subproblems: &[String],
+) -> String {
+    let kind = kind.map(|k| k.strip_prefix("urn:ietf:params:acme:error:").unwrap_or(k));
+    let mut s = match (status, kind) {
+        (Some(st), Some(k)) => format!("HTTP {st} {k}: "),
+        (Some(st), None) => format!("HTTP {st}: "),
+        (None, Some(k)) => format!("{k}: "),
+        (None, None) => String::new(),
+    };
+    s.push_str(&fold(detail));
     if !subproblems.is_empty() {
-        s.push_str(&format!(" ({})", subproblems.join("; ")));
-    }
-    if *attempts > 1 {
-        s.push_str(&format!(" (after {attempts} attempts)"));
+        let parts: Vec<String> = subproblems.iter().map(|p| fold(p)).collect();
+        s.push_str(&format!(" ({})", parts.join("; ")));
     }
     s
 }
 
+/// [`problem_line`] of an instant-acme problem.
+pub(crate) fn problem_text(p: &instant_acme::Problem) -> String {
+    problem_line(
+        p.status,
+        p.r#type.as_deref(),
+        p.detail.as_deref().unwrap_or("no detail given"),
+        &subproblems(p),
+    )
+}
+
+fn subproblems(p: &instant_acme::Problem) -> Vec<String> {
+    p.subproblems
+        .iter()
+        .map(|s| {
+            let who = match &s.identifier {
+                Some(instant_acme::Identifier::Dns(d)) => d.clone(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            format!("{who}: {}", s.detail.as_deref().unwrap_or("no detail"))
+        })
+        .collect()
+}
+
+/// Text from a server on one line: runs of white space (line breaks of pretty-printed JSON
+/// included) become one space, and control characters are escaped.
+pub(crate) fn fold(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::deploy::reload::escape_control(&joined)
+}
+
+fn offered_part(offered: &[String]) -> String {
+    if offered.is_empty() {
+        "it offers no profiles".to_owned()
+    } else {
+        format!("offered: {}", offered.join(", "))
+    }
+}
+
+fn attempts_part(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
 /// Turns the last error of a step into ours, keeping the CA's evidence.
 pub(crate) fn acme_error(step: &'static str, e: retry::Exhausted) -> Error {
-    let retry::Exhausted { error, attempts } = e;
+    let retry::Exhausted {
+        error,
+        attempts,
+        retry_after,
+    } = e;
     match error {
         instant_acme::Error::Api(p) => Error::Refused {
             step,
             status: p.status,
             kind: p.r#type.clone(),
             detail: p.detail.clone().unwrap_or_else(|| "no detail given".into()),
-            subproblems: p
-                .subproblems
-                .iter()
-                .map(|s| {
-                    let who = s
-                        .identifier
-                        .as_ref()
-                        .map(|i| format!("{i:?}"))
-                        .unwrap_or_default();
-                    format!("{who}: {}", s.detail.as_deref().unwrap_or("no detail"))
-                })
-                .collect(),
+            subproblems: subproblems(&p),
             attempts,
+            retry_after,
         },
         instant_acme::Error::Other(e) if e.downcast_ref::<http::Transport>().is_some() => {
             Error::Unreachable {
@@ -538,10 +604,25 @@ mod tests {
             detail: "too many new orders recently".into(),
             subproblems: vec![],
             attempts: 4,
+            retry_after: None,
         };
         assert_eq!(
             e.to_string(),
-            "new order: the CA answered HTTP 429 urn:ietf:params:acme:error:rateLimited: too many new orders recently (after 4 attempts)"
+            "new order: the CA answered HTTP 429 rateLimited: too many new orders recently (after 4 attempts)"
+        );
+        // A pretty-printed detail and subproblems stay on one line.
+        let e = Error::Refused {
+            step: "new account",
+            status: Some(400),
+            kind: Some("urn:ietf:params:acme:error:malformed".into()),
+            detail: "{\n  \"reason\": \"no\u{1b}[31m\"\n}".into(),
+            subproblems: vec!["a.example: bad\nname".into()],
+            attempts: 1,
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "new account: the CA answered HTTP 400 malformed: { \"reason\": \"no\\x1b[31m\" } (a.example: bad name)"
         );
     }
 
@@ -556,6 +637,7 @@ mod tests {
                 }
                 .into(),
                 attempts: 2,
+                retry_after: None,
             },
         );
         assert_eq!(

@@ -4,18 +4,20 @@
 //! failure runs under the retry policy; challenge records are removed before finalizing, and
 //! on every way out (see [`dns01::Published`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use instant_acme::{AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus};
 
 use super::dns01::{self, Challenge};
 use super::retry;
 use super::{Acme, Error, Issued, OrderRequest, acme_error, cert_id};
+use tokio::time::Instant;
 
-/// The profile to send with a new order: the configured one when the CA offers it, none when
-/// the CA offers no profiles at all (a CA without profiles has one kind of certificate), and
-/// an error when the CA offers profiles but not that one (a typo must not silently give
-/// another kind of certificate).
+/// The profile to send with a new order: the configured one when the CA offers it, and an
+/// error naming what it offers otherwise, also when it offers none (a typo, or a CA without
+/// profiles, must not silently give another kind of certificate than the one configured).
 fn chosen_profile<'a>(
     wanted: Option<&'a str>,
     offered: &[String],
@@ -23,10 +25,6 @@ fn chosen_profile<'a>(
     let Some(profile) = wanted else {
         return Ok(None);
     };
-    if offered.is_empty() {
-        tracing::debug!(profile, "The CA offers no profiles; ordering without one.");
-        return Ok(None);
-    }
     if offered.iter().any(|p| p == profile) {
         return Ok(Some(profile));
     }
@@ -36,6 +34,71 @@ fn chosen_profile<'a>(
     })
 }
 
+/// Waits until the account may place another order: at most `per_minute` new orders in any
+/// 60 seconds, per account in this process (certmagic limits order events per CA and account
+/// the same way), so a pass over many certificates never bursts past a CA's order limit.
+async fn order_turn(account: &str, per_minute: u32) {
+    static RECENT: LazyLock<Mutex<HashMap<String, VecDeque<Instant>>>> =
+        LazyLock::new(Mutex::default);
+    const WINDOW: Duration = Duration::from_secs(60);
+    let mut told = false;
+    loop {
+        let wait = {
+            // Entries are pushed and popped whole, so a poisoned lock is still consistent.
+            let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+            let times = recent.entry(account.to_owned()).or_default();
+            let now = Instant::now();
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            {
+                times.pop_front();
+            }
+            if times.len() < per_minute as usize {
+                times.push_back(now);
+                return;
+            }
+            // The oldest order of the window leaves it first.
+            times.front().map_or(Duration::ZERO, |t| {
+                WINDOW.saturating_sub(now.duration_since(*t))
+            })
+        };
+        if !told {
+            tracing::info!(
+                per_minute,
+                wait_ms = wait.as_millis() as u64,
+                "orders_per_minute reached; waiting before the next order."
+            );
+            told = true;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn new_order<'a>(identifiers: &'a [Identifier], profile: Option<&'a str>) -> NewOrder<'a> {
+    let new = NewOrder::new(identifiers);
+    match profile {
+        Some(p) => new.profile(p),
+        None => new,
+    }
+}
+
+/// Whether a new order was refused because of its `replaces`: `alreadyReplaced`, or a
+/// `malformed` problem about the field.
+fn refuses_replaces(e: &instant_acme::Error) -> bool {
+    let instant_acme::Error::Api(p) = e else {
+        return false;
+    };
+    match p.r#type.as_deref() {
+        Some("urn:ietf:params:acme:error:alreadyReplaced") => true,
+        Some("urn:ietf:params:acme:error:malformed") => p
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("replaces")),
+        _ => false,
+    }
+}
+
 pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
     let backoff = &acme.tuning.backoff;
     let identifiers: Vec<Identifier> = req
@@ -43,10 +106,8 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut new = NewOrder::new(&identifiers);
-    if let Some(profile) = chosen_profile(req.profile, &acme.directory.profiles)? {
-        new = new.profile(profile);
-    }
+    let profile = chosen_profile(req.profile, &acme.directory.profiles)?;
+    let mut new = new_order(&identifiers, profile);
     if let Some(leaf) = req.replaces {
         if acme.directory.renewal_info {
             new = new.replaces(cert_id(leaf)?);
@@ -54,8 +115,23 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
             tracing::debug!("The CA offers no renewal information; ordering without replaces.");
         }
     }
-    let mut order = retry::retrying!(backoff, "new order", acme.account.new_order(&new).await)
-        .map_err(|e| acme_error("new order", e))?;
+    if let Some(per_minute) = acme.orders_per_minute {
+        order_turn(acme.account.id(), per_minute).await;
+    }
+    let mut order = match retry::retrying!(backoff, "new order", acme.account.new_order(&new).await)
+    {
+        Ok(order) => order,
+        // The certificate named in `replaces` was replaced already (a rollback put it back
+        // live, or an earlier order for it was lost), or the CA refuses the field: the
+        // renewal is ordered once more without it (RFC 9773 §5).
+        Err(e) if req.replaces.is_some() && refuses_replaces(&e.error) => {
+            tracing::info!(error = %acme_error("new order", e), "Ordering again without replaces.");
+            let plain = new_order(&identifiers, profile);
+            retry::retrying!(backoff, "new order", acme.account.new_order(&plain).await)
+                .map_err(|e| acme_error("new order", e))?
+        }
+        Err(e) => return Err(acme_error("new order", e)),
+    };
     let order_url = order.url().to_owned();
     tracing::debug!(order = %order_url, "Order created.");
 
@@ -185,7 +261,7 @@ async fn why_invalid(order: &mut instant_acme::Order) -> Error {
         if let Some(problem) = authz.challenges.iter().find_map(|c| c.error.as_ref()) {
             return Error::ChallengeFailed {
                 domain,
-                detail: problem.to_string(),
+                detail: super::problem_text(problem),
             };
         }
     }
@@ -193,7 +269,7 @@ async fn why_invalid(order: &mut instant_acme::Order) -> Error {
         .state()
         .error
         .as_ref()
-        .map(|p| p.to_string())
+        .map(super::problem_text)
         .unwrap_or_else(|| "the CA gave no reason".into());
     Error::OrderInvalid { detail }
 }
@@ -212,6 +288,20 @@ fn poll_error(step: &'static str, e: retry::Exhausted, acme: &Acme) -> Error {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn orders_per_minute_holds_back_the_order_over_the_limit() {
+        let start = Instant::now();
+        order_turn("https://ca.example/acct/1", 2).await;
+        order_turn("https://ca.example/acct/1", 2).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // Another account has its own window.
+        order_turn("https://ca.example/acct/2", 2).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // The third order of the first account waits until its first leaves the window.
+        order_turn("https://ca.example/acct/1", 2).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
     #[test]
     fn the_profile_is_sent_only_when_the_ca_offers_it() {
         let offered = vec!["classic".to_string(), "shortlived".to_string()];
@@ -220,8 +310,13 @@ mod tests {
             Some("shortlived")
         );
         assert_eq!(chosen_profile(None, &offered).unwrap(), None);
-        // A CA without profiles: ordered without one.
-        assert_eq!(chosen_profile(Some("shortlived"), &[]).unwrap(), None);
+        assert_eq!(chosen_profile(None, &[]).unwrap(), None);
+        // A CA without profiles: refused too, rather than another kind of certificate.
+        let err = chosen_profile(Some("shortlived"), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profile \"shortlived\" is not offered by the CA (it offers no profiles)"
+        );
         // A CA with profiles, but not that one: refused, naming what is offered.
         let err = chosen_profile(Some("shortlive"), &offered).unwrap_err();
         assert_eq!(

@@ -86,10 +86,12 @@ fn problem_is_transient(problem: &Problem) -> bool {
     )
 }
 
-/// The outcome of [`run`]: the step's error after the last attempt, with how many were made.
+/// The outcome of [`retrying`]: the step's error after the last attempt, with how many were
+/// made and the `Retry-After` the server sent with it.
 pub(crate) struct Exhausted {
     pub(crate) error: instant_acme::Error,
     pub(crate) attempts: u32,
+    pub(crate) retry_after: Option<SystemTime>,
 }
 
 /// Runs one attempt inside a retry scope: its result, and the `Retry-After` the server sent
@@ -144,6 +146,7 @@ macro_rules! retrying {
                             break Err($crate::acme::retry::Exhausted {
                                 error,
                                 attempts: failed,
+                                retry_after: asked,
                             });
                         }
                     }

@@ -125,6 +125,10 @@ fn line(name: &str, outcome: &Outcome) -> String {
                 "{name}: would renew from {source} (notAfter {not_after}); dry run, nothing changed"
             )
         }
-        Outcome::Failed { error } => format!("{name}: FAILED: {error}"),
+        Outcome::Failed { error, .. } => format!("{name}: FAILED: {error}"),
+        Outcome::WouldOrder { issuer, domains } => format!(
+            "{name}: due; would order {} from {issuer}; dry run without a staging_directory for {issuer}, so nothing was ordered",
+            domains.join(", ")
+        ),
     }
 }

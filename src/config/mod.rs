@@ -117,6 +117,15 @@ pub struct AcmeIssuer {
     pub trust_roots: Option<PathBuf>,
     /// External account binding.
     pub eab: Option<Eab>,
+    /// Where `renew --dry-run` orders (the CA's staging environment); without it a dry run
+    /// stops before ordering.
+    pub staging_directory: Option<String>,
+    /// Requests in flight to this CA at once; `None`: no limit beyond `renewal.concurrency`.
+    /// Pebble 2.x needs 1: it deadlocks when an authorization is fetched while another
+    /// request of the same account holds its store lock.
+    pub max_concurrent_requests: Option<usize>,
+    /// New orders per minute per account; `None`: no limit.
+    pub orders_per_minute: Option<u32>,
 }
 
 /// External account binding credentials.

@@ -63,6 +63,9 @@ pub struct Acme {
     pub contact: Option<Vec<String>>,
     pub trust_roots: Option<String>,
     pub eab: Option<Eab>,
+    pub staging_directory: Option<String>,
+    pub max_concurrent_requests: Option<u64>,
+    pub orders_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -177,11 +177,40 @@ impl Validator<'_> {
                             self.secret(&ep, "hmac_key", e.hmac_key_env, e.hmac_key_file, true)??;
                         Some(Eab { key_id, hmac_key })
                     });
+                    let staging_directory = match a.staging_directory {
+                        Some(s) => Some(self.url(&path.with_key("staging_directory"), s)?),
+                        None => None,
+                    };
+                    let max_concurrent_requests = match a.max_concurrent_requests {
+                        None | Some(0) => None,
+                        Some(n) if n > 1000 => {
+                            self.problem(
+                                &path.with_key("max_concurrent_requests"),
+                                format!("{n} is more than 1000; write 0 for no limit"),
+                            );
+                            return None;
+                        }
+                        Some(n) => Some(n as usize),
+                    };
+                    let orders_per_minute = match a.orders_per_minute {
+                        None => None,
+                        Some(n) if n == 0 || n > 100_000 => {
+                            self.problem(
+                                &path.with_key("orders_per_minute"),
+                                format!("{n} is not between 1 and 100000; leave the key out for no limit"),
+                            );
+                            return None;
+                        }
+                        Some(n) => Some(n as u32),
+                    };
                     Some(Issuer::Acme(AcmeIssuer {
                         directory,
                         contact,
                         trust_roots: a.trust_roots.map(|t| self.resolve(&t)),
                         eab,
+                        staging_directory,
+                        max_concurrent_requests,
+                        orders_per_minute,
                     }))
                 }),
                 Some("local-ca") => self.de::<raw::LocalCa>(&path, value).and_then(|c| {

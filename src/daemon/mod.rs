@@ -310,7 +310,7 @@ fn wake_moments(
                 let leaf = leaf_of_file(&c.fullchain).ok()?;
                 Some(schedule::due(&leaf, None, config.renewal.before_expiry, now).at)
             }),
-            Outcome::WouldRenew { .. } | Outcome::Stopped => None,
+            Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,
         };
         out.extend(moment.map(|m| m + WAKE_MARGIN));
     }
@@ -355,7 +355,13 @@ mod tests {
         let t = OffsetDateTime::UNIX_EPOCH;
         let outcomes = vec![
             ("a".to_owned(), Outcome::NotDue { renew_after: t }),
-            ("b".to_owned(), Outcome::Failed { error: "x".into() }),
+            (
+                "b".to_owned(),
+                Outcome::Failed {
+                    error: "x".into(),
+                    retry_after: None,
+                },
+            ),
             ("c".to_owned(), Outcome::NotDue { renew_after: t }),
         ];
         let pass = metrics::Pass::of(&outcomes, Duration::ZERO, t);

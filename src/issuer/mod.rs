@@ -14,10 +14,49 @@ use tokio::sync::Mutex;
 use certkeeper_dns::DnsProvider;
 
 use crate::acme::{self, Acme};
-use crate::config::{Certificate, Config, Issuer};
+use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
 use crate::keys;
 use crate::x509::{self, Cert, TrustStore, leaf_of_file};
 use local_ca::LocalCa;
+
+/// Why an issuer gave no certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueError {
+    /// What went wrong, on one line.
+    pub message: String,
+    /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`).
+    pub retry_after: Option<std::time::SystemTime>,
+}
+
+impl IssueError {
+    fn from_display(e: impl std::fmt::Display) -> IssueError {
+        IssueError::from(e.to_string())
+    }
+}
+
+impl From<String> for IssueError {
+    fn from(message: String) -> IssueError {
+        IssueError {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for IssueError {
+    fn from(message: &str) -> IssueError {
+        IssueError::from(message.to_owned())
+    }
+}
+
+impl std::fmt::Display for IssueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An ACME account opened (or failed to open) once for a pass.
+type OpenOnce = Arc<tokio::sync::OnceCell<Result<Arc<Acme>, String>>>;
 
 /// The issuers of one pass: local CAs opened once and shared by the certificates' tasks.
 pub struct Issuers {
@@ -25,7 +64,7 @@ pub struct Issuers {
     persist: bool,
     now: OffsetDateTime,
     local: Mutex<BTreeMap<String, LocalCa>>,
-    acme: Mutex<BTreeMap<String, Arc<Acme>>>,
+    acme: Mutex<BTreeMap<String, OpenOnce>>,
     providers: dns::Providers,
     system: TrustStore,
 }
@@ -51,7 +90,7 @@ impl Issuers {
         cert: &Certificate,
         key: &rcgen::KeyPair,
         now: OffsetDateTime,
-    ) -> Result<String, String> {
+    ) -> Result<String, IssueError> {
         match self.config.issuers.get(issuer) {
             Some(Issuer::LocalCa(ca)) => {
                 let mut open = self.local.lock().await;
@@ -60,28 +99,36 @@ impl Issuers {
                     None => {
                         let h =
                             LocalCa::open(&self.config.state_dir, issuer, self.persist, self.now)
-                                .map_err(|e| e.to_string())?;
+                                .map_err(IssueError::from_display)?;
                         open.entry(issuer.to_owned()).or_insert(h)
                     }
                 };
                 ca_handle
                     .issue(&cert.domains, key, ca.validity, now)
-                    .map_err(|e| e.to_string())
+                    .map_err(IssueError::from_display)
             }
             Some(Issuer::Acme(_)) => {
-                let acme = self.acme(issuer).await?;
+                let acme = self
+                    .ordering_account(issuer)
+                    .await
+                    .map_err(IssueError::from)?;
                 let provider_key = cert
                     .dns_provider
                     .as_deref()
-                    .ok_or("no dns_provider for an acme issuer")?;
-                let provider = self.dns_provider(provider_key)?;
-                let csr_der = keys::csr_der(key, &cert.domains).map_err(|e| e.to_string())?;
+                    .ok_or_else(|| IssueError::from("no dns_provider for an acme issuer"))?;
+                let provider = self.dns_provider(provider_key).map_err(IssueError::from)?;
+                let csr_der =
+                    keys::csr_der(key, &cert.domains).map_err(IssueError::from_display)?;
                 let live = leaf_of_file(&cert.fullchain).ok();
                 let request = acme::OrderRequest {
                     domains: &cert.domains,
                     csr_der,
                     profile: cert.profile.as_deref(),
-                    replaces: live.as_ref().map(|l| l.der.as_slice()),
+                    // A staging CA never issued the live certificate.
+                    replaces: live
+                        .as_ref()
+                        .filter(|_| !self.orders_from_staging(issuer))
+                        .map(|l| l.der.as_slice()),
                     dns: provider,
                     dns_name: provider_key,
                     settings: &self.config.dns,
@@ -89,53 +136,143 @@ impl Issuers {
                 acme.issue(&request)
                     .await
                     .map(|issued| issued.fullchain_pem)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| IssueError {
+                        retry_after: e.rate_limited_until(),
+                        message: e.to_string(),
+                    })
             }
             None => Err("not configured".into()),
         }
     }
 
-    /// The account at ACME issuer `name`, opened once per pass.
-    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
-        let mut open = self.acme.lock().await;
-        if let Some(a) = open.get(name) {
-            return Ok(a.clone());
-        }
-        let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
-            return Err("not an acme issuer".into());
-        };
-        let acme = Arc::new(
-            Acme::open(name, cfg, &self.config.state_dir, self.persist)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        open.insert(name.to_owned(), acme.clone());
-        Ok(acme)
+    /// Whether ordering from `issuer` in this pass needs a staging CA that it lacks: an ACME
+    /// issuer without `staging_directory`, in a dry run.
+    pub fn needs_staging(&self, issuer: &str) -> bool {
+        !self.persist
+            && matches!(self.config.issuers.get(issuer), Some(Issuer::Acme(a)) if a.staging_directory.is_none())
     }
 
-    /// The CA's renewal window (ARI) for `leaf`, asked of the certificate's first ACME
-    /// issuer; `None` when it offers none or cannot be asked (then `before_expiry` decides).
-    pub async fn renewal_window(
+    /// Whether orders from `issuer` in this pass go to its staging CA (a dry run).
+    pub fn orders_from_staging(&self, issuer: &str) -> bool {
+        !self.persist
+            && matches!(self.config.issuers.get(issuer), Some(Issuer::Acme(a)) if a.staging_directory.is_some())
+    }
+
+    /// The account that orders for `issuer` in this pass: its staging CA's in a dry run (a
+    /// new account, kept in memory), its own otherwise.
+    async fn ordering_account(&self, name: &str) -> Result<Arc<Acme>, String> {
+        if !self.orders_from_staging(name) {
+            if self.needs_staging(name) {
+                return Err("dry run: no staging_directory, nothing is ordered".into());
+            }
+            return self.acme(name).await;
+        }
+        let key = format!("{name} (staging)");
+        let cell = {
+            let mut cells = self.acme.lock().await;
+            cells.entry(key).or_default().clone()
+        };
+        cell.get_or_init(|| async {
+            let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
+                return Err("not an acme issuer".to_owned());
+            };
+            let staging = AcmeIssuer {
+                directory: cfg.staging_directory.clone().unwrap_or_default(),
+                ..cfg.clone()
+            };
+            tracing::info!(issuer = %name, directory = %staging.directory, "Dry run: ordering from the staging CA.");
+            Acme::open(&format!("{name}-staging"), &staging, &self.config.state_dir, false)
+                .await
+                .map(Arc::new)
+                .map_err(|e| format!("staging {}: {e}", staging.directory))
+        })
+        .await
+        .clone()
+    }
+
+    /// The account at ACME issuer `name`, opened once per pass: the certificates that need
+    /// it wait for the same opening, and a failure (a directory that cannot be reached) is
+    /// the answer for all of them, so it costs one connect timeout, not one per
+    /// certificate. Different issuers are opened concurrently.
+    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
+        let cell = {
+            let mut cells = self.acme.lock().await;
+            cells.entry(name.to_owned()).or_default().clone()
+        };
+        cell.get_or_init(|| async {
+            let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
+                return Err("not an acme issuer".to_owned());
+            };
+            Acme::open(name, cfg, &self.config.state_dir, self.persist)
+                .await
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
+    }
+
+    /// Brings the kept renewal-information answer (ARI) for `leaf` in `state` up to date:
+    /// asked of the certificate's first ACME issuer only when there is no answer about this
+    /// leaf, or the CA's `Retry-After` of the last one has passed. Returns whether `state`
+    /// changed. When the CA cannot be asked, the last answer (if any) stays and
+    /// `before_expiry` decides without one.
+    pub async fn refresh_ari(
         &self,
         cert: &Certificate,
         leaf: &Cert,
-    ) -> Option<acme::RenewalWindow> {
-        let issuer = cert
+        state: &mut crate::state::CertState,
+        now: OffsetDateTime,
+    ) -> bool {
+        if crate::schedule::ari_fresh(state.ari.as_ref(), leaf, now) {
+            return false;
+        }
+        let Some(issuer) = cert
             .issuers
             .iter()
-            .find(|i| matches!(self.config.issuers.get(*i), Some(Issuer::Acme(_))))?;
+            .find(|i| matches!(self.config.issuers.get(*i), Some(Issuer::Acme(_))))
+        else {
+            return false;
+        };
         let acme = match self.acme(issuer).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(cert = %cert.name, %issuer, "No renewal information: {e}");
-                return None;
+                return false;
+            }
+        };
+        let kept = |window: Option<(i64, i64)>, url: Option<String>, keep: std::time::Duration| {
+            crate::state::KeptAri {
+                fingerprint: leaf.fingerprint.clone(),
+                window,
+                explanation_url: url,
+                fetched: now.unix_timestamp(),
+                retry_after: now.unix_timestamp()
+                    + crate::schedule::ari_keep(keep).as_secs() as i64,
             }
         };
         match acme.renewal_window(&leaf.der).await {
-            Ok(window) => window,
+            Ok(Some(w)) => {
+                if w.start <= now
+                    && let Some(url) = &w.explanation_url
+                {
+                    tracing::info!(cert = %cert.name, %issuer, explanation = %url, "The CA's renewal window has begun.");
+                }
+                state.ari = Some(kept(
+                    Some((w.start.unix_timestamp(), w.end.unix_timestamp())),
+                    w.explanation_url.clone(),
+                    w.retry_after,
+                ));
+                true
+            }
+            // No renewal information at this CA: asked again in a day, in case it starts.
+            Ok(None) => {
+                state.ari = Some(kept(None, None, std::time::Duration::MAX));
+                true
+            }
             Err(e) => {
-                tracing::warn!(cert = %cert.name, %issuer, "Renewal information unavailable, using before_expiry: {e}");
-                None
+                tracing::warn!(cert = %cert.name, %issuer, "Renewal information unavailable, using the last answer or before_expiry: {e}");
+                false
             }
         }
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod challtestsrv;
+pub mod fake_acme;
 pub mod fixtures;
 pub mod nginx;
 mod pairs;

@@ -78,6 +78,10 @@ impl Pebble {
             contact: vec!["mailto:ops@example.com".into()],
             trust_roots: Some(self.trust_roots.clone()),
             eab: None,
+            staging_directory: None,
+            // Pebble 2.x deadlocks under concurrent requests on one account.
+            max_concurrent_requests: Some(1),
+            orders_per_minute: None,
         }
     }
 

@@ -1,0 +1,460 @@
+//! The loopback ACME fake (`util::fake_acme`) driven by certkeeper's real client: `certkeeper
+//! renew` issues from it a certificate that `certkeeper check` calls OK, asks its renewal
+//! information, sends `replaces` with the live certificate's certID, orders the configured
+//! profile, and lives with what current CAs do (rate limits, `alreadyReplaced`, `replaces`
+//! echoed only on creation or not at all, no ARI). One test speaks raw HTTP to show the fake
+//! enforces what RFC 8555 asks of a server.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Value, json};
+
+use crate::util::fake_acme::{
+    Echo, FakeAcme, NewOrderRecord, Window, cert_id, lets_encrypt_profiles, path,
+};
+use crate::util::{Dir, Run};
+
+/// Like current CAs, the fake refuses requests without a User-Agent (RFC 8555 §6.1), so every
+/// test here fails if one request lacks it; this one also says which.
+#[test]
+fn renew_issues_checks_asks_ari_and_replaces() {
+    let fake = FakeAcme::start();
+    issue_check_and_replace(&fake);
+    let bare: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.user_agent.is_none())
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(bare.is_empty(), "requests without a User-Agent: {bare:?}");
+}
+
+#[test]
+fn the_configured_profile_is_ordered_and_sets_the_lifetime() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| {
+        b.profiles = lets_encrypt_profiles();
+        // certkeeper must never reuse a nonce nor send one of its own.
+        b.check_nonces = true;
+    });
+    let host = Host::new();
+    host.config(&fake, "2d", "    profile: shortlived\n");
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{:#?}", fake.requests());
+    let orders = fake.new_orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].profile.as_deref(), Some("shortlived"));
+    let issued = &fake.issued()[0];
+    assert_eq!(issued.profile.as_deref(), Some("shortlived"));
+    assert_eq!(
+        issued.not_after - issued.not_before,
+        time::Duration::hours(160)
+    );
+    let (code, entries) = host.check();
+    assert_eq!(code, 0, "{entries:#?}");
+    let refused: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.status >= 400)
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+
+    // A profile the CA does not offer is refused before ordering, naming the offered ones.
+    host.config(&fake, "2d", "    profile: shortlive\n");
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.starts_with("www: FAILED"), "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "\"shortlive\" is not offered by the CA (offered: classic, shortlived, tlsserver)"
+        ),
+        "{run:?}"
+    );
+    assert_eq!(fake.new_orders().len(), 1);
+}
+
+#[test]
+fn a_rate_limited_new_order_is_retried_after_retry_after() {
+    let fake = FakeAcme::start();
+    fake.rate_limit_new_orders(1, Duration::from_secs(2));
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{:#?}", fake.requests());
+    let statuses: Vec<u16> = fake.new_orders().iter().map(|o| o.status).collect();
+    assert_eq!(statuses, [429, 201]);
+    let posts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path::NEW_ORDER)
+        .collect();
+    let waited = posts[1].at.duration_since(posts[0].at).unwrap();
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+}
+
+/// RFC 9773 §5 leaves the client's answer open; lego (go-acme/lego#2475) orders again without
+/// `replaces`, which gets the certificate (only the CA's bookkeeping of the replacement is
+/// lost).
+#[test]
+fn already_replaced_is_answered_by_ordering_without_replaces() {
+    let fake = FakeAcme::start();
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    assert_eq!(host.run(&["renew"]).code, 0);
+    let first = cert_id(&host.live_leaf_der()).unwrap();
+    fake.reject_next_replaces(1);
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let orders = fake.new_orders();
+    assert_eq!(orders.len(), 3, "{orders:#?}");
+    assert_eq!(
+        (orders[1].replaces.as_deref(), orders[1].status),
+        (Some(first.as_str()), 409)
+    );
+    assert_eq!(
+        (orders[2].replaces.as_deref(), orders[2].status),
+        (None, 201)
+    );
+}
+
+/// Let's Encrypt reflects `replaces` in the newOrder answer but not on later reads of the
+/// order (letsencrypt/boulder#8272).
+#[test]
+fn replaces_echoed_only_on_creation_is_fine() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.echo_replaces = Echo::NewOrderOnly);
+    renew_twice_replacing(&fake);
+}
+
+/// RFC 9773 §5 says the CA MUST reflect `replaces`; one that does not (Let's Encrypt before
+/// letsencrypt/boulder#8056) still issued the certificate.
+#[test]
+fn replaces_never_echoed_still_renews() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.echo_replaces = Echo::Never);
+    renew_twice_replacing(&fake);
+}
+
+#[test]
+fn without_ari_nothing_is_asked_and_replaces_is_left_out() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.renewal_info = false);
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    assert_eq!(host.run(&["renew"]).code, 0);
+    let run = host.run(&["renew"]);
+    assert!(run.stdout.contains("www: not due"), "{run:?}");
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(fake.renewal_info_gets(), 0);
+    let orders = fake.new_orders();
+    assert_eq!(orders.len(), 2);
+    assert_eq!(orders[1].replaces, None);
+}
+
+#[tokio::test]
+async fn the_fake_answers_as_rfc_8555_asks() {
+    certkeeper::acme::install_crypto_provider();
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.check_nonces = true);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", fake.url());
+    let ua = ("User-Agent", "certkeeper-tests");
+
+    // No User-Agent: refused, with a problem document and a nonce like every answer.
+    let rsp = http.get(url(path::DIRECTORY)).send().await.unwrap();
+    assert_eq!(rsp.status(), 400);
+    assert_eq!(rsp.headers()["content-type"], "application/problem+json");
+    assert!(rsp.headers().contains_key("replay-nonce"));
+    let doc: Value = rsp.json().await.unwrap();
+    assert_eq!(doc["type"], "urn:ietf:params:acme:error:malformed");
+    assert_eq!(
+        doc["detail"],
+        "All requests MUST include a User-Agent header"
+    );
+
+    // The directory: ARI by default, no profiles, one random key besides the RFC's.
+    let dir: Value = http
+        .get(url(path::DIRECTORY))
+        .header(ua.0, ua.1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dir["renewalInfo"], url(path::RENEWAL_INFO));
+    assert_eq!(dir["newOrder"], url(path::NEW_ORDER));
+    assert!(dir["meta"].get("profiles").is_none());
+    assert_eq!(dir.as_object().unwrap().len(), 8, "{dir:#}");
+
+    // newNonce: HEAD 200, GET 204, a fresh nonce each time.
+    let nonce = async || {
+        let rsp = http
+            .head(url(path::NEW_NONCE))
+            .header(ua.0, ua.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+        rsp.headers()["replay-nonce"].to_str().unwrap().to_owned()
+    };
+    let first = nonce().await;
+    assert_ne!(first, nonce().await);
+    let rsp = http
+        .get(url(path::NEW_NONCE))
+        .header(ua.0, ua.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 204);
+
+    let post = async |target: &str, header: Value, payload: Option<Value>| {
+        let body = json!({
+            "protected": B64.encode(header.to_string()),
+            "payload": payload.map(|p| B64.encode(p.to_string())).unwrap_or_default(),
+            "signature": B64.encode("not checked"),
+        });
+        let rsp = http
+            .post(url(target))
+            .header(ua.0, ua.1)
+            .header("Content-Type", "application/jose+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = rsp.status().as_u16();
+        let location = rsp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let doc: Value = rsp.json().await.unwrap_or(Value::Null);
+        (status, location, doc)
+    };
+    let jwk = json!({ "kty": "EC", "crv": "P-256", "x": "AAAA", "y": "BBBB" });
+    let terms = json!({ "termsOfServiceAgreed": true });
+
+    // An account, then the same nonce again: badNonce.
+    let header =
+        json!({ "alg": "ES256", "jwk": jwk, "nonce": first, "url": url(path::NEW_ACCOUNT) });
+    let (status, account, _) = post(path::NEW_ACCOUNT, header.clone(), Some(terms.clone())).await;
+    assert_eq!(status, 201);
+    let account = account.unwrap();
+    let (status, _, doc) = post(path::NEW_ACCOUNT, header, Some(terms)).await;
+    assert_eq!(
+        (status, &doc["type"]),
+        (400, &json!("urn:ietf:params:acme:error:badNonce"))
+    );
+
+    // A protected url that is not the request's: malformed.
+    let kid = |nonce: String, target: &str| json!({ "alg": "ES256", "kid": account, "nonce": nonce, "url": url(target) });
+    let order = json!({ "identifiers": [{ "type": "dns", "value": "a.example.com" }] });
+    let (status, _, doc) = post(
+        path::NEW_ORDER,
+        kid(nonce().await, path::NEW_ACCOUNT),
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        doc["detail"].as_str().unwrap().contains("'url' incorrect"),
+        "{doc}"
+    );
+
+    // A good order is ready at once: its authorization is valid.
+    let (status, order_url, doc) = post(
+        path::NEW_ORDER,
+        kid(nonce().await, path::NEW_ORDER),
+        Some(order),
+    )
+    .await;
+    assert_eq!(status, 201, "{doc}");
+    assert_eq!(doc["status"], "ready");
+    let authz = doc["authorizations"][0].as_str().unwrap().to_owned();
+    let authz_path = authz.strip_prefix(&fake.url()).unwrap().to_owned();
+    let (status, _, doc) = post(&authz_path, kid(nonce().await, &authz_path), None).await;
+    assert_eq!((status, &doc["status"]), (200, &json!("valid")));
+    // Resources other than the directory and newNonce are POST only.
+    let order_path = order_url
+        .unwrap()
+        .strip_prefix(&fake.url())
+        .unwrap()
+        .to_owned();
+    let rsp = http
+        .get(url(&order_path))
+        .header(ua.0, ua.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 405);
+
+    // renewalInfo: a certID of no certificate here is 404, something else 400.
+    let get = async |p: String| {
+        http.get(url(&p))
+            .header(ua.0, ua.1)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get(format!("{}/AAAA.AAAA", path::RENEWAL_INFO)).await, 404);
+    assert_eq!(get(format!("{}/nope", path::RENEWAL_INFO)).await, 400);
+    assert_eq!(fake.renewal_info_gets(), 2);
+}
+
+// --- helpers
+
+/// Issue; check; not due yet, after asking ARI; forced renewal sending `replaces` with the
+/// live certificate's certID; renewal because the CA's window has passed although
+/// `before_expiry` is far.
+fn issue_check_and_replace(fake: &FakeAcme) {
+    let host = Host::new();
+    host.config(fake, "30d", "");
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{:#?}", fake.requests());
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+    host.assert_ok();
+    let first = host.live_leaf_der();
+    let issued = fake.issued();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].der, first);
+    assert_eq!(
+        fake.new_orders(),
+        [NewOrderRecord {
+            identifiers: DOMAINS.map(String::from).to_vec(),
+            profile: None,
+            replaces: None,
+            status: 201,
+        }]
+    );
+    // The authorizations were valid already: nothing was published.
+    assert!(host.hook_calls().is_empty(), "{:?}", host.hook_calls());
+
+    // Not due: the window of the live certificate (its last third) is far; ARI was asked.
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    let ari = format!("{}/{}", path::RENEWAL_INFO, issued[0].cert_id);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == ari && r.status == 200),
+        "{:#?}",
+        fake.requests()
+    );
+
+    // Forced: the order replaces the live certificate.
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+    let orders = fake.new_orders();
+    assert_eq!(orders.len(), 2);
+    assert_eq!(orders[1].replaces, cert_id(&first));
+    assert_eq!(orders[1].status, 201);
+    let second = host.live_leaf_der();
+    assert_ne!(second, first);
+    assert_eq!(fake.issued()[1].replaces, Some(issued[0].cert_id.clone()));
+    host.assert_ok();
+
+    // The CA's window for the live certificate has passed: due, though 30d before expiry is
+    // two months away.
+    fake.set_window(&cert_id(&second).unwrap(), Window::passed());
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+    let orders = fake.new_orders();
+    assert_eq!(orders.len(), 3);
+    assert_eq!(orders[2].replaces, cert_id(&second));
+    host.assert_ok();
+}
+
+/// Issue, then a forced renewal that must succeed and say what it replaces.
+fn renew_twice_replacing(fake: &FakeAcme) {
+    let host = Host::new();
+    host.config(fake, "30d", "");
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first = host.live_leaf_der();
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{:#?}", fake.new_orders());
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+    assert_eq!(fake.new_orders()[1].replaces, cert_id(&first));
+    host.assert_ok();
+}
+
+/// A host whose certkeeper orders `www` ([`DOMAINS`]) from the fake, with a DNS hook that
+/// only logs (authorizations at the fake are valid at once).
+struct Host {
+    dir: Dir,
+    hook_log: PathBuf,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = Dir::new();
+        let hook_log = dir.join("hook.log");
+        let hook = dir.write(
+            "hooks/log",
+            format!("#!/bin/sh\necho \"$@\" >> '{}'\n", hook_log.display()),
+        );
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Host { dir, hook_log }
+    }
+
+    /// Writes the config: `before_expiry`, and `extra` lines for the certificate.
+    fn config(&self, fake: &FakeAcme, before_expiry: &str, extra: &str) {
+        let roots = fake.write_root(self.dir.join("fake-root.pem"));
+        let domains: Vec<String> = DOMAINS.iter().map(|d| format!("\"{d}\"")).collect();
+        self.dir.config(&format!(
+            "state_dir: state\n\
+             issuers:\n  fake:\n    type: acme\n    directory: {directory}\n    contact: [\"mailto:ops@example.com\"]\n    trust_roots: {roots}\n\
+             dns_providers:\n  hook:\n    type: exec\n    command: [hooks/log]\n\
+             renewal:\n  before_expiry: {before_expiry}\n\
+             certificates:\n  - name: www\n    domains: [{domains}]\n    issuer: fake\n    dns_provider: hook\n    \
+             fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n{extra}",
+            directory = fake.directory_url(),
+            roots = roots.display(),
+            domains = domains.join(", "),
+        ));
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.dir.run(args)
+    }
+
+    fn check(&self) -> (i32, Vec<Value>) {
+        let run = self.run(&["check", "--json"]);
+        let v = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
+        (run.code, v)
+    }
+
+    /// `check` calls the live pair OK: chain to the fake's root, key, names, integrity.
+    fn assert_ok(&self) {
+        let (code, entries) = self.check();
+        assert_eq!(code, 0, "{entries:#?}");
+        assert_eq!(entries[0]["status"], "ok", "{entries:#?}");
+        assert_eq!(entries[0]["integrity"], true, "{entries:#?}");
+        assert_eq!(entries[0]["chain_length"], 2, "{entries:#?}");
+    }
+
+    /// The live leaf (DER).
+    fn live_leaf_der(&self) -> Vec<u8> {
+        let pem = std::fs::read(self.dir.join("live/www/fullchain.pem")).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        block.contents
+    }
+
+    fn hook_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.hook_log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+const DOMAINS: [&str; 2] = ["shop.example.com", "*.shop.example.com"];
