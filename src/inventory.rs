@@ -134,7 +134,7 @@ impl Entry {
 /// Trust stores for the certificates of one config: the system roots plus, per set of
 /// issuers, their `trust_roots` and local CA roots. Built once per command.
 pub struct Trust {
-    system: TrustStore,
+    system: Arc<TrustStore>,
     by_issuers: BTreeMap<Vec<String>, Arc<TrustStore>>,
     discovered: Arc<TrustStore>,
 }
@@ -143,11 +143,11 @@ impl Trust {
     /// Loads the system roots and every extra root the config names. An unreadable
     /// `trust_roots` file is an error that names its issuer.
     pub fn load(config: &Config) -> Result<Trust, String> {
-        Self::with_system(config, TrustStore::system())
+        Self::with_system(config, Arc::new(TrustStore::system()))
     }
 
     /// As [`Trust::load`], starting from the given system store (tests pass an empty one).
-    pub fn with_system(config: &Config, system: TrustStore) -> Result<Trust, String> {
+    pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, String> {
         let mut extra: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for (key, issuer) in &config.issuers {
             let files = extra.entry(key.clone()).or_default();
@@ -173,7 +173,7 @@ impl Trust {
             }
         }
         let build = |issuers: &[String]| -> Result<TrustStore, String> {
-            let mut store = system.clone_roots();
+            let mut store = TrustStore::layered(&system);
             for issuer in issuers {
                 for file in extra.get(issuer).into_iter().flatten() {
                     store

@@ -458,3 +458,205 @@ impl Host {
 }
 
 const DOMAINS: [&str; 2] = ["shop.example.com", "*.shop.example.com"];
+
+/// The state record of certificate `www`, as JSON.
+fn state_of(host: &Host) -> Value {
+    serde_json::from_slice(&std::fs::read(host.dir.join("state/state/www.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_renewal_information_is_kept_until_its_retry_after() {
+    let fake = FakeAcme::start();
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    assert_eq!(host.run(&["renew"]).code, 0);
+    // Three passes over a certificate that is not due ask the CA once.
+    for _ in 0..3 {
+        let run = host.run(&["renew"]);
+        assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    }
+    assert_eq!(fake.renewal_info_gets(), 1);
+    let state = state_of(&host);
+    let kept = &state["ari"];
+    let fetched = kept["fetched"].as_i64().unwrap();
+    // The fake's Retry-After is 6 hours.
+    let kept_for = kept["retry_after"].as_i64().unwrap() - fetched;
+    assert!((kept_for - 6 * 3600).abs() <= 5, "{kept_for}");
+    // Once the Retry-After has passed, the next pass asks again.
+    let mut state = state;
+    state["ari"]["retry_after"] = json!(fetched - 1);
+    std::fs::write(
+        host.dir.join("state/state/www.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    assert!(host.run(&["renew"]).stdout.starts_with("www: not due"));
+    assert_eq!(fake.renewal_info_gets(), 2);
+}
+
+/// The case users met: `before_expiry` (30 days) says due for a 20-day certificate, the CA's
+/// window says later. `check` and `renew` take the same decision, from the kept answer.
+#[test]
+fn check_and_renew_agree_on_due_with_the_cas_window() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.validity = Duration::from_secs(20 * 86_400));
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    assert_eq!(host.run(&["renew"]).code, 0);
+    let run = host.run(&["renew"]);
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    let (code, entries) = host.check();
+    assert_eq!(code, 0, "{entries:#?}");
+    assert_eq!(entries[0]["due"], false, "{entries:#?}");
+
+    // The CA moves the window into the past (as before a mass revocation): renew now, and
+    // check says due once the answer is kept.
+    fake.set_window_fn(|_| Window::passed());
+    let mut state = state_of(&host);
+    state["ari"]["retry_after"] = json!(0);
+    std::fs::write(
+        host.dir.join("state/state/www.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let run = host.run(&["renew", "--dry-run"]);
+    assert!(run.stdout.starts_with("www: due; would order"), "{run:?}");
+    // A real pass asks and keeps the answer; its order is refused (rate limited for an
+    // hour), and check takes the same decision from what was kept: due.
+    fake.rate_limit_new_orders(1, Duration::from_secs(3600));
+    let gets = fake.renewal_info_gets();
+    let run = host.run(&["renew"]);
+    assert!(run.stdout.starts_with("www: FAILED"), "{run:?}");
+    assert_eq!(fake.renewal_info_gets(), gets + 1);
+    let (code, entries) = host.check();
+    assert_eq!(
+        (code, &entries[0]["due"]),
+        (1, &Value::Bool(true)),
+        "{entries:#?}"
+    );
+    assert_eq!(fake.renewal_info_gets(), gets + 1, "check asked the CA");
+    let run = host.run(&["renew", "--force"]);
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+}
+
+#[test]
+fn a_rate_limited_certificate_waits_for_the_cas_retry_after_not_the_backoff_ladder() {
+    let fake = FakeAcme::start();
+    fake.rate_limit_new_orders(100, Duration::from_secs(3 * 3600));
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("new order: the CA answered HTTP 429 rateLimited:"),
+        "{run:?}"
+    );
+    // One request, no retries against a 3-hour Retry-After.
+    assert_eq!(fake.new_orders().len(), 1);
+    let next = state_of(&host)["next_attempt"].as_i64().unwrap();
+    assert!(
+        (next - started - 3 * 3600).abs() < 60,
+        "next attempt {next}, expected about {}",
+        started + 3 * 3600
+    );
+    let run = host.run(&["renew"]);
+    assert!(
+        run.stdout.starts_with("www: last attempt failed"),
+        "{run:?}"
+    );
+    assert_eq!(fake.new_orders().len(), 1);
+}
+
+#[test]
+fn a_changed_profile_makes_the_certificate_due() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.profiles = lets_encrypt_profiles());
+    let host = Host::new();
+    host.config(&fake, "30d", "    profile: classic\n");
+    assert_eq!(host.run(&["renew"]).code, 0);
+    assert!(host.run(&["renew"]).stdout.starts_with("www: not due"));
+    host.config(&fake, "30d", "    profile: shortlived\n");
+    let (_, entries) = host.check();
+    assert_eq!(entries[0]["due"], true, "{entries:#?}");
+    let run = host.run(&["renew"]);
+    assert!(run.stdout.starts_with("www: renewed from fake"), "{run:?}");
+    let orders = fake.new_orders();
+    assert_eq!(
+        orders.last().unwrap().profile.as_deref(),
+        Some("shortlived")
+    );
+    assert!(host.run(&["renew"]).stdout.starts_with("www: not due"));
+}
+
+/// A CA problem reads as one line, whatever the CA put in it.
+#[test]
+fn ca_problems_are_one_line() {
+    let fake = FakeAcme::start();
+    fake.configure(|b| b.profiles = lets_encrypt_profiles());
+    let host = Host::new();
+    // The fake refuses an unknown profile with invalidProfile; certkeeper checks first, so
+    // provoke a CA answer another way: a rate limit.
+    fake.rate_limit_new_orders(1, Duration::from_secs(7200));
+    host.config(&fake, "30d", "");
+    let run = host.run(&["renew"]);
+    let line = run.stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with(
+            "www: FAILED: issuer fake: new order: the CA answered HTTP 429 rateLimited: "
+        ),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout.lines().count(), 1, "{run:?}");
+}
+
+/// An issuer whose directory cannot be reached is opened once per pass for all its
+/// certificates: ten certificates cost one opening's retries, not ten.
+#[test]
+fn an_unreachable_directory_is_tried_once_per_pass_for_all_certificates() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts and hangs up at once: every request fails without an answer.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let host = Host::new();
+    let mut yaml = format!(
+        "state_dir: state\n\
+         issuers:\n  down:\n    type: acme\n    directory: http://127.0.0.1:{port}/dir\n\
+         dns_providers:\n  hook:\n    type: exec\n    command: [hooks/log]\n\
+         renewal:\n  concurrency: 10\n\
+         certificates:\n"
+    );
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - name: c{i}\n    domains: [c{i}.example.test]\n    issuer: down\n    dns_provider: hook\n    \
+             fullchain: live/c{i}/fullchain.pem\n    privkey: live/c{i}/privkey.pem\n"
+        ));
+    }
+    host.dir.config(&yaml);
+    let started = std::time::Instant::now();
+    let run = host.run(&["renew"]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(": FAILED: issuer down: cannot reach the ACME server"))
+            .count(),
+        10,
+        "{run:?}"
+    );
+    // One opening: four attempts (waits of 1 s, 2 s and 4 s), whatever the number of
+    // certificates.
+    let n = connections.load(Ordering::SeqCst);
+    assert!(n <= 8, "{n} connections for one directory");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}

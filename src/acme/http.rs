@@ -540,7 +540,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_to_one_ca_go_one_at_a_time() {
+    async fn with_max_concurrent_requests_1_requests_go_one_at_a_time() {
         let (url, _, most) = counting_server(false).await;
         // Two clients, as two issuers using the same CA have: they share the server's gate.
         let one = Http::new(
@@ -590,6 +590,151 @@ mod tests {
         let err = http.request(get_request(&url)).await.err().unwrap();
         assert!(err.to_string().contains("no answer within"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    /// A loopback HTTP/1.1 server answering each request with `answer(n)` (n counts from 0)
+    /// and recording when each arrived and with which User-Agent.
+    async fn scripted_server(
+        answer: fn(usize) -> &'static str,
+    ) -> (String, Arc<Mutex<Vec<(std::time::Instant, String)>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    let agent = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("user-agent:"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push((std::time::Instant::now(), agent));
+                        log.len() - 1
+                    };
+                    let _ = conn.write_all(answer(n).as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+    #[tokio::test]
+    async fn every_request_names_certkeeper_in_its_user_agent() {
+        let (url, seen) = scripted_server(|_| OK).await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        http.get(&url).await.unwrap();
+        // A request that names its library keeps it after certkeeper's name.
+        let mut req = get_request(&url);
+        req.headers_mut().insert(
+            USER_AGENT_HEADER,
+            http::HeaderValue::from_static("instant-acme/0.8.5"),
+        );
+        http.request(req).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(seen[0].1, format!("certkeeper/{version} hyper/1"));
+        assert_eq!(
+            seen[1].1,
+            format!("certkeeper/{version} instant-acme/0.8.5")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_with_retry_after_pauses_every_request_to_that_ca() {
+        let (url, seen) = scripted_server(|n| match n {
+            0 => "HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-type: application/problem+json\r\ncontent-length: 62\r\nconnection: close\r\n\r\n{\"type\":\"urn:ietf:params:acme:error:rateLimited\",\"status\":429}",
+            _ => OK,
+        })
+        .await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let first = http.request(get_request(&url)).await.unwrap();
+        assert_eq!(first.parts.status, StatusCode::TOO_MANY_REQUESTS);
+        let paused_at = std::time::Instant::now();
+        // Four other tasks talking to the same CA: none of them is sent during the pause.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let http = http.clone();
+                let req = get_request(&url);
+                tokio::spawn(async move { http.request(req).await.unwrap().parts.status })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5);
+        let in_pause = seen[1..]
+            .iter()
+            .filter(|(at, _)| at.duration_since(paused_at) < Duration::from_millis(900))
+            .count();
+        assert_eq!(in_pause, 0, "requests were sent during the CA's pause");
+    }
+
+    #[tokio::test]
+    async fn a_long_pause_fails_requests_at_once_as_rate_limited() {
+        let (url, seen) = scripted_server(|n| match n {
+            0 => "HTTP/1.1 503 Service Unavailable\r\nretry-after: 3600\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            _ => OK,
+        })
+        .await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let first = http.request(get_request(&url)).await.unwrap();
+        assert_eq!(first.parts.status, StatusCode::SERVICE_UNAVAILABLE);
+        let started = std::time::Instant::now();
+        let (second, asked) = super::super::retry::attempt(http.request(get_request(&url))).await;
+        let mut second = second.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(second.parts.status, StatusCode::TOO_MANY_REQUESTS);
+        let body = second.body.into_bytes().await.unwrap();
+        let problem: instant_acme::Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            problem.r#type.as_deref(),
+            Some("urn:ietf:params:acme:error:rateLimited")
+        );
+        // The CA's time travels with it, for the certificate's backoff.
+        let until = asked.unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(until > Duration::from_secs(3500), "{until:?}");
+        assert_eq!(seen.lock().unwrap().len(), 1, "the request was sent anyway");
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_requests_to_one_ca_overlap() {
+        let (url, _, most) = counting_server(false).await;
+        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let http = http.clone();
+                let req = get_request(&url);
+                tokio::spawn(async move {
+                    let mut rsp = http.request(req).await.unwrap();
+                    rsp.body.into_bytes().await.unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(&task.await.unwrap()[..], b"helloworld");
+        }
+        assert!(most.load(std::sync::atomic::Ordering::SeqCst) > 1);
     }
 
     fn futures_bytes(body: http_body_util::Full<Bytes>) -> Bytes {

@@ -66,7 +66,7 @@ pub struct Issuers {
     local: Mutex<BTreeMap<String, LocalCa>>,
     acme: Mutex<BTreeMap<String, OpenOnce>>,
     providers: dns::Providers,
-    system: TrustStore,
+    system: Arc<TrustStore>,
 }
 
 impl Issuers {
@@ -79,7 +79,7 @@ impl Issuers {
             local: Mutex::new(BTreeMap::new()),
             acme: Mutex::new(BTreeMap::new()),
             providers: dns::Providers::default(),
-            system: TrustStore::system(),
+            system: Arc::new(TrustStore::system()),
         }
     }
 
@@ -286,7 +286,7 @@ impl Issuers {
     /// The roots new material of `cert` must chain to: the system's, its issuers'
     /// `trust_roots`, and the roots of the local CAs opened in this pass.
     pub async fn trust_for(&self, cert: &Certificate) -> TrustStore {
-        let mut trust = self.system.clone_roots();
+        let mut trust = TrustStore::layered(&self.system);
         for file in self.config.trust_root_files(&cert.issuers) {
             if let Err(e) = trust.add_pem_file(&file) {
                 tracing::warn!(cert = %cert.name, "{e}");

@@ -7,7 +7,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
@@ -18,6 +18,8 @@ use super::parse::{Cert, read_certificates};
 /// checks (many leaves share one intermediate; its signature is checked once).
 #[derive(Default)]
 pub struct TrustStore {
+    /// Roots shared with other stores (the system's), consulted after this store's own.
+    base: Option<Arc<TrustStore>>,
     roots: Vec<Cert>,
     by_subject: HashMap<Vec<u8>, Vec<usize>>,
     verified: Mutex<HashMap<(u64, u64), bool>>,
@@ -26,7 +28,7 @@ pub struct TrustStore {
 impl fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrustStore")
-            .field("roots", &self.roots.len())
+            .field("roots", &self.len())
             .finish()
     }
 }
@@ -59,12 +61,12 @@ impl TrustStore {
         store
     }
 
-    /// A new store with the same roots (and an empty signature cache).
-    pub fn clone_roots(&self) -> Self {
+    /// A new store that trusts `base`'s roots without copying them (the system's ~150 roots
+    /// are shared by every certificate's store), plus what is added to it.
+    pub fn layered(base: &Arc<TrustStore>) -> Self {
         TrustStore {
-            roots: self.roots.clone(),
-            by_subject: self.by_subject.clone(),
-            verified: Mutex::default(),
+            base: Some(Arc::clone(base)),
+            ..Self::default()
         }
     }
 
@@ -84,7 +86,7 @@ impl TrustStore {
 
     /// Adds one trusted root.
     pub fn add(&mut self, cert: Cert) {
-        if self.roots.iter().any(|r| r.der == cert.der) {
+        if self.contains(&cert) {
             return;
         }
         let subject = cert.subject_raw.clone();
@@ -97,26 +99,29 @@ impl TrustStore {
 
     /// How many roots are trusted.
     pub fn len(&self) -> usize {
-        self.roots.len()
+        self.roots.len() + self.base.as_ref().map_or(0, |b| b.len())
     }
 
     /// Whether no root is trusted.
     pub fn is_empty(&self) -> bool {
-        self.roots.is_empty()
+        self.len() == 0
     }
 
     /// Whether this exact certificate is a trusted root.
     pub fn contains(&self, cert: &Cert) -> bool {
         self.roots.iter().any(|r| r.der == cert.der)
+            || self.base.as_ref().is_some_and(|b| b.contains(cert))
     }
 
     /// A trusted root that signed `cert`, if any.
     fn anchor_of(&self, cert: &Cert) -> Option<&Cert> {
         self.by_subject
-            .get(&cert.issuer_raw)?
-            .iter()
+            .get(&cert.issuer_raw)
+            .into_iter()
+            .flatten()
             .map(|&i| &self.roots[i])
             .find(|root| self.signed_by(cert, root))
+            .or_else(|| self.base.as_ref().and_then(|b| b.anchor_of(cert)))
     }
 
     /// Whether `child`'s signature verifies with `parent`'s key and the names chain.
