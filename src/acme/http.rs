@@ -258,6 +258,10 @@ impl HttpClient for Http {
                 };
             let status = parts.status;
             if status.is_success() || status.is_redirection() || status.is_informational() {
+                // A poll's answer may say when to ask again.
+                if let Some(at) = retry_after(parts.headers.get(RETRY_AFTER)) {
+                    let _ = POLL_HINT.try_with(|slot| slot.set(Some(at)));
+                }
                 let body = match &replaces {
                     Some(id) if status == StatusCode::CREATED => echo_replaces(&server, id, body),
                     _ => body,
@@ -350,6 +354,19 @@ fn echo_replaces(server: &str, replaces: &str, body: Bytes) -> Bytes {
 tokio::task_local! {
     /// When the server last asked to be retried, within one retry scope.
     pub(crate) static RETRY_AFTER_SLOT: Cell<Option<SystemTime>>;
+    /// When the server, in a successful answer, asked to be polled again.
+    static POLL_HINT: Cell<Option<SystemTime>>;
+}
+
+/// Runs `fut` and returns, with its output, the `Retry-After` of the last successful answer
+/// during it (when polling an order, the CA's word on when to ask again).
+pub(crate) async fn hinted<T>(fut: impl Future<Output = T>) -> (T, Option<SystemTime>) {
+    POLL_HINT
+        .scope(Cell::new(None), async {
+            let out = fut.await;
+            (out, POLL_HINT.with(Cell::get))
+        })
+        .await
 }
 
 /// An error answer's body as a problem document: kept as it is when it already is a JSON

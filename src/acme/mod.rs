@@ -87,7 +87,8 @@ pub struct Issued {
 pub struct Tuning {
     /// Retries of one step on passing failures.
     pub backoff: Backoff,
-    /// First wait when polling an order.
+    /// First wait when polling an order (the first poll is at once), when the CA gives no
+    /// `Retry-After`.
     pub poll_initial: Duration,
     /// Growth factor of the polling wait.
     pub poll_factor: f32,
@@ -102,7 +103,7 @@ pub struct Tuning {
 /// The default [`Tuning`].
 pub const DEFAULT_TUNING: Tuning = Tuning {
     backoff: DEFAULT_BACKOFF,
-    poll_initial: Duration::from_millis(250),
+    poll_initial: Duration::from_millis(100),
     poll_factor: 1.5,
     poll_timeout: Duration::from_secs(120),
     connect_timeout: Duration::from_secs(10),
@@ -112,15 +113,6 @@ pub const DEFAULT_TUNING: Tuning = Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         DEFAULT_TUNING
-    }
-}
-
-impl Tuning {
-    fn poll(&self) -> instant_acme::RetryPolicy {
-        instant_acme::RetryPolicy::new()
-            .initial_delay(self.poll_initial)
-            .backoff(self.poll_factor)
-            .timeout(self.poll_timeout)
     }
 }
 

@@ -185,20 +185,39 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
         }
     }
 
-    let status = retry::retrying!(backoff, "order ready", {
-        order.poll_ready(&acme.tuning.poll()).await
-    })
-    .map_err(|e| poll_error("become ready", e, acme))?;
+    // Validation left the order ready, or every authorization was valid already (reused):
+    // asked only when the last answer does not say so.
+    let mut status = order.state().status;
+    if status != OrderStatus::Ready {
+        status = poll_order(acme, &mut order, "become ready", |s| {
+            s == OrderStatus::Ready
+        })
+        .await?;
+    }
     if status != OrderStatus::Ready {
         return Err(why_invalid(&mut order).await);
     }
 
     retry::retrying!(backoff, "finalize", order.finalize_csr(&req.csr_der).await)
         .map_err(|e| acme_error("finalize", e))?;
+    // Many CAs answer the finalize with the order valid already; then there is nothing to
+    // wait for.
+    if order.state().status != OrderStatus::Valid {
+        let status = poll_order(acme, &mut order, "issue the certificate", |s| {
+            s == OrderStatus::Valid
+        })
+        .await?;
+        if status != OrderStatus::Valid {
+            return Err(why_invalid(&mut order).await);
+        }
+    }
     let fullchain_pem = retry::retrying!(backoff, "download certificate", {
-        order.poll_certificate(&acme.tuning.poll()).await
+        order
+            .certificate()
+            .await?
+            .ok_or(instant_acme::Error::Str("the CA sent no certificate"))
     })
-    .map_err(|e| poll_error("issue the certificate", e, acme))?;
+    .map_err(|e| acme_error("download certificate", e))?;
     tracing::debug!(order = %order_url, "Certificate issued.");
     Ok(Issued {
         fullchain_pem,
@@ -235,13 +254,66 @@ async fn validate(
         Ok(())
     })
     .map_err(|e| acme_error("challenge ready", e))?;
-    let status = retry::retrying!(backoff, "validation", {
-        order.poll_ready(&acme.tuning.poll()).await
+    let status = poll_order(acme, order, "validate the challenges", |s| {
+        s == OrderStatus::Ready
     })
-    .map_err(|e| poll_error("validate the challenges", e, acme))?;
+    .await?;
     match status {
         OrderStatus::Invalid => Err(why_invalid(order).await),
         _ => Ok(()),
+    }
+}
+
+/// The longest wait between two polls of an order, when the CA gives no `Retry-After`.
+const POLL_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Polls the order until `done` says its status is reached, or it is invalid: asks at once,
+/// then after the CA's `Retry-After` when it sends one, else after `poll_initial` growing
+/// by `poll_factor` (at most [`POLL_MAX_WAIT`]); gives up after `poll_timeout`. An error
+/// the order reports ends the wait with that error.
+async fn poll_order(
+    acme: &Acme,
+    order: &mut instant_acme::Order,
+    what: &'static str,
+    done: impl Fn(OrderStatus) -> bool,
+) -> Result<OrderStatus, Error> {
+    let tuning = &acme.tuning;
+    let started = Instant::now();
+    let mut delay = tuning.poll_initial;
+    loop {
+        let (result, hint) = super::http::hinted(async {
+            retry::retrying!(&tuning.backoff, what, {
+                order
+                    .refresh()
+                    .await
+                    .map(|state| (state.status, state.error.clone()))
+            })
+        })
+        .await;
+        let (status, error) = result.map_err(|e| acme_error(what, e))?;
+        if let Some(problem) = error {
+            return Err(acme_error(
+                what,
+                retry::Exhausted {
+                    error: instant_acme::Error::Api(problem),
+                    attempts: 1,
+                    retry_after: None,
+                },
+            ));
+        }
+        if status == OrderStatus::Invalid || done(status) {
+            return Ok(status);
+        }
+        let asked = hint.and_then(|at| at.duration_since(std::time::SystemTime::now()).ok());
+        let wait = asked.unwrap_or(delay).min(POLL_MAX_WAIT);
+        if started.elapsed() + wait > tuning.poll_timeout {
+            return Err(Error::Timeout {
+                step: what,
+                limit: tuning.poll_timeout,
+            });
+        }
+        tokio::time::sleep(wait).await;
+        delay = delay.mul_f32(tuning.poll_factor).min(POLL_MAX_WAIT);
     }
 }
 
@@ -272,16 +344,6 @@ async fn why_invalid(order: &mut instant_acme::Order) -> Error {
         .map(super::problem_text)
         .unwrap_or_else(|| "the CA gave no reason".into());
     Error::OrderInvalid { detail }
-}
-
-fn poll_error(step: &'static str, e: retry::Exhausted, acme: &Acme) -> Error {
-    match e.error {
-        instant_acme::Error::Timeout(_) => Error::Timeout {
-            step,
-            limit: acme.tuning.poll_timeout,
-        },
-        _ => acme_error(step, e),
-    }
 }
 
 #[cfg(test)]
