@@ -432,7 +432,7 @@ fn sd_notify_messages_arrive_in_order() {
         ],
         "{got:?}"
     );
-    assert!(statuses[1].contains("1 renewed"), "{got:?}");
+    assert!(statuses[1].contains("1 renewed; next pass 20"), "{got:?}");
     let reloading = got.iter().find(|m| m.starts_with("RELOADING=1")).unwrap();
     let usec: i64 = reloading
         .lines()

@@ -117,6 +117,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let mut reload_pending = false;
     let mut wake: Option<OffsetDateTime> = None;
     let mut moments: Vec<OffsetDateTime> = Vec::new();
+    let mut last = String::from("No pass yet");
 
     loop {
         if run_now && !stop.requested() {
@@ -171,10 +172,10 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             );
             moments = wake_moments(&config, &outcomes, finished);
             wake = None;
+            last = format!("Last pass {}: {summary}", rfc3339(finished));
             if stop.requested() {
                 break;
             }
-            notifier.status(&format!("Last pass {}: {summary}", rfc3339(finished)));
         }
         if reload_pending {
             reload_pending = false;
@@ -203,6 +204,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                         now + time::Duration::days(365 * 100)
                     });
                 tracing::info!(next = %rfc3339(w), "Next pass.");
+                notifier.status(&format!("{last}; next pass {}", rfc3339(w)));
                 w
             }
         };
