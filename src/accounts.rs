@@ -3,8 +3,6 @@
 //! Reads the local `/etc/passwd` and `/etc/group` (the accounts services run as are local);
 //! numeric ids are taken as they are and work everywhere.
 
-use std::fs;
-
 /// The uid of `user` (a name or a number).
 pub fn uid(user: &str) -> Result<u32, String> {
     lookup(user, "/etc/passwd", "user")
@@ -19,8 +17,9 @@ fn lookup(name: &str, file: &str, what: &str) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
-    let text = fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {file} to look up {what} \"{name}\": {e}"))?;
+    let text =
+        crate::fsutil::read_regular_text(std::path::Path::new(file), crate::fsutil::MAX_FILE)
+            .map_err(|e| format!("cannot read {file} to look up {what} \"{name}\": {e}"))?;
     find(&text, name).ok_or_else(|| {
         format!("no {what} named \"{name}\" in {file}; create it or give a numeric id")
     })

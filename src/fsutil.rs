@@ -1,12 +1,91 @@
-//! Small file-writing helpers for certkeeper's own state (accounts, local CA, retry records,
-//! kept material): a file replaced whole through a fsynced temporary file and one rename,
-//! never following a symlink planted at the temporary path. The live certificate pairs have
-//! their own, stricter machinery in `crate::store`.
+//! File helpers.
+//!
+//! - Reading: [`read_regular`] is how certkeeper reads every file it is given or keeps
+//!   (certificates, keys, manifests, the config, secret files, trust roots, state records,
+//!   accounts): only a regular file, opened without blocking (a FIFO at a path must not hang
+//!   a pass that holds the lock), and at most a limit however large the file claims to be (a
+//!   link to `/dev/zero`, a `/proc` entry whose size says 0). Anything else is an error that
+//!   says what is at the path.
+//! - Writing certkeeper's own state (accounts, local CA, retry records, kept material): a file
+//!   replaced whole through a fsynced temporary file and one rename, never following a
+//!   symlink planted at the temporary path. The live certificate pairs have their own,
+//!   stricter machinery in `crate::store`.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+
+/// The most certkeeper reads of a certificate, key, manifest, state record, account, secret
+/// or trust-roots file: 1 MiB (a certificate chain is a few KiB).
+pub const MAX_FILE: u64 = 1024 * 1024;
+
+/// The most certkeeper reads of a config file: 1 MiB.
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// Reads the regular file at `path` (following symlinks), at most `limit` bytes, without
+/// ever blocking on it. A FIFO, socket, device or directory is refused with what it is; a
+/// file with more than `limit` bytes is refused too, without reading past the limit.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_with(path, limit, false)
+}
+
+/// [`read_regular`] without following a symlink at the last component.
+pub fn read_regular_nofollow(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_with(path, limit, true)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_regular(path, limit)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+fn read_with(path: &Path, limit: u64, nofollow: bool) -> io::Result<Vec<u8>> {
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    if nofollow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer.
+    // The flag's bit pattern fits the C int that open(2) takes.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({what})"),
+        ));
+    }
+    // A regular file's reads never block; its size may lie (procfs says 0), so the limit is
+    // enforced on what is read, not on what the metadata claims.
+    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", limit / 1024),
+        ));
+    }
+    Ok(bytes)
+}
 
 /// Creates `path` (it must not exist; a symlink there is refused), writes `bytes` with
 /// `mode`, and fsyncs it.
@@ -48,6 +127,44 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_are_read_and_only_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"hello").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"hello");
+        let err = read_regular(&file, 4).unwrap_err();
+        assert_eq!(err.to_string(), "larger than 0 KiB");
+        // A FIFO with no writer: refused at once, never waited on.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let err = read_regular(&fifo, MAX_FILE).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file (a FIFO)");
+        // A device that never ends, through a link.
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let err = read_regular(&zero, MAX_FILE).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file (a character device)");
+        let err = read_regular_nofollow(&zero, MAX_FILE).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        assert_eq!(
+            read_regular(dir.path(), MAX_FILE).unwrap_err().to_string(),
+            "not a regular file (a directory)"
+        );
+        // A procfs file says it is empty; what it holds is read, bounded.
+        let status = read_regular(Path::new("/proc/self/status"), MAX_FILE).unwrap();
+        assert!(!status.is_empty());
+        assert!(read_regular(Path::new("/proc/self/status"), 16).is_err());
+    }
 
     #[test]
     fn replaces_whole_and_refuses_planted_links() {

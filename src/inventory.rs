@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -220,7 +220,9 @@ pub fn inspect_managed(
     // A private key this user may not read (a monitoring user; keys are 0600) is not
     // checked, which is not a fault: certkeeper checked it against the leaf when it deployed
     // the pair the manifest describes.
-    let key_denied = fs::File::open(&cert.privkey)
+    let key_read = read_limited(&cert.privkey);
+    let key_denied = key_read
+        .as_ref()
         .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied);
     let key_bytes = if key_denied {
         // What the manifest of this very fullchain recorded when certkeeper wrote the pair.
@@ -239,7 +241,7 @@ pub fn inspect_managed(
         });
         None
     } else {
-        read_live(&mut e, "privkey", &cert.privkey)
+        live_or_problem(&mut e, "privkey", &cert.privkey, key_read)
     };
     // The same decision as a renewal pass, with what the pass kept (the CA's renewal window,
     // the profile the leaf was ordered with), when this user can read it.
@@ -580,7 +582,17 @@ fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u
 }
 
 fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
-    match read_limited(path) {
+    live_or_problem(e, which, path, read_limited(path))
+}
+
+/// A live file's bytes, or the CRITICAL problem its read gave.
+fn live_or_problem(
+    e: &mut Entry,
+    which: &str,
+    path: &Path,
+    read: io::Result<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    match read {
         Ok(b) => Some(b),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             e.critical(format!("{which} missing: {}", path.display()));
@@ -597,22 +609,10 @@ fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// Reads a file of at most [`MAX_FILE_SIZE`] bytes.
+/// Reads a certificate or key file: regular files only, never blocking, at most
+/// [`fsutil::MAX_FILE`] bytes.
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "larger than {} KiB, not a certificate file",
-                MAX_FILE_SIZE / 1024
-            ),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
 }
 
 fn io_reason(err: &io::Error) -> String {
@@ -679,9 +679,6 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
-
-/// Files larger than this under a discover path are not certificates.
-const MAX_FILE_SIZE: u64 = 1024 * 1024;
 
 /// Extensions of files that are reported even when they fail to parse.
 const CERT_EXTENSIONS: &[&str] = &["pem", "crt", "cer", "cert", "der"];

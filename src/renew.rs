@@ -742,7 +742,7 @@ async fn prepare(
     }
 
     let live_key = if cert.reuse_key {
-        fs::read_to_string(&cert.privkey).ok()
+        crate::fsutil::read_regular_text(&cert.privkey, crate::fsutil::MAX_FILE).ok()
     } else {
         None
     };
@@ -984,8 +984,8 @@ mod pending {
     pub fn load(state_dir: &Path, name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let d = dir(state_dir, name);
         Some((
-            fs::read(d.join("fullchain.pem")).ok()?,
-            fs::read(d.join("privkey.pem")).ok()?,
+            crate::fsutil::read_regular(&d.join("fullchain.pem"), crate::fsutil::MAX_FILE).ok()?,
+            crate::fsutil::read_regular(&d.join("privkey.pem"), crate::fsutil::MAX_FILE).ok()?,
         ))
     }
 

@@ -114,7 +114,7 @@ pub fn path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// Reads a record; a missing or damaged one reads as the default.
 pub fn load(state_dir: &Path, name: &str) -> CertState {
-    fs::read(path(state_dir, name))
+    crate::fsutil::read_regular(&path(state_dir, name), crate::fsutil::MAX_FILE)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -123,7 +123,7 @@ pub fn load(state_dir: &Path, name: &str) -> CertState {
 /// Reads a record for reporting: `None` when it cannot be read (a monitoring user without
 /// access to state_dir), the default when there is none yet.
 pub fn load_if_readable(state_dir: &Path, name: &str) -> Option<CertState> {
-    match fs::read(path(state_dir, name)) {
+    match crate::fsutil::read_regular(&path(state_dir, name), crate::fsutil::MAX_FILE) {
         Ok(b) => Some(serde_json::from_slice(&b).unwrap_or_default()),
         // No pass has recorded anything yet. A private state_dir answers "permission denied"
         // instead, and that is not knowledge.

@@ -105,7 +105,7 @@ pub(crate) async fn open(
 
 /// Reads the stored credentials; `None` when there is no file yet.
 fn read(path: &Path, directory: &str) -> Result<Option<AccountCredentials>, Error> {
-    let text = match fs::read_to_string(path) {
+    let text = match crate::fsutil::read_regular_text(path, crate::fsutil::MAX_FILE) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(file_error(path, format!("cannot read: {e}"))),

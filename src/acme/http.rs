@@ -159,7 +159,8 @@ impl Http {
                 path: path.to_owned(),
                 reason,
             };
-            let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+                .map_err(|e| err(e.to_string()))?;
             let (certs, _) =
                 crate::x509::read_certificates(&bytes).map_err(|e| err(e.to_string()))?;
             for cert in certs {
@@ -254,10 +255,13 @@ impl HttpClient for Http {
             // The whole body is read under the gate and within the time limit, so the next
             // request starts only when this one is over, and a stalled body cannot hang a pass.
             let (parts, body) = rsp.into_parts();
+            // Bounded: a CA's answers are small; a server streaming without end must not
+            // grow certkeeper's memory.
+            let body = http_body_util::Limited::new(body, MAX_ANSWER);
             let body =
                 match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(body)).await {
                     Ok(Ok(body)) => body.to_bytes(),
-                    Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
+                    Ok(Err(e)) => return Err(Transport::from_error(&url, &*e).into()),
                     Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 };
             let status = parts.status;
@@ -450,6 +454,9 @@ impl From<Transport> for instant_acme::Error {
         instant_acme::Error::Other(Box::new(t))
     }
 }
+
+/// The largest answer read from a CA: 1 MiB (a certificate chain is a few KiB).
+const MAX_ANSWER: usize = 1024 * 1024;
 
 /// How much of a non-JSON error body is kept as evidence.
 const MAX_BODY_EVIDENCE: usize = 512;

@@ -449,7 +449,8 @@ pub struct VerifyTarget {
 impl Config {
     /// Reads and validates the config file, reporting every problem found.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
+        let text = crate::fsutil::read_regular_text(path, crate::fsutil::MAX_CONFIG)
+            .map_err(|e| ConfigError::read(path, &e))?;
         Self::from_yaml(&text, path)
     }
 

@@ -23,11 +23,13 @@ impl SecretSource {
                 Ok(_) => Err(format!("environment variable {var} is empty")),
                 Err(_) => Err(format!("environment variable {var} is not set")),
             },
-            SecretSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
-                Ok(_) => Err(format!("secret file {} is empty", path.display())),
-                Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
-            },
+            SecretSource::File(path) => {
+                match crate::fsutil::read_regular_text(path, crate::fsutil::MAX_FILE) {
+                    Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
+                    Ok(_) => Err(format!("secret file {} is empty", path.display())),
+                    Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
+                }
+            }
         }
     }
 }

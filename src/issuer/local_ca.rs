@@ -281,8 +281,10 @@ impl LocalCa {
     }
 
     fn load(dir: &Path, name: &str, persist: bool) -> Result<LocalCa, Error> {
-        let read =
-            |file: &str| fs::read_to_string(dir.join(file)).map_err(|e| io(&dir.join(file), e));
+        let read = |file: &str| {
+            crate::fsutil::read_regular_text(&dir.join(file), crate::fsutil::MAX_FILE)
+                .map_err(|e| io(&dir.join(file), e))
+        };
         let damaged = |reason: String| Error::Damaged {
             path: dir.to_owned(),
             reason,

@@ -7,7 +7,7 @@
 //! SHA-256 compared with what was intended.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,13 +76,7 @@ fn fill(mut file: File, path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
 
 /// Reads `path` without following a symlink at its last component.
 pub(crate) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nofollow())
-        .open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    crate::fsutil::read_regular_nofollow(path, crate::fsutil::MAX_FILE)
 }
 
 /// Reads and parses a JSON file without following a symlink at its last component.

@@ -251,7 +251,7 @@ impl Layout {
         match (exists(&self.fullchain), exists(&self.privkey)) {
             (false, false) => Ok(Live::Absent),
             (true, true) => {
-                let whole = fs::read(&self.fullchain)
+                let whole = crate::fsutil::read_regular(&self.fullchain, crate::fsutil::MAX_FILE)
                     .is_ok_and(|pem| manifest::leaf_identity(&pem).is_ok())
                     && fs::metadata(&self.privkey).is_ok_and(|m| m.is_file());
                 Ok(Live::Foreign { whole })
@@ -290,7 +290,8 @@ impl Layout {
             (&self.fullchain, &files.fullchain),
             (&self.privkey, &files.privkey),
         ] {
-            let bytes = fs::read(path).map_err(|e| Error::io("reading back", path, e))?;
+            let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+                .map_err(|e| Error::io("reading back", path, e))?;
             let actual = manifest::sha256_hex(&bytes);
             if &actual != digest {
                 return Err(Error::ReadBack {
@@ -399,7 +400,10 @@ impl Layout {
     /// Copies what the live paths show now into generation `n` and makes it live, so that
     /// foreign files come under management without any reader seeing a change.
     pub fn adopt(&self, n: u64) -> Result<Manifest> {
-        let read = |p: &Path| fs::read(p).map_err(|e| Error::io("reading", p, e));
+        let read = |p: &Path| {
+            crate::fsutil::read_regular(p, crate::fsutil::MAX_FILE)
+                .map_err(|e| Error::io("reading", p, e))
+        };
         let fullchain = read(&self.fullchain)?;
         let privkey = read(&self.privkey)?;
         let manifest = Manifest::describe(

@@ -8,7 +8,6 @@
 //! generation directory, so the manifest changes in the same atomic step as the pair it
 //! describes; readers just follow it.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -143,7 +142,7 @@ pub fn read_live(name: &str, fullchain: &Path) -> io::Result<Option<Manifest>> {
 
 /// Reads a manifest file; `Ok(None)` when it does not exist.
 pub fn read(path: &Path) -> io::Result<Option<Manifest>> {
-    match fs::read(path) {
+    match crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),

@@ -371,7 +371,7 @@ impl Locked<'_> {
                     .ok()
                     .map(|m| m.fingerprint)
             }
-            _ => fs::read(&spec.fullchain)
+            _ => crate::fsutil::read_regular(&spec.fullchain, crate::fsutil::MAX_FILE)
                 .ok()
                 .and_then(|pem| manifest::leaf_identity(&pem).ok())
                 .map(|leaf| leaf.fingerprint),

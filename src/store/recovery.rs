@@ -72,7 +72,13 @@ pub(crate) fn recover(layout: &Layout, snapshots: &Snapshots) -> Result<Recovere
                     // A plain file left by an interrupted adoption has the same content as
                     // the generation made from it; anything else was written by someone
                     // else after us and is left for the next deploy to adopt.
-                    Ok(_) => match (fs::read(&path), fs::read(layout.dir.join(&target))) {
+                    Ok(_) => match (
+                        crate::fsutil::read_regular(&path, crate::fsutil::MAX_FILE),
+                        crate::fsutil::read_regular(
+                            &layout.dir.join(&target),
+                            crate::fsutil::MAX_FILE,
+                        ),
+                    ) {
                         (Ok(now), Ok(ours)) => now == ours,
                         _ => false,
                     },

@@ -76,7 +76,8 @@ impl TrustStore {
             path: path.display().to_string(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+            .map_err(|e| err(e.to_string()))?;
         let (certs, _) = read_certificates(&bytes).map_err(|e| err(e.to_string()))?;
         for cert in certs {
             self.add(cert);

@@ -169,7 +169,8 @@ pub(crate) struct PemBlock {
 /// The first certificate of the fullchain file at `path` (the leaf of a live pair); the
 /// error names the file and what is wrong.
 pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     read_certificates(&bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .0

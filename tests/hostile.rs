@@ -1,0 +1,169 @@
+//! Hostile and broken input, through the binary as a user runs it, each run under a time
+//! bound (`timeout`) and a memory bound (`prlimit --as`): whatever sits at a path certkeeper
+//! reads (a FIFO, a device, a link to `/dev/zero`, `/proc`, a file far too large) gives one
+//! clear line and the documented exit code, never a hang, never unbounded memory, and never a
+//! change on disk from a command that must not write.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::{Dir, Run, bin, key_matches_leaf};
+
+/// The time any of these runs may take: far below "hangs", far above a loaded CI machine.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// Runs the binary with `--config <dir>/<config>` under `timeout` and a 2 GiB address-space
+/// limit; panics (naming the bound) when the bound is hit.
+fn bounded(dir: &Dir, config: &str, args: &[&str]) -> Run {
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", &BOUND.as_secs().to_string()])
+        .args(["prlimit", "--as=2147483648", bin(), "--config"])
+        .arg(dir.join(config))
+        .args(args)
+        .env_remove("CERTKEEPER_CONFIG")
+        .output()
+        .expect("timeout and prlimit (coreutils, util-linux) are needed");
+    let run = Run::from(out);
+    assert!(
+        run.code != 124 && run.code != 137 && started.elapsed() < BOUND,
+        "{args:?} hit the {BOUND:?} bound: {run:?}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    run
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+}
+
+fn listing(dir: &Path) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let link = p.symlink_metadata().unwrap().file_type().is_symlink();
+            (p.display().to_string(), link)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn walk(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![path.to_owned()];
+    if path.is_dir() && !path.symlink_metadata().unwrap().file_type().is_symlink() {
+        for e in std::fs::read_dir(path).unwrap() {
+            out.extend(walk(&e.unwrap().path()));
+        }
+    }
+    out
+}
+
+const CONFIG: &str = "state_dir: state\n\
+    issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n\
+    certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: internal\n    \
+    fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n";
+
+#[test]
+fn a_fifo_or_a_device_at_a_live_path_is_reported_not_waited_on() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    mkfifo(&dir.join("live/www/fullchain.pem"));
+    std::os::unix::fs::symlink("/dev/zero", dir.join("live/www/privkey.pem")).unwrap();
+    let before = listing(dir.path());
+    let run = bounded(&dir, "config.yaml", &["check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("fullchain unreadable: ")
+            && run.stdout.contains("(not a regular file (a FIFO))")
+            && run
+                .stdout
+                .contains("(not a regular file (a character device))"),
+        "{run:?}"
+    );
+    let run = bounded(&dir, "config.yaml", &["verify", "www"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = bounded(&dir, "config.yaml", &["metrics"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Nothing that only reads changed anything.
+    assert_eq!(listing(dir.path()), before);
+
+    // renew finds the certificate broken (due now), does not hang on the FIFO, and leaves a
+    // whole pair.
+    let run = bounded(&dir, "config.yaml", &["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        key_matches_leaf(
+            &std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+            &std::fs::read(dir.join("live/www/privkey.pem")).unwrap()
+        ),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_config_that_is_not_a_regular_file_is_one_line() {
+    let dir = Dir::new();
+    mkfifo(&dir.join("fifo.yaml"));
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).unwrap();
+    for (config, what) in [("fifo.yaml", "a FIFO"), ("zero.yaml", "a character device")] {
+        for (args, code) in [
+            (&["check"][..], 3),
+            (&["renew"][..], 2),
+            (&["config", "check"][..], 2),
+        ] {
+            let run = bounded(&dir, config, args);
+            assert_eq!(run.code, code, "{args:?} {run:?}");
+            assert_eq!(
+                run.stderr.trim(),
+                format!(
+                    "certkeeper: {}: cannot read config file: not a regular file ({what})",
+                    dir.join(config).display()
+                ),
+                "{run:?}"
+            );
+        }
+    }
+    // Far too large (2 MiB of comments): refused without reading it all.
+    dir.write("big.yaml", "#".repeat(2 * 1024 * 1024));
+    let run = bounded(&dir, "big.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("larger than 1024 KiB"), "{run:?}");
+}
+
+#[test]
+fn secret_and_trust_root_files_that_never_end_are_refused() {
+    let dir = Dir::new();
+    dir.config(
+        "state_dir: state\n\
+         issuers:\n  ca:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n    trust_roots: /dev/zero\n\
+         dns_providers:\n  cf:\n    type: cloudflare\n    api_token_file: /dev/zero\n\
+         certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: ca\n    dns_provider: cf\n    \
+         fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n",
+    );
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("not a regular file (a character device)"),
+        "{run:?}"
+    );
+    assert!(!dir.join("state").exists());
+}
+
+#[test]
+fn discovering_proc_is_bounded_in_time_and_memory() {
+    let dir = Dir::new();
+    dir.config("certificates: []\ndiscover:\n  paths: [/proc/self]\n");
+    let run = bounded(&dir, "config.yaml", &["check"]);
+    // Whatever /proc holds is no certificate: reported, not read without end.
+    assert!([0, 2].contains(&run.code), "{run:?}");
+    assert!(run.stdout.starts_with("CERTKEEPER "), "{run:?}");
+}
