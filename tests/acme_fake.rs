@@ -427,9 +427,7 @@ impl Host {
     }
 
     fn check(&self) -> (i32, Vec<Value>) {
-        let run = self.run(&["check", "--json"]);
-        let v = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
-        (run.code, v)
+        self.dir.check_json()
     }
 
     /// `check` calls the live pair OK: chain to the fake's root, key, names, integrity.

@@ -78,9 +78,7 @@ impl Host {
     }
 
     fn check(&self) -> (i32, Vec<Value>) {
-        let run = self.run(&["check", "--json"]);
-        let v = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
-        (run.code, v)
+        self.dir.check_json()
     }
 
     pub(crate) fn hook_calls(&self) -> Vec<String> {

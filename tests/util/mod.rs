@@ -63,6 +63,13 @@ impl Dir {
         Run::from(cmd.output().expect("run certkeeper"))
     }
 
+    /// Runs `check --json` and returns its exit code and its array.
+    pub fn check_json(&self) -> (i32, Vec<serde_json::Value>) {
+        let run = self.run(&["check", "--json"]);
+        let v = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
+        (run.code, v)
+    }
+
     /// Opens only the way to the config and the live files of `names` (`live/<name>/`) to
     /// other users, as on a real host: state_dir and private keys stay as certkeeper made
     /// them.
