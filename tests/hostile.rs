@@ -167,3 +167,23 @@ fn discovering_proc_is_bounded_in_time_and_memory() {
     assert!([0, 2].contains(&run.code), "{run:?}");
     assert!(run.stdout.starts_with("CERTKEEPER "), "{run:?}");
 }
+
+#[test]
+fn deeply_nested_configs_are_refused_at_once() {
+    let dir = Dir::new();
+    dir.write(
+        "brackets.yaml",
+        format!("certificates: {}", "[".repeat(100_000)),
+    );
+    dir.write(
+        "dashes.yaml",
+        format!("certificates:\n{}x\n", "- ".repeat(50_000)),
+    );
+    // Refused by a linear scan; the parser alone needs more than the bound for these.
+    for config in ["brackets.yaml", "dashes.yaml"] {
+        let run = bounded(&dir, config, &["config", "check"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        assert!(run.stderr.contains("deeper than"), "{run:?}");
+    }
+}

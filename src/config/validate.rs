@@ -30,6 +30,12 @@ pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+    if let Some(problem) = nesting_problem(text) {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            problems: vec![problem],
+        });
+    }
     let mut v = Validator {
         text,
         declared: BTreeSet::new(),
@@ -1138,6 +1144,75 @@ impl Validator<'_> {
     }
 }
 
+/// How deep `[`/`{` may nest in a config: certkeeper's own structure is a few levels deep.
+const MAX_FLOW_NESTING: usize = 32;
+
+/// How many columns of indentation (spaces and `- ` markers) a config line may start with.
+const MAX_INDENT: usize = 256;
+
+/// Refuses, before the YAML parser sees it, input nested far beyond any certkeeper config:
+/// the parser's time grows faster than linearly with nesting (100 KB of `[` took over a
+/// minute). A quick scan: flow brackets outside quotes and comments, and each line's
+/// indentation.
+fn nesting_problem(text: &str) -> Option<Problem> {
+    let problem = |line: usize, message: String| Problem {
+        line: Some(line),
+        path: String::new(),
+        message,
+    };
+    let mut depth = 0usize;
+    let (mut single, mut double) = (false, false);
+    for (n, line) in text.lines().enumerate() {
+        let indent = line
+            .chars()
+            .take_while(|c| *c == ' ' || *c == '-' || *c == '\t')
+            .count();
+        if indent > MAX_INDENT && !single && !double {
+            return Some(problem(
+                n + 1,
+                format!(
+                    "indented or nested deeper than {MAX_INDENT} columns; a certkeeper config is a few levels deep"
+                ),
+            ));
+        }
+        let mut prev = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if !double => {
+                    // '' inside single quotes is an escaped quote.
+                    if single && chars.peek() == Some(&'\'') {
+                        chars.next();
+                    } else {
+                        single = !single;
+                    }
+                }
+                '"' if !single => double = !double,
+                '\\' if double => {
+                    chars.next();
+                }
+                '#' if !single && !double && (prev == ' ' || prev == '\t') => break,
+                '[' | '{' if !single && !double => {
+                    depth += 1;
+                    if depth > MAX_FLOW_NESTING {
+                        return Some(problem(
+                            n + 1,
+                            format!(
+                                "brackets nested deeper than {MAX_FLOW_NESTING} levels; a certkeeper config is a few levels deep"
+                            ),
+                        ));
+                    }
+                }
+                ']' | '}' if !single && !double => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+        // A quoted scalar may span lines; '#' at a line's start opens a comment.
+    }
+    None
+}
+
 /// Checks a cron string the way the daemon parses it (6 fields, seconds first).
 pub fn check_cron(expr: &str) -> Result<(), String> {
     crate::schedule::Cron::parse(expr).map(|_| ())
@@ -1235,3 +1310,36 @@ const INLINE_SECRET_KEYS: &[&str] = &[
 
 /// Upper bound of `renewal.concurrency`.
 const MAX_CONCURRENCY: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_far_beyond_a_config_is_refused_before_parsing() {
+        assert!(
+            nesting_problem("issuers:\n  a: { type: local-ca }\nlist: [[1, 2], [3]]\n").is_none()
+        );
+        // Brackets inside quotes and comments do not count.
+        let quoted = format!(
+            "a: \"{}\"\nb: '{}'\n# {}\nc: x # {}\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(nesting_problem(&quoted).is_none(), "{quoted}");
+        let deep = format!("certificates: {}", "[".repeat(33));
+        let p = nesting_problem(&deep).unwrap();
+        assert_eq!(p.line, Some(1));
+        assert!(
+            p.message
+                .starts_with("brackets nested deeper than 32 levels"),
+            "{p:?}"
+        );
+        let indented = format!("certificates:\n{}x\n", "- ".repeat(200));
+        assert_eq!(nesting_problem(&indented).unwrap().line, Some(2));
+        // A long value is not nesting.
+        assert!(nesting_problem(&format!("a: {}\n", "x".repeat(100_000))).is_none());
+    }
+}
