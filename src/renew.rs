@@ -172,7 +172,9 @@ impl Outcome {
         }
     }
 
-    fn from_deploy(source: String, outcome: deploy::Outcome) -> Outcome {
+    /// The pass's outcome of a deploy; `kept` says whether the new material is kept for the
+    /// next pass (it is not when keeping it failed), so that a failure says so truly.
+    fn from_deploy(source: String, outcome: deploy::Outcome, kept: bool) -> Outcome {
         match outcome {
             deploy::Outcome::Renewed(done) => Outcome::Renewed { source, done },
             deploy::Outcome::RolledBack { cause, note } => Outcome::RolledBack {
@@ -186,7 +188,13 @@ impl Outcome {
                 rollback,
             },
             deploy::Outcome::Failed { error, .. } => Outcome::Failed {
-                error: format!("{error} (the new material is kept and deployed on the next pass)"),
+                error: if kept {
+                    format!("{error} (the new material is kept and deployed on the next pass)")
+                } else {
+                    format!(
+                        "{error} (the new material could not be kept; the next pass orders again)"
+                    )
+                },
                 retry_after: None,
             },
         }
@@ -301,6 +309,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     events: Vec::new(),
                 });
             };
+            pending::clean_leftovers(&config.state_dir);
             for spec in specs.values() {
                 match locked.recover(spec) {
                     Ok(r) if r.is_clean() => {}
@@ -455,7 +464,8 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     if let Some(locked) = &locked {
         for (name, done) in deploy::deploy_all(locked, items, &opts.stop).await {
             let source = sources.remove(&name).unwrap_or_default();
-            let outcome = Outcome::from_deploy(source, done);
+            let kept = pending::exists(&config.state_dir, &name);
+            let outcome = Outcome::from_deploy(source, done, kept);
             if matches!(outcome, Outcome::Renewed { .. }) {
                 pending::remove(&config.state_dir, &name);
             }
@@ -980,6 +990,12 @@ mod pending {
         state_dir.join("pending").join(name)
     }
 
+    /// Whether a pair is kept for `name`.
+    pub fn exists(state_dir: &Path, name: &str) -> bool {
+        let d = dir(state_dir, name);
+        d.join("fullchain.pem").is_file() && d.join("privkey.pem").is_file()
+    }
+
     /// The kept fullchain and key, when both are there.
     pub fn load(state_dir: &Path, name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let d = dir(state_dir, name);
@@ -1011,13 +1027,83 @@ mod pending {
             fsutil::create_synced(&tmp.join(file), bytes, mode)?;
         }
         fsutil::sync_dir(&tmp)?;
-        remove(state_dir, name);
-        fs::rename(&tmp, dir(state_dir, name))?;
+        let target = dir(state_dir, name);
+        // The new pair takes the old one's place in one step (the old one lands at the
+        // temporary name and is removed after): a crash at any point leaves one whole pair.
+        let swapped = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            &target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match swapped {
+            Ok(()) => {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            Err(rustix::io::Errno::NOENT) => fs::rename(&tmp, &target)?,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e.into());
+            }
+        }
         fsutil::sync_dir(&parent)
+    }
+
+    /// Removes what a crash left in `state_dir/pending`: temporary directories (which may
+    /// hold a private key) that no kept pair needs. Called with the lock held.
+    pub fn clean_leftovers(state_dir: &Path) {
+        let Ok(entries) = fs::read_dir(state_dir.join("pending")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".certkeeper-tmp-")
+            {
+                match fs::remove_dir_all(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "Removed a leftover of an interrupted pass.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), "Cannot remove a leftover of an interrupted pass: {e}")
+                    }
+                }
+            }
+        }
     }
 
     /// Drops the kept pair.
     pub fn remove(state_dir: &Path, name: &str) {
         let _ = fs::remove_dir_all(dir(state_dir, name));
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_kept_pair_is_replaced_whole_and_leftovers_are_removed() {
+            let state = tempfile::tempdir().unwrap();
+            save(state.path(), "www", b"chain-1", b"key-1").unwrap();
+            save(state.path(), "www", b"chain-2", b"key-2").unwrap();
+            assert_eq!(
+                load(state.path(), "www").unwrap(),
+                (b"chain-2".to_vec(), b"key-2".to_vec())
+            );
+            let names: Vec<String> = fs::read_dir(state.path().join("pending"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, ["www"]);
+            // What a crash before the swap leaves: a temporary directory with a key.
+            let leftover = state.path().join("pending/.certkeeper-tmp-api");
+            fs::create_dir(&leftover).unwrap();
+            fs::write(leftover.join("privkey.pem"), b"secret").unwrap();
+            clean_leftovers(state.path());
+            assert!(!leftover.exists());
+            assert!(exists(state.path(), "www"));
+        }
     }
 }

@@ -187,3 +187,16 @@ fn deeply_nested_configs_are_refused_at_once() {
         assert!(run.stderr.contains("deeper than"), "{run:?}");
     }
 }
+
+#[test]
+fn a_pass_removes_what_a_crash_left_in_pending() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    assert_eq!(bounded(&dir, "config.yaml", &["renew"]).code, 0);
+    // A temporary directory holding a private key, as a crash while keeping material leaves.
+    let leftover = dir.write("state/pending/.certkeeper-tmp-www/privkey.pem", "secret");
+    let run = bounded(&dir, "config.yaml", &["renew"]);
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    assert!(!leftover.exists(), "{run:?}");
+    assert!(!leftover.parent().unwrap().exists(), "{run:?}");
+}
