@@ -200,3 +200,52 @@ fn a_pass_removes_what_a_crash_left_in_pending() {
     assert!(!leftover.exists(), "{run:?}");
     assert!(!leftover.parent().unwrap().exists(), "{run:?}");
 }
+
+/// Runs the binary with stdout on `/dev/full` (every write fails with ENOSPC).
+fn to_full_disk(dir: &Dir, args: &[&str]) -> Run {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .stdout(full)
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_a_failure_not_success() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    // Nagios: a check whose report is lost is UNKNOWN, never OK.
+    for args in [&["check"][..], &["verify", "www"][..]] {
+        let run = to_full_disk(&dir, args);
+        assert_eq!(run.code, 3, "{args:?} {run:?}");
+        assert!(
+            run.stderr
+                .contains("certkeeper: cannot write the output: No space left on device"),
+            "{run:?}"
+        );
+    }
+    let run = to_full_disk(&dir, &["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    // The pass itself was done.
+    assert!(dir.join("live/www/fullchain.pem").exists());
+    assert_eq!(to_full_disk(&dir, &["metrics"]).code, 1);
+    assert_eq!(to_full_disk(&dir, &["snapshots", "www"]).code, 2);
+    assert_eq!(to_full_disk(&dir, &["completions", "bash"]).code, 1);
+    // A reader that stops early (`| head -1`) is no failure: check's status stands.
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

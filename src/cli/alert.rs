@@ -68,7 +68,9 @@ pub fn test(config_path: &Path, names: &[String]) -> u8 {
             )),
         }
     }
-    print(&out);
+    if !print(&out) {
+        return FAILED;
+    }
     if reports.iter().all(|r| r.result.is_ok()) {
         0
     } else {

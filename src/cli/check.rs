@@ -24,7 +24,9 @@ pub fn check(config_path: &Path, names: &[String], json: bool) -> u8 {
     } else {
         table(&entries)
     };
-    print(&out);
+    if !print(&out) {
+        return UNKNOWN;
+    }
     worst(&entries).exit_code()
 }
 
@@ -49,7 +51,9 @@ pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
     } else {
         report(&entry)
     };
-    print(&out);
+    if !print(&out) {
+        return UNKNOWN;
+    }
     entry.status.exit_code()
 }
 

@@ -15,8 +15,7 @@ const BIN_NAME: &str = "certkeeper";
 pub(crate) fn completions(shell: Shell) -> u8 {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Args::command(), BIN_NAME, &mut out);
-    print(&String::from_utf8_lossy(&out));
-    0
+    u8::from(!print(&String::from_utf8_lossy(&out)))
 }
 
 /// Prints the man page (section 1, roff); exit 0, or 1 when it cannot be rendered.
@@ -26,6 +25,5 @@ pub(crate) fn man() -> u8 {
         eprintln!("certkeeper: cannot render the man page: {e}");
         return 1;
     }
-    print(&String::from_utf8_lossy(&out));
-    0
+    u8::from(!print(&String::from_utf8_lossy(&out)))
 }

@@ -39,7 +39,9 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
             Err(e) => out.push_str(&format!("online {}: FAILED: {e}\n", line.key)),
         }
     }
-    super::print(&out);
+    if !super::print(&out) {
+        return 2;
+    }
     let failed: Vec<&str> = lines
         .iter()
         .filter(|l| l.result.is_err())

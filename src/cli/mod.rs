@@ -292,12 +292,24 @@ pub(crate) fn runtime(failed: u8) -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
-pub(crate) fn print(text: &str) {
+/// Writes to stdout. `false` (after one line on stderr) when the output could not be written
+/// (a full disk, `> /dev/full`): the command must not then claim success. A reader that
+/// stopped reading (`| head`) is not a failure.
+#[must_use]
+pub(crate) fn print(text: &str) -> bool {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
+        Err(e) => {
+            eprintln!("certkeeper: cannot write the output: {e}");
+            false
+        }
+    }
 }
 
 /// The exit code of a usage error, which depends on the command's convention: `check` and

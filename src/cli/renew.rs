@@ -47,7 +47,7 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
         out.push_str(&line(name, outcome));
         out.push('\n');
     }
-    print(&out);
+    let printed = print(&out);
     if let Some(path) = textfile {
         let pass = metrics::Pass::of(
             &outcomes,
@@ -61,7 +61,7 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
             );
         }
     }
-    if outcomes.iter().any(|(_, o)| o.failed()) {
+    if outcomes.iter().any(|(_, o)| o.failed()) || !printed {
         FAILED
     } else {
         0
@@ -73,8 +73,7 @@ pub fn metrics(config_path: &Path) -> u8 {
     let Ok(config) = load_config(config_path) else {
         return USAGE;
     };
-    print(&metrics::render(&config, None));
-    0
+    u8::from(!print(&metrics::render(&config, None)))
 }
 
 fn line(name: &str, outcome: &Outcome) -> String {

@@ -35,13 +35,13 @@ pub fn snapshots(config_path: &Path, name: &str, json: bool) -> u8 {
             return USAGE;
         }
     };
-    if json {
+    let text = if json {
         // SnapshotInfo holds strings, bools and digests: encoding cannot fail.
-        print(&(serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into()) + "\n"));
+        serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into()) + "\n"
     } else {
-        print(&table(name, &list));
-    }
-    0
+        table(name, &list)
+    };
+    if print(&text) { 0 } else { USAGE }
 }
 
 /// Runs `rollback`: restores the snapshot, reloads the service and checks that it serves
@@ -167,7 +167,7 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             replaced.id, replaced.id
         ));
     }
-    print(&(out + "\n"));
+    let printed = print(&(out + "\n"));
     // Alerts never hold the lock up.
     drop(locked);
     let mut event = format!(
@@ -178,7 +178,9 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         event.push_str("; the restored certificate is served");
     }
     alert(&runtime, &config, &cert, EventKind::RolledBack, &event);
-    0
+    // The rollback is done either way; an output that could not be written is still a
+    // failure to report.
+    if printed { 0 } else { FAILED }
 }
 
 /// Delivers one event about an operator's rollback to the channels that take it (no
