@@ -249,3 +249,33 @@ fn an_output_that_cannot_be_written_is_a_failure_not_success() {
     drop(child.stdout.take());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn untrusted_text_cannot_forge_a_row_or_recolour_a_terminal() {
+    let dir = Dir::new();
+    let forged = "x\u{1b}[32m\nCERTKEEPER OK - 0 certificates";
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example.test".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, forged);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    // In the certificate, and in the file's name.
+    dir.write("tree/evil\u{1b}[0m\nok.pem", cert.pem());
+    dir.config("certificates: []\ndiscover:\n  paths: [tree]\n");
+    let run = bounded(&dir, "config.yaml", &["check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!run.stdout.contains('\u{1b}'), "{run:?}");
+    // The summary, the header and one row: nothing forged.
+    assert_eq!(run.stdout.lines().count(), 3, "{run:?}");
+    assert!(run.stdout.starts_with("CERTKEEPER CRITICAL"), "{run:?}");
+    assert!(run.stdout.contains("\\x1b"), "{run:?}");
+    // JSON escapes as JSON does.
+    let run = bounded(&dir, "config.yaml", &["check", "--json"]);
+    assert!(!run.stdout.contains('\u{1b}'), "{run:?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        v[0]["subject"].as_str().unwrap().contains('\u{1b}'),
+        "{v:#}"
+    );
+}

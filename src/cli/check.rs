@@ -119,6 +119,7 @@ fn table(entries: &[Entry]) -> String {
         })
         .collect();
     let header = ["STATUS", "NAME", "DAYS", "NOT AFTER", "PROBLEMS"];
+    let rows: Vec<[String; 5]> = rows.into_iter().map(|r| r.map(|c| one_line(&c))).collect();
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -144,10 +145,29 @@ fn table(entries: &[Entry]) -> String {
     out
 }
 
+/// Text from certificates, file names and commands on one line of a terminal: every control
+/// character escaped (`\x1b`, `\x0a`), so a crafted subject or file name can neither recolour
+/// the output nor start a forged line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The readable report of `verify`.
 fn report(e: &Entry) -> String {
-    let mut out = format!("{}: {}\n", e.name, e.status.as_str().to_uppercase());
-    let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<11}{v}\n"));
+    let mut out = format!(
+        "{}: {}\n",
+        one_line(&e.name),
+        e.status.as_str().to_uppercase()
+    );
+    let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<11}{}\n", one_line(&v)));
     field(
         "fullchain",
         format!("{} ({} certificates)", e.path.display(), e.chain_length),
@@ -194,7 +214,7 @@ fn report(e: &Entry) -> String {
     } else {
         out.push_str("  problems:\n");
         for p in &e.problems {
-            out.push_str(&format!("    - {p}\n"));
+            out.push_str(&format!("    - {}\n", one_line(p)));
         }
     }
     out
