@@ -87,18 +87,30 @@ impl ExecProvider {
             program: program.clone(),
             source,
         })?;
+        let group = child.id();
         let mut stderr_pipe = child.stderr.take();
-        let stderr = tokio::spawn(async move {
+        let mut stderr = tokio::spawn(async move {
             let mut buf = Vec::new();
             if let Some(pipe) = stderr_pipe.as_mut() {
-                // A read error only shortens the evidence; the exit status decides.
-                let _ = pipe.read_to_end(&mut buf).await;
+                // A read error only shortens the evidence; the exit status decides. Bounded:
+                // a hook that writes without end is cut off (and ends at its timeout).
+                let _ = pipe.take(MAX_STDERR as u64 + 1).read_to_end(&mut buf).await;
             }
             buf
         });
         match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(Ok(status)) => {
-                let stderr = collect(stderr).await;
+                // The hook is done. A process it left running in its group (`sleep 300 &`)
+                // may still hold the pipe: its output is not waited for past a moment, and
+                // the group is killed, so the call ends with the hook.
+                let stderr = match tokio::time::timeout(LINGER, &mut stderr).await {
+                    Ok(bytes) => text(bytes.unwrap_or_default()),
+                    Err(_) => {
+                        kill_group_of(group).await;
+                        stderr.abort();
+                        String::new()
+                    }
+                };
                 if status.success() {
                     Ok(())
                 } else {
@@ -117,9 +129,13 @@ impl ExecProvider {
                 kill_group(&mut child).await;
                 // Whatever it wrote before it was killed; the pipe is closed now that the
                 // whole group is gone, bounded anyway in case a process escaped the group.
-                let stderr: String = tokio::time::timeout(Duration::from_secs(1), collect(stderr))
-                    .await
-                    .unwrap_or_default();
+                let stderr: String = match tokio::time::timeout(LINGER, &mut stderr).await {
+                    Ok(bytes) => text(bytes.unwrap_or_default()),
+                    Err(_) => {
+                        stderr.abort();
+                        String::new()
+                    }
+                };
                 Err(Error::TimedOut {
                     action,
                     timeout: self.timeout,
@@ -246,8 +262,10 @@ fn divided(stderr: &str) -> String {
     format!("\n{STDERR_OPEN}\n{}\n{STDERR_CLOSE}", stderr.trim_end())
 }
 
-async fn collect(task: tokio::task::JoinHandle<Vec<u8>>) -> String {
-    let bytes = task.await.unwrap_or_default();
+/// How long the end of a hook's output is waited for once the hook has exited or was killed.
+const LINGER: Duration = Duration::from_secs(1);
+
+fn text(bytes: Vec<u8>) -> String {
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if text.len() > MAX_STDERR {
         let mut cut = MAX_STDERR;
@@ -271,7 +289,14 @@ fn describe(status: ExitStatus) -> String {
 
 /// Kills the hook's process group (the hook and anything it started), then reaps the hook.
 async fn kill_group(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
+    kill_group_of(child.id()).await;
+    let _ = child.kill().await;
+}
+
+/// Kills the process group whose leader had the process id `group` (the hook, started in a
+/// group of its own), also after the leader itself has exited.
+async fn kill_group_of(group: Option<u32>) {
+    if let Some(pid) = group {
         // `kill -KILL -- -PGID` reaches the whole group; std offers no group kill without
         // unsafe code, and the standard kill utility is on every POSIX system.
         let _ = Command::new("kill")
@@ -282,7 +307,6 @@ async fn kill_group(child: &mut tokio::process::Child) {
             .status()
             .await;
     }
-    let _ = child.kill().await;
 }
 
 /// The exit status a hook uses to say "a transient failure, try again" (sysexits.h).
@@ -364,6 +388,51 @@ mod tests {
             "--zone example.com present _acme-challenge.example.com. dGVzdA\n"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipe_does_not_hold_the_call() {
+        let dir = tempfile_dir();
+        // The hook exits at once, leaving a child that holds its stderr (a sleep no other
+        // test runs, to find it again).
+        let hook = script(&dir, "sleep 31.25 &\necho 'published' >&2\nexit 0");
+        let started = std::time::Instant::now();
+        provider(&hook, Duration::from_secs(5))
+            .run(Action::Present, &record())
+            .await
+            .unwrap();
+        // The call ends with the hook (plus the moment given to its output), not with
+        // the child or the hook's timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        // And what the hook left in its group was killed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let found = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 31.25"])
+            .output()
+            .unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "left running: {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_writes_without_end_is_cut_off() {
+        let dir = tempfile_dir();
+        let hook = script(&dir, "yes error >&2");
+        let err = provider(&hook, Duration::from_secs(5))
+            .run(Action::Present, &record())
+            .await
+            .unwrap_err();
+        // Its output is read up to a bound; then the pipe closes and the hook ends.
+        let text = err.to_string();
+        assert!(text.contains("[stderr truncated]"), "{}", text.len());
+        assert!(text.len() < MAX_STDERR + 1024, "{}", text.len());
     }
 
     #[tokio::test]
