@@ -279,3 +279,72 @@ fn untrusted_text_cannot_forge_a_row_or_recolour_a_terminal() {
         "{v:#}"
     );
 }
+
+/// Two certificates on one config, with the given live paths.
+fn two_certs(a: (&str, &str), b: (&str, &str)) -> String {
+    format!(
+        "state_dir: state\n\
+         issuers:\n  internal:\n    type: local-ca\n\
+         certificates:\n  - name: a\n    domains: [a.example.test]\n    issuer: internal\n    \
+         fullchain: {}\n    privkey: {}\n  - name: b\n    domains: [b.example.test]\n    issuer: internal\n    \
+         fullchain: {}\n    privkey: {}\n",
+        a.0, a.1, b.0, b.1
+    )
+}
+
+#[test]
+fn paths_that_name_one_file_twice_are_refused_by_config_check() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.join("live/www")).unwrap();
+    std::fs::create_dir_all(dir.join("live/other")).unwrap();
+    // The same directory through a symlink, and through `..`.
+    std::os::unix::fs::symlink(dir.join("live"), dir.join("alias")).unwrap();
+    for b in [
+        ("alias/www/fullchain.pem", "alias/www/privkey.b.pem"),
+        ("live/other/../www/fullchain.pem", "live/www/privkey.b.pem"),
+    ] {
+        dir.config(&two_certs(
+            ("live/www/fullchain.pem", "live/www/privkey.pem"),
+            b,
+        ));
+        let before = listing(dir.path());
+        let run = bounded(&dir, "config.yaml", &["config", "check"]);
+        assert_eq!(run.code, 2, "{b:?} {run:?}");
+        assert!(
+            run.stderr.contains("certificates[1].fullchain: ")
+                && run.stderr.contains("is also certificates[0].fullchain"),
+            "{run:?}"
+        );
+        // renew refuses the same config before it writes anything.
+        let run = bounded(&dir, "config.yaml", &["renew"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(listing(dir.path()), before);
+    }
+}
+
+#[test]
+fn live_paths_inside_state_dir_and_overlong_names_are_refused() {
+    let dir = Dir::new();
+    dir.config(&two_certs(
+        ("state/lock", "live/a/privkey.pem"),
+        ("live/b/fullchain.pem", "state/../state/b.key"),
+    ));
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("certificates[0].fullchain: ")
+            && run.stderr.contains("certificates[1].privkey: ")
+            && run.stderr.contains("is inside state_dir"),
+        "{run:?}"
+    );
+    let long = "n".repeat(201);
+    dir.config(&CONFIG.replace("name: www", &format!("name: {long}")));
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the name is 201 bytes long; at most 200"),
+        "{run:?}"
+    );
+    assert!(!dir.join("state").exists());
+}

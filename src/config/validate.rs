@@ -123,6 +123,20 @@ impl Validator<'_> {
         );
         let discover_paths = self.discover(top.discover);
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
+        for (n, cert) in certificates.iter().enumerate() {
+            for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
+                if inside(file, &state_dir) {
+                    self.problem(
+                        &KeyPath::key("certificates").with_index(n).with_key(which),
+                        format!(
+                            "{} is inside state_dir ({}), where certkeeper keeps its own files; put live files elsewhere",
+                            file.display(),
+                            state_dir.display()
+                        ),
+                    );
+                }
+            }
+        }
 
         for (key, issuer) in &issuers {
             if let (Issuer::LocalCa(ca), Some(r)) = (issuer, &renewal)
@@ -595,7 +609,7 @@ impl Validator<'_> {
         };
         let mut out: Vec<Certificate> = Vec::new();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        let mut files: BTreeMap<PathBuf, (usize, &'static str)> = BTreeMap::new();
+        let mut files: BTreeMap<FileKey, (usize, &'static str)> = BTreeMap::new();
         for (n, value) in list.into_iter().enumerate() {
             let path = section.with_index(n);
             let Some(c) = self.de::<raw::Certificate>(&path, value) else {
@@ -612,7 +626,7 @@ impl Validator<'_> {
                     );
                 }
                 for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
-                    if let Some((first, its)) = files.insert(file.clone(), (n, which)) {
+                    if let Some((first, its)) = files.insert(FileKey::of(file), (n, which)) {
                         self.problem(
                             &path.with_key(which),
                             format!(
@@ -636,7 +650,16 @@ impl Validator<'_> {
         providers: &BTreeMap<String, DnsProvider>,
     ) -> Option<Certificate> {
         let name = self.required(&path.with_key("name"), c.name).and_then(|n| {
-            if valid_name(&n) {
+            if n.len() > MAX_NAME {
+                self.problem(
+                    &path.with_key("name"),
+                    format!(
+                        "the name is {} bytes long; at most {MAX_NAME} (certkeeper's own file names add to it, and a file name has at most 255 bytes)",
+                        n.len()
+                    ),
+                );
+                None
+            } else if valid_name(&n) {
                 Some(n)
             } else {
                 self.problem(
@@ -724,7 +747,7 @@ impl Validator<'_> {
             .and_then(|s| self.non_empty(&path.with_key("privkey"), s))
             .map(|s| self.resolve(&s));
         if let (Some(f), Some(k)) = (&fullchain, &privkey)
-            && f == k
+            && FileKey::of(f) == FileKey::of(k)
         {
             self.problem(
                 &path.with_key("privkey"),
@@ -1141,6 +1164,60 @@ impl Validator<'_> {
             path: path.to_string(),
             message: message.into(),
         });
+    }
+}
+
+/// The longest certificate name: certkeeper's own file names add up to 55 bytes to it
+/// (`.certkeeper-<name>.manifest.json`, temporary names), and a file name has at most 255.
+const MAX_NAME: usize = 200;
+
+/// What makes two configured paths the same file: the device and inode of the directory
+/// that holds it, and its name there (so a symlinked directory, a bind mount or `..` cannot
+/// make one file look like two); the path with `.` and `..` folded when that directory does
+/// not exist yet.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FileKey {
+    Entry(u64, u64, std::ffi::OsString),
+    Spelled(PathBuf),
+}
+
+impl FileKey {
+    fn of(path: &Path) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Ok(meta) = std::fs::metadata(parent)
+        {
+            return FileKey::Entry(meta.dev(), meta.ino(), name.to_owned());
+        }
+        FileKey::Spelled(folded(path))
+    }
+}
+
+/// `path` with `.` dropped and `..` taking away the component before it, without looking
+/// at the file system.
+fn folded(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether `file` lies inside `dir`: compared as the file system resolves both, where they
+/// exist, and as written otherwise.
+fn inside(file: &Path, dir: &Path) -> bool {
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    let parent = file.parent().unwrap_or(file);
+    match (real(parent), real(dir)) {
+        (Some(p), Some(d)) => p.starts_with(d),
+        _ => folded(file).starts_with(folded(dir)),
     }
 }
 
