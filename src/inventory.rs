@@ -216,20 +216,31 @@ pub fn inspect_managed(
     let mut e = Entry::new(cert.name.clone(), true, cert.fullchain.clone());
     e.privkey = Some(cert.privkey.clone());
     e.domains = cert.domains.clone();
-    let chain_bytes = read_live(&mut e, "fullchain", &cert.fullchain);
+    // One generation's three files when certkeeper wrote the pair (a renewal beside this
+    // read never mixes two), the paths one by one otherwise.
+    let (chain_read, key_read, manifest_read) =
+        match crate::store::read_live_pair(&cert.name, &cert.fullchain, &cert.privkey) {
+            Some(pair) => (pair.fullchain, pair.privkey, pair.manifest),
+            None => (
+                read_limited(&cert.fullchain),
+                read_limited(&cert.privkey),
+                manifest::read_live(&cert.name, &cert.fullchain),
+            ),
+        };
+    let chain_bytes = live_or_problem(&mut e, "fullchain", &cert.fullchain, chain_read);
     // A private key this user may not read (a monitoring user; keys are 0600) is not
     // checked, which is not a fault: certkeeper checked it against the leaf when it deployed
     // the pair the manifest describes.
-    let key_read = read_limited(&cert.privkey);
     let key_denied = key_read
         .as_ref()
         .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied);
     let key_bytes = if key_denied {
         // What the manifest of this very fullchain recorded when certkeeper wrote the pair.
         let recorded = chain_bytes.as_ref().and_then(|chain| {
-            manifest::read_live(&cert.name, &cert.fullchain)
+            manifest_read
+                .as_ref()
                 .ok()
-                .flatten()
+                .and_then(Option::as_ref)
                 .filter(|m| m.files.fullchain == sha256_hex(chain))
                 .and_then(|m| m.key_matches_leaf)
         });
@@ -294,7 +305,14 @@ pub fn inspect_managed(
         }
     }
     if let (Some(chain), Some(key)) = (&chain_bytes, &key_bytes) {
-        integrity(&mut e, &cert.name, &cert.fullchain, chain, key);
+        integrity(
+            &mut e,
+            &cert.name,
+            &cert.fullchain,
+            chain,
+            key,
+            manifest_read,
+        );
     }
     e
 }
@@ -555,8 +573,15 @@ fn examine_chain_file(
     Some(leaf)
 }
 
-fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u8]) {
-    match manifest::read_live(name, fullchain) {
+fn integrity(
+    e: &mut Entry,
+    name: &str,
+    fullchain: &Path,
+    chain: &[u8],
+    key: &[u8],
+    manifest: io::Result<Option<manifest::Manifest>>,
+) {
+    match manifest {
         Ok(None) => {}
         Ok(Some(m)) => {
             let mut ok = true;
@@ -579,10 +604,6 @@ fn integrity(e: &mut Entry, name: &str, fullchain: &Path, chain: &[u8], key: &[u
             ));
         }
     }
-}
-
-fn read_live(e: &mut Entry, which: &str, path: &Path) -> Option<Vec<u8>> {
-    live_or_problem(e, which, path, read_limited(path))
 }
 
 /// A live file's bytes, or the CRITICAL problem its read gave.

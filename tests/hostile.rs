@@ -348,3 +348,49 @@ fn live_paths_inside_state_dir_and_overlong_names_are_refused() {
     );
     assert!(!dir.join("state").exists());
 }
+
+/// `check` in a loop beside `renew --force` passes (100 here, `HOSTILE_RENEWS=500` for the
+/// long run): a pair and its manifest are read as one generation, so no run ever reports a
+/// false integrity failure or a mixed pair.
+#[test]
+fn check_beside_renewals_never_sees_a_mixed_pair() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    assert_eq!(bounded(&dir, "config.yaml", &["renew"]).code, 0);
+    let renews = crate::util::env_number("HOSTILE_RENEWS", 100);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let done = done.clone();
+        let config = dir.join("config.yaml");
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            let mut bad = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new(bin())
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["check", "www"])
+                    .output()
+                    .unwrap();
+                runs += 1;
+                if out.status.code() != Some(0) {
+                    bad.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+            }
+            (runs, bad)
+        })
+    };
+    for _ in 0..renews {
+        let run = bounded(&dir, "config.yaml", &["renew", "--force"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (runs, bad) = checker.join().unwrap();
+    assert!(runs > 10, "only {runs} checks ran");
+    assert!(
+        bad.is_empty(),
+        "{} of {runs} checks were not OK: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(3)]
+    );
+}
