@@ -10,6 +10,7 @@ mod check;
 mod config;
 mod daemon;
 mod deploy;
+mod fuzz;
 mod hostile;
 mod logs;
 mod metrics;
