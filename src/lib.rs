@@ -20,6 +20,7 @@ pub mod issuer;
 pub mod keys;
 pub mod material;
 pub mod metrics;
+pub mod perms;
 pub mod renew;
 pub mod schedule;
 pub mod state;

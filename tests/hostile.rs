@@ -394,3 +394,76 @@ fn check_beside_renewals_never_sees_a_mixed_pair() {
         &bad[..bad.len().min(3)]
     );
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn configs_and_secrets_others_can_write_are_refused_and_loose_ones_warned_about() {
+    assert!(
+        crate::util::is_root(),
+        "this test changes owners; run the suite as root (CI does)"
+    );
+    let dir = Dir::new();
+    let secret = dir.write("cf.token", "token-value\n");
+    dir.config(&format!(
+        "state_dir: state\n\
+         issuers:\n  ca:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n\
+         dns_providers:\n  cf:\n    type: cloudflare\n    api_token_file: {}\n\
+         certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: ca\n    dns_provider: cf\n    \
+         fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n",
+        secret.display()
+    ));
+    // The config names the commands certkeeper runs: writable by others, it is refused.
+    chmod(&dir.join("config.yaml"), 0o666);
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("is writable by group or others (mode 0666)"),
+        "{run:?}"
+    );
+    chmod(&dir.join("config.yaml"), 0o644);
+    // A secret others can read: a warning; others can write: refused.
+    chmod(&secret, 0o644);
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("secret file is readable by group or others (mode 0644)"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("token-value") && !run.stdout.contains("token-value"));
+    chmod(&secret, 0o662);
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("is writable by group or others"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_state_dir_another_user_owns_keeps_its_mode() {
+    assert!(
+        crate::util::is_root(),
+        "this test changes owners; run the suite as root (CI does)"
+    );
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    std::fs::create_dir(dir.join("state")).unwrap();
+    chmod(&dir.join("state"), 0o755);
+    std::os::unix::fs::chown(dir.join("state"), Some(65534), Some(65534)).unwrap();
+    let run = bounded(&dir, "config.yaml", &["renew"]);
+    assert!(
+        run.stderr.contains("state_dir is owned by uid 65534")
+            && run.stderr.contains("its mode is left as it is"),
+        "{run:?}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("state")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+}

@@ -451,6 +451,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = crate::fsutil::read_regular_text(path, crate::fsutil::MAX_CONFIG)
             .map_err(|e| ConfigError::read(path, &e))?;
+        if let Err(message) = crate::perms::check_trusted_file(path, "the config file", false) {
+            return Err(ConfigError {
+                file: path.to_owned(),
+                problems: vec![error::Problem {
+                    line: None,
+                    path: String::new(),
+                    message,
+                }],
+            });
+        }
         Self::from_yaml(&text, path)
     }
 

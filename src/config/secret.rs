@@ -24,6 +24,7 @@ impl SecretSource {
                 Err(_) => Err(format!("environment variable {var} is not set")),
             },
             SecretSource::File(path) => {
+                crate::perms::check_trusted_file(path, "secret file", true)?;
                 match crate::fsutil::read_regular_text(path, crate::fsutil::MAX_FILE) {
                     Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
                     Ok(_) => Err(format!("secret file {} is empty", path.display())),

@@ -289,6 +289,10 @@ impl LocalCa {
             path: dir.to_owned(),
             reason,
         };
+        for key_file in ["root.key", "intermediate.pem"] {
+            crate::perms::check_trusted_file(&dir.join(key_file), "the local CA's key", true)
+                .map_err(damaged)?;
+        }
         let root_pem = read(ROOT_FILE)?;
         let root_key =
             KeyPair::from_pem(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;

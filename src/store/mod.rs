@@ -201,8 +201,19 @@ impl Store {
             }
             Err(e) => return Err(Error::io("opening state directory", state_dir, e)),
         }
-        fs::set_permissions(&state_dir, fs::Permissions::from_mode(STATE_DIR_MODE))
-            .map_err(|e| Error::io("changing mode of", &state_dir, e))?;
+        // Another user's directory keeps its mode: certkeeper says so instead of changing it.
+        match fs::metadata(&state_dir) {
+            Ok(meta) if crate::perms::foreign_owner(&meta) => crate::perms::warn_once(
+                &state_dir,
+                &format!(
+                    "state_dir is owned by uid {} (mode {}), neither this user nor root; its mode is left as it is",
+                    std::os::unix::fs::MetadataExt::uid(&meta),
+                    crate::perms::mode(&meta)
+                ),
+            ),
+            _ => fs::set_permissions(&state_dir, fs::Permissions::from_mode(STATE_DIR_MODE))
+                .map_err(|e| Error::io("changing mode of", &state_dir, e))?,
+        }
         Ok(Store { state_dir })
     }
 
