@@ -467,3 +467,31 @@ fn a_state_dir_another_user_owns_keeps_its_mode() {
     );
     assert_eq!(mode & 0o777, 0o755);
 }
+
+#[test]
+fn a_failed_deploy_says_whether_the_new_material_is_kept() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    // A directory where the fullchain must go: the deploy fails after issuing.
+    std::fs::create_dir_all(dir.join("live/www/fullchain.pem")).unwrap();
+    // Keeping the material fails too (a file where state_dir/pending must be).
+    dir.write("state/pending", "");
+    let run = bounded(&dir, "config.yaml", &["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("(the new material could not be kept; the next pass orders again)")
+            && !run.stdout.contains("is kept and deployed"),
+        "{run:?}"
+    );
+    // Keeping works: it says so, and the kept pair is there.
+    std::fs::remove_file(dir.join("state/pending")).unwrap();
+    let run = bounded(&dir, "config.yaml", &["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("(the new material is kept and deployed on the next pass)"),
+        "{run:?}"
+    );
+    assert!(dir.join("state/pending/www/privkey.pem").exists());
+}

@@ -1199,6 +1199,7 @@ fn crash_harness(harness: Harness, kills: u64, max_delay: u64) {
             }
         }
         let mut leftovers = crash_leftovers(&live_dir, &root.path().join("state/snapshots/crash"));
+        leftovers.extend(temporaries_under(&root.path().join("state")));
         if let Ok(read) = fs::read_dir(root.path().join("state/journal")) {
             leftovers.extend(
                 read.filter_map(|e| e.ok())
@@ -1349,6 +1350,31 @@ fn leaf_of(fullchain: &[u8]) -> certkeeper::x509::Cert {
         .expect("pool pair")
         .0
         .remove(0)
+}
+
+/// Temporary names anywhere under `dir` (state_dir): `.certkeeper-tmp*` and `*.tmp-*`, which
+/// recovery must have removed.
+fn temporaries_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(read) = fs::read_dir(&d) else { continue };
+        for e in read.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if name.starts_with(".certkeeper-tmp") || name.contains(".tmp-") {
+                out.push(
+                    path.strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// Names that must not survive a recovery: anything beside the live files other than the
