@@ -495,3 +495,41 @@ fn a_failed_deploy_says_whether_the_new_material_is_kept() {
     );
     assert!(dir.join("state/pending/www/privkey.pem").exists());
 }
+
+/// A DNS hook that never returns fails its certificate at the hook's timeout; the pass ends
+/// and releases the lock (the next pass starts at once), and the other certificate of the
+/// pass is renewed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_hook_fails_its_certificate_and_the_pass_still_ends() {
+    let pebble = crate::util::pebble::Pebble::start().await;
+    let host = crate::renew_acme::Host::new(&pebble);
+    host.config(
+        &pebble,
+        "30d",
+        &[
+            ("hung", "pebble", "silent", "ecdsa-p256"),
+            ("fine", "pebble", "hook", "ecdsa-p256"),
+        ],
+    );
+    crate::util::nginx::write_script(&host.dir.join("hooks/hang"), "#!/bin/sh\nexec sleep 300\n");
+    let yaml = std::fs::read_to_string(host.dir.join("config.yaml"))
+        .unwrap()
+        .replace(
+            "command: [hooks/silent]\n",
+            "command: [hooks/hang]\n    timeout: 2s\n",
+        );
+    host.dir.config(&yaml);
+    let run = bounded(&host.dir, "config.yaml", &["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("hung: FAILED: "), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("present hook did not finish within 2s and was killed"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("fine: renewed from pebble"), "{run:?}");
+    // The lock is free: the next pass runs now and finds the failed one in its backoff.
+    let run = bounded(&host.dir, "config.yaml", &["renew"]);
+    assert!(run.stdout.contains("hung: last attempt failed"), "{run:?}");
+    assert!(run.stdout.contains("fine: not due"), "{run:?}");
+}
