@@ -533,3 +533,40 @@ async fn a_hung_hook_fails_its_certificate_and_the_pass_still_ends() {
     assert!(run.stdout.contains("hung: last attempt failed"), "{run:?}");
     assert!(run.stdout.contains("fine: not due"), "{run:?}");
 }
+
+/// Unmounts a bind mount when dropped.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_bind_mount_cannot_make_one_file_two() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.join("live/www")).unwrap();
+    std::fs::create_dir_all(dir.join("mirror")).unwrap();
+    let mounted = Command::new("mount")
+        .arg("--bind")
+        .arg(dir.join("live"))
+        .arg(dir.join("mirror"))
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test bind-mounts a directory and must run as root (CI does)"
+    );
+    let _guard = BindMount(dir.join("mirror"));
+    dir.config(&two_certs(
+        ("live/www/fullchain.pem", "live/www/privkey.pem"),
+        ("mirror/www/fullchain.pem", "mirror/www/privkey.b.pem"),
+    ));
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("is also certificates[0].fullchain"),
+        "{run:?}"
+    );
+}
