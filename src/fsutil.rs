@@ -53,6 +53,12 @@ fn read_with(path: &Path, limit: u64, nofollow: bool) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(flags.bits() as i32)
         .open(path)?;
+    read_open(file, limit)
+}
+
+/// Reads a file opened without blocking (O_NONBLOCK), as [`read_regular`] does: a regular
+/// file only, at most `limit` bytes.
+pub fn read_open(file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
     let meta = file.metadata()?;
     let kind = meta.file_type();
     if !kind.is_file() {

@@ -197,6 +197,20 @@ impl Http {
         })
     }
 
+    /// The client for issuer `cfg`: its `trust_roots` and `max_concurrent_requests`, with
+    /// the timeouts of `tuning`.
+    pub(crate) fn for_issuer(
+        cfg: &crate::config::AcmeIssuer,
+        tuning: &super::Tuning,
+    ) -> Result<Http, Error> {
+        Http::new(
+            cfg.trust_roots.as_deref(),
+            tuning.connect_timeout,
+            tuning.request_timeout,
+            cfg.max_concurrent_requests,
+        )
+    }
+
     /// A plain GET through the same client: status and body.
     pub(crate) async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), instant_acme::Error> {
         let req = Request::get(url).body(BodyWrapper::default())?;

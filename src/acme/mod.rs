@@ -137,12 +137,7 @@ pub struct Offers {
 /// account is opened or created.
 pub async fn probe_directory(cfg: &AcmeIssuer) -> Result<Offers, Error> {
     let tuning = DEFAULT_TUNING;
-    let http = Http::new(
-        cfg.trust_roots.as_deref(),
-        tuning.connect_timeout,
-        tuning.request_timeout,
-        cfg.max_concurrent_requests,
-    )?;
+    let http = Http::for_issuer(cfg, &tuning)?;
     let d = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
     Ok(Offers {
         renewal_info: d.renewal_info,
@@ -172,12 +167,7 @@ impl Acme {
         persist: bool,
         tuning: Tuning,
     ) -> Result<Acme, Error> {
-        let http = Http::new(
-            cfg.trust_roots.as_deref(),
-            tuning.connect_timeout,
-            tuning.request_timeout,
-            cfg.max_concurrent_requests,
-        )?;
+        let http = Http::for_issuer(cfg, &tuning)?;
         let directory = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
         let opened =
             account::open(issuer_name, cfg, state_dir, persist, &http, &tuning.backoff).await?;

@@ -161,13 +161,28 @@ impl Issuers {
     /// The account that orders for `issuer` in this pass: its staging CA's in a dry run (a
     /// new account, kept in memory), its own otherwise.
     async fn ordering_account(&self, name: &str) -> Result<Arc<Acme>, String> {
-        if !self.orders_from_staging(name) {
-            if self.needs_staging(name) {
-                return Err("dry run: no staging_directory, nothing is ordered".into());
-            }
-            return self.acme(name).await;
+        if self.needs_staging(name) {
+            return Err("dry run: no staging_directory, nothing is ordered".into());
         }
-        let key = format!("{name} (staging)");
+        self.open_once(name, self.orders_from_staging(name)).await
+    }
+
+    /// The account at ACME issuer `name`, opened once per pass: the certificates that need
+    /// it wait for the same opening, and a failure (a directory that cannot be reached) is
+    /// the answer for all of them, so it costs one connect timeout, not one per
+    /// certificate. Different issuers are opened concurrently.
+    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
+        self.open_once(name, false).await
+    }
+
+    /// Opens, once per pass, the account of ACME issuer `name` at its own directory or, with
+    /// `staging`, at its `staging_directory` (a dry run's: a new account kept in memory).
+    async fn open_once(&self, name: &str, staging: bool) -> Result<Arc<Acme>, String> {
+        let key = if staging {
+            format!("{name} (staging)")
+        } else {
+            name.to_owned()
+        };
         let cell = {
             let mut cells = self.acme.lock().await;
             cells.entry(key).or_default().clone()
@@ -176,6 +191,12 @@ impl Issuers {
             let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
                 return Err("not an acme issuer".to_owned());
             };
+            if !staging {
+                return Acme::open(name, cfg, &self.config.state_dir, self.persist)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+            }
             let staging = AcmeIssuer {
                 directory: cfg.staging_directory.clone().unwrap_or_default(),
                 ..cfg.clone()
@@ -185,28 +206,6 @@ impl Issuers {
                 .await
                 .map(Arc::new)
                 .map_err(|e| format!("staging {}: {e}", staging.directory))
-        })
-        .await
-        .clone()
-    }
-
-    /// The account at ACME issuer `name`, opened once per pass: the certificates that need
-    /// it wait for the same opening, and a failure (a directory that cannot be reached) is
-    /// the answer for all of them, so it costs one connect timeout, not one per
-    /// certificate. Different issuers are opened concurrently.
-    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
-        let cell = {
-            let mut cells = self.acme.lock().await;
-            cells.entry(name.to_owned()).or_default().clone()
-        };
-        cell.get_or_init(|| async {
-            let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
-                return Err("not an acme issuer".to_owned());
-            };
-            Acme::open(name, cfg, &self.config.state_dir, self.persist)
-                .await
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
         })
         .await
         .clone()

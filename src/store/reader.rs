@@ -6,7 +6,7 @@
 //! mix two generations and report a false integrity failure.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -78,22 +78,7 @@ fn read_generation(live: &Path) -> LivePair {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_FILE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {} KiB", MAX_FILE / 1024),
-            ));
-        }
-        Ok(bytes)
+        crate::fsutil::read_open(File::from(fd), MAX_FILE)
     };
     let manifest = match read(MANIFEST_FILE) {
         Ok(bytes) => serde_json::from_slice(&bytes)
