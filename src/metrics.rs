@@ -145,7 +145,13 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()>
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("the textfile path has no file name"))?;
-    crate::fsutil::replace_file(dir, name, text.as_bytes(), 0o644)
+    let perm = crate::store::atomic::Perm {
+        mode: 0o644,
+        owner: None,
+        group: None,
+    };
+    crate::store::atomic::replace_file(dir, name, text.as_bytes(), perm, true)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the text format wants.

@@ -6,8 +6,6 @@
 //! to `renewal.concurrency`; one failure never stops the others.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,14 +17,13 @@ use tracing::Instrument;
 use crate::alert;
 use crate::config::{Certificate, Config, EventKind};
 use crate::deploy::{self, pair_spec};
-use crate::fsutil;
 use crate::inventory::{self, Trust};
 use crate::issuer::Issuers;
 use crate::keys;
 use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::schedule;
 use crate::state::{self, CertState};
-use crate::store::{self, Store};
+use crate::store::{self, StateDir, Store};
 use crate::x509::{Cert, leaf_of_file, rfc3339};
 
 /// What to do in a pass.
@@ -309,7 +306,6 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     events: Vec::new(),
                 });
             };
-            pending::clean_leftovers(&config.state_dir);
             for spec in specs.values() {
                 match locked.recover(spec) {
                     Ok(r) if r.is_clean() => {}
@@ -335,8 +331,13 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         None => None,
     };
 
+    // Where this pass writes; a dry run's refuses every write.
+    let state_dir = match &store {
+        Some(store) => store.state_dir().clone(),
+        None => StateDir::read_only(&config.state_dir),
+    };
     let mut events: Vec<(alert::Event, bool)> = Vec::new();
-    let issuers = Arc::new(Issuers::new(config.clone(), !opts.dry_run, now));
+    let issuers = Arc::new(Issuers::new(config.clone(), state_dir.clone(), now));
     // What `check` would call CRITICAL is due now; without the roots that judges chains,
     // only the dates decide.
     let trust = match Trust::load(&config) {
@@ -356,16 +357,25 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 error,
                 retry_after: None,
             };
-            finish(&config, opts, now, &cert.name, &outcome, &mut events);
+            finish(
+                &config,
+                &state_dir,
+                opts,
+                now,
+                &cert.name,
+                &outcome,
+                &mut events,
+            );
             outcomes.insert(cert.name.clone(), outcome);
             continue;
         }
-        let (config, issuers, limit, opts, trust) = (
+        let (config, issuers, limit, opts, trust, state_dir) = (
             config.clone(),
             issuers.clone(),
             limit.clone(),
             opts.clone(),
             trust.clone(),
+            state_dir.clone(),
         );
         let task_name = cert.name.clone();
         // Every log line of this certificate's work carries its name.
@@ -375,7 +385,16 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 let name = cert.name.clone();
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = limit.acquire_owned().await;
-                let step = prepare(&config, &cert, &issuers, trust.as_deref(), &opts, now).await;
+                let step = prepare(
+                    &config,
+                    &state_dir,
+                    &cert,
+                    &issuers,
+                    trust.as_deref(),
+                    &opts,
+                    now,
+                )
+                .await;
                 (name, step)
             }
             .instrument(span),
@@ -418,7 +437,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         };
         match step {
             Step::Done(outcome) => {
-                finish(&config, opts, now, &name, &outcome, &mut events);
+                finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
                 outcomes.insert(name, outcome);
             }
             Step::Deploy(r) => ready.push((name, r)),
@@ -428,7 +447,15 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     if stopping {
         crate::acme::dns01::settle(CLEANUP_BOUND).await;
         for (name, _) in ready.drain(..) {
-            finish(&config, opts, now, &name, &Outcome::Stopped, &mut events);
+            finish(
+                &config,
+                &state_dir,
+                opts,
+                now,
+                &name,
+                &Outcome::Stopped,
+                &mut events,
+            );
             outcomes.insert(name, Outcome::Stopped);
         }
     }
@@ -454,7 +481,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     not_after: rfc3339(r.leaf.not_after),
                     source: r.source.clone(),
                 };
-                finish(&config, opts, now, &name, &outcome, &mut events);
+                finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
                 outcomes.insert(name, outcome);
             }
         }
@@ -467,14 +494,22 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             let kept = pending::exists(&config.state_dir, &name);
             let outcome = Outcome::from_deploy(source, done, kept);
             if matches!(outcome, Outcome::Renewed { .. }) {
-                pending::remove(&config.state_dir, &name);
+                pending::remove(&state_dir, &name);
             }
-            finish(&config, opts, now, &name, &outcome, &mut events);
+            finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
             outcomes.insert(name, outcome);
         }
         // Groups not started because of a stop.
         for name in sources.into_keys() {
-            finish(&config, opts, now, &name, &Outcome::Stopped, &mut events);
+            finish(
+                &config,
+                &state_dir,
+                opts,
+                now,
+                &name,
+                &Outcome::Stopped,
+                &mut events,
+            );
             outcomes.insert(name, Outcome::Stopped);
         }
     }
@@ -515,7 +550,9 @@ fn remember_alerts(
         let mut s = state::load(&config.state_dir, &event.certificate);
         s.alerted
             .insert(event.event.to_owned(), now.unix_timestamp());
-        if let Err(e) = state::save(&config.state_dir, &event.certificate, &s) {
+        let saved = StateDir::open(&config.state_dir)
+            .and_then(|state_dir| state::save(&state_dir, &event.certificate, &s));
+        if let Err(e) = saved {
             tracing::warn!(cert = %event.certificate, "Cannot record the alert in the state directory: {e}");
         }
     }
@@ -650,6 +687,7 @@ enum Step {
 /// Everything before the swap, for one certificate.
 async fn prepare(
     config: &Config,
+    state_dir: &StateDir,
     cert: &Certificate,
     issuers: &Issuers,
     trust: Option<&Trust>,
@@ -687,7 +725,7 @@ async fn prepare(
             Err(rejected) => {
                 tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
                 if !opts.dry_run {
-                    pending::remove(&config.state_dir, &cert.name);
+                    pending::remove(state_dir, &cert.name);
                 }
             }
         }
@@ -704,7 +742,7 @@ async fn prepare(
             (Some(leaf), None) => {
                 if issuers.refresh_ari(cert, leaf, &mut saved, now).await
                     && !opts.dry_run
-                    && let Err(e) = state::save(&config.state_dir, &cert.name, &saved)
+                    && let Err(e) = state::save(state_dir, &cert.name, &saved)
                 {
                     tracing::warn!(cert = %cert.name, "Cannot keep the renewal information: {e}");
                 }
@@ -795,7 +833,7 @@ async fn prepare(
             }
         };
         if !opts.dry_run
-            && let Err(e) = pending::save(&config.state_dir, &cert.name, &fullchain, &privkey)
+            && let Err(e) = pending::save(state_dir, &cert.name, &fullchain, &privkey)
         {
             tracing::warn!(cert = %cert.name, "Cannot keep the new material for a later pass: {e}");
         }
@@ -816,7 +854,7 @@ async fn prepare(
             Ok(ready) => Step::Deploy(ready),
             Err(rejected) => {
                 if !opts.dry_run {
-                    pending::remove(&config.state_dir, &cert.name);
+                    pending::remove(state_dir, &cert.name);
                 }
                 Step::Done(Outcome::Failed {
                     error: format!("issuer {issuer}: {rejected}"),
@@ -882,6 +920,7 @@ async fn checked(
 /// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
 fn finish(
     config: &Config,
+    state_dir: &StateDir,
     opts: &Options,
     now: OffsetDateTime,
     name: &str,
@@ -890,7 +929,7 @@ fn finish(
 ) {
     if !opts.dry_run {
         let before = state::load(&config.state_dir, name);
-        record(&config.state_dir, name, outcome, config, now);
+        record(state_dir, name, outcome, config, now);
         if !config.alerts.is_empty() {
             events.extend(alert_events(config, name, outcome, &before, now));
         }
@@ -898,8 +937,14 @@ fn finish(
     log(name, outcome);
 }
 
-fn record(state_dir: &Path, name: &str, outcome: &Outcome, config: &Config, now: OffsetDateTime) {
-    let mut s: CertState = state::load(state_dir, name);
+fn record(
+    state_dir: &StateDir,
+    name: &str,
+    outcome: &Outcome,
+    config: &Config,
+    now: OffsetDateTime,
+) {
+    let mut s: CertState = state::load(state_dir.path(), name);
     let t = now.unix_timestamp();
     let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
@@ -1005,105 +1050,51 @@ mod pending {
         ))
     }
 
-    /// Keeps a pair: written whole into a temporary directory (key 0600), then renamed.
+    /// Keeps a pair whole (key 0600), replacing the one kept before in one step: a crash at
+    /// any point leaves one whole pair.
     pub fn save(
-        state_dir: &Path,
+        state_dir: &StateDir,
         name: &str,
         fullchain: &[u8],
         privkey: &[u8],
-    ) -> std::io::Result<()> {
-        let parent = state_dir.join("pending");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&parent)?;
-        let tmp = parent.join(format!(".certkeeper-tmp-{name}"));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-        for (file, bytes, mode) in [
+    ) -> Result<(), crate::store::Error> {
+        let files: [(&str, &[u8], u32); 2] = [
             ("fullchain.pem", fullchain, 0o644),
             ("privkey.pem", privkey, 0o600),
-        ] {
-            fsutil::create_synced(&tmp.join(file), bytes, mode)?;
-        }
-        fsutil::sync_dir(&tmp)?;
-        let target = dir(state_dir, name);
-        // The new pair takes the old one's place in one step (the old one lands at the
-        // temporary name and is removed after): a crash at any point leaves one whole pair.
-        let swapped = rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &tmp,
-            rustix::fs::CWD,
-            &target,
-            rustix::fs::RenameFlags::EXCHANGE,
-        );
-        match swapped {
-            Ok(()) => {
-                let _ = fs::remove_dir_all(&tmp);
-            }
-            Err(rustix::io::Errno::NOENT) => fs::rename(&tmp, &target)?,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e.into());
-            }
-        }
-        fsutil::sync_dir(&parent)
-    }
-
-    /// Removes what a crash left in `state_dir/pending`: temporary directories (which may
-    /// hold a private key) that no kept pair needs. Called with the lock held.
-    pub fn clean_leftovers(state_dir: &Path) {
-        let Ok(entries) = fs::read_dir(state_dir.join("pending")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".certkeeper-tmp-")
-            {
-                match fs::remove_dir_all(entry.path()) {
-                    Ok(()) => {
-                        tracing::info!(path = %entry.path().display(), "Removed a leftover of an interrupted pass.")
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %entry.path().display(), "Cannot remove a leftover of an interrupted pass: {e}")
-                    }
-                }
-            }
-        }
+        ];
+        state_dir.write_dir(&["pending"], name, &files, true)
     }
 
     /// Drops the kept pair.
-    pub fn remove(state_dir: &Path, name: &str) {
-        let _ = fs::remove_dir_all(dir(state_dir, name));
+    pub fn remove(state_dir: &StateDir, name: &str) {
+        if let Err(e) = state_dir.remove(&["pending"], name) {
+            tracing::warn!(cert = %name, "Cannot drop the kept material: {e}");
+        }
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
+        use std::fs;
 
         #[test]
-        fn a_kept_pair_is_replaced_whole_and_leftovers_are_removed() {
-            let state = tempfile::tempdir().unwrap();
-            save(state.path(), "www", b"chain-1", b"key-1").unwrap();
-            save(state.path(), "www", b"chain-2", b"key-2").unwrap();
+        fn a_kept_pair_is_replaced_whole() {
+            let root = tempfile::tempdir().unwrap();
+            let state = StateDir::open(root.path()).unwrap();
+            save(&state, "www", b"chain-1", b"key-1").unwrap();
+            save(&state, "www", b"chain-2", b"key-2").unwrap();
             assert_eq!(
-                load(state.path(), "www").unwrap(),
+                load(root.path(), "www").unwrap(),
                 (b"chain-2".to_vec(), b"key-2".to_vec())
             );
-            let names: Vec<String> = fs::read_dir(state.path().join("pending"))
+            let names: Vec<String> = fs::read_dir(root.path().join("pending"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
             assert_eq!(names, ["www"]);
-            // What a crash before the swap leaves: a temporary directory with a key.
-            let leftover = state.path().join("pending/.certkeeper-tmp-api");
-            fs::create_dir(&leftover).unwrap();
-            fs::write(leftover.join("privkey.pem"), b"secret").unwrap();
-            clean_leftovers(state.path());
-            assert!(!leftover.exists());
-            assert!(exists(state.path(), "www"));
+            assert!(exists(root.path(), "www"));
+            remove(&state, "www");
+            assert!(!exists(root.path(), "www"));
         }
     }
 }

@@ -6,12 +6,12 @@
 //! Written through a temporary file and a rename; a missing or unreadable record is treated
 //! as "nothing known" (a first run), never as an error that stops a renewal.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::{self, StateDir};
 
 /// The per-certificate record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,16 +132,11 @@ pub fn load_if_readable(state_dir: &Path, name: &str) -> Option<CertState> {
     }
 }
 
-/// Writes a record atomically.
-pub fn save(state_dir: &Path, name: &str, state: &CertState) -> std::io::Result<()> {
-    let file = path(state_dir, name);
-    let dir = file.parent().unwrap_or(state_dir);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    crate::fsutil::replace_file(dir, &format!("{name}.json"), &bytes, 0o600)
+/// Writes a record whole and durably.
+pub fn save(state_dir: &StateDir, name: &str, state: &CertState) -> Result<(), store::Error> {
+    // A map with string keys, numbers and strings always encodes.
+    let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+    state_dir.write_file(&["state"], &format!("{name}.json"), &bytes, 0o600)
 }
 
 #[cfg(test)]
@@ -170,14 +165,14 @@ mod tests {
         );
         assert_eq!(s.next_attempt, Some(1220));
         assert!(!s.may_attempt(1219) && s.may_attempt(1220));
-        save(dir.path(), "www", &s).unwrap();
+        save(&StateDir::open(dir.path()).unwrap(), "www", &s).unwrap();
         assert_eq!(load(dir.path(), "www"), s);
         s.succeeded(2000, "renewed");
         assert_eq!(
             (s.consecutive_failures, s.next_attempt, s.last_success),
             (0, None, Some(2000))
         );
-        fs::write(path(dir.path(), "www"), b"{ damaged").unwrap();
+        std::fs::write(path(dir.path(), "www"), b"{ damaged").unwrap();
         assert_eq!(load(dir.path(), "www"), CertState::default());
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use certkeeper::acme::{self, Acme, Backoff, Error, Issued, OrderRequest, Tuning};
 use certkeeper::config::{DnsSettings, KeyType};
+use certkeeper::store::StateDir;
 use certkeeper::x509::{self, PrivateKey, TrustStore};
 use certkeeper_dns::DnsProvider;
 use certkeeper_dns_exec::ExecProvider;
@@ -142,7 +143,7 @@ async fn the_account_is_created_once_stored_private_and_reused() {
     let state = Dir::new();
     let issuer = pebble.issuer();
 
-    let first = Acme::open("pebble", &issuer, state.path(), true)
+    let first = Acme::open("pebble", &issuer, &StateDir::open(state.path()).unwrap())
         .await
         .unwrap();
     assert!(first.created());
@@ -156,7 +157,7 @@ async fn the_account_is_created_once_stored_private_and_reused() {
     // The stored file holds the key, never shown in Debug output.
     assert!(!format!("{first:?}").contains("key_pkcs8"));
 
-    let second = Acme::open("pebble", &issuer, state.path(), true)
+    let second = Acme::open("pebble", &issuer, &StateDir::open(state.path()).unwrap())
         .await
         .unwrap();
     assert!(
@@ -186,9 +187,13 @@ async fn the_account_is_created_once_stored_private_and_reused() {
 async fn a_dry_run_account_is_never_written() {
     let pebble = Pebble::start().await;
     let state = Dir::new();
-    let acme = Acme::open("pebble", &pebble.issuer(), state.path(), false)
-        .await
-        .unwrap();
+    let acme = Acme::open(
+        "pebble",
+        &pebble.issuer(),
+        &StateDir::read_only(state.path()),
+    )
+    .await
+    .unwrap();
     assert!(acme.created());
     assert_eq!(acme.account_file(), None);
     assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
@@ -204,18 +209,26 @@ async fn external_account_binding_is_sent() {
     let pebble = Pebble::start_with(Options { eab: true }).await;
     let state = Dir::new();
     // Without EAB, a CA that requires it refuses.
-    let err = Acme::open("pebble", &pebble.issuer(), state.path(), true)
-        .await
-        .unwrap_err();
+    let err = Acme::open(
+        "pebble",
+        &pebble.issuer(),
+        &StateDir::open(state.path()).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, Error::Refused { kind: Some(k), .. } if k.ends_with("externalAccountRequired")),
         "{err:?}"
     );
     assert!(!state.join("accounts/pebble/account.json").exists());
     // With it, the account is created, and the HMAC key shows nowhere.
-    let acme = Acme::open("pebble", &pebble.issuer_with_eab(), state.path(), true)
-        .await
-        .unwrap();
+    let acme = Acme::open(
+        "pebble",
+        &pebble.issuer_with_eab(),
+        &StateDir::open(state.path()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(acme.created());
     let stored = std::fs::read_to_string(state.join("accounts/pebble/account.json")).unwrap();
     assert!(!stored.contains(crate::util::pebble::EAB_HMAC));
@@ -445,9 +458,14 @@ async fn an_unreachable_ca_is_a_clear_error() {
         orders_per_minute: None,
     };
     let started = Instant::now();
-    let err = Acme::open_with("down", &issuer, state.path(), true, quick(3))
-        .await
-        .unwrap_err();
+    let err = Acme::open_with(
+        "down",
+        &issuer,
+        &StateDir::open(state.path()).unwrap(),
+        quick(3),
+    )
+    .await
+    .unwrap_err();
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "it retried"
@@ -507,9 +525,14 @@ async fn a_failing_ca_is_retried_honouring_retry_after_and_its_answer_kept() {
     };
     let state = Dir::new();
     let started = Instant::now();
-    let err = Acme::open_with("flaky", &issuer, state.path(), true, quick(3))
-        .await
-        .unwrap_err();
+    let err = Acme::open_with(
+        "flaky",
+        &issuer,
+        &StateDir::open(state.path()).unwrap(),
+        quick(3),
+    )
+    .await
+    .unwrap_err();
     let waited = started.elapsed();
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     // Two waits of at least the second the server asked for, not the 100 ms backoff.
@@ -628,7 +651,7 @@ async fn bench_issue() {
 // --- helpers
 
 async fn open(pebble: &Pebble, state: &Path) -> Acme {
-    Acme::open("pebble", &pebble.issuer(), state, true)
+    Acme::open("pebble", &pebble.issuer(), &StateDir::open(state).unwrap())
         .await
         .unwrap_or_else(|e| panic!("open: {e}\n{}", pebble.logs()))
 }

@@ -189,16 +189,41 @@ fn deeply_nested_configs_are_refused_at_once() {
 }
 
 #[test]
-fn a_pass_removes_what_a_crash_left_in_pending() {
+fn every_command_that_writes_removes_what_a_crash_left_under_state_dir() {
     let dir = Dir::new();
     dir.config(CONFIG);
     assert_eq!(bounded(&dir, "config.yaml", &["renew"]).code, 0);
-    // A temporary directory holding a private key, as a crash while keeping material leaves.
-    let leftover = dir.write("state/pending/.certkeeper-tmp-www/privkey.pem", "secret");
-    let run = bounded(&dir, "config.yaml", &["renew"]);
-    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
-    assert!(!leftover.exists(), "{run:?}");
-    assert!(!leftover.parent().unwrap().exists(), "{run:?}");
+    assert_eq!(bounded(&dir, "config.yaml", &["renew", "--force"]).code, 0);
+    // What crashes leave in each place certkeeper writes: a temporary directory holding a
+    // private key (kept material, a new local CA), temporary files (a state record, a journal,
+    // an account).
+    let plant = || {
+        [
+            "state/pending/.certkeeper-tmp-www/privkey.pem",
+            "state/ca/.certkeeper-tmp-internal/root.key",
+            "state/state/.certkeeper-tmp-www.json",
+            "state/journal/.certkeeper-tmp-www.json",
+            "state/accounts/le/.certkeeper-tmp-account.json",
+        ]
+        .map(|path| dir.write(path, "secret"))
+    };
+    for command in [&["renew"][..], &["rollback", "www"]] {
+        let planted = plant();
+        let run = bounded(&dir, "config.yaml", command);
+        assert_eq!(run.code, 0, "{command:?}: {run:?}");
+        for path in &planted {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let temporary = if name.starts_with(".certkeeper-tmp-") {
+                path.clone()
+            } else {
+                path.parent().unwrap().to_owned()
+            };
+            assert!(
+                !temporary.exists(),
+                "{command:?} left {temporary:?}: {run:?}"
+            );
+        }
+    }
 }
 
 /// Runs the binary with stdout on `/dev/full` (every write fails with ENOSPC).

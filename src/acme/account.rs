@@ -4,7 +4,7 @@
 //! or an error message.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -15,6 +15,7 @@ use super::http::Http;
 use super::retry::{self, Backoff};
 use super::{Error, acme_error};
 use crate::config::AcmeIssuer;
+use crate::store::StateDir;
 
 /// Where an issuer's account lives under `state_dir`.
 pub fn account_path(state_dir: &Path, issuer_name: &str) -> PathBuf {
@@ -31,17 +32,17 @@ pub(crate) struct Opened {
     pub(crate) file: Option<PathBuf>,
 }
 
-/// Loads the stored account, or creates one (stored when `persist`).
+/// Loads the stored account, or creates one (stored when `state_dir` is writable).
 pub(crate) async fn open(
     issuer_name: &str,
     cfg: &AcmeIssuer,
-    state_dir: &Path,
-    persist: bool,
+    state_dir: &StateDir,
     http: &Http,
     backoff: &Backoff,
 ) -> Result<Opened, Error> {
     check_issuer_name(issuer_name)?;
-    let path = account_path(state_dir, issuer_name);
+    let path = account_path(state_dir.path(), issuer_name);
+    let persist = state_dir.is_writable();
     if let Some(credentials) = read(&path, &cfg.directory)? {
         let account = retry::retrying!(backoff, "load account", {
             let credentials = clone_credentials(&credentials)?;
@@ -94,7 +95,11 @@ pub(crate) async fn open(
         "Created ACME account."
     );
     if persist {
-        write(&path, &credentials)?;
+        let json = serde_json::to_vec_pretty(&credentials)
+            .map_err(|e| file_error(&path, format!("cannot encode account: {e}")))?;
+        state_dir
+            .write_file(&["accounts", issuer_name], ACCOUNT_FILE, &json, 0o600)
+            .map_err(|e| file_error(&path, format!("cannot write: {e}")))?;
     }
     Ok(Opened {
         account,
@@ -130,36 +135,6 @@ fn read(path: &Path, directory: &str) -> Result<Option<AccountCredentials>, Erro
     let credentials = serde_json::from_value(value)
         .map_err(|e| file_error(path, format!("not an account file: {e}")))?;
     Ok(Some(credentials))
-}
-
-/// Writes the credentials atomically: a new 0600 file next to the target, synced, renamed.
-fn write(path: &Path, credentials: &AccountCredentials) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // accounts/ and accounts/<issuer>/ are private; state_dir is created private if missing.
-    for d in [dir.parent().and_then(Path::parent), dir.parent(), Some(dir)]
-        .into_iter()
-        .flatten()
-    {
-        if !d.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)
-                .map_err(|e| file_error(d, format!("cannot create directory: {e}")))?;
-        }
-    }
-    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o700))
-            .map_err(|e| file_error(d, format!("cannot make directory private: {e}")))?;
-    }
-    let json = serde_json::to_vec_pretty(credentials)
-        .map_err(|e| file_error(path, format!("cannot encode account: {e}")))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("account.json");
-    crate::fsutil::replace_file(dir, name, &json, 0o600)
-        .map_err(|e| file_error(path, format!("cannot write: {e}")))
 }
 
 /// Issuer names become a directory name: refuse anything that could leave `accounts/`.

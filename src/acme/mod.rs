@@ -32,6 +32,7 @@ pub use http::install_crypto_provider;
 pub use retry::{Backoff, DEFAULT_BACKOFF};
 
 use crate::config::{self, AcmeIssuer};
+use crate::store::StateDir;
 use http::Http;
 
 /// An ACME account at one CA, and the client that talks to it.
@@ -148,29 +149,26 @@ pub async fn probe_directory(cfg: &AcmeIssuer) -> Result<Offers, Error> {
 impl Acme {
     /// Loads the account stored under `state_dir/accounts/<issuer>/` or creates one (contact
     /// and external account binding from `cfg`) and stores it (file 0600, directories 0700).
-    /// With `persist = false` (dry runs) a new account is kept in memory only and nothing is
-    /// written.
+    /// With a read-only `state_dir` (dry runs) a new account is kept in memory only and
+    /// nothing is written.
     pub async fn open(
         issuer_name: &str,
         cfg: &AcmeIssuer,
-        state_dir: &Path,
-        persist: bool,
+        state_dir: &StateDir,
     ) -> Result<Acme, Error> {
-        Self::open_with(issuer_name, cfg, state_dir, persist, DEFAULT_TUNING).await
+        Self::open_with(issuer_name, cfg, state_dir, DEFAULT_TUNING).await
     }
 
     /// [`Acme::open`] with other timeouts and retries.
     pub async fn open_with(
         issuer_name: &str,
         cfg: &AcmeIssuer,
-        state_dir: &Path,
-        persist: bool,
+        state_dir: &StateDir,
         tuning: Tuning,
     ) -> Result<Acme, Error> {
         let http = Http::for_issuer(cfg, &tuning)?;
         let directory = read_directory(&http, &cfg.directory, &tuning.backoff).await?;
-        let opened =
-            account::open(issuer_name, cfg, state_dir, persist, &http, &tuning.backoff).await?;
+        let opened = account::open(issuer_name, cfg, state_dir, &http, &tuning.backoff).await?;
         Ok(Acme {
             issuer: issuer_name.to_owned(),
             directory,

@@ -8,8 +8,6 @@
 //! (it is built under a temporary name and renamed), and a rotated intermediate replaces the
 //! old one with a single rename.
 
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::fsutil;
+use crate::store::StateDir;
 use crate::x509::read_certificates;
 
 /// How long the root is valid.
@@ -28,9 +26,6 @@ pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(2 * 365 * 86_400);
 /// The exported root certificate's file name in the CA directory.
 const ROOT_FILE: &str = "root.pem";
-/// The CA's directories: entered by every user (to read the exported root, 0644), listed by
-/// none; the keys inside are 0600.
-const TRAVERSE_MODE: u32 = 0o711;
 /// Leaves start this long before issuance, for hosts whose clocks run a little behind.
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
@@ -46,6 +41,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Writing the CA's files failed.
+    #[error("local CA: {0}")]
+    Write(crate::store::Error),
     /// The stored CA files are unusable.
     #[error(
         "local CA files in {path} are damaged: {reason}; move the directory away to start a new CA"
@@ -81,7 +79,8 @@ pub struct LocalCa {
     intermediate_pem: String,
     intermediate: Issuer<'static, KeyPair>,
     intermediate_not_after: OffsetDateTime,
-    persist: bool,
+    /// Where the CA is kept; `None` while it lives in memory only (a dry run).
+    state: Option<StateDir>,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -104,27 +103,25 @@ impl LocalCa {
         Self::dir(state_dir, name).join(ROOT_FILE)
     }
 
-    /// Opens the CA of issuer `name`, creating it on first use. With `persist = false` (dry
-    /// runs) a CA that does not exist yet is made in memory only and nothing is written.
-    pub fn open(
-        state_dir: &Path,
-        name: &str,
-        persist: bool,
-        now: OffsetDateTime,
-    ) -> Result<LocalCa, Error> {
-        let dir = Self::dir(state_dir, name);
+    /// Opens the CA of issuer `name`, creating it on first use. With a read-only
+    /// `state_dir` (dry runs) a CA that does not exist yet is made in memory only and nothing
+    /// is written.
+    pub fn open(state_dir: &StateDir, name: &str, now: OffsetDateTime) -> Result<LocalCa, Error> {
+        let dir = Self::dir(state_dir.path(), name);
+        let keep = state_dir.is_writable().then(|| state_dir.clone());
         if dir.join(ROOT_FILE).exists() {
-            if persist {
+            if let Some(state) = &keep
                 // A CA made before the root was exported to every user: open the way to it.
-                for d in [dir.parent().unwrap_or(state_dir), dir.as_path()] {
-                    let _ = fs::set_permissions(d, fs::Permissions::from_mode(TRAVERSE_MODE));
-                }
+                && let Err(e) = state.open_way(&["ca", name])
+            {
+                tracing::warn!("Cannot open the way to the local CA's root for every user: {e}");
             }
-            return Self::load(&dir, name, persist);
+            return Self::load(&dir, name, keep);
         }
-        let ca = Self::create(&dir, name, persist, now)?;
-        if persist {
-            ca.write_new()?;
+        let mut ca = Self::create(&dir, name, now)?;
+        if let Some(state) = keep {
+            ca.write_new(&state)?;
+            ca.state = Some(state);
         }
         Ok(ca)
     }
@@ -177,12 +174,8 @@ impl LocalCa {
         Ok(format!("{}{}", leaf.pem(), self.intermediate_pem))
     }
 
-    fn create(
-        dir: &Path,
-        name: &str,
-        persist: bool,
-        now: OffsetDateTime,
-    ) -> Result<LocalCa, Error> {
+    /// A new CA, in memory.
+    fn create(dir: &Path, name: &str, now: OffsetDateTime) -> Result<LocalCa, Error> {
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)?;
         let root_params = ca_params(
             &format!("certkeeper local CA {name}"),
@@ -202,10 +195,9 @@ impl LocalCa {
             intermediate_pem: String::new(),
             intermediate: Issuer::new(CertificateParams::default(), placeholder_key()?),
             intermediate_not_after: now,
-            persist: false,
+            state: None,
         };
         ca.rotate_intermediate(now)?;
-        ca.persist = persist;
         Ok(ca)
     }
 
@@ -228,9 +220,16 @@ impl LocalCa {
         let cert = params.signed_by(&key, &root_issuer).map_err(sign)?;
         let pem = cert.pem();
         let not_after = (now + INTERMEDIATE_VALIDITY).min(self.root_not_after);
-        if self.persist {
+        if let Some(state) = &self.state {
             let bundle = format!("{pem}{}", key.serialize_pem());
-            write_private(&self.dir, "intermediate.pem", bundle.as_bytes())?;
+            state
+                .write_file(
+                    &["ca", &self.name],
+                    "intermediate.pem",
+                    bundle.as_bytes(),
+                    0o600,
+                )
+                .map_err(Error::Write)?;
         }
         self.intermediate = Issuer::new(params, key);
         self.intermediate_pem = pem;
@@ -239,37 +238,17 @@ impl LocalCa {
     }
 
     /// Writes a freshly created CA: all files in a temporary directory, then one rename.
-    fn write_new(&self) -> Result<(), Error> {
-        let parent = self.dir.parent().unwrap_or(Path::new("."));
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(TRAVERSE_MODE)
-            .create(parent)
-            .map_err(|e| io(parent, e))?;
-        fs::set_permissions(parent, fs::Permissions::from_mode(TRAVERSE_MODE))
-            .map_err(|e| io(parent, e))?;
-        let tmp = parent.join(format!(
-            ".certkeeper-new-{}-{}",
-            self.name,
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::DirBuilder::new()
-            .mode(TRAVERSE_MODE)
-            .create(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(TRAVERSE_MODE))
-            .map_err(|e| io(&tmp, e))?;
+    fn write_new(&self, state: &StateDir) -> Result<(), Error> {
         let intermediate = self.intermediate_key_bundle();
-        let written = write_file(&tmp, ROOT_FILE, self.root_pem.as_bytes(), 0o644)
-            .and_then(|_| write_private(&tmp, "root.key", self.root_key.serialize_pem().as_bytes()))
-            .and_then(|_| write_private(&tmp, "intermediate.pem", intermediate.as_bytes()))
-            .and_then(|_| fs::rename(&tmp, &self.dir).map_err(|e| io(&self.dir, e)))
-            .and_then(|_| sync_dir(parent));
-        if written.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
-        }
-        written
+        let root_key = self.root_key.serialize_pem();
+        let files: [(&str, &[u8], u32); 3] = [
+            (ROOT_FILE, self.root_pem.as_bytes(), 0o644),
+            ("root.key", root_key.as_bytes(), 0o600),
+            ("intermediate.pem", intermediate.as_bytes(), 0o600),
+        ];
+        state
+            .write_dir(&["ca"], &self.name, &files, false)
+            .map_err(Error::Write)
     }
 
     fn intermediate_key_bundle(&self) -> String {
@@ -280,7 +259,7 @@ impl LocalCa {
         )
     }
 
-    fn load(dir: &Path, name: &str, persist: bool) -> Result<LocalCa, Error> {
+    fn load(dir: &Path, name: &str, state: Option<StateDir>) -> Result<LocalCa, Error> {
         let read = |file: &str| {
             crate::fsutil::read_regular_text(&dir.join(file), crate::fsutil::MAX_FILE)
                 .map_err(|e| io(&dir.join(file), e))
@@ -326,7 +305,7 @@ impl LocalCa {
             intermediate_pem,
             intermediate,
             intermediate_not_after: inter.not_after,
-            persist,
+            state,
         })
     }
 }
@@ -384,19 +363,6 @@ fn pem_of(der: &[u8]) -> String {
     out
 }
 
-fn write_private(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), Error> {
-    write_file(dir, file, bytes, 0o600)
-}
-
-/// Writes `dir/file` whole (temporary file, fsync, rename).
-fn write_file(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    fsutil::replace_file(dir, file, bytes, mode).map_err(|e| io(&dir.join(file), e))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    fsutil::sync_dir(dir).map_err(|e| io(dir, e))
-}
-
 fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         path: path.to_owned(),
@@ -413,6 +379,12 @@ mod tests {
     use super::*;
     use crate::config::KeyType;
     use crate::x509::{PrivateKey, TrustStore, examine_chain, key_matches};
+
+    use std::fs;
+
+    fn writable(dir: &Path) -> StateDir {
+        StateDir::open(dir).unwrap()
+    }
 
     fn domains() -> Vec<String> {
         vec![
@@ -448,7 +420,7 @@ mod tests {
     fn created_on_first_use_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
         for kind in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
             assert_sound(&mut ca, kind, Duration::from_secs(90 * 86_400), now);
         }
@@ -466,7 +438,7 @@ mod tests {
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("internal")]);
 
-        let mut again = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        let mut again = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
         assert_eq!(again.root_pem(), root);
         assert_sound(
             &mut again,
@@ -480,7 +452,7 @@ mod tests {
     fn dry_open_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(dir.path(), "internal", false, now).unwrap();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
         assert_sound(
             &mut ca,
             KeyType::EcdsaP256,
@@ -494,12 +466,12 @@ mod tests {
     fn intermediate_rotates_before_a_leaf_would_outlive_it() {
         let dir = tempfile::tempdir().unwrap();
         let start = OffsetDateTime::now_utc() - time::Duration::days(700);
-        LocalCa::open(dir.path(), "internal", true, start).unwrap();
+        LocalCa::open(&writable(dir.path()), "internal", start).unwrap();
         let before =
             fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
                 .unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
         assert_sound(
             &mut ca,
             KeyType::EcdsaP256,
@@ -511,7 +483,7 @@ mod tests {
                 .unwrap();
         assert_ne!(before, after, "the intermediate was not rotated");
         // The rotated intermediate is kept: the next open issues from it without rotating.
-        let mut reopened = LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        let mut reopened = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
         assert_sound(
             &mut reopened,
             KeyType::EcdsaP256,
@@ -528,7 +500,7 @@ mod tests {
     fn refuses_to_outlive_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(dir.path(), "internal", false, now).unwrap();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let err = ca
             .issue(
@@ -549,13 +521,13 @@ mod tests {
     fn damaged_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        LocalCa::open(dir.path(), "internal", true, now).unwrap();
+        LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
         fs::write(
             LocalCa::dir(dir.path(), "internal").join("root.key"),
             "garbage",
         )
         .unwrap();
-        let err = LocalCa::open(dir.path(), "internal", true, now).unwrap_err();
+        let err = LocalCa::open(&writable(dir.path()), "internal", now).unwrap_err();
         assert!(err.to_string().contains("damaged: root.key"), "{err}");
     }
 }

@@ -16,6 +16,7 @@ use certkeeper_dns::DnsProvider;
 use crate::acme::{self, Acme};
 use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
 use crate::keys;
+use crate::store::StateDir;
 use crate::x509::{self, Cert, TrustStore, leaf_of_file};
 use local_ca::LocalCa;
 
@@ -61,7 +62,7 @@ type OpenOnce = Arc<tokio::sync::OnceCell<Result<Arc<Acme>, String>>>;
 /// The issuers of one pass: local CAs opened once and shared by the certificates' tasks.
 pub struct Issuers {
     config: Arc<Config>,
-    persist: bool,
+    state_dir: StateDir,
     now: OffsetDateTime,
     local: Mutex<BTreeMap<String, LocalCa>>,
     acme: Mutex<BTreeMap<String, OpenOnce>>,
@@ -70,11 +71,12 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    /// The issuers of `config`; `persist` false keeps accounts and CAs in memory (dry run).
-    pub fn new(config: Arc<Config>, persist: bool, now: OffsetDateTime) -> Issuers {
+    /// The issuers of `config`, keeping accounts and CAs in `state_dir` (in memory when it is
+    /// read-only: a dry run).
+    pub fn new(config: Arc<Config>, state_dir: StateDir, now: OffsetDateTime) -> Issuers {
         Issuers {
             config,
-            persist,
+            state_dir,
             now,
             local: Mutex::new(BTreeMap::new()),
             acme: Mutex::new(BTreeMap::new()),
@@ -97,9 +99,8 @@ impl Issuers {
                 let ca_handle = match open.get_mut(issuer) {
                     Some(h) => h,
                     None => {
-                        let h =
-                            LocalCa::open(&self.config.state_dir, issuer, self.persist, self.now)
-                                .map_err(IssueError::from_display)?;
+                        let h = LocalCa::open(&self.state_dir, issuer, self.now)
+                            .map_err(IssueError::from_display)?;
                         open.entry(issuer.to_owned()).or_insert(h)
                     }
                 };
@@ -148,13 +149,13 @@ impl Issuers {
     /// Whether ordering from `issuer` in this pass needs a staging CA that it lacks: an ACME
     /// issuer without `staging_directory`, in a dry run.
     pub fn needs_staging(&self, issuer: &str) -> bool {
-        !self.persist
+        !self.state_dir.is_writable()
             && matches!(self.config.issuers.get(issuer), Some(Issuer::Acme(a)) if a.staging_directory.is_none())
     }
 
     /// Whether orders from `issuer` in this pass go to its staging CA (a dry run).
     pub fn orders_from_staging(&self, issuer: &str) -> bool {
-        !self.persist
+        !self.state_dir.is_writable()
             && matches!(self.config.issuers.get(issuer), Some(Issuer::Acme(a)) if a.staging_directory.is_some())
     }
 
@@ -192,7 +193,7 @@ impl Issuers {
                 return Err("not an acme issuer".to_owned());
             };
             if !staging {
-                return Acme::open(name, cfg, &self.config.state_dir, self.persist)
+                return Acme::open(name, cfg, &self.state_dir)
                     .await
                     .map(Arc::new)
                     .map_err(|e| e.to_string());
@@ -202,7 +203,8 @@ impl Issuers {
                 ..cfg.clone()
             };
             tracing::info!(issuer = %name, directory = %staging.directory, "Dry run: ordering from the staging CA.");
-            Acme::open(&format!("{name}-staging"), &staging, &self.config.state_dir, false)
+            let in_memory = StateDir::read_only(self.state_dir.path());
+            Acme::open(&format!("{name}-staging"), &staging, &in_memory)
                 .await
                 .map(Arc::new)
                 .map_err(|e| format!("staging {}: {e}", staging.directory))

@@ -45,6 +45,12 @@ impl Perm {
 ///
 /// The caller fsyncs the directory once it has created everything it needs there.
 pub(crate) fn create_file(path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
+    create_file_with(path, bytes, perm, true)
+}
+
+/// [`create_file`], or, when not `durable`, without the fsync and the read-back: for data
+/// that can be recomputed when a crash loses it.
+fn create_file_with(path: &Path, bytes: &[u8], perm: Perm, durable: bool) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -52,8 +58,10 @@ pub(crate) fn create_file(path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
         .custom_flags(nofollow())
         .open(path)
         .map_err(|e| Error::io("creating", path, e))?;
-    let result =
-        fill(file, path, bytes, perm).and_then(|()| check_digest(path, &sha256_hex(bytes)));
+    let result = fill(file, path, bytes, perm, durable).and_then(|()| match durable {
+        true => check_digest(path, &sha256_hex(bytes)),
+        false => Ok(()),
+    });
     if result.is_err() {
         // Leave no partial file; the original error is the one worth reporting.
         let _ = fs::remove_file(path);
@@ -61,7 +69,7 @@ pub(crate) fn create_file(path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
     result
 }
 
-fn fill(mut file: File, path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
+fn fill(mut file: File, path: &Path, bytes: &[u8], perm: Perm, durable: bool) -> Result<()> {
     if perm.owner.is_some() || perm.group.is_some() {
         std::os::unix::fs::fchown(&file, perm.owner, perm.group)
             .map_err(|e| Error::io("changing owner of", path, e))?;
@@ -71,7 +79,85 @@ fn fill(mut file: File, path: &Path, bytes: &[u8], perm: Perm) -> Result<()> {
         .map_err(|e| Error::io("changing mode of", path, e))?;
     file.write_all(bytes)
         .map_err(|e| Error::io("writing", path, e))?;
-    file.sync_all().map_err(|e| Error::io("syncing", path, e))
+    match durable {
+        true => file.sync_all().map_err(|e| Error::io("syncing", path, e)),
+        false => Ok(()),
+    }
+}
+
+/// How every temporary name certkeeper makes outside the live directories begins; what a
+/// crash leaves with it is removed by the next command that writes.
+pub(crate) const TMP_PREFIX: &str = ".certkeeper-tmp-";
+
+/// Replaces `dir/name` whole with `bytes`: created exclusively as `.certkeeper-tmp-<name>`
+/// beside it (whatever a crash left at that name is removed first, a planted link with it,
+/// never followed), fsynced and read back, renamed over the target, and the directory
+/// fsynced. Without `durable` the fsyncs and the read-back are left out: a crash may then
+/// lose the new content, never mix it with the old. On error the temporary file is gone and
+/// the old file is intact.
+pub(crate) fn replace_file(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    perm: Perm,
+    durable: bool,
+) -> Result<()> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    remove_tree(&tmp)?;
+    create_file_with(&tmp, bytes, perm, durable)?;
+    if let Err(e) = fs::rename(&tmp, dir.join(name)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("renaming onto", dir.join(name), e));
+    }
+    match durable {
+        true => sync_dir(dir),
+        false => Ok(()),
+    }
+}
+
+/// Puts a directory holding `files` at `parent/name` whole. It is built under
+/// `.certkeeper-tmp-<name>` (mode `mode`; each file created exclusively, fsynced and read
+/// back; the directory fsynced) and takes its place in one rename: exchanged with the
+/// directory already there, which is then removed, when `replace`; refused when something
+/// is there and not `replace`. A crash at any point leaves the old directory or the new one
+/// whole, and perhaps the temporary one, which [`TMP_PREFIX`] marks as a leftover.
+pub(crate) fn put_dir(
+    parent: &Path,
+    name: &str,
+    files: &[(&str, &[u8], Perm)],
+    mode: u32,
+    replace: bool,
+) -> Result<()> {
+    let tmp = parent.join(format!("{TMP_PREFIX}{name}"));
+    let target = parent.join(name);
+    remove_tree(&tmp)?;
+    create_dir(&tmp, mode)?;
+    let built = files
+        .iter()
+        .try_for_each(|(file, bytes, perm)| create_file(&tmp.join(file), bytes, *perm))
+        .and_then(|()| sync_dir(&tmp));
+    let placed = built.and_then(|()| {
+        if !replace {
+            return rename_noreplace(&tmp, &target);
+        }
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            &target,
+            RenameFlags::EXCHANGE,
+        ) {
+            // The old directory is at the temporary name now.
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::NOENT) => rename_noreplace(&tmp, &target),
+            Err(e) => Err(Error::io("renaming onto", &target, e.into())),
+        }
+    });
+    // Whatever is at the temporary name now (the new directory on failure, the old one
+    // after an exchange) is not wanted.
+    let _ = remove_tree(&tmp);
+    placed?;
+    sync_dir(parent)
 }
 
 /// Reads `path` without following a symlink at its last component.
@@ -114,6 +200,32 @@ pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("creating directory", path, e))?;
     fs::set_permissions(path, Permissions::from_mode(mode))
         .map_err(|e| Error::io("changing mode of", path, e))
+}
+
+/// Makes `dir` a directory, creating it and its missing parents with `mode` (umask ignored);
+/// a symlink or anything else at one of the names it creates is refused, never followed.
+pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Planted {
+            path: dir.to_owned(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                ensure_dir(parent, mode)?;
+            }
+            match create_dir(dir, mode) {
+                // Another thread of this process made it first: fine.
+                Err(Error::Planted { .. })
+                    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
+        Err(e) => Err(Error::io("reading", dir, e)),
+    }
 }
 
 /// Fsyncs a directory, so that the names created or renamed in it are durable.
@@ -273,6 +385,28 @@ mod tests {
         ));
         assert!(from.is_dir());
         assert_eq!(fs::read_dir(&target).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn replace_file_replaces_whole_and_removes_planted_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for content in [b"one", b"two"] {
+            replace_file(dir.path(), "a.json", content, Perm::PRIVATE, true).expect("replace");
+        }
+        assert_eq!(fs::read(dir.path().join("a.json")).expect("read"), b"two");
+        let mode = fs::metadata(dir.path().join("a.json"))
+            .expect("meta")
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A link planted where the temporary file goes is removed, not written through.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"untouched").expect("write victim");
+        std::os::unix::fs::symlink(&victim, dir.path().join(".certkeeper-tmp-a.json"))
+            .expect("plant");
+        replace_file(dir.path(), "a.json", b"three", Perm::PRIVATE, false).expect("replace");
+        assert_eq!(fs::read(&victim).expect("read victim"), b"untouched");
+        assert_eq!(fs::read(dir.path().join("a.json")).expect("read"), b"three");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
     }
 
     #[test]

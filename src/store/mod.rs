@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 
-mod atomic;
+pub(crate) mod atomic;
 pub mod error;
 mod live;
 mod lock;
@@ -32,10 +32,10 @@ mod recovery;
 mod rollback;
 pub mod snapshot;
 mod stage;
+mod state_dir;
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -47,6 +47,7 @@ pub use reader::{LivePair, read_live_pair};
 pub use recovery::Recovered;
 pub use snapshot::SnapshotInfo;
 pub use stage::Reverted;
+pub use state_dir::{STATE_DIR_MODE, StateDir};
 
 use atomic::Perm;
 use live::{Layout, Live};
@@ -59,9 +60,6 @@ pub const DEFAULT_KEY_MODE: u32 = 0o600;
 pub const FULLCHAIN_MODE: u32 = 0o644;
 /// Snapshots kept per certificate unless the spec says otherwise.
 pub const DEFAULT_KEEP_SNAPSHOTS: usize = 5;
-/// Mode of `state_dir`: entered by every user (a monitoring user reads the local CA's exported
-/// root), listed by none; everything inside stays private (0700/0600).
-pub const STATE_DIR_MODE: u32 = 0o711;
 
 /// One certificate's live pair and how to write it: what the store needs from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,10 +102,11 @@ impl PairSpec {
     }
 }
 
-/// A state directory. Reading needs no lock; writing goes through [`Store::lock`].
+/// A state directory's store of live pairs. Reading needs no lock; writing goes through
+/// [`Store::lock`].
 #[derive(Clone, Debug)]
 pub struct Store {
-    state_dir: PathBuf,
+    state_dir: StateDir,
 }
 
 /// The store while this process holds its lock: the only way to write. Dropping it
@@ -182,59 +181,34 @@ pub struct RolledBack {
 impl Store {
     /// Opens `state_dir`, creating it (and its parents) when missing, and makes it 0711.
     pub fn open(state_dir: impl AsRef<Path>) -> Result<Store> {
-        let state_dir = state_dir.as_ref().to_owned();
-        match fs::metadata(&state_dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
-                return Err(Error::io("opening state directory", state_dir, e));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = state_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| Error::io("creating directory", parent, e))?;
-                }
-                match atomic::create_dir(&state_dir, STATE_DIR_MODE) {
-                    Err(Error::Planted { .. }) if state_dir.is_dir() => {}
-                    other => other?,
-                }
-            }
-            Err(e) => return Err(Error::io("opening state directory", state_dir, e)),
-        }
-        // Another user's directory keeps its mode: certkeeper says so instead of changing it.
-        match fs::metadata(&state_dir) {
-            Ok(meta) if crate::perms::foreign_owner(&meta) => crate::perms::warn_once(
-                &state_dir,
-                &format!(
-                    "state_dir is owned by uid {} (mode {}), neither this user nor root; its mode is left as it is",
-                    std::os::unix::fs::MetadataExt::uid(&meta),
-                    crate::perms::mode(&meta)
-                ),
-            ),
-            _ => fs::set_permissions(&state_dir, fs::Permissions::from_mode(STATE_DIR_MODE))
-                .map_err(|e| Error::io("changing mode of", &state_dir, e))?,
-        }
-        Ok(Store { state_dir })
-    }
-
-    /// The state directory.
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
-    }
-
-    /// Takes the state_dir lock, waiting while another process holds it.
-    pub fn lock(&self) -> Result<Locked<'_>> {
-        Ok(Locked {
-            store: self,
-            _lock: lock::LockFile::acquire(&self.state_dir, true)?,
+        Ok(Store {
+            state_dir: StateDir::open(state_dir)?,
         })
     }
 
-    /// Takes the state_dir lock, or fails with [`Error::Locked`] when it is held.
+    /// The state directory.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.state_dir
+    }
+
+    /// Takes the state_dir lock, waiting while another process holds it, and removes the
+    /// temporary files a crash left under state_dir.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        self.locked(true)
+    }
+
+    /// Takes the state_dir lock, or fails with [`Error::Locked`] when it is held; as
+    /// [`lock`](Self::lock) otherwise.
     pub fn try_lock(&self) -> Result<Locked<'_>> {
+        self.locked(false)
+    }
+
+    fn locked(&self, wait: bool) -> Result<Locked<'_>> {
+        let lock = self.state_dir.lock(wait)?;
+        self.state_dir.clean_leftovers();
         Ok(Locked {
             store: self,
-            _lock: lock::LockFile::acquire(&self.state_dir, false)?,
+            _lock: lock,
         })
     }
 
@@ -252,11 +226,11 @@ impl Store {
     }
 
     fn snapshot_store(&self, spec: &PairSpec) -> Snapshots {
-        Snapshots::new(&self.state_dir, &spec.name)
+        self.state_dir.snapshots(&spec.name)
     }
 
     fn journals(&self) -> Journals {
-        Journals::new(&self.state_dir)
+        self.state_dir.journals()
     }
 }
 

@@ -75,10 +75,9 @@ pub(crate) struct Snapshots {
 }
 
 impl Snapshots {
-    pub fn new(state_dir: &Path, name: &str) -> Snapshots {
-        Snapshots {
-            dir: state_dir.join("snapshots").join(name),
-        }
+    /// The snapshots kept in `dir` (`state_dir/snapshots/<name>`).
+    pub fn new(dir: PathBuf) -> Snapshots {
+        Snapshots { dir }
     }
 
     pub fn path(&self, id: &str) -> PathBuf {
@@ -169,7 +168,7 @@ impl Snapshots {
         manifest: &Manifest,
         unverified: Option<String>,
     ) -> Result<(SnapshotInfo, bool)> {
-        ensure_dir(&self.dir)?;
+        atomic::ensure_dir(&self.dir, SNAPSHOT_DIR_MODE)?;
         let ids = self.ids()?;
         if let Some((_, newest)) = ids.last() {
             let info = self.inspect(newest);
@@ -276,26 +275,6 @@ fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn ensure_dir(dir: &Path) -> Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Planted {
-            path: dir.to_owned(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                ensure_dir(parent)?;
-            }
-            match atomic::create_dir(dir, SNAPSHOT_DIR_MODE) {
-                // Another thread of this process made it first: fine.
-                Err(Error::Planted { .. }) if dir.is_dir() => Ok(()),
-                other => other,
-            }
-        }
-        Err(e) => Err(Error::io("reading", dir, e)),
-    }
 }
 
 fn parse_id(name: &str) -> Option<u64> {

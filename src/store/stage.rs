@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -70,10 +70,9 @@ pub(crate) struct Journals {
 }
 
 impl Journals {
-    pub fn new(state_dir: &Path) -> Journals {
-        Journals {
-            dir: state_dir.join("journal"),
-        }
+    /// The journals kept in `dir` (`state_dir/journal`).
+    pub fn new(dir: PathBuf) -> Journals {
+        Journals { dir }
     }
 
     fn file(name: &str) -> String {
@@ -93,17 +92,12 @@ impl Journals {
     /// Writes the journal durably (file and directory entry) before anything it describes
     /// happens.
     pub fn write(&self, journal: &Journal) -> Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(JOURNAL_DIR_MODE)
-            .create(&self.dir)
-            .map_err(|e| Error::io("creating directory", &self.dir, e))?;
+        atomic::ensure_dir(&self.dir, JOURNAL_DIR_MODE)?;
         let name = Self::file(&journal.certificate);
         let path = self.dir.join(&name);
         let bytes = serde_json::to_vec_pretty(journal)
             .map_err(|e| Error::io("encoding", &path, io::Error::other(e)))?;
-        crate::fsutil::replace_file(&self.dir, &name, &bytes, 0o600)
-            .map_err(|e| Error::io("writing", &path, e))
+        atomic::replace_file(&self.dir, &name, &bytes, Perm::PRIVATE, true)
     }
 
     /// Removes the journal durably: for a stage, this is the commit.
@@ -120,7 +114,7 @@ impl Journals {
     pub fn remove_leftover(&self, name: &str) -> Result<Option<PathBuf>> {
         let path = self
             .dir
-            .join(format!(".certkeeper-tmp-{}", Self::file(name)));
+            .join(format!("{}{}", atomic::TMP_PREFIX, Self::file(name)));
         match fs::symlink_metadata(&path) {
             Ok(_) => {
                 atomic::remove_tree(&path)?;
