@@ -146,7 +146,8 @@ impl Trust {
         Self::with_system(config, Arc::new(TrustStore::system()))
     }
 
-    /// As [`Trust::load`], starting from the given system store (tests pass an empty one).
+    /// As [`Trust::load`], starting from the given system store (loaded once by the caller
+    /// that needs it elsewhere too; tests pass an empty one).
     pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, String> {
         let mut extra: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for (key, issuer) in &config.issuers {
@@ -207,12 +208,27 @@ impl Trust {
 }
 
 /// Examines one managed certificate's live files.
+///
+/// `saved` is what the state_dir keeps of the certificate (`None`: not readable by this
+/// user), as [`crate::state::Records`] reads it.
 pub fn inspect_managed(
     config: &Config,
     cert: &config::Certificate,
     trust: &Trust,
+    saved: Option<crate::state::CertState>,
     now: OffsetDateTime,
 ) -> Entry {
+    inspect_managed_leaf(config, cert, trust, saved, now).0
+}
+
+/// [`inspect_managed`], and the live leaf it found (a renewal pass reads it once).
+pub fn inspect_managed_leaf(
+    config: &Config,
+    cert: &config::Certificate,
+    trust: &Trust,
+    saved: Option<crate::state::CertState>,
+    now: OffsetDateTime,
+) -> (Entry, Option<Cert>) {
     let mut e = Entry::new(cert.name.clone(), true, cert.fullchain.clone());
     e.privkey = Some(cert.privkey.clone());
     e.domains = cert.domains.clone();
@@ -256,7 +272,6 @@ pub fn inspect_managed(
     };
     // The same decision as a renewal pass, with what the pass kept (the CA's renewal window,
     // the profile the leaf was ordered with), when this user can read it.
-    let saved = crate::state::load_if_readable(&config.state_dir, &cert.name);
     let before_expiry = config.renewal.before_expiry;
     let due = |leaf: &Cert| {
         crate::schedule::decide(
@@ -267,6 +282,13 @@ pub fn inspect_managed(
             now,
         )
     };
+    // A manifest that describes exactly these bytes vouches for what was checked when
+    // certkeeper wrote them: the chain's signatures and the key's match are not computed
+    // again (the chain's anchor, the dates and the names always are).
+    let vouched = match (&manifest_read, &chain_bytes, &key_bytes) {
+        (Ok(Some(m)), Some(chain), Some(key)) if m.describes(chain, key) => Some(m),
+        _ => None,
+    };
     let leaf = chain_bytes.as_deref().and_then(|bytes| {
         examine_chain_file(
             &mut e,
@@ -275,7 +297,10 @@ pub fn inspect_managed(
             &due,
             before_expiry,
             now,
-            true,
+            Examined {
+                managed: true,
+                links_signed: vouched.is_some_and(|m| m.chain_signed == Some(true)),
+            },
         )
     });
     if let Some(leaf) = &leaf {
@@ -287,7 +312,15 @@ pub fn inspect_managed(
             ));
         }
     }
-    if let Some(bytes) = &key_bytes {
+    let key_vouched = vouched.is_some_and(|m| {
+        m.key_matches_leaf == Some(true)
+            && leaf
+                .as_ref()
+                .is_some_and(|l| l.fingerprint == m.fingerprint)
+    });
+    if key_vouched {
+        e.key_match = Some(true);
+    } else if let Some(bytes) = &key_bytes {
         match PrivateKey::from_bytes(bytes) {
             Ok(key) => {
                 if let Some(leaf) = &leaf {
@@ -314,7 +347,7 @@ pub fn inspect_managed(
             manifest_read,
         );
     }
-    e
+    (e, leaf)
 }
 
 /// Examines one discovered file. `None` when the file holds no certificate and does not
@@ -349,7 +382,10 @@ pub fn inspect_file(
         &due,
         before_expiry,
         now,
-        false,
+        Examined {
+            managed: false,
+            links_signed: false,
+        },
     );
     if let Some(leaf) = leaf {
         e.domains = leaf.sans.clone();
@@ -438,8 +474,10 @@ pub fn inventory(
         .iter()
         .filter(|c| names.is_empty() || names.contains(&c.name))
         .collect();
-    let mut entries: Vec<Entry> =
-        parallel_map(&managed, |c| inspect_managed(config, c, trust, now));
+    let kept = crate::state::Records::load(&config.state_dir);
+    let mut entries: Vec<Entry> = parallel_map(&managed, |c| {
+        inspect_managed(config, c, trust, kept.get(&c.name), now)
+    });
     if names.is_empty() && !config.discover_paths.is_empty() {
         let exclude: HashSet<FileId> = config
             .certificates
@@ -507,8 +545,12 @@ fn examine_chain_file(
     due: &dyn Fn(&Cert) -> crate::schedule::Due,
     before_expiry: BeforeExpiry,
     now: OffsetDateTime,
-    managed: bool,
+    how: Examined,
 ) -> Option<Cert> {
+    let Examined {
+        managed,
+        links_signed,
+    } = how;
     let which = if managed { "fullchain: " } else { "" };
     let (certs, encoding) = match read_certificates(bytes) {
         Ok(found) => found,
@@ -521,6 +563,11 @@ fn examine_chain_file(
         e.critical("fullchain: DER-encoded; services expect PEM");
     }
     e.chain_length = certs.len();
+    if links_signed {
+        for link in certs.windows(2) {
+            trust.vouch(&link[0], &link[1]);
+        }
+    }
     let (leaf_at, problems) = examine_chain(&certs, trust, now);
     let leaf = certs[leaf_at].clone();
     e.subject = Some(leaf.subject.clone());
@@ -604,6 +651,15 @@ fn integrity(
             ));
         }
     }
+}
+
+/// How [`examine_chain_file`] looks at a file.
+#[derive(Clone, Copy)]
+struct Examined {
+    /// A managed certificate's fullchain (its problems say `fullchain:`).
+    managed: bool,
+    /// Each certificate's signature by the next is known good (a matching manifest).
+    links_signed: bool,
 }
 
 /// A live file's bytes, or the CRITICAL problem its read gave.

@@ -61,6 +61,9 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     let mut attempt = Vec::new();
     let mut failures = Vec::new();
     let mut result = Vec::new();
+    // When a pass last found each certificate not due: later than its record's last attempt,
+    // that is its last look and its result is `ok`.
+    let looked = state::load_pass(&config.state_dir);
     for cert in &config.certificates {
         let label = format!("name=\"{}\"", escape(&cert.name));
         if let Ok(leaf) = leaf_of_file(&cert.fullchain) {
@@ -69,12 +72,16 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
         let Some(s) = state::load_if_readable(&config.state_dir, &cert.name) else {
             continue;
         };
+        let (last_attempt, last_result) = match looked.not_due.get(&cert.name) {
+            Some(&t) if s.last_attempt.is_none_or(|a| t > a) => (Some(t), Some("ok")),
+            _ => (s.last_attempt, s.last_result.as_deref()),
+        };
         success.push((label.clone(), s.last_success.unwrap_or(0).to_string()));
-        if let Some(t) = s.last_attempt {
+        if let Some(t) = last_attempt {
             attempt.push((label.clone(), t.to_string()));
         }
         failures.push((label.clone(), s.consecutive_failures.to_string()));
-        if let Some(r) = &s.last_result {
+        if let Some(r) = last_result {
             result.push((format!("{label},result=\"{}\"", escape(r)), "1".to_owned()));
         }
     }

@@ -23,7 +23,7 @@ use crate::keys;
 use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::schedule;
 use crate::state::{self, CertState};
-use crate::store::{self, StateDir, Store};
+use crate::store::{self, Durable, StateDir, Store};
 use crate::x509::{Cert, leaf_of_file, rfc3339};
 
 /// What to do in a pass.
@@ -306,6 +306,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     events: Vec::new(),
                 });
             };
+            let every = selected.len() == config.certificates.len();
             for spec in specs.values() {
                 match locked.recover(spec) {
                     Ok(r) if r.is_clean() => {}
@@ -326,6 +327,9 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     }
                 }
             }
+            if every && unrecoverable.is_empty() {
+                locked.recovered_all();
+            }
             Some(locked)
         }
         None => None,
@@ -336,11 +340,19 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         Some(store) => store.state_dir().clone(),
         None => StateDir::read_only(&config.state_dir),
     };
+    let kept = Arc::new(Kept::load(&state_dir));
     let mut events: Vec<(alert::Event, bool)> = Vec::new();
-    let issuers = Arc::new(Issuers::new(config.clone(), state_dir.clone(), now));
+    // The platform's roots, read once for the issuers and for judging live chains.
+    let system = Arc::new(crate::x509::TrustStore::system());
+    let issuers = Arc::new(Issuers::new(
+        config.clone(),
+        state_dir.clone(),
+        system.clone(),
+        now,
+    ));
     // What `check` would call CRITICAL is due now; without the roots that judges chains,
     // only the dates decide.
-    let trust = match Trust::load(&config) {
+    let trust = match Trust::with_system(&config, system) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
             tracing::warn!("Broken live certificates are judged by their dates only: {e}");
@@ -360,6 +372,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             finish(
                 &config,
                 &state_dir,
+                &kept,
                 opts,
                 now,
                 &cert.name,
@@ -369,13 +382,13 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             outcomes.insert(cert.name.clone(), outcome);
             continue;
         }
-        let (config, issuers, limit, opts, trust, state_dir) = (
+        let (config, issuers, limit, opts, trust, kept) = (
             config.clone(),
             issuers.clone(),
             limit.clone(),
             opts.clone(),
             trust.clone(),
-            state_dir.clone(),
+            kept.clone(),
         );
         let task_name = cert.name.clone();
         // Every log line of this certificate's work carries its name.
@@ -387,7 +400,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 let _permit = limit.acquire_owned().await;
                 let step = prepare(
                     &config,
-                    &state_dir,
+                    &kept,
                     &cert,
                     &issuers,
                     trust.as_deref(),
@@ -437,7 +450,16 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         };
         match step {
             Step::Done(outcome) => {
-                finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
+                finish(
+                    &config,
+                    &state_dir,
+                    &kept,
+                    opts,
+                    now,
+                    &name,
+                    &outcome,
+                    &mut events,
+                );
                 outcomes.insert(name, outcome);
             }
             Step::Deploy(r) => ready.push((name, r)),
@@ -446,10 +468,14 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
 
     if stopping {
         crate::acme::dns01::settle(CLEANUP_BOUND).await;
-        for (name, _) in ready.drain(..) {
+        for (name, r) in ready.drain(..) {
+            if !r.kept && !opts.dry_run {
+                keep_now(&state_dir, &name, &r.fullchain, &r.privkey);
+            }
             finish(
                 &config,
                 &state_dir,
+                &kept,
                 opts,
                 now,
                 &name,
@@ -463,10 +489,15 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     // command are reloaded once.
     let mut sources = BTreeMap::new();
     let mut items = Vec::new();
+    // Material not kept yet, kept when its deploy does not take it.
+    let mut unkept: BTreeMap<String, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     for (name, r) in ready {
         match (&locked, specs.get(&name), config.certificate(&name)) {
             (Some(_), Some(spec), Some(cert)) => {
                 sources.insert(name.clone(), r.source.clone());
+                if !r.kept {
+                    unkept.insert(name.clone(), (r.fullchain.clone(), r.privkey.clone()));
+                }
                 items.push(deploy::Item {
                     cert: cert.clone(),
                     spec: spec.clone(),
@@ -481,7 +512,16 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     not_after: rfc3339(r.leaf.not_after),
                     source: r.source.clone(),
                 };
-                finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
+                finish(
+                    &config,
+                    &state_dir,
+                    &kept,
+                    opts,
+                    now,
+                    &name,
+                    &outcome,
+                    &mut events,
+                );
                 outcomes.insert(name, outcome);
             }
         }
@@ -491,19 +531,37 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     if let Some(locked) = &locked {
         for (name, done) in deploy::deploy_all(locked, items, &opts.stop).await {
             let source = sources.remove(&name).unwrap_or_default();
-            let kept = pending::exists(&config.state_dir, &name);
-            let outcome = Outcome::from_deploy(source, done, kept);
-            if matches!(outcome, Outcome::Renewed { .. }) {
+            let renewed = matches!(done, deploy::Outcome::Renewed(_));
+            let still_kept = match unkept.remove(&name) {
+                Some(_) if renewed => false,
+                Some((fullchain, privkey)) => keep_now(&state_dir, &name, &fullchain, &privkey),
+                None => pending::exists(&config.state_dir, &name),
+            };
+            if renewed && still_kept {
                 pending::remove(&state_dir, &name);
             }
-            finish(&config, &state_dir, opts, now, &name, &outcome, &mut events);
+            let outcome = Outcome::from_deploy(source, done, still_kept);
+            finish(
+                &config,
+                &state_dir,
+                &kept,
+                opts,
+                now,
+                &name,
+                &outcome,
+                &mut events,
+            );
             outcomes.insert(name, outcome);
         }
         // Groups not started because of a stop.
         for name in sources.into_keys() {
+            if let Some((fullchain, privkey)) = unkept.remove(&name) {
+                keep_now(&state_dir, &name, &fullchain, &privkey);
+            }
             finish(
                 &config,
                 &state_dir,
+                &kept,
                 opts,
                 now,
                 &name,
@@ -512,6 +570,9 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             );
             outcomes.insert(name, Outcome::Stopped);
         }
+    }
+    if !opts.dry_run {
+        kept.save(&state_dir);
     }
     // The lock is released first: alerts never hold up another pass.
     drop(locked);
@@ -550,8 +611,10 @@ fn remember_alerts(
         let mut s = state::load(&config.state_dir, &event.certificate);
         s.alerted
             .insert(event.event.to_owned(), now.unix_timestamp());
-        let saved = StateDir::open(&config.state_dir)
-            .and_then(|state_dir| state::save(&state_dir, &event.certificate, &s));
+        let saved = StateDir::open(&config.state_dir).and_then(|state_dir| {
+            state::save(&state_dir, &event.certificate, &s)?;
+            state_dir.sync()
+        });
         if let Err(e) = saved {
             tracing::warn!(cert = %event.certificate, "Cannot record the alert in the state directory: {e}");
         }
@@ -677,6 +740,8 @@ struct Ready {
     privkey: Vec<u8>,
     leaf: Cert,
     source: String,
+    /// Whether the material is kept in `pending/` already (see [`pending`]).
+    kept: bool,
 }
 
 enum Step {
@@ -687,26 +752,42 @@ enum Step {
 /// Everything before the swap, for one certificate.
 async fn prepare(
     config: &Config,
-    state_dir: &StateDir,
+    kept: &Kept,
     cert: &Certificate,
     issuers: &Issuers,
     trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
 ) -> Step {
-    let live_leaf = leaf_of_file(&cert.fullchain).ok();
-    let mut saved = state::load(&config.state_dir, &cert.name);
-    let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
-
+    let state_dir = &kept.state_dir;
+    let mut saved = state::load(state_dir.path(), &cert.name);
+    saved.ari = kept.ari(&cert.name);
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)
     {
         return Step::Done(Outcome::Backoff { until });
     }
+    // What `check` would say of the live pair (a forced renewal needs only its leaf); the
+    // live files are read once for both.
+    let (inspected, leaf) = match trust.filter(|_| !opts.force) {
+        Some(t) => {
+            let (entry, leaf) =
+                inventory::inspect_managed_leaf(config, cert, t, Some(saved.clone()), now);
+            (Some(entry), leaf)
+        }
+        None => (None, None),
+    };
+    let live_leaf = leaf.or_else(|| leaf_of_file(&cert.fullchain).ok());
+    let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
 
     // Material issued by an earlier pass that could not be deployed (or was rolled back)
     // goes first, due or not: it was ordered because the certificate was due then.
-    if let Some((fullchain, privkey)) = pending::load(&config.state_dir, &cert.name) {
+    if let Some((fullchain, privkey)) = kept
+        .pending
+        .contains(&cert.name)
+        .then(|| pending::load(state_dir.path(), &cert.name))
+        .flatten()
+    {
         match checked(
             issuers,
             cert,
@@ -721,7 +802,10 @@ async fn prepare(
         )
         .await
         {
-            Ok(ready) => return Step::Deploy(ready),
+            Ok(mut ready) => {
+                ready.kept = true;
+                return Step::Deploy(ready);
+            }
             Err(rejected) => {
                 tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
                 if !opts.dry_run {
@@ -732,19 +816,14 @@ async fn prepare(
     }
 
     if !opts.force {
-        let broken = trust
-            .map(|t| inventory::inspect_managed(config, cert, t, now))
-            .filter(|e| e.status == inventory::Status::Critical);
+        let broken = inspected.filter(|e| e.status == inventory::Status::Critical);
         match (&live_leaf, broken) {
             (_, Some(entry)) => {
                 tracing::info!(cert = %cert.name, "Due now: the live certificate is broken: {}", entry.problems.join("; "));
             }
             (Some(leaf), None) => {
-                if issuers.refresh_ari(cert, leaf, &mut saved, now).await
-                    && !opts.dry_run
-                    && let Err(e) = state::save(state_dir, &cert.name, &saved)
-                {
-                    tracing::warn!(cert = %cert.name, "Cannot keep the renewal information: {e}");
+                if issuers.refresh_ari(cert, leaf, &mut saved, now).await {
+                    kept.set_ari(&cert.name, saved.ari.clone());
                 }
                 let due = schedule::decide(
                     leaf,
@@ -832,11 +911,17 @@ async fn prepare(
                 continue;
             }
         };
-        if !opts.dry_run
-            && let Err(e) = pending::save(state_dir, &cert.name, &fullchain, &privkey)
-        {
-            tracing::warn!(cert = %cert.name, "Cannot keep the new material for a later pass: {e}");
-        }
+        // Material from a CA is kept before the deploy (a crash must not cost another order);
+        // a local CA's only when the deploy does not take it (issuing again costs nothing).
+        let kept_now = !opts.dry_run
+            && !issuers.issues_freely(issuer)
+            && match pending::save(state_dir, &cert.name, &fullchain, &privkey) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(cert = %cert.name, "Cannot keep the new material for a later pass: {e}");
+                    false
+                }
+            };
         return match checked(
             issuers,
             cert,
@@ -851,9 +936,12 @@ async fn prepare(
         )
         .await
         {
-            Ok(ready) => Step::Deploy(ready),
+            Ok(mut ready) => {
+                ready.kept = kept_now;
+                Step::Deploy(ready)
+            }
             Err(rejected) => {
-                if !opts.dry_run {
+                if kept_now {
                     pending::remove(state_dir, &cert.name);
                 }
                 Step::Done(Outcome::Failed {
@@ -914,27 +1002,125 @@ async fn checked(
         privkey,
         leaf,
         source: source.to_owned(),
+        kept: false,
     }))
 }
 
 /// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     config: &Config,
     state_dir: &StateDir,
+    kept: &Kept,
     opts: &Options,
     now: OffsetDateTime,
     name: &str,
     outcome: &Outcome,
     events: &mut Vec<(alert::Event, bool)>,
 ) {
-    if !opts.dry_run {
-        let before = state::load(&config.state_dir, name);
-        record(state_dir, name, outcome, config, now);
+    kept.outcome(name, outcome, now);
+    // Nothing happened to a certificate that was not due (or not tried): its record stays
+    // as it is, and it raises no alert.
+    let quiet = matches!(
+        outcome,
+        Outcome::NotDue { .. }
+            | Outcome::WouldRenew { .. }
+            | Outcome::WouldOrder { .. }
+            | Outcome::Stopped
+    );
+    if !opts.dry_run && !quiet {
+        let before = state::load(state_dir.path(), name);
+        record(state_dir, name, outcome, config, now, before.clone());
         if !config.alerts.is_empty() {
             events.extend(alert_events(config, name, outcome, &before, now));
         }
     }
     log(name, outcome);
+}
+
+/// What a pass reads once and shares among its certificates: the kept renewal-information
+/// answers and pass record (caches, written back once at the end when they changed), and
+/// the names with material kept in `pending/`.
+struct Kept {
+    /// Where the pass writes.
+    state_dir: StateDir,
+    aris: std::sync::Mutex<state::Aris>,
+    record: std::sync::Mutex<state::PassRecord>,
+    /// Whether the answers, and the pass record, changed: each is written back only then.
+    changed: [std::sync::atomic::AtomicBool; 2],
+    pending: std::collections::BTreeSet<String>,
+}
+
+impl Kept {
+    fn load(state_dir: &StateDir) -> Kept {
+        let pending = std::fs::read_dir(state_dir.join(&["pending"]))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        Kept {
+            state_dir: state_dir.clone(),
+            aris: std::sync::Mutex::new(state::load_aris(state_dir.path())),
+            record: std::sync::Mutex::new(state::load_pass(state_dir.path())),
+            changed: Default::default(),
+            pending,
+        }
+    }
+
+    fn ari(&self, name: &str) -> Option<state::KeptAri> {
+        self.aris.lock().ok()?.get(name).cloned()
+    }
+
+    fn set_ari(&self, name: &str, ari: Option<state::KeptAri>) {
+        if let Ok(mut aris) = self.aris.lock() {
+            match ari {
+                Some(a) => aris.insert(name.to_owned(), a),
+                None => aris.remove(name),
+            };
+            self.changed[0].store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Notes what the pass did with `name`: found it not due at `now`, or something else.
+    fn outcome(&self, name: &str, outcome: &Outcome, now: OffsetDateTime) {
+        if matches!(outcome, Outcome::Renewed { .. }) && self.ari(name).is_some() {
+            // The answer was about the leaf that is gone.
+            self.set_ari(name, None);
+        }
+        let Ok(mut record) = self.record.lock() else {
+            return;
+        };
+        let changed = match outcome {
+            Outcome::NotDue { .. } => {
+                record.not_due.insert(name.to_owned(), now.unix_timestamp())
+                    != Some(now.unix_timestamp())
+            }
+            _ => record.not_due.remove(name).is_some(),
+        };
+        if changed {
+            self.changed[1].store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Writes the caches back when they changed.
+    fn save(&self, state_dir: &StateDir) {
+        let changed = |i: usize| self.changed[i].load(std::sync::atomic::Ordering::SeqCst);
+        let mut saved = Ok(());
+        if changed(0)
+            && let Ok(aris) = self.aris.lock()
+        {
+            saved = state::save_aris(state_dir, &aris);
+        }
+        if changed(1)
+            && let Ok(record) = self.record.lock()
+        {
+            saved = saved.and(state::save_pass(state_dir, &record));
+        }
+        if let Err(e) = saved {
+            tracing::warn!("Cannot keep the pass record in the state directory: {e}");
+        }
+    }
 }
 
 fn record(
@@ -943,14 +1129,13 @@ fn record(
     outcome: &Outcome,
     config: &Config,
     now: OffsetDateTime,
+    mut s: CertState,
 ) {
-    let mut s: CertState = state::load(state_dir.path(), name);
     let t = now.unix_timestamp();
     let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
         Outcome::Renewed { .. } => {
             s.succeeded(t, "renewed");
-            s.ari = None;
             s.issued = config.certificate(name).and_then(|cert| {
                 let leaf = leaf_of_file(&cert.fullchain).ok()?;
                 Some(state::IssuedWith {
@@ -976,11 +1161,8 @@ fn record(
             initial,
             max,
         ),
-        Outcome::NotDue { .. } => {
-            s.last_attempt = Some(t);
-            s.last_result = Some("ok".into());
-        }
-        Outcome::Backoff { .. }
+        Outcome::NotDue { .. }
+        | Outcome::Backoff { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
         | Outcome::Stopped => return,
@@ -1027,7 +1209,19 @@ fn log(name: &str, outcome: &Outcome) {
     }
 }
 
-/// Issued material kept under `state_dir/pending/<name>/` until it is live.
+/// Keeps material the deploy did not take; whether it is kept.
+fn keep_now(state_dir: &StateDir, name: &str, fullchain: &[u8], privkey: &[u8]) -> bool {
+    match pending::save(state_dir, name, fullchain, privkey) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(cert = %name, "Cannot keep the new material for a later pass: {e}");
+            false
+        }
+    }
+}
+
+/// Issued material kept under `state_dir/pending/<name>/` until it is live: a CA's before
+/// its deploy, a local CA's when its deploy does not take it.
 mod pending {
     use super::*;
 
@@ -1062,7 +1256,7 @@ mod pending {
             ("fullchain.pem", fullchain, 0o644),
             ("privkey.pem", privkey, 0o600),
         ];
-        state_dir.write_dir(&["pending"], name, &files, true)
+        state_dir.write_dir(&["pending"], name, &files, true, Durable::AtSync)
     }
 
     /// Drops the kept pair.

@@ -3,15 +3,22 @@
 //! consecutive failures and when the next attempt is allowed (retry backoff, computed by
 //! [`crate::schedule::backoff`]).
 //!
-//! Written through a temporary file and a rename; a missing or unreadable record is treated
-//! as "nothing known" (a first run), never as an error that stops a renewal.
+//! Written whole and durably, and only when something happened to the certificate (an
+//! attempt, a failure, a renewal, an alert); a missing or unreadable record is treated as
+//! "nothing known" (a first run), never as an error that stops a renewal.
+//!
+//! Two caches sit beside the records, each one file for all certificates, rewritten at most
+//! once a pass and never fsynced, since a crash that loses them costs only a question asked
+//! again: `state_dir/ari.json`, the CA's renewal-information answers ([`Aris`]), and
+//! `state_dir/pass.json`, when each certificate was last found not due ([`PassRecord`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, StateDir};
+use crate::store::{self, Durable, StateDir};
 
 /// The per-certificate record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +26,8 @@ use crate::store::{self, StateDir};
 pub struct CertState {
     /// Unix time of the last attempt.
     pub last_attempt: Option<i64>,
-    /// `renewed`, `failed`, `rolled_back`, `rollback_failed`, or `ok` (nothing was due).
+    /// `renewed`, `failed`, `rolled_back` or `rollback_failed` (a pass that finds nothing due
+    /// notes it in the [`PassRecord`], not here).
     pub last_result: Option<String>,
     /// The last failure's message.
     pub last_error: Option<String>,
@@ -31,10 +39,11 @@ pub struct CertState {
     pub next_attempt: Option<i64>,
     /// When each failure event (`failed`, `rolled_back`, ...) was last alerted, unix time;
     /// cleared by a success.
-    pub alerted: std::collections::BTreeMap<String, i64>,
+    pub alerted: BTreeMap<String, i64>,
     /// The CA's last renewal-information answer (RFC 9773) for the live leaf, kept until the
-    /// CA's `Retry-After` so that a pass does not ask again for every certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// CA's `Retry-After` so that a pass does not ask again for every certificate. Kept in
+    /// the [`Aris`] cache, not in the record.
+    #[serde(skip)]
     pub ari: Option<KeptAri>,
     /// The ACME profile the live leaf was ordered with, as configured then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +116,75 @@ impl CertState {
     }
 }
 
+/// The renewal-information answers of every certificate, by name: `state_dir/ari.json`.
+pub type Aris = BTreeMap<String, KeptAri>;
+
+/// Reads the kept renewal-information answers; none when the cache is missing or damaged.
+pub fn load_aris(state_dir: &Path) -> Aris {
+    read_cache(state_dir, "ari.json").unwrap_or_default()
+}
+
+/// Keeps the renewal-information answers (not fsynced).
+pub fn save_aris(state_dir: &StateDir, aris: &Aris) -> Result<(), store::Error> {
+    // String keys, numbers and strings: it always encodes.
+    let bytes = serde_json::to_vec(aris).unwrap_or_default();
+    state_dir.write_cache("ari.json", &bytes)
+}
+
+/// When each certificate was last found not due by a pass (unix seconds), for the metrics:
+/// `state_dir/pass.json`. A certificate leaves it when a pass does anything else with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PassRecord {
+    /// Certificate name to the start of the last pass that found it not due.
+    pub not_due: BTreeMap<String, i64>,
+}
+
+/// Reads the pass record; empty when missing or damaged.
+pub fn load_pass(state_dir: &Path) -> PassRecord {
+    read_cache(state_dir, "pass.json").unwrap_or_default()
+}
+
+/// Keeps the pass record (not fsynced).
+pub fn save_pass(state_dir: &StateDir, record: &PassRecord) -> Result<(), store::Error> {
+    // String keys and numbers: it always encodes.
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    state_dir.write_cache("pass.json", &bytes)
+}
+
+/// The most read of a cache: 16 MiB (tens of thousands of certificates).
+const MAX_CACHE: u64 = 16 * 1024 * 1024;
+
+fn read_cache<T: serde::de::DeserializeOwned>(state_dir: &Path, name: &str) -> Option<T> {
+    let bytes = crate::fsutil::read_regular(&state_dir.join(name), MAX_CACHE).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What a reader (`check`, `verify`, `metrics`) may know from state_dir: each certificate's
+/// record with its kept renewal-information answer, the cache read once.
+#[derive(Clone, Debug)]
+pub struct Records {
+    state_dir: PathBuf,
+    aris: Aris,
+}
+
+impl Records {
+    /// Reads the caches of `state_dir`.
+    pub fn load(state_dir: &Path) -> Records {
+        Records {
+            state_dir: state_dir.to_owned(),
+            aris: load_aris(state_dir),
+        }
+    }
+
+    /// The record of `name` (see [`load_if_readable`]) with its kept answer.
+    pub fn get(&self, name: &str) -> Option<CertState> {
+        let mut s = load_if_readable(&self.state_dir, name)?;
+        s.ari = self.aris.get(name).cloned();
+        Some(s)
+    }
+}
+
 /// Where a certificate's record lives.
 pub fn path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("state").join(format!("{name}.json"))
@@ -136,7 +214,13 @@ pub fn load_if_readable(state_dir: &Path, name: &str) -> Option<CertState> {
 pub fn save(state_dir: &StateDir, name: &str, state: &CertState) -> Result<(), store::Error> {
     // A map with string keys, numbers and strings always encodes.
     let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-    state_dir.write_file(&["state"], &format!("{name}.json"), &bytes, 0o600)
+    state_dir.write_file(
+        &["state"],
+        &format!("{name}.json"),
+        &bytes,
+        0o600,
+        Durable::AtSync,
+    )
 }
 
 #[cfg(test)]

@@ -462,6 +462,20 @@ fn state_of(host: &Host) -> Value {
     serde_json::from_slice(&std::fs::read(host.dir.join("state/state/www.json")).unwrap()).unwrap()
 }
 
+/// The kept renewal-information answers, by certificate, as JSON.
+fn aris_of(host: &Host) -> Value {
+    serde_json::from_slice(&std::fs::read(host.dir.join("state/ari.json")).unwrap()).unwrap()
+}
+
+/// Replaces the kept answers.
+fn set_aris(host: &Host, aris: &Value) {
+    std::fs::write(
+        host.dir.join("state/ari.json"),
+        serde_json::to_vec(aris).unwrap(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn the_renewal_information_is_kept_until_its_retry_after() {
     let fake = FakeAcme::start();
@@ -474,20 +488,18 @@ fn the_renewal_information_is_kept_until_its_retry_after() {
         assert!(run.stdout.starts_with("www: not due"), "{run:?}");
     }
     assert_eq!(fake.renewal_info_gets(), 1);
-    let state = state_of(&host);
-    let kept = &state["ari"];
+    let mut aris = aris_of(&host);
+    let kept = &aris["www"];
     let fetched = kept["fetched"].as_i64().unwrap();
     // The fake's Retry-After is 6 hours.
     let kept_for = kept["retry_after"].as_i64().unwrap() - fetched;
     assert!((kept_for - 6 * 3600).abs() <= 5, "{kept_for}");
+    // The certificate's own record is not where a mere question goes.
+    let record = std::fs::read_to_string(host.dir.join("state/state/www.json")).unwrap();
+    assert!(!record.contains("ari"), "{record}");
     // Once the Retry-After has passed, the next pass asks again.
-    let mut state = state;
-    state["ari"]["retry_after"] = json!(fetched - 1);
-    std::fs::write(
-        host.dir.join("state/state/www.json"),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
+    aris["www"]["retry_after"] = json!(fetched - 1);
+    set_aris(&host, &aris);
     assert!(host.run(&["renew"]).stdout.starts_with("www: not due"));
     assert_eq!(fake.renewal_info_gets(), 2);
 }
@@ -510,13 +522,9 @@ fn check_and_renew_agree_on_due_with_the_cas_window() {
     // The CA moves the window into the past (as before a mass revocation): renew now, and
     // check says due once the answer is kept.
     fake.set_window_fn(|_| Window::passed());
-    let mut state = state_of(&host);
-    state["ari"]["retry_after"] = json!(0);
-    std::fs::write(
-        host.dir.join("state/state/www.json"),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
+    let mut aris = aris_of(&host);
+    aris["www"]["retry_after"] = json!(0);
+    set_aris(&host, &aris);
     let run = host.run(&["renew", "--dry-run"]);
     assert!(run.stdout.starts_with("www: due; would order"), "{run:?}");
     // A real pass asks and keeps the answer; its order is refused (rate limited for an

@@ -579,6 +579,7 @@ fn integrity_is_checked_against_the_manifest() {
             privkey: sha256_hex(leaf.key_pem.as_bytes()),
         },
         key_matches_leaf: Some(true),
+        chain_signed: None,
     };
     let path = live_path("www", &host.dir.join("live/www/fullchain.pem"));
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();

@@ -196,8 +196,15 @@ fn every_command_that_writes_removes_what_a_crash_left_under_state_dir() {
     assert_eq!(bounded(&dir, "config.yaml", &["renew", "--force"]).code, 0);
     // What crashes leave in each place certkeeper writes: a temporary directory holding a
     // private key (kept material, a new local CA), temporary files (a state record, a journal,
-    // an account).
+    // an account); and no `clean` marker, which the interrupted command removed before its
+    // first write.
+    let marker = dir.join("state/clean");
     let plant = || {
+        assert!(
+            marker.is_file(),
+            "a command that ended well leaves the marker"
+        );
+        std::fs::remove_file(&marker).unwrap();
         [
             "state/pending/.certkeeper-tmp-www/privkey.pem",
             "state/ca/.certkeeper-tmp-internal/root.key",
@@ -211,6 +218,10 @@ fn every_command_that_writes_removes_what_a_crash_left_under_state_dir() {
         let planted = plant();
         let run = bounded(&dir, "config.yaml", command);
         assert_eq!(run.code, 0, "{command:?}: {run:?}");
+        assert!(
+            marker.is_file(),
+            "{command:?} did not put the marker back: {run:?}"
+        );
         for path in &planted {
             let name = path.file_name().unwrap().to_string_lossy();
             let temporary = if name.starts_with(".certkeeper-tmp-") {

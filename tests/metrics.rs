@@ -240,6 +240,36 @@ fn metrics_and_the_textfile_describe_every_certificate() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["certkeeper.prom"]);
+
+    // A pass that finds www not due notes it in the pass record, not in www's own record:
+    // the metrics say `ok`, looked at by that pass.
+    let record = dir.join("state/state/www.json");
+    let before = std::fs::read(&record).unwrap();
+    let run = dir.run(&["renew", "www"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read(&record).unwrap(), before);
+    let samples = parse(&dir.run(&["metrics"]).stdout);
+    let result = |r: &str| {
+        value(
+            &samples,
+            "certkeeper_certificate_last_result",
+            &[("name", "www"), ("result", r)],
+        )
+    };
+    assert_eq!((result("ok"), result("renewed")), (Some(1.0), None));
+    let looked = value(
+        &samples,
+        "certkeeper_certificate_last_attempt_timestamp_seconds",
+        &www,
+    )
+    .unwrap();
+    let success = value(
+        &samples,
+        "certkeeper_certificate_last_success_timestamp_seconds",
+        &www,
+    )
+    .unwrap();
+    assert!(looked >= success, "{looked} {success}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! pass, broken live certificates due now, never older material (a shorter lifetime is fine),
 //! live files edited in place, adopted files' modes, the retry backoff, reuse_key and key types.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -711,4 +711,72 @@ fn a_refused_first_deploy_leaves_the_host_as_it_was_and_is_deployed_later() {
         std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
         kept
     );
+}
+
+/// Every file under `dir` with its size, modification time and inode: what a write changes.
+fn stamps(dir: &Path) -> Vec<(PathBuf, u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push((
+                path,
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ino(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_pass_that_renews_nothing_writes_nothing_per_certificate() {
+    let dir = Dir::new();
+    dir.config(&config(
+        &["a", "b", "c"].map(|n| cert(n, "internal", "")).concat(),
+    ));
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    // The first pass over a state_dir with no `clean` marker looked everywhere and put the
+    // marker; a second pass finds nothing due and nothing interrupted.
+    assert!(dir.join("state/clean").is_file());
+    let before_state = stamps(&dir.join("state"));
+    let before_live = stamps(&dir.join("live"));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.matches(": not due").count(), 3, "{run:?}");
+    // Nothing changed under the live paths, and under state_dir only the pass record, which
+    // says when each certificate was found not due.
+    assert_eq!(stamps(&dir.join("live")), before_live);
+    let changed: Vec<_> = stamps(&dir.join("state"))
+        .into_iter()
+        .filter(|s| !before_state.contains(s))
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(changed, [dir.join("state/pass.json")], "{run:?}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/pass.json")).unwrap()).unwrap();
+    for name in ["a", "b", "c"] {
+        assert!(
+            record["not_due"][name].as_i64().unwrap() > 1_700_000_000,
+            "{record}"
+        );
+    }
+    // A pass that finds the marker gone (a command was interrupted) looks everywhere again:
+    // a temporary file left in a certificate's live directory is removed.
+    std::fs::remove_file(dir.join("state/clean")).unwrap();
+    let leftover = dir.join("live/b/.certkeeper-b.tmp-1-2-3");
+    std::os::unix::fs::symlink("gen-000001", &leftover).unwrap();
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(std::fs::symlink_metadata(&leftover).is_err(), "{run:?}");
+    assert!(dir.join("state/clean").is_file());
 }

@@ -136,6 +136,55 @@ fn deploy_writes_a_whole_pair_with_its_manifest() {
     );
 }
 
+/// Several certificates staged and committed together (their fsyncs batched) end as each
+/// would alone: every pair live and whole, the replaced ones kept as snapshots, no stage
+/// left open.
+#[test]
+fn pairs_staged_and_committed_together_are_each_whole() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let specs: Vec<PairSpec> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let live = root.path().join("live").join(n);
+            fs::create_dir_all(&live).expect("live dir");
+            PairSpec::new(*n, live.join("fullchain.pem"), live.join("privkey.pem"))
+        })
+        .collect();
+    let pool = Pool::new(6);
+    let store = Store::open(root.path().join("state")).expect("store");
+    let locked = store.lock().expect("lock");
+    for round in [0, 3] {
+        let pairs: Vec<(&PairSpec, &[u8], &[u8])> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = &pool.pairs[round + i];
+                (s, p.fullchain.as_slice(), p.privkey.as_slice())
+            })
+            .collect();
+        let staged: Vec<_> = locked
+            .stage_all(&pairs)
+            .into_iter()
+            .map(|s| s.expect("staged"))
+            .collect();
+        let done = locked.commit_all(specs.iter().zip(staged).collect());
+        for (i, (spec, d)) in specs.iter().zip(done).enumerate() {
+            let d = d.expect("committed");
+            assert_eq!(d.snapshot.is_some(), round > 0, "{}", spec.name);
+            assert_eq!(
+                fs::read(&spec.fullchain).unwrap(),
+                pool.pairs[round + i].fullchain
+            );
+            assert_eq!(
+                fs::read(&spec.privkey).unwrap(),
+                pool.pairs[round + i].privkey
+            );
+        }
+    }
+    let journals = root.path().join("state/journal");
+    assert_eq!(fs::read_dir(&journals).expect("journals").count(), 0);
+}
+
 #[test]
 fn snapshots_list_newest_first_in_the_documented_json_shape() {
     let fx = Fixture::new();

@@ -15,7 +15,7 @@ use super::http::Http;
 use super::retry::{self, Backoff};
 use super::{Error, acme_error};
 use crate::config::AcmeIssuer;
-use crate::store::StateDir;
+use crate::store::{Durable, StateDir};
 
 /// Where an issuer's account lives under `state_dir`.
 pub fn account_path(state_dir: &Path, issuer_name: &str) -> PathBuf {
@@ -98,7 +98,13 @@ pub(crate) async fn open(
         let json = serde_json::to_vec_pretty(&credentials)
             .map_err(|e| file_error(&path, format!("cannot encode account: {e}")))?;
         state_dir
-            .write_file(&["accounts", issuer_name], ACCOUNT_FILE, &json, 0o600)
+            .write_file(
+                &["accounts", issuer_name],
+                ACCOUNT_FILE,
+                &json,
+                0o600,
+                Durable::Now,
+            )
             .map_err(|e| file_error(&path, format!("cannot write: {e}")))?;
     }
     Ok(Opened {

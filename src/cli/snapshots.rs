@@ -72,6 +72,24 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             return FAILED;
         }
     };
+    // After a crash, every certificate is recovered, as a pass does (this one's errors are
+    // the rollback's own, below).
+    let specs: Result<Vec<_>, _> = config
+        .certificates
+        .iter()
+        .map(crate::deploy::pair_spec)
+        .collect();
+    // (A certificate that cannot be mapped to the store is left to the next pass, which
+    // reports it; the marker stays off until then.)
+    if let Ok(specs) = &specs {
+        for (other, recovered) in locked.recover_all(specs) {
+            if let Err(e) = recovered
+                && other.name != name
+            {
+                tracing::warn!(cert = %other.name, "Cannot recover an interrupted swap: {e}");
+            }
+        }
+    }
     let (restored, staged) = match locked.stage_rollback(&spec, to) {
         Ok(s) => s,
         Err(e) => {

@@ -42,6 +42,7 @@ pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
         base,
         problems: Vec::new(),
         warnings: Vec::new(),
+        dirs: Resolved::default(),
     };
     let config = v.config(file);
     if v.problems.is_empty()
@@ -71,6 +72,8 @@ struct Validator<'a> {
     base: PathBuf,
     problems: Vec<Problem>,
     warnings: Vec<String>,
+    /// The live files' directories as the file system has them, each looked at once.
+    dirs: Resolved,
 }
 
 impl Validator<'_> {
@@ -123,9 +126,10 @@ impl Validator<'_> {
         );
         let discover_paths = self.discover(top.discover);
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
+        let state_real = std::fs::canonicalize(&state_dir).ok();
         for (n, cert) in certificates.iter().enumerate() {
             for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
-                if inside(file, &state_dir) {
+                if self.dirs.inside(file, &state_dir, state_real.as_deref()) {
                     self.problem(
                         &KeyPath::key("certificates").with_index(n).with_key(which),
                         format!(
@@ -626,7 +630,7 @@ impl Validator<'_> {
                     );
                 }
                 for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
-                    if let Some((first, its)) = files.insert(FileKey::of(file), (n, which)) {
+                    if let Some((first, its)) = files.insert(self.dirs.key(file), (n, which)) {
                         self.problem(
                             &path.with_key(which),
                             format!(
@@ -747,7 +751,7 @@ impl Validator<'_> {
             .and_then(|s| self.non_empty(&path.with_key("privkey"), s))
             .map(|s| self.resolve(&s));
         if let (Some(f), Some(k)) = (&fullchain, &privkey)
-            && FileKey::of(f) == FileKey::of(k)
+            && self.dirs.key(f) == self.dirs.key(k)
         {
             self.problem(
                 &path.with_key("privkey"),
@@ -1181,18 +1185,6 @@ enum FileKey {
     Spelled(PathBuf),
 }
 
-impl FileKey {
-    fn of(path: &Path) -> FileKey {
-        use std::os::unix::fs::MetadataExt;
-        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
-            && let Ok(meta) = std::fs::metadata(parent)
-        {
-            return FileKey::Entry(meta.dev(), meta.ino(), name.to_owned());
-        }
-        FileKey::Spelled(folded(path))
-    }
-}
-
 /// `path` with `.` dropped and `..` taking away the component before it, without looking
 /// at the file system.
 fn folded(path: &Path) -> PathBuf {
@@ -1210,14 +1202,62 @@ fn folded(path: &Path) -> PathBuf {
     out
 }
 
-/// Whether `file` lies inside `dir`: compared as the file system resolves both, where they
-/// exist, and as written otherwise.
-fn inside(file: &Path, dir: &Path) -> bool {
-    let real = |p: &Path| std::fs::canonicalize(p).ok();
-    let parent = file.parent().unwrap_or(file);
-    match (real(parent), real(dir)) {
-        (Some(p), Some(d)) => p.starts_with(d),
-        _ => folded(file).starts_with(folded(dir)),
+/// Directories as the file system has them, each looked at once (a fullchain and its key
+/// usually share one, and a thousand certificates their parents).
+#[derive(Default)]
+struct Resolved {
+    /// Device and inode, following links.
+    ids: std::collections::HashMap<PathBuf, Option<(u64, u64)>>,
+    /// The path with every link resolved.
+    real: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Resolved {
+    /// The identity of `path`: the device and inode of its directory and its name, or, where
+    /// the directory does not exist, its spelling with `.` and `..` folded.
+    fn key(&mut self, path: &Path) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            let id = *self
+                .ids
+                .entry(parent.to_owned())
+                .or_insert_with(|| std::fs::metadata(parent).ok().map(|m| (m.dev(), m.ino())));
+            if let Some((dev, ino)) = id {
+                return FileKey::Entry(dev, ino, name.to_owned());
+            }
+        }
+        FileKey::Spelled(folded(path))
+    }
+
+    /// Whether `file` lies inside `dir` (whose resolved path is `dir_real`): compared as the
+    /// file system resolves both, where they exist, and as written otherwise.
+    fn inside(&mut self, file: &Path, dir: &Path, dir_real: Option<&Path>) -> bool {
+        let parent = file.parent().unwrap_or(file);
+        match (self.real(parent), dir_real) {
+            (Some(p), Some(d)) => p.starts_with(d),
+            _ => folded(file).starts_with(folded(dir)),
+        }
+    }
+
+    /// `path` with every link resolved, as `realpath(3)` gives it, resolving each directory
+    /// on the way once: a component that is not a link adds one `lstat`.
+    fn real(&mut self, path: &Path) -> Option<PathBuf> {
+        if let Some(known) = self.real.get(path) {
+            return known.clone();
+        }
+        let resolved = match (path.parent(), path.file_name()) {
+            // `file_name` is `None` for a path ending in `..`: the kernel knows best then.
+            (Some(parent), Some(name)) if path.is_absolute() => {
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) if !m.file_type().is_symlink() => self.real(parent).map(|p| p.join(name)),
+                    Ok(_) => std::fs::canonicalize(path).ok(),
+                    Err(_) => None,
+                }
+            }
+            _ => std::fs::canonicalize(path).ok(),
+        };
+        self.real.insert(path.to_owned(), resolved.clone());
+        resolved
     }
 }
 

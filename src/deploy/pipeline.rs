@@ -125,10 +125,16 @@ struct Pending {
 async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Outcome)> {
     let mut out = Vec::new();
     let mut staged = Vec::new();
-    for item in items {
-        match tokio::task::block_in_place(|| {
-            locked.stage(&item.spec, &item.fullchain, &item.privkey)
-        }) {
+    // All of the group's pairs are staged together: their fsyncs are batched.
+    let results = tokio::task::block_in_place(|| {
+        let pairs: Vec<(&store::PairSpec, &[u8], &[u8])> = items
+            .iter()
+            .map(|i| (&i.spec, i.fullchain.as_slice(), i.privkey.as_slice()))
+            .collect();
+        locked.stage_all(&pairs)
+    });
+    for (item, result) in items.into_iter().zip(results) {
+        match result {
             Ok(s) => {
                 if !s.recovered.is_clean() {
                     tracing::warn!(cert = %item.cert.name, "Recovered an interrupted swap first.");
@@ -168,15 +174,26 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
         "Reloaded and verified."
     );
     let mut refused = Vec::new();
+    let mut accepted = Vec::new();
     for (p, verdict) in staged.into_iter().zip(verdicts) {
-        let name = p.item.cert.name.clone();
-        if let Err(cause) = verdict {
-            refused.push((p, cause));
-            continue;
+        match verdict {
+            Err(cause) => refused.push((p, cause)),
+            Ok(()) => accepted.push(p),
         }
-        // Commit removes the journal, which cannot be undone; a failure there leaves the
-        // stage open, and it is reverted like a refused pair.
-        match tokio::task::block_in_place(|| locked.commit(&p.item.spec, p.staged.clone())) {
+    }
+    // Commit removes the journal, which cannot be undone; a failure there leaves the stage
+    // open, and it is reverted like a refused pair. The group's commits share one sync.
+    let committed = tokio::task::block_in_place(|| {
+        locked.commit_all(
+            accepted
+                .iter()
+                .map(|p| (&p.item.spec, p.staged.clone()))
+                .collect(),
+        )
+    });
+    for (p, result) in accepted.into_iter().zip(committed) {
+        let name = p.item.cert.name.clone();
+        match result {
             Ok(done) => out.push((
                 name,
                 Outcome::Renewed(Renewed {

@@ -17,7 +17,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::store::StateDir;
+use crate::store::{Durable, StateDir};
 use crate::x509::read_certificates;
 
 /// How long the root is valid.
@@ -228,6 +228,7 @@ impl LocalCa {
                     "intermediate.pem",
                     bundle.as_bytes(),
                     0o600,
+                    Durable::Now,
                 )
                 .map_err(Error::Write)?;
         }
@@ -247,7 +248,7 @@ impl LocalCa {
             ("intermediate.pem", intermediate.as_bytes(), 0o600),
         ];
         state
-            .write_dir(&["ca"], &self.name, &files, false)
+            .write_dir(&["ca"], &self.name, &files, false, Durable::Now)
             .map_err(Error::Write)
     }
 

@@ -72,8 +72,13 @@ pub struct Issuers {
 
 impl Issuers {
     /// The issuers of `config`, keeping accounts and CAs in `state_dir` (in memory when it is
-    /// read-only: a dry run).
-    pub fn new(config: Arc<Config>, state_dir: StateDir, now: OffsetDateTime) -> Issuers {
+    /// read-only: a dry run); `system` is the platform's roots.
+    pub fn new(
+        config: Arc<Config>,
+        state_dir: StateDir,
+        system: Arc<TrustStore>,
+        now: OffsetDateTime,
+    ) -> Issuers {
         Issuers {
             config,
             state_dir,
@@ -81,7 +86,7 @@ impl Issuers {
             local: Mutex::new(BTreeMap::new()),
             acme: Mutex::new(BTreeMap::new()),
             providers: dns::Providers::default(),
-            system: Arc::new(TrustStore::system()),
+            system,
         }
     }
 
@@ -144,6 +149,11 @@ impl Issuers {
             }
             None => Err("not configured".into()),
         }
+    }
+
+    /// Whether `issuer` issues again at no cost (a local CA: no order, no rate limit).
+    pub fn issues_freely(&self, issuer: &str) -> bool {
+        matches!(self.config.issuers.get(issuer), Some(Issuer::LocalCa(_)))
     }
 
     /// Whether ordering from `issuer` in this pass needs a staging CA that it lacks: an ACME

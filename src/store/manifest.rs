@@ -41,6 +41,12 @@ pub struct Manifest {
     /// manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_matches_leaf: Option<bool>,
+    /// Whether each certificate of the fullchain was signed by the next one when the pair
+    /// was written. A signature is a property of the bytes, so while the fullchain's SHA-256
+    /// matches, a reader need not check these links again (the last certificate's anchor in
+    /// a trusted root it always checks: trust changes). Absent from older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_signed: Option<bool>,
 }
 
 impl Manifest {
@@ -57,6 +63,9 @@ impl Manifest {
             reason,
         };
         let leaf = leaf_identity(fullchain).map_err(bad)?;
+        let chain = crate::x509::read_certificates(fullchain)
+            .map(|(certs, _)| certs)
+            .unwrap_or_default();
         Ok(Manifest {
             version: MANIFEST_VERSION,
             certificate: name.to_owned(),
@@ -67,18 +76,22 @@ impl Manifest {
                 fullchain: sha256_hex(fullchain),
                 privkey: sha256_hex(privkey),
             },
-            key_matches_leaf: Some(key_matches_leaf(fullchain, privkey)),
+            key_matches_leaf: Some(key_matches_leaf(chain.first(), privkey)),
+            chain_signed: Some(!chain.is_empty() && crate::x509::links_signed(&chain)),
         })
+    }
+
+    /// Whether this manifest describes exactly these bytes (both SHA-256 digests match):
+    /// then what it records of them holds for them.
+    pub fn describes(&self, fullchain: &[u8], privkey: &[u8]) -> bool {
+        self.files.fullchain == sha256_hex(fullchain) && self.files.privkey == sha256_hex(privkey)
     }
 }
 
-/// Whether `privkey` is the key of `fullchain`'s leaf (false when either does not parse).
-fn key_matches_leaf(fullchain: &[u8], privkey: &[u8]) -> bool {
-    let leaf = crate::x509::read_certificates(fullchain)
-        .ok()
-        .and_then(|(certs, _)| certs.into_iter().next());
+/// Whether `privkey` is the key of `leaf` (false when either is missing or does not parse).
+fn key_matches_leaf(leaf: Option<&crate::x509::Cert>, privkey: &[u8]) -> bool {
     match (leaf, crate::x509::PrivateKey::from_bytes(privkey)) {
-        (Some(leaf), Ok(key)) => crate::x509::key_matches(&leaf, &key),
+        (Some(leaf), Ok(key)) => crate::x509::key_matches(leaf, &key),
         _ => false,
     }
 }

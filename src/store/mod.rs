@@ -47,7 +47,7 @@ pub use reader::{LivePair, read_live_pair};
 pub use recovery::Recovered;
 pub use snapshot::SnapshotInfo;
 pub use stage::Reverted;
-pub use state_dir::{STATE_DIR_MODE, StateDir};
+pub use state_dir::{Durable, STATE_DIR_MODE, StateDir};
 
 use atomic::Perm;
 use live::{Layout, Live};
@@ -118,6 +118,28 @@ pub struct Store {
 pub struct Locked<'a> {
     store: &'a Store,
     _lock: lock::LockFile,
+    /// The `clean` marker was there when the lock was taken: nothing to recover.
+    clean: bool,
+    /// Every configured certificate was recovered (see [`Locked::recovered_all`]).
+    recovered_all: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Locked<'_> {
+    /// Puts the `clean` marker back when nothing is left half-done: the state_dir was clean
+    /// or every certificate was recovered, no write failed, and no stage is open.
+    fn drop(&mut self) {
+        let state_dir = &self.store.state_dir;
+        let recovered = self.clean || self.recovered_all.load(std::sync::atomic::Ordering::SeqCst);
+        let changed = state_dir.is_dirty() || !self.clean;
+        // What waited for the end of the pass is made durable first, and the marker says so.
+        let synced = state_dir.sync();
+        if !recovered || !changed || synced.is_err() || !self.store.journals().is_empty() {
+            return;
+        }
+        if let Err(e) = state_dir.mark_clean() {
+            tracing::debug!("The clean marker was not written: {e}");
+        }
+    }
 }
 
 /// What a deploy did.
@@ -205,10 +227,13 @@ impl Store {
 
     fn locked(&self, wait: bool) -> Result<Locked<'_>> {
         let lock = self.state_dir.lock(wait)?;
+        let clean = self.state_dir.is_clean();
         self.state_dir.clean_leftovers();
         Ok(Locked {
             store: self,
             _lock: lock,
+            clean,
+            recovered_all: Default::default(),
         })
     }
 
@@ -241,7 +266,45 @@ impl Locked<'_> {
     ///
     /// A stage that was neither committed nor reverted (the process died while the service
     /// was being reloaded or verified) is reverted: the pair it replaced is live again.
+    ///
+    /// Nothing is looked at when the `clean` marker was there when the lock was taken.
     pub fn recover(&self, spec: &PairSpec) -> Result<Recovered> {
+        if self.clean {
+            return Ok(Recovered::default());
+        }
+        self.writing(|| self.recover_unmarked(spec))
+    }
+
+    /// Recovers every configured certificate (`specs`: all of them), each as
+    /// [`recover`](Self::recover) does, and returns each one's result; when none failed, the
+    /// `clean` marker is put back when this lock is released. Nothing is looked at when the
+    /// marker was there.
+    pub fn recover_all<'s>(
+        &self,
+        specs: impl IntoIterator<Item = &'s PairSpec>,
+    ) -> Vec<(&'s PairSpec, Result<Recovered>)> {
+        let out: Vec<_> = specs.into_iter().map(|s| (s, self.recover(s))).collect();
+        if out.iter().all(|(_, r)| r.is_ok()) {
+            self.recovered_all();
+        }
+        out
+    }
+
+    /// Says that every configured certificate was recovered without error, so that the
+    /// `clean` marker is put back when this lock is released.
+    pub fn recovered_all(&self) {
+        self.recovered_all
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Runs a write: the `clean` marker is removed first, and a failure is noted.
+    fn writing<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let state_dir = &self.store.state_dir;
+        state_dir.mark_dirty()?;
+        write().inspect_err(|_| state_dir.note_failure())
+    }
+
+    fn recover_unmarked(&self, spec: &PairSpec) -> Result<Recovered> {
         let layout = Layout::new(spec)?;
         let snaps = self.store.snapshot_store(spec);
         let journals = self.store.journals();
@@ -298,6 +361,122 @@ impl Locked<'_> {
     /// The store does not judge the material (chain, key match, names): the caller has
     /// done so. On error the old pair is still live and no partial files remain.
     pub fn stage(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Staged> {
+        self.writing(|| self.stage_unmarked(spec, fullchain, privkey))
+    }
+
+    fn stage_unmarked(&self, spec: &PairSpec, fullchain: &[u8], privkey: &[u8]) -> Result<Staged> {
+        let (layout, staged, links_first) = self.prepare(spec, fullchain, privkey)?;
+        self.switch(&layout, spec, staged, links_first)
+    }
+
+    /// Stages several pairs, as [`stage`](Self::stage) stages each, with their fsyncs
+    /// batched: every new generation, snapshot and journal is written, all of it is made
+    /// durable at once (one `syncfs` per file system), then every `.live` is switched, and
+    /// the switches are made durable at once. A crash at any moment leaves each certificate
+    /// with its old pair or its new one, whole, and a journal that reverts the new one.
+    /// One result per pair, in order.
+    pub fn stage_all(&self, pairs: &[(&PairSpec, &[u8], &[u8])]) -> Vec<Result<Staged>> {
+        let state_dir = &self.store.state_dir;
+        if let Err(e) = state_dir.mark_dirty() {
+            return pairs
+                .iter()
+                .map(|(spec, ..)| Err(again(spec, &e)))
+                .collect();
+        }
+        let (prepared, synced) = atomic::deferring(|| {
+            pairs
+                .iter()
+                .map(|&(spec, fullchain, privkey)| self.prepare(spec, fullchain, privkey))
+                .collect::<Vec<_>>()
+        });
+        let prepared = match synced {
+            Ok(()) => prepared,
+            // Nothing is switched yet: each stage is undone and fails with the sync's error.
+            Err(e) => prepared
+                .into_iter()
+                .zip(pairs)
+                .map(|(p, (spec, ..))| {
+                    if let Ok((layout, staged, _)) = &p {
+                        self.undo(layout, spec, staged);
+                    }
+                    Err(again(spec, &e))
+                })
+                .collect(),
+        };
+        let (switched, synced) = atomic::deferring(|| {
+            prepared
+                .into_iter()
+                .zip(pairs)
+                .map(|(p, (spec, ..))| {
+                    p.and_then(|(layout, staged, links_first)| {
+                        self.switch(&layout, spec, staged, links_first)
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        let out: Vec<Result<Staged>> = match synced {
+            Ok(()) => switched,
+            // A switch that may not survive a crash is not reported as done: undone now.
+            Err(e) => switched
+                .into_iter()
+                .zip(pairs)
+                .map(|(s, (spec, ..))| {
+                    if let (Ok(staged), Ok(layout)) = (&s, Layout::new(spec)) {
+                        self.undo(&layout, spec, staged);
+                    }
+                    Err(again(spec, &e))
+                })
+                .collect(),
+        };
+        if out.iter().any(Result::is_err) {
+            state_dir.note_failure();
+        }
+        out
+    }
+
+    /// Commits several stages, as [`commit`](Self::commit) commits each, with their fsyncs
+    /// batched into one sync at the end. One result per stage, in order.
+    pub fn commit_all(&self, stages: Vec<(&PairSpec, Staged)>) -> Vec<Result<Deployed>> {
+        let state_dir = &self.store.state_dir;
+        if let Err(e) = state_dir.mark_dirty() {
+            return stages
+                .iter()
+                .map(|(spec, _)| Err(again(spec, &e)))
+                .collect();
+        }
+        let (done, synced) = atomic::deferring(|| {
+            stages
+                .into_iter()
+                .map(|(spec, staged)| self.commit_unmarked(spec, staged))
+                .collect::<Vec<_>>()
+        });
+        if let Err(e) = &synced {
+            // The new pairs are live and served; a crash before the data reaches the disk
+            // may revert them (their journals come back), which recovery does cleanly.
+            tracing::warn!("Committed deploys may not be durable yet: {e}");
+        }
+        if synced.is_err() || done.iter().any(Result::is_err) {
+            state_dir.note_failure();
+        }
+        done
+    }
+
+    /// Undoes a stage that failed on its way (best effort: the journal left behind, if any,
+    /// makes the next recovery finish it).
+    fn undo(&self, layout: &Layout, spec: &PairSpec, staged: &Staged) {
+        let snaps = self.store.snapshot_store(spec);
+        let _ = stage::revert(layout, &snaps, &self.store.journals(), &staged.journal);
+        let _ = recovery::recover(layout, &snaps);
+    }
+
+    /// The first half of a stage: the new generation, the snapshot of the pair it replaces
+    /// and the journal are written; nothing is switched.
+    fn prepare(
+        &self,
+        spec: &PairSpec,
+        fullchain: &[u8],
+        privkey: &[u8],
+    ) -> Result<(Layout, Staged, bool)> {
         // A first deploy may target directories that do not exist yet (as certbot creates
         // live/<name>/): they are made 0755, like /etc/ssl/certs.
         for file in [&spec.fullchain, &spec.privkey] {
@@ -313,12 +492,13 @@ impl Locked<'_> {
         let recovered = self.recover(spec)?;
         let manifest =
             Manifest::describe(&spec.name, fullchain, privkey, OffsetDateTime::now_utc())?;
-        let mut staged = self.stage_with(&layout, spec, |n, chain_perm, key_perm| {
-            layout.write_generation(n, fullchain, privkey, &manifest, chain_perm, key_perm)?;
-            Ok(manifest.clone())
-        })?;
+        let (mut staged, links_first) =
+            self.prepare_with(&layout, spec, |n, chain_perm, key_perm| {
+                layout.write_generation(n, fullchain, privkey, &manifest, chain_perm, key_perm)?;
+                Ok(manifest.clone())
+            })?;
         staged.recovered = recovered;
-        Ok(staged)
+        Ok((layout, staged, links_first))
     }
 
     /// Restores a snapshot as the live pair and commits at once: [`stage_rollback`] then
@@ -345,6 +525,14 @@ impl Locked<'_> {
     /// `to` names the snapshot; `None` picks the newest one whose leaf differs from the live
     /// leaf and whose SHA-256 verifies. Returns the snapshot chosen and the stage.
     pub fn stage_rollback(
+        &self,
+        spec: &PairSpec,
+        to: Option<&str>,
+    ) -> Result<(SnapshotInfo, Staged)> {
+        self.writing(|| self.stage_rollback_unmarked(spec, to))
+    }
+
+    fn stage_rollback_unmarked(
         &self,
         spec: &PairSpec,
         to: Option<&str>,
@@ -393,12 +581,17 @@ impl Locked<'_> {
     /// than the new one and the one it replaced are removed, and snapshots beyond
     /// `keep_snapshots` are pruned.
     pub fn commit(&self, spec: &PairSpec, staged: Staged) -> Result<Deployed> {
+        self.writing(|| self.commit_unmarked(spec, staged))
+    }
+
+    fn commit_unmarked(&self, spec: &PairSpec, staged: Staged) -> Result<Deployed> {
         let layout = Layout::new(spec)?;
         self.store.journals().remove(&spec.name)?;
         let keep: Vec<u64> = std::iter::once(staged.journal.staged)
             .chain(staged.journal.previous)
             .collect();
         if let Err(e) = layout.remove_generations_except(&keep) {
+            self.store.state_dir.note_failure();
             tracing::warn!(cert = %spec.name, error = %e, "Old generations not removed; the next recovery will.");
         }
         let pruned = self
@@ -406,6 +599,7 @@ impl Locked<'_> {
             .snapshot_store(spec)
             .prune(spec.keep_snapshots)
             .unwrap_or_else(|e| {
+                self.store.state_dir.note_failure();
                 tracing::warn!(cert = %spec.name, error = %e, "Snapshots not pruned; the next deploy will.");
                 Vec::new()
             });
@@ -427,6 +621,10 @@ impl Locked<'_> {
     /// pair stays live and the stage is closed. After any other error the stage stays open
     /// and the next recovery reverts it.
     pub fn revert(&self, spec: &PairSpec, staged: &Staged) -> Result<Reverted> {
+        self.writing(|| self.revert_unmarked(spec, staged))
+    }
+
+    fn revert_unmarked(&self, spec: &PairSpec, staged: &Staged) -> Result<Reverted> {
         let layout = Layout::new(spec)?;
         let journals = self.store.journals();
         let result = stage::revert(
@@ -444,7 +642,7 @@ impl Locked<'_> {
     /// Removes snapshots beyond `keep_snapshots`, oldest first; returns their ids.
     pub fn prune(&self, spec: &PairSpec) -> Result<Vec<String>> {
         Layout::new(spec)?;
-        self.store.snapshot_store(spec).prune(spec.keep_snapshots)
+        self.writing(|| self.store.snapshot_store(spec).prune(spec.keep_snapshots))
     }
 
     /// The stage shared by deploy and rollback: `build` writes generation `n` with the
@@ -456,6 +654,18 @@ impl Locked<'_> {
         spec: &PairSpec,
         build: impl FnOnce(u64, Perm, Perm) -> Result<Manifest>,
     ) -> Result<Staged> {
+        let (staged, links_first) = self.prepare_with(layout, spec, build)?;
+        self.switch(layout, spec, staged, links_first)
+    }
+
+    /// [`stage_with`](Self::stage_with) up to the switch: returns the stage and whether the
+    /// live paths still have to become links.
+    fn prepare_with(
+        &self,
+        layout: &Layout,
+        spec: &PairSpec,
+        build: impl FnOnce(u64, Perm, Perm) -> Result<Manifest>,
+    ) -> Result<(Staged, bool)> {
         let snaps = self.store.snapshot_store(spec);
         let journals = self.store.journals();
         let (old, links_first, adopted) = match layout.inspect()? {
@@ -515,17 +725,7 @@ impl Locked<'_> {
             }
             return Err(e);
         }
-        let switched = layout
-            .commit(n, links_first)
-            .and_then(|()| layout.read_back(&manifest.files));
-        if let Err(e) = switched {
-            // Best effort: the error that caused it is the one reported, and the next
-            // recovery reverts whatever this could not (the journal is still there then).
-            let _ = stage::revert(layout, &snaps, &journals, &journal);
-            let _ = recovery::recover(layout, &snaps);
-            return Err(e);
-        }
-        Ok(Staged {
+        let staged = Staged {
             manifest,
             snapshot,
             previous,
@@ -533,7 +733,29 @@ impl Locked<'_> {
             warnings,
             recovered: Recovered::default(),
             journal,
-        })
+        };
+        Ok((staged, links_first))
+    }
+
+    /// The second half of a stage: `.live` is switched to the new generation and the live
+    /// paths are read back.
+    fn switch(
+        &self,
+        layout: &Layout,
+        spec: &PairSpec,
+        staged: Staged,
+        links_first: bool,
+    ) -> Result<Staged> {
+        let switched = layout
+            .commit(staged.journal.staged, links_first)
+            .and_then(|()| layout.read_back(&staged.manifest.files));
+        if let Err(e) = switched {
+            // Best effort: the error that caused it is the one reported, and the next
+            // recovery reverts whatever this could not (the journal is still there then).
+            self.undo(layout, spec, &staged);
+            return Err(e);
+        }
+        Ok(staged)
     }
 
     /// Keeps the pair of generation `dir` (the one being replaced) as a snapshot of what is
@@ -623,6 +845,15 @@ struct KeptPrevious {
     manifest: Option<Manifest>,
     snapshot: Option<(SnapshotInfo, bool)>,
     warning: Option<String>,
+}
+
+/// `e` again, for one of several pairs it stopped.
+fn again(spec: &PairSpec, e: &Error) -> Error {
+    Error::io(
+        "staging",
+        &spec.fullchain,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 fn discard(layout: &Layout, dir: &Path) {

@@ -79,6 +79,14 @@ impl Journals {
         format!("{name}.json")
     }
 
+    /// Whether no stage is in flight (no journal at all).
+    pub fn is_empty(&self) -> bool {
+        match fs::read_dir(&self.dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
     /// The journal of `name`, if a stage of it is in flight.
     pub fn read(&self, name: &str) -> Result<Option<Journal>> {
         let path = self.dir.join(Self::file(name));

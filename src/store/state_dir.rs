@@ -3,6 +3,8 @@
 //! ```text
 //! state_dir/                 0711: entered by every user, listed by none
 //!   lock                     the pass lock (flock), see `lock`
+//!   clean                    present: no command that wrote here was interrupted since
+//!   pass.json, ari.json      the last pass, the CA's renewal windows: recomputable caches
 //!   accounts/<issuer>/       ACME account credentials
 //!   ca/<issuer>/             a local CA (0711, its root.pem 0644: exported to every user)
 //!   state/<name>.json        what happened to a certificate (attempts, failures, backoff)
@@ -17,11 +19,21 @@
 //! it with the old one), nothing is created through a symlink planted at a name certkeeper
 //! creates. Every temporary name begins with `.certkeeper-tmp-`, and
 //! [`StateDir::clean_leftovers`] removes what a crash left of them.
+//!
+//! The `clean` marker spares a pass that finds nothing to do every per-certificate look for
+//! leftovers: the first write of a command removes it durably (before anything else is
+//! written, here or at the live paths), and the command puts it back when it ends with
+//! nothing half-done. Absent (a crash, an older version, a failed write), the next command
+//! that writes looks everywhere and recovers every certificate. Caches (`pass.json`,
+//! `ari.json`) are not fsynced and do not count as writes: a crash may lose them, and their
+//! fixed temporary names are removed whenever the lock is taken.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::atomic::{self, Perm, TMP_PREFIX};
 use super::error::{Error, Result};
@@ -39,6 +51,13 @@ const TRAVERSE_MODE: u32 = 0o711;
 /// Mode of every other directory under `state_dir`.
 const PRIVATE_DIR_MODE: u32 = 0o700;
 
+/// The marker whose presence says that no command that wrote under `state_dir` was
+/// interrupted since.
+const CLEAN_FILE: &str = "clean";
+
+/// The caches kept directly under `state_dir`.
+pub(crate) const CACHES: [&str; 2] = ["pass.json", "ari.json"];
+
 /// The directories under `state_dir` that certkeeper writes in, each one level deep at most
 /// below these (`accounts/<issuer>/`, `pending/<name>/`, ...).
 const AREAS: [&str; 6] = ["accounts", "ca", "state", "pending", "journal", "snapshots"];
@@ -50,6 +69,29 @@ const AREAS: [&str; 6] = ["accounts", "ca", "state", "pending", "journal", "snap
 pub struct StateDir {
     root: PathBuf,
     writable: bool,
+    marks: Arc<Marks>,
+}
+
+/// What the commands of this process did to the `clean` marker, shared by every clone.
+#[derive(Debug, Default)]
+struct Marks {
+    /// The marker was removed (or found absent) before a first write.
+    dirty: AtomicBool,
+    /// A write failed: what it left is not known, so the marker is not put back.
+    failed: AtomicBool,
+    /// Writes wait for [`StateDir::sync`] to be durable.
+    unsynced: AtomicBool,
+}
+
+/// When a write under state_dir must be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durable {
+    /// Before the write returns (accounts, a local CA: what later steps rely on).
+    Now,
+    /// At the next [`StateDir::sync`], which a pass makes once at its end (records and kept
+    /// material of many certificates: a crash before it may lose them, which costs a retry
+    /// sooner or an order again, never a mixed file).
+    AtSync,
 }
 
 impl StateDir {
@@ -90,6 +132,7 @@ impl StateDir {
         Ok(StateDir {
             root,
             writable: true,
+            marks: Arc::default(),
         })
     }
 
@@ -99,6 +142,7 @@ impl StateDir {
         StateDir {
             root: root.as_ref().to_owned(),
             writable: false,
+            marks: Arc::default(),
         }
     }
 
@@ -119,56 +163,154 @@ impl StateDir {
         path
     }
 
-    /// Replaces `state_dir/<dir...>/<name>` whole with `bytes`, durably, creating the
-    /// directories on the way.
-    pub fn write_file(&self, dir: &[&str], name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        let dir = self.area(dir)?;
-        atomic::replace_file(&dir, name, bytes, perm(mode), true)
+    /// Replaces `state_dir/<dir...>/<name>` whole with `bytes`, creating the directories on
+    /// the way; durable as `durable` says.
+    pub fn write_file(
+        &self,
+        dir: &[&str],
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+        durable: Durable,
+    ) -> Result<()> {
+        self.writing(durable, || {
+            let dir = self.area(dir)?;
+            atomic::replace_file(&dir, name, bytes, perm(mode), true)
+        })
+    }
+
+    /// Replaces the cache `state_dir/<name>` (one of [`CACHES`]) whole, without fsync: it can
+    /// be recomputed, and a crash may lose it but never mixes it.
+    pub(crate) fn write_cache(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        debug_assert!(CACHES.contains(&name));
+        atomic::replace_file(&self.root, name, bytes, Perm::PRIVATE, false)
     }
 
     /// Puts the directory `state_dir/<dir...>/<name>` holding `files` (name, content, mode)
-    /// in place whole, durably; the directory already there is replaced when `replace`, and
-    /// makes this fail otherwise.
+    /// in place whole; the directory already there is replaced when `replace`, and makes
+    /// this fail otherwise. Durable as `durable` says.
     pub fn write_dir(
         &self,
         dir: &[&str],
         name: &str,
         files: &[(&str, &[u8], u32)],
         replace: bool,
+        durable: Durable,
     ) -> Result<()> {
-        let parent = self.area(dir)?;
-        let mut full = dir.to_vec();
-        full.push(name);
-        let files: Vec<(&str, &[u8], Perm)> =
-            files.iter().map(|&(f, b, m)| (f, b, perm(m))).collect();
-        atomic::put_dir(&parent, name, &files, dir_mode(&full), replace)
+        self.writing(durable, || {
+            let parent = self.area(dir)?;
+            let mut full = dir.to_vec();
+            full.push(name);
+            let files: Vec<(&str, &[u8], Perm)> =
+                files.iter().map(|&(f, b, m)| (f, b, perm(m))).collect();
+            atomic::put_dir(&parent, name, &files, dir_mode(&full), replace)
+        })
     }
 
-    /// Removes `state_dir/<dir...>/<name>` (a file or a whole directory), durably; nothing
-    /// there is not an error.
+    /// Removes `state_dir/<dir...>/<name>` (a file or a whole directory), durable at the
+    /// next [`StateDir::sync`]; nothing there is not an error.
     pub fn remove(&self, dir: &[&str], name: &str) -> Result<()> {
-        self.check_writable()?;
         let parent = self.join(dir);
         let path = parent.join(name);
         match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            _ => {
+            _ => self.writing(Durable::AtSync, || {
                 atomic::remove_tree(&path)?;
                 atomic::sync_dir(&parent)
-            }
+            }),
         }
     }
 
     /// Opens the way to `state_dir/<dir...>` for every user (0711 on each directory under
     /// `state_dir`): for a local CA made before its root was exported.
     pub fn open_way(&self, dir: &[&str]) -> Result<()> {
-        self.check_writable()?;
-        for depth in 1..=dir.len() {
-            let path = self.join(&dir[..depth]);
-            fs::set_permissions(&path, fs::Permissions::from_mode(TRAVERSE_MODE))
-                .map_err(|e| Error::io("changing mode of", &path, e))?;
+        let closed = (1..=dir.len())
+            .map(|depth| self.join(&dir[..depth]))
+            .filter(|path| {
+                fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0o111)
+            })
+            .collect::<Vec<_>>();
+        if closed.is_empty() {
+            return Ok(());
         }
+        self.writing(Durable::Now, || {
+            for path in &closed {
+                fs::set_permissions(path, fs::Permissions::from_mode(TRAVERSE_MODE))
+                    .map_err(|e| Error::io("changing mode of", path, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether no command that wrote here was interrupted since the `clean` marker was put
+    /// back: then nothing is half-done, here or at the live paths.
+    pub fn is_clean(&self) -> bool {
+        fs::symlink_metadata(self.root.join(CLEAN_FILE)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Before this process's first write: removes the `clean` marker durably.
+    pub(crate) fn mark_dirty(&self) -> Result<()> {
+        self.check_writable()?;
+        if self.marks.dirty.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let path = self.root.join(CLEAN_FILE);
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => atomic::sync_dir(&self.root),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, e)),
+        };
+        if removed.is_err() {
+            self.marks.dirty.store(false, Ordering::SeqCst);
+        }
+        removed
+    }
+
+    /// Notes that a write failed: the `clean` marker is not put back by this process.
+    pub(crate) fn note_failure(&self) {
+        self.marks.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Puts the `clean` marker back, unless a write of this process failed. Not fsynced: if a
+    /// crash loses it, the next command looks everywhere once.
+    pub(crate) fn mark_clean(&self) -> Result<()> {
+        if self.marks.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let text =
+            b"No certkeeper command that wrote here was interrupted since this file was made.\n";
+        atomic::replace_file(&self.root, CLEAN_FILE, text, Perm::PRIVATE, false)?;
+        self.marks.dirty.store(false, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether this process wrote since the `clean` marker was last there.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.marks.dirty.load(Ordering::SeqCst)
+    }
+
+    /// Runs a write: the marker is removed first, and a failure is noted. With
+    /// [`Durable::AtSync`] its fsyncs are left to [`StateDir::sync`].
+    fn writing<T>(&self, durable: Durable, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.mark_dirty()?;
+        let result = match durable {
+            Durable::Now => write(),
+            Durable::AtSync => {
+                self.marks.unsynced.store(true, Ordering::SeqCst);
+                atomic::unsynced(write)
+            }
+        };
+        result.inspect_err(|_| self.note_failure())
+    }
+
+    /// Makes the writes made with [`Durable::AtSync`] durable: one `syncfs` of state_dir's
+    /// file system. A failure is noted (the `clean` marker is not put back) and returned.
+    pub fn sync(&self) -> Result<()> {
+        if !self.marks.unsynced.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        atomic::syncfs(&self.root).inspect_err(|_| self.note_failure())
     }
 
     /// Takes the state_dir lock, waiting for another holder when `wait`, else failing with
@@ -194,6 +336,16 @@ impl StateDir {
     pub fn clean_leftovers(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         if !self.writable {
+            return removed;
+        }
+        if self.is_clean() {
+            // Only the caches are written without removing the marker first.
+            for cache in CACHES {
+                let tmp = self.root.join(format!("{TMP_PREFIX}{cache}"));
+                if fs::remove_file(&tmp).is_ok() {
+                    removed.push(tmp);
+                }
+            }
             return removed;
         }
         let mut dirs = vec![self.root.clone()];
@@ -292,27 +444,37 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let state = StateDir::open(root.path().join("state")).unwrap();
         state
-            .write_file(&["state"], "www.json", b"one", 0o600)
+            .write_file(&["state"], "www.json", b"one", 0o600, Durable::Now)
             .unwrap();
         state
-            .write_file(&["state"], "www.json", b"two", 0o600)
+            .write_file(&["state"], "www.json", b"two", 0o600, Durable::Now)
             .unwrap();
         assert_eq!(
             fs::read(state.join(&["state", "www.json"])).unwrap(),
             b"two"
         );
         let files: [(&str, &[u8], u32); 2] = [("a", b"1", 0o644), ("k", b"2", 0o600)];
-        state.write_dir(&["pending"], "www", &files, true).unwrap();
+        state
+            .write_dir(&["pending"], "www", &files, true, Durable::Now)
+            .unwrap();
         let files: [(&str, &[u8], u32); 1] = [("a", b"3", 0o644)];
-        state.write_dir(&["pending"], "www", &files, true).unwrap();
+        state
+            .write_dir(&["pending"], "www", &files, true, Durable::Now)
+            .unwrap();
         let pending = state.join(&["pending", "www"]);
         assert_eq!(fs::read(pending.join("a")).unwrap(), b"3");
         assert!(!pending.join("k").exists());
         // Without `replace`, a directory there is kept and the write fails.
-        assert!(state.write_dir(&["pending"], "www", &files, false).is_err());
+        assert!(
+            state
+                .write_dir(&["pending"], "www", &files, false, Durable::Now)
+                .is_err()
+        );
         assert_eq!(fs::read(pending.join("a")).unwrap(), b"3");
         // The way to a local CA is 0711, everything else 0700.
-        state.write_dir(&["ca"], "internal", &files, false).unwrap();
+        state
+            .write_dir(&["ca"], "internal", &files, false, Durable::Now)
+            .unwrap();
         for (dir, mode) in [
             (vec!["ca"], 0o711),
             (vec!["ca", "internal"], 0o711),
@@ -356,7 +518,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, state.join(&["pending"])).unwrap();
         let files: [(&str, &[u8], u32); 1] = [("k", b"secret", 0o600)];
         let err = state
-            .write_dir(&["pending"], "www", &files, true)
+            .write_dir(&["pending"], "www", &files, true, Durable::Now)
             .unwrap_err();
         assert!(matches!(err, Error::Planted { .. }), "{err}");
         fs::create_dir(state.join(&["state"])).unwrap();
@@ -366,7 +528,7 @@ mod tests {
         )
         .unwrap();
         state
-            .write_file(&["state"], "www.json", b"{}", 0o600)
+            .write_file(&["state"], "www.json", b"{}", 0o600, Durable::Now)
             .unwrap();
         assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
     }
@@ -377,7 +539,7 @@ mod tests {
         let state = StateDir::read_only(root.path().join("state"));
         assert!(
             state
-                .write_file(&["state"], "a.json", b"{}", 0o600)
+                .write_file(&["state"], "a.json", b"{}", 0o600, Durable::Now)
                 .is_err()
         );
         assert!(state.lock(false).is_err());

@@ -125,6 +125,17 @@ impl TrustStore {
             .or_else(|| self.base.as_ref().and_then(|b| b.anchor_of(cert)))
     }
 
+    /// Records that `child` is signed by `parent` without checking it again: for links a
+    /// matching manifest vouches for (see [`crate::store::Manifest::chain_signed`]).
+    pub fn vouch(&self, child: &Cert, parent: &Cert) {
+        if child.issuer_raw != parent.subject_raw {
+            return;
+        }
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.insert((digest(&child.der), digest(&parent.der)), true);
+        }
+    }
+
     /// Whether `child`'s signature verifies with `parent`'s key and the names chain.
     pub fn signed_by(&self, child: &Cert, parent: &Cert) -> bool {
         if child.issuer_raw != parent.subject_raw {
@@ -209,6 +220,13 @@ impl fmt::Display for ChainProblem {
             ),
         }
     }
+}
+
+/// Whether every certificate of `certs` is signed by the next one (a property of the bytes
+/// alone: no trust store is consulted).
+pub fn links_signed(certs: &[Cert]) -> bool {
+    let check = TrustStore::new();
+    certs.windows(2).all(|w| check.signed_by(&w[0], &w[1]))
 }
 
 /// Checks that `certs` (as read from a fullchain file) is leaf first, each certificate

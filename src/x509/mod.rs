@@ -9,7 +9,7 @@ mod key;
 mod names;
 mod parse;
 
-pub use chain::{ChainProblem, TrustStore, examine_chain, native_root_store};
+pub use chain::{ChainProblem, TrustStore, examine_chain, links_signed, native_root_store};
 pub use key::{KeyError, PrivateKey, key_matches};
 pub use names::{covers, uncovered};
 pub(crate) use parse::pem_blocks;
