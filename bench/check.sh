@@ -18,7 +18,7 @@ if ! command -v lego >/dev/null || ! command -v certbot >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y lego certbot >/dev/null
 fi
 cargo build --release --quiet --bin certkeeper --example gen_tree
-bin=target/release/certkeeper
+bin=${CARGO_TARGET_DIR:-target}/release/certkeeper
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -40,7 +40,7 @@ median() {
 printf '%-8s %-22s %10s %12s\n' certs tool "median s" "vs certkeeper"
 for n in "${sizes[@]}"; do
   dir="$work/$n"
-  target/release/examples/gen_tree "$dir" "$n"
+  "${CARGO_TARGET_DIR:-target}"/release/examples/gen_tree "$dir" "$n"
   # Sanity: certkeeper must see every certificate, all chains complete.
   json=$("$bin" --config "$dir/config.yaml" check --json || true)
   count=$(python3 -c \

@@ -23,7 +23,9 @@ idle=${IDLE:-60}
 hz=$(getconf CLK_TCK)
 
 cargo build --release --quiet --bin certkeeper
-bin=$PWD/target/release/certkeeper
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+bin=$target/release/certkeeper
 work=$(mktemp -d)
 pid=
 cleanup() {

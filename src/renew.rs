@@ -341,6 +341,12 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         None => StateDir::read_only(&config.state_dir),
     };
     let kept = Arc::new(Kept::load(&state_dir));
+    let record = Recorder {
+        config: &config,
+        kept: &kept,
+        opts,
+        now,
+    };
     let mut events: Vec<(alert::Event, bool)> = Vec::new();
     // The platform's roots, read once for the issuers and for judging live chains.
     let system = Arc::new(crate::x509::TrustStore::system());
@@ -369,17 +375,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 error,
                 retry_after: None,
             };
-            finish(
-                &config,
-                &state_dir,
-                &kept,
-                opts,
-                now,
-                &cert.name,
-                &outcome,
-                &mut events,
-            );
-            outcomes.insert(cert.name.clone(), outcome);
+            record.done(cert.name.clone(), outcome, &mut events, &mut outcomes);
             continue;
         }
         let (config, issuers, limit, opts, trust, kept) = (
@@ -450,17 +446,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         };
         match step {
             Step::Done(outcome) => {
-                finish(
-                    &config,
-                    &state_dir,
-                    &kept,
-                    opts,
-                    now,
-                    &name,
-                    &outcome,
-                    &mut events,
-                );
-                outcomes.insert(name, outcome);
+                record.done(name, outcome, &mut events, &mut outcomes);
             }
             Step::Deploy(r) => ready.push((name, r)),
         }
@@ -472,17 +458,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             if !r.kept && !opts.dry_run {
                 keep_now(&state_dir, &name, &r.fullchain, &r.privkey);
             }
-            finish(
-                &config,
-                &state_dir,
-                &kept,
-                opts,
-                now,
-                &name,
-                &Outcome::Stopped,
-                &mut events,
-            );
-            outcomes.insert(name, Outcome::Stopped);
+            record.done(name, Outcome::Stopped, &mut events, &mut outcomes);
         }
     }
     // Deploys wait until every certificate is issued, so that those sharing a reload
@@ -512,17 +488,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     not_after: rfc3339(r.leaf.not_after),
                     source: r.source.clone(),
                 };
-                finish(
-                    &config,
-                    &state_dir,
-                    &kept,
-                    opts,
-                    now,
-                    &name,
-                    &outcome,
-                    &mut events,
-                );
-                outcomes.insert(name, outcome);
+                record.done(name, outcome, &mut events, &mut outcomes);
             }
         }
     }
@@ -541,34 +507,14 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 pending::remove(&state_dir, &name);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
-            finish(
-                &config,
-                &state_dir,
-                &kept,
-                opts,
-                now,
-                &name,
-                &outcome,
-                &mut events,
-            );
-            outcomes.insert(name, outcome);
+            record.done(name, outcome, &mut events, &mut outcomes);
         }
         // Groups not started because of a stop.
         for name in sources.into_keys() {
             if let Some((fullchain, privkey)) = unkept.remove(&name) {
                 keep_now(&state_dir, &name, &fullchain, &privkey);
             }
-            finish(
-                &config,
-                &state_dir,
-                &kept,
-                opts,
-                now,
-                &name,
-                &Outcome::Stopped,
-                &mut events,
-            );
-            outcomes.insert(name, Outcome::Stopped);
+            record.done(name, Outcome::Stopped, &mut events, &mut outcomes);
         }
     }
     if !opts.dry_run {
@@ -1006,18 +952,43 @@ async fn checked(
     }))
 }
 
-/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    config: &Config,
-    state_dir: &StateDir,
-    kept: &Kept,
-    opts: &Options,
+/// What records, logs and alerts each certificate's outcome in one pass.
+struct Recorder<'a> {
+    config: &'a Config,
+    kept: &'a Kept,
+    opts: &'a Options,
     now: OffsetDateTime,
+}
+
+impl Recorder<'_> {
+    /// Records and logs `name`'s outcome, adds the alerts it raises to `events`, and the
+    /// outcome to `outcomes`.
+    fn done(
+        &self,
+        name: String,
+        outcome: Outcome,
+        events: &mut Vec<(alert::Event, bool)>,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        finish(self, &name, &outcome, events);
+        outcomes.insert(name, outcome);
+    }
+}
+
+/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+fn finish(
+    recorder: &Recorder<'_>,
     name: &str,
     outcome: &Outcome,
     events: &mut Vec<(alert::Event, bool)>,
 ) {
+    let Recorder {
+        config,
+        kept,
+        opts,
+        now,
+    } = *recorder;
+    let state_dir = &kept.state_dir;
     kept.outcome(name, outcome, now);
     // Nothing happened to a certificate that was not due (or not tried): its record stays
     // as it is, and it raises no alert.

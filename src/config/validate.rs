@@ -1218,10 +1218,14 @@ impl Resolved {
     fn key(&mut self, path: &Path) -> FileKey {
         use std::os::unix::fs::MetadataExt;
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-            let id = *self
-                .ids
-                .entry(parent.to_owned())
-                .or_insert_with(|| std::fs::metadata(parent).ok().map(|m| (m.dev(), m.ino())));
+            let id = *self.ids.entry(parent.to_owned()).or_insert_with(|| {
+                // Most directories are no links: one lstat then tells both.
+                let meta = match std::fs::symlink_metadata(parent) {
+                    Ok(m) if m.file_type().is_symlink() => std::fs::metadata(parent),
+                    other => other,
+                };
+                meta.ok().map(|m| (m.dev(), m.ino()))
+            });
             if let Some((dev, ino)) = id {
                 return FileKey::Entry(dev, ino, name.to_owned());
             }

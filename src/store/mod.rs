@@ -383,11 +383,8 @@ impl Locked<'_> {
                 .map(|(spec, ..)| Err(again(spec, &e)))
                 .collect();
         }
-        let (prepared, synced) = atomic::deferring(|| {
-            pairs
-                .iter()
-                .map(|&(spec, fullchain, privkey)| self.prepare(spec, fullchain, privkey))
-                .collect::<Vec<_>>()
+        let (prepared, synced) = in_parallel(pairs.to_vec(), |(spec, fullchain, privkey)| {
+            self.prepare(spec, fullchain, privkey)
         });
         let prepared = match synced {
             Ok(()) => prepared,
@@ -403,17 +400,14 @@ impl Locked<'_> {
                 })
                 .collect(),
         };
-        let (switched, synced) = atomic::deferring(|| {
-            prepared
-                .into_iter()
-                .zip(pairs)
-                .map(|(p, (spec, ..))| {
-                    p.and_then(|(layout, staged, links_first)| {
-                        self.switch(&layout, spec, staged, links_first)
-                    })
+        let (switched, synced) = in_parallel(
+            prepared.into_iter().zip(pairs).collect(),
+            |(p, (spec, ..))| {
+                p.and_then(|(layout, staged, links_first)| {
+                    self.switch(&layout, spec, staged, links_first)
                 })
-                .collect::<Vec<_>>()
-        });
+            },
+        );
         let out: Vec<Result<Staged>> = match synced {
             Ok(()) => switched,
             // A switch that may not survive a crash is not reported as done: undone now.
@@ -444,12 +438,8 @@ impl Locked<'_> {
                 .map(|(spec, _)| Err(again(spec, &e)))
                 .collect();
         }
-        let (done, synced) = atomic::deferring(|| {
-            stages
-                .into_iter()
-                .map(|(spec, staged)| self.commit_unmarked(spec, staged))
-                .collect::<Vec<_>>()
-        });
+        let (done, synced) =
+            in_parallel(stages, |(spec, staged)| self.commit_unmarked(spec, staged));
         if let Err(e) = &synced {
             // The new pairs are live and served; a crash before the data reaches the disk
             // may revert them (their journals come back), which recovery does cleanly.
@@ -845,6 +835,58 @@ struct KeptPrevious {
     manifest: Option<Manifest>,
     snapshot: Option<(SnapshotInfo, bool)>,
     warning: Option<String>,
+}
+
+/// Runs `work` over `items` on up to four threads (different certificates' files: one
+/// certificate is never written by two threads), each with its fsyncs deferred to one sync
+/// at its end (see [`atomic::deferring`]). Returns the results in the items' order and the
+/// first sync error: after an `Ok`, everything `work` wrote is durable.
+fn in_parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> R + Sync,
+) -> (Vec<R>, Result<()>) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(items.len());
+    if threads <= 1 {
+        return atomic::deferring(|| items.into_iter().map(&work).collect());
+    }
+    let mut chunks: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        chunks[i % threads].push((i, item));
+    }
+    let work = &work;
+    let done: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    atomic::deferring(|| {
+                        chunk
+                            .into_iter()
+                            .map(|(i, item)| (i, work(item)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a worker is a bug; it goes on as it would have without threads.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut synced = Ok(());
+    let mut out = Vec::new();
+    for (results, sync) in done {
+        out.extend(results);
+        if synced.is_ok() {
+            synced = sync;
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    (out.into_iter().map(|(_, r)| r).collect(), synced)
 }
 
 /// `e` again, for one of several pairs it stopped.

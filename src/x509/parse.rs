@@ -64,6 +64,19 @@ pub struct Cert {
 impl Cert {
     /// Parses one DER certificate.
     pub fn from_der(der: Vec<u8>) -> Result<Cert, String> {
+        // CA certificates repeat across chains (a thousand leaves share one intermediate):
+        // each is parsed once per process.
+        if let Some(known) = ca_cache::get(&der) {
+            return Ok(known);
+        }
+        let cert = Self::parse_der(der)?;
+        if cert.is_ca {
+            ca_cache::put(&cert);
+        }
+        Ok(cert)
+    }
+
+    fn parse_der(der: Vec<u8>) -> Result<Cert, String> {
         let (rest, x) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
         if !rest.is_empty() {
             return Err("trailing bytes after the certificate".into());
@@ -246,4 +259,31 @@ fn short_dn(dn: &str) -> String {
         .find_map(|part| part.strip_prefix("CN="))
         .map(|cn| cn.to_owned())
         .unwrap_or_else(|| dn.to_owned())
+}
+
+/// The CA certificates parsed by this process, by DER: a few, each parsed once.
+mod ca_cache {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::Cert;
+
+    /// Enough for every intermediate and root a host's chains use; beyond it, parsing
+    /// happens as without a cache.
+    const MAX: usize = 256;
+
+    static CACHE: Mutex<Option<HashMap<Vec<u8>, Cert>>> = Mutex::new(None);
+
+    pub(super) fn get(der: &[u8]) -> Option<Cert> {
+        CACHE.lock().ok()?.as_ref()?.get(der).cloned()
+    }
+
+    pub(super) fn put(cert: &Cert) {
+        if let Ok(mut cache) = CACHE.lock() {
+            let map = cache.get_or_insert_with(HashMap::new);
+            if map.len() < MAX {
+                map.insert(cert.der.clone(), cert.clone());
+            }
+        }
+    }
 }
