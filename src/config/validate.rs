@@ -1210,6 +1210,8 @@ struct Resolved {
     ids: std::collections::HashMap<PathBuf, Option<(u64, u64)>>,
     /// The path with every link resolved.
     real: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+    /// What `lstat` says of each directory looked at.
+    lstat: std::collections::HashMap<PathBuf, Option<std::fs::Metadata>>,
 }
 
 impl Resolved {
@@ -1218,19 +1220,35 @@ impl Resolved {
     fn key(&mut self, path: &Path) -> FileKey {
         use std::os::unix::fs::MetadataExt;
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-            let id = *self.ids.entry(parent.to_owned()).or_insert_with(|| {
-                // Most directories are no links: one lstat then tells both.
-                let meta = match std::fs::symlink_metadata(parent) {
-                    Ok(m) if m.file_type().is_symlink() => std::fs::metadata(parent),
-                    other => other,
-                };
-                meta.ok().map(|m| (m.dev(), m.ino()))
-            });
+            let id = match self.ids.get(parent) {
+                Some(known) => *known,
+                None => {
+                    // Most directories are no links: their lstat, which `real` needs too,
+                    // tells both.
+                    let id = match self.lstat(parent) {
+                        Some(m) if m.file_type().is_symlink() => std::fs::metadata(parent).ok(),
+                        other => other,
+                    }
+                    .map(|m| (m.dev(), m.ino()));
+                    self.ids.insert(parent.to_owned(), id);
+                    id
+                }
+            };
             if let Some((dev, ino)) = id {
                 return FileKey::Entry(dev, ino, name.to_owned());
             }
         }
         FileKey::Spelled(folded(path))
+    }
+
+    /// `lstat(path)`, once per path.
+    fn lstat(&mut self, path: &Path) -> Option<std::fs::Metadata> {
+        if let Some(known) = self.lstat.get(path) {
+            return known.clone();
+        }
+        let meta = std::fs::symlink_metadata(path).ok();
+        self.lstat.insert(path.to_owned(), meta.clone());
+        meta
     }
 
     /// Whether `file` lies inside `dir` (whose resolved path is `dir_real`): compared as the
@@ -1251,13 +1269,11 @@ impl Resolved {
         }
         let resolved = match (path.parent(), path.file_name()) {
             // `file_name` is `None` for a path ending in `..`: the kernel knows best then.
-            (Some(parent), Some(name)) if path.is_absolute() => {
-                match std::fs::symlink_metadata(path) {
-                    Ok(m) if !m.file_type().is_symlink() => self.real(parent).map(|p| p.join(name)),
-                    Ok(_) => std::fs::canonicalize(path).ok(),
-                    Err(_) => None,
-                }
-            }
+            (Some(parent), Some(name)) if path.is_absolute() => match self.lstat(path) {
+                Some(m) if !m.file_type().is_symlink() => self.real(parent).map(|p| p.join(name)),
+                Some(_) => std::fs::canonicalize(path).ok(),
+                None => None,
+            },
             _ => std::fs::canonicalize(path).ok(),
         };
         self.real.insert(path.to_owned(), resolved.clone());
