@@ -57,7 +57,7 @@ fn read_with(path: &Path, limit: u64, nofollow: bool) -> io::Result<Vec<u8>> {
 
 /// Reads a file opened without blocking (O_NONBLOCK), as [`read_regular`] does: a regular
 /// file only, at most `limit` bytes.
-pub fn read_open(file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
+pub fn read_open(mut file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
     let meta = file.metadata()?;
     let kind = meta.file_type();
     if !kind.is_file() {
@@ -81,8 +81,27 @@ pub fn read_open(file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
     }
     // A regular file's reads never block; its size may lie (procfs says 0), so the limit is
     // enforced on what is read, not on what the metadata claims.
-    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
-    file.take(limit + 1).read_to_end(&mut bytes)?;
+    let mut bytes = Vec::new();
+    let size = meta.len();
+    if size > 0 && size <= limit {
+        // A file that says its size (a real file system's) is read in one call asking for
+        // one byte more: on a regular file, a read that returns less than asked is at the
+        // end. Only a file that grew meanwhile needs the general loop below.
+        bytes.resize(size as usize + 1, 0);
+        let n = loop {
+            match file.read(&mut bytes) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        bytes.truncate(n);
+        if n as u64 <= size {
+            return Ok(bytes);
+        }
+    }
+    (&mut file)
+        .take(limit + 1 - bytes.len() as u64)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -128,6 +147,11 @@ mod tests {
             read_regular(dir.path(), MAX_FILE).unwrap_err().to_string(),
             "not a regular file (a directory)"
         );
+        // A file that says its size is read whole, and never past the limit.
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; 5000]).unwrap();
+        assert_eq!(read_regular(&big, 5000).unwrap().len(), 5000);
+        assert!(read_regular(&big, 4999).is_err());
         // A procfs file says it is empty; what it holds is read, bounded.
         let status = read_regular(Path::new("/proc/self/status"), MAX_FILE).unwrap();
         assert!(!status.is_empty());

@@ -143,7 +143,7 @@ impl Trust {
     /// Loads the system roots and every extra root the config names. An unreadable
     /// `trust_roots` file is an error that names its issuer.
     pub fn load(config: &Config) -> Result<Trust, String> {
-        Self::with_system(config, Arc::new(TrustStore::system()))
+        Self::with_system(config, Arc::new(TrustStore::system_on_demand()))
     }
 
     /// As [`Trust::load`], starting from the given system store (loaded once by the caller

@@ -348,8 +348,9 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         now,
     };
     let mut events: Vec<(alert::Event, bool)> = Vec::new();
-    // The platform's roots, read once for the issuers and for judging live chains.
-    let system = Arc::new(crate::x509::TrustStore::system());
+    // The platform's roots, read once for the issuers and for judging live chains, and only
+    // when a chain needs them.
+    let system = Arc::new(crate::x509::TrustStore::system_on_demand());
     let issuers = Arc::new(Issuers::new(
         config.clone(),
         state_dir.clone(),

@@ -417,6 +417,30 @@ mod tests {
         assert!(certs[0].not_before < now);
     }
 
+    /// A chain anchored in its own issuer's root never makes a pass read the system's.
+    #[test]
+    fn the_system_roots_are_read_only_when_a_chain_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        let chain = ca
+            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .unwrap();
+        let (certs, _) = read_certificates(chain.as_bytes()).unwrap();
+        let system = std::sync::Arc::new(TrustStore::system_on_demand());
+        let mut own = TrustStore::layered(&system);
+        let (roots, _) = read_certificates(ca.root_pem().as_bytes()).unwrap();
+        own.add(roots[0].clone());
+        assert_eq!(examine_chain(&certs, &own, now), (0, vec![]));
+        assert!(!system.demand_met());
+        // A chain its issuer's roots do not anchor asks the system's.
+        let alone = TrustStore::layered(&system);
+        let (_, problems) = examine_chain(&certs, &alone, now);
+        assert!(!problems.is_empty());
+        assert!(system.demand_met());
+    }
+
     #[test]
     fn created_on_first_use_and_reused() {
         let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,9 @@ use super::parse::{Cert, read_certificates};
 pub struct TrustStore {
     /// Roots shared with other stores (the system's), consulted after this store's own.
     base: Option<Arc<TrustStore>>,
+    /// Roots read the first time a chain needs them (the platform's: see
+    /// [`TrustStore::system_on_demand`]), consulted after this store's own.
+    on_demand: Option<std::sync::OnceLock<Box<TrustStore>>>,
     roots: Vec<Cert>,
     by_subject: HashMap<Vec<u8>, Vec<usize>>,
     verified: Mutex<HashMap<(u64, u64), bool>>,
@@ -61,6 +64,27 @@ impl TrustStore {
         store
     }
 
+    /// The platform's roots, as [`TrustStore::system`], read only the first time a chain is
+    /// not anchored in a root of its own issuer (a pass over local-CA certificates, or over
+    /// a CA whose root is in `trust_roots`, never reads them).
+    pub fn system_on_demand() -> Self {
+        TrustStore {
+            on_demand: Some(std::sync::OnceLock::new()),
+            ..Self::default()
+        }
+    }
+
+    fn demanded(&self) -> Option<&TrustStore> {
+        let cell = self.on_demand.as_ref()?;
+        Some(cell.get_or_init(|| Box::new(TrustStore::system())))
+    }
+
+    /// Whether the roots read on demand have been read.
+    #[cfg(test)]
+    pub(crate) fn demand_met(&self) -> bool {
+        self.on_demand.as_ref().is_some_and(|c| c.get().is_some())
+    }
+
     /// A new store that trusts `base`'s roots without copying them (the system's ~150 roots
     /// are shared by every certificate's store), plus what is added to it.
     pub fn layered(base: &Arc<TrustStore>) -> Self {
@@ -87,7 +111,8 @@ impl TrustStore {
 
     /// Adds one trusted root.
     pub fn add(&mut self, cert: Cert) {
-        if self.contains(&cert) {
+        // Only this store's own roots: a base's may not even be read yet.
+        if self.roots.iter().any(|r| r.der == cert.der) {
             return;
         }
         let subject = cert.subject_raw.clone();
@@ -100,7 +125,9 @@ impl TrustStore {
 
     /// How many roots are trusted.
     pub fn len(&self) -> usize {
-        self.roots.len() + self.base.as_ref().map_or(0, |b| b.len())
+        self.roots.len()
+            + self.demanded().map_or(0, |d| d.len())
+            + self.base.as_ref().map_or(0, |b| b.len())
     }
 
     /// Whether no root is trusted.
@@ -111,6 +138,7 @@ impl TrustStore {
     /// Whether this exact certificate is a trusted root.
     pub fn contains(&self, cert: &Cert) -> bool {
         self.roots.iter().any(|r| r.der == cert.der)
+            || self.demanded().is_some_and(|d| d.contains(cert))
             || self.base.as_ref().is_some_and(|b| b.contains(cert))
     }
 
@@ -122,6 +150,7 @@ impl TrustStore {
             .flatten()
             .map(|&i| &self.roots[i])
             .find(|root| self.signed_by(cert, root))
+            .or_else(|| self.demanded().and_then(|d| d.anchor_of(cert)))
             .or_else(|| self.base.as_ref().and_then(|b| b.anchor_of(cert)))
     }
 
