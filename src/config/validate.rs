@@ -1,7 +1,9 @@
 //! Turns the YAML text into a [`Config`]: each section deserialized on its own, then every
 //! semantic rule checked, collecting all problems with their key paths and lines.
 //!
-//! Pure: no filesystem (beyond the text given), network or secret is touched here.
+//! Beyond the text given, only the live paths' directories are looked at (to tell two
+//! spellings of one file apart, and a live path inside state_dir); no network or secret is
+//! touched here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
