@@ -152,12 +152,8 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()>
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("the textfile path has no file name"))?;
-    let perm = crate::store::atomic::Perm {
-        mode: 0o644,
-        owner: None,
-        group: None,
-    };
-    crate::store::atomic::replace_file(dir, name, text.as_bytes(), perm, true)
+    use crate::store::atomic;
+    atomic::replace_file(dir, name, text.as_bytes(), atomic::Perm::PUBLIC, true)
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 

@@ -306,9 +306,15 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     events: Vec::new(),
                 });
             };
-            let every = selected.len() == config.certificates.len();
-            for spec in specs.values() {
-                match locked.recover(spec) {
+            // Over every configured certificate, a clean recovery puts the `clean` marker
+            // back at the end of the pass.
+            let recovered = if selected.len() == config.certificates.len() {
+                locked.recover_all(specs.values())
+            } else {
+                specs.values().map(|s| (s, locked.recover(s))).collect()
+            };
+            for (spec, recovered) in recovered {
+                match recovered {
                     Ok(r) if r.is_clean() => {}
                     Ok(r) => {
                         if let Some(undone) = &r.undone {
@@ -326,9 +332,6 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                         unrecoverable.insert(spec.name.clone(), format!("recovery: {e}"));
                     }
                 }
-            }
-            if every && unrecoverable.is_empty() {
-                locked.recovered_all();
             }
             Some(locked)
         }
@@ -519,7 +522,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         }
     }
     if !opts.dry_run {
-        kept.save(&state_dir);
+        kept.save();
     }
     // The lock is released first: alerts never hold up another pass.
     drop(locked);
@@ -862,13 +865,7 @@ async fn prepare(
         // a local CA's only when the deploy does not take it (issuing again costs nothing).
         let kept_now = !opts.dry_run
             && !issuers.issues_freely(issuer)
-            && match pending::save(state_dir, &cert.name, &fullchain, &privkey) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(cert = %cert.name, "Cannot keep the new material for a later pass: {e}");
-                    false
-                }
-            };
+            && keep_now(state_dir, &cert.name, &fullchain, &privkey);
         return match checked(
             issuers,
             cert,
@@ -1018,8 +1015,10 @@ struct Kept {
     state_dir: StateDir,
     aris: std::sync::Mutex<state::Aris>,
     record: std::sync::Mutex<state::PassRecord>,
-    /// Whether the answers, and the pass record, changed: each is written back only then.
-    changed: [std::sync::atomic::AtomicBool; 2],
+    /// Whether the answers changed: they are written back only then.
+    aris_changed: std::sync::atomic::AtomicBool,
+    /// Whether the pass record changed: it is written back only then.
+    record_changed: std::sync::atomic::AtomicBool,
     pending: std::collections::BTreeSet<String>,
 }
 
@@ -1035,7 +1034,8 @@ impl Kept {
             state_dir: state_dir.clone(),
             aris: std::sync::Mutex::new(state::load_aris(state_dir.path())),
             record: std::sync::Mutex::new(state::load_pass(state_dir.path())),
-            changed: Default::default(),
+            aris_changed: Default::default(),
+            record_changed: Default::default(),
             pending,
         }
     }
@@ -1050,7 +1050,8 @@ impl Kept {
                 Some(a) => aris.insert(name.to_owned(), a),
                 None => aris.remove(name),
             };
-            self.changed[0].store(true, std::sync::atomic::Ordering::SeqCst);
+            self.aris_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -1071,23 +1072,25 @@ impl Kept {
             _ => record.not_due.remove(name).is_some(),
         };
         if changed {
-            self.changed[1].store(true, std::sync::atomic::Ordering::SeqCst);
+            self.record_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Writes the caches back when they changed.
-    fn save(&self, state_dir: &StateDir) {
-        let changed = |i: usize| self.changed[i].load(std::sync::atomic::Ordering::SeqCst);
+    fn save(&self) {
+        let changed =
+            |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::SeqCst);
         let mut saved = Ok(());
-        if changed(0)
+        if changed(&self.aris_changed)
             && let Ok(aris) = self.aris.lock()
         {
-            saved = state::save_aris(state_dir, &aris);
+            saved = state::save_aris(&self.state_dir, &aris);
         }
-        if changed(1)
+        if changed(&self.record_changed)
             && let Ok(record) = self.record.lock()
         {
-            saved = saved.and(state::save_pass(state_dir, &record));
+            saved = saved.and(state::save_pass(&self.state_dir, &record));
         }
         if let Err(e) = saved {
             tracing::warn!("Cannot keep the pass record in the state directory: {e}");
@@ -1106,14 +1109,11 @@ fn record(
     let t = now.unix_timestamp();
     let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
-        Outcome::Renewed { .. } => {
+        Outcome::Renewed { done, .. } => {
             s.succeeded(t, "renewed");
-            s.issued = config.certificate(name).and_then(|cert| {
-                let leaf = leaf_of_file(&cert.fullchain).ok()?;
-                Some(state::IssuedWith {
-                    fingerprint: leaf.fingerprint,
-                    profile: cert.profile.clone(),
-                })
+            s.issued = config.certificate(name).map(|cert| state::IssuedWith {
+                fingerprint: done.fingerprint.clone(),
+                profile: cert.profile.clone(),
             });
         }
         Outcome::Failed { error, retry_after } => {

@@ -3,9 +3,10 @@
 //! consecutive failures and when the next attempt is allowed (retry backoff, computed by
 //! [`crate::schedule::backoff`]).
 //!
-//! Written whole and durably, and only when something happened to the certificate (an
-//! attempt, a failure, a renewal, an alert); a missing or unreadable record is treated as
-//! "nothing known" (a first run), never as an error that stops a renewal.
+//! Written whole, and only when something happened to the certificate (an attempt, a
+//! failure, a renewal, an alert); durable once the pass ends (see
+//! [`crate::store::Durable::AtSync`]). A missing or unreadable record is treated as "nothing
+//! known" (a first run), never as an error that stops a renewal.
 //!
 //! Two caches sit beside the records, each one file for all certificates, rewritten at most
 //! once a pass and never fsynced, since a crash that loses them costs only a question asked
@@ -126,9 +127,7 @@ pub fn load_aris(state_dir: &Path) -> Aris {
 
 /// Keeps the renewal-information answers (not fsynced).
 pub fn save_aris(state_dir: &StateDir, aris: &Aris) -> Result<(), store::Error> {
-    // String keys, numbers and strings: it always encodes.
-    let bytes = serde_json::to_vec(aris).unwrap_or_default();
-    state_dir.write_cache("ari.json", &bytes)
+    write_cache(state_dir, "ari.json", aris)
 }
 
 /// When each certificate was last found not due by a pass (unix seconds), for the metrics:
@@ -147,13 +146,21 @@ pub fn load_pass(state_dir: &Path) -> PassRecord {
 
 /// Keeps the pass record (not fsynced).
 pub fn save_pass(state_dir: &StateDir, record: &PassRecord) -> Result<(), store::Error> {
-    // String keys and numbers: it always encodes.
-    let bytes = serde_json::to_vec(record).unwrap_or_default();
-    state_dir.write_cache("pass.json", &bytes)
+    write_cache(state_dir, "pass.json", record)
 }
 
 /// The most read of a cache: 16 MiB (tens of thousands of certificates).
 const MAX_CACHE: u64 = 16 * 1024 * 1024;
+
+fn write_cache<T: Serialize>(
+    state_dir: &StateDir,
+    name: &str,
+    value: &T,
+) -> Result<(), store::Error> {
+    // Maps with string keys, numbers and strings: they always encode.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    state_dir.write_cache(name, &bytes)
+}
 
 fn read_cache<T: serde::de::DeserializeOwned>(state_dir: &Path, name: &str) -> Option<T> {
     let bytes = crate::fsutil::read_regular(&state_dir.join(name), MAX_CACHE).ok()?;

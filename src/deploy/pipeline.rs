@@ -70,6 +70,8 @@ pub enum Outcome {
 pub struct Renewed {
     /// The new leaf's notAfter (RFC 3339).
     pub not_after: String,
+    /// SHA-256 of the new leaf's DER, hex.
+    pub fingerprint: String,
     /// The snapshot keeping the replaced pair.
     pub snapshot: Option<String>,
     /// Whether plain files at the live paths were adopted and are links now.
@@ -198,6 +200,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
                 name,
                 Outcome::Renewed(Renewed {
                     not_after: done.manifest.not_after,
+                    fingerprint: done.manifest.fingerprint,
                     snapshot: done.snapshot.map(|s| s.id),
                     adopted: done.adopted,
                     warnings: done.warnings,

@@ -98,11 +98,7 @@ thread_local! {
 /// durable before the next (a generation before the switch to it) puts a `deferring` between
 /// them. A thousand swaps then cost a few syncs instead of eight each.
 pub(crate) fn deferring<T>(write: impl FnOnce() -> T) -> (T, Result<()>) {
-    let outer = DEFERRED.with(|d| d.borrow_mut().replace(Default::default()));
-    let out = write();
-    let touched = DEFERRED
-        .with(|d| std::mem::replace(&mut *d.borrow_mut(), outer))
-        .unwrap_or_default();
+    let (out, touched) = put_off(write);
     let synced = touched.values().try_for_each(|dir| syncfs(dir));
     (out, synced)
 }
@@ -110,10 +106,20 @@ pub(crate) fn deferring<T>(write: impl FnOnce() -> T) -> (T, Result<()>) {
 /// Runs `write` with every fsync of these primitives on this thread left out: the caller
 /// makes it durable later with [`syncfs`] of the file system written.
 pub(crate) fn unsynced<T>(write: impl FnOnce() -> T) -> T {
+    put_off(write).0
+}
+
+/// Runs `write` with this thread's fsyncs put off; returns what it returned and the file
+/// systems it wrote, each with a directory on it.
+fn put_off<T>(
+    write: impl FnOnce() -> T,
+) -> (T, std::collections::BTreeMap<u64, std::path::PathBuf>) {
     let outer = DEFERRED.with(|d| d.borrow_mut().replace(Default::default()));
     let out = write();
-    DEFERRED.with(|d| *d.borrow_mut() = outer);
-    out
+    let touched = DEFERRED
+        .with(|d| std::mem::replace(&mut *d.borrow_mut(), outer))
+        .unwrap_or_default();
+    (out, touched)
 }
 
 /// Makes everything written on the file system of `dir` durable.

@@ -292,16 +292,15 @@ impl Locked<'_> {
 
     /// Says that every configured certificate was recovered without error, so that the
     /// `clean` marker is put back when this lock is released.
-    pub fn recovered_all(&self) {
+    fn recovered_all(&self) {
         self.recovered_all
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Runs a write: the `clean` marker is removed first, and a failure is noted.
+    /// Runs a write, durable when it returns: the `clean` marker is removed first, and a
+    /// failure is noted (see [`StateDir`]).
     fn writing<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
-        let state_dir = &self.store.state_dir;
-        state_dir.mark_dirty()?;
-        write().inspect_err(|_| state_dir.note_failure())
+        self.store.state_dir.writing(Durable::Now, write)
     }
 
     fn recover_unmarked(&self, spec: &PairSpec) -> Result<Recovered> {
@@ -386,42 +385,24 @@ impl Locked<'_> {
         let (prepared, synced) = in_parallel(pairs.to_vec(), |(spec, fullchain, privkey)| {
             self.prepare(spec, fullchain, privkey)
         });
-        let prepared = match synced {
-            Ok(()) => prepared,
-            // Nothing is switched yet: each stage is undone and fails with the sync's error.
-            Err(e) => prepared
-                .into_iter()
-                .zip(pairs)
-                .map(|(p, (spec, ..))| {
-                    if let Ok((layout, staged, _)) = &p {
-                        self.undo(layout, spec, staged);
-                    }
-                    Err(again(spec, &e))
-                })
-                .collect(),
-        };
+        // Nothing is switched yet when the first sync fails: each stage is undone and fails
+        // with the sync's error.
+        let prepared = self.undone_unless_synced(prepared, pairs, synced);
         let (switched, synced) = in_parallel(
             prepared.into_iter().zip(pairs).collect(),
             |(p, (spec, ..))| {
                 p.and_then(|(layout, staged, links_first)| {
                     self.switch(&layout, spec, staged, links_first)
+                        .map(|staged| (layout, staged, links_first))
                 })
             },
         );
-        let out: Vec<Result<Staged>> = match synced {
-            Ok(()) => switched,
-            // A switch that may not survive a crash is not reported as done: undone now.
-            Err(e) => switched
-                .into_iter()
-                .zip(pairs)
-                .map(|(s, (spec, ..))| {
-                    if let (Ok(staged), Ok(layout)) = (&s, Layout::new(spec)) {
-                        self.undo(&layout, spec, staged);
-                    }
-                    Err(again(spec, &e))
-                })
-                .collect(),
-        };
+        // A switch that may not survive a crash is not reported as done: undone now.
+        let out: Vec<Result<Staged>> = self
+            .undone_unless_synced(switched, pairs, synced)
+            .into_iter()
+            .map(|r| r.map(|(_, staged, _)| staged))
+            .collect();
         if out.iter().any(Result::is_err) {
             state_dir.note_failure();
         }
@@ -449,6 +430,29 @@ impl Locked<'_> {
             state_dir.note_failure();
         }
         done
+    }
+
+    /// The stages of `pairs` as they are when `synced` is `Ok`; otherwise each one is undone
+    /// and fails with the sync's error.
+    fn undone_unless_synced(
+        &self,
+        stages: Vec<Result<(Layout, Staged, bool)>>,
+        pairs: &[(&PairSpec, &[u8], &[u8])],
+        synced: Result<()>,
+    ) -> Vec<Result<(Layout, Staged, bool)>> {
+        let Err(e) = synced else {
+            return stages;
+        };
+        stages
+            .into_iter()
+            .zip(pairs)
+            .map(|(stage, (spec, ..))| {
+                if let Ok((layout, staged, _)) = &stage {
+                    self.undo(layout, spec, staged);
+                }
+                Err(again(spec, &e))
+            })
+            .collect()
     }
 
     /// Undoes a stage that failed on its way (best effort: the journal left behind, if any,

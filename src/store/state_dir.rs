@@ -292,7 +292,11 @@ impl StateDir {
 
     /// Runs a write: the marker is removed first, and a failure is noted. With
     /// [`Durable::AtSync`] its fsyncs are left to [`StateDir::sync`].
-    fn writing<T>(&self, durable: Durable, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn writing<T>(
+        &self,
+        durable: Durable,
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         self.mark_dirty()?;
         let result = match durable {
             Durable::Now => write(),
