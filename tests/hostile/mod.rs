@@ -4,6 +4,12 @@
 //! clear line and the documented exit code, never a hang, never unbounded memory, and never a
 //! change on disk from a command that must not write.
 
+mod alerts;
+mod misc;
+mod providers;
+mod recovery;
+mod writes;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,11 +17,11 @@ use std::time::{Duration, Instant};
 use crate::util::{Dir, Run, bin, key_matches_leaf};
 
 /// The time any of these runs may take: far below "hangs", far above a loaded CI machine.
-const BOUND: Duration = Duration::from_secs(60);
+pub(crate) const BOUND: Duration = Duration::from_secs(60);
 
 /// Runs the binary with `--config <dir>/<config>` under `timeout` and a 2 GiB address-space
 /// limit; panics (naming the bound) when the bound is hit.
-fn bounded(dir: &Dir, config: &str, args: &[&str]) -> Run {
+pub(crate) fn bounded(dir: &Dir, config: &str, args: &[&str]) -> Run {
     let started = Instant::now();
     let out = Command::new("timeout")
         .args(["--kill-after=5", &BOUND.as_secs().to_string()])
@@ -34,7 +40,7 @@ fn bounded(dir: &Dir, config: &str, args: &[&str]) -> Run {
     run
 }
 
-fn mkfifo(path: &Path) {
+pub(crate) fn mkfifo(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
@@ -44,7 +50,7 @@ fn mkfifo(path: &Path) {
     .unwrap();
 }
 
-fn listing(dir: &Path) -> Vec<(String, bool)> {
+pub(crate) fn listing(dir: &Path) -> Vec<(String, bool)> {
     let mut out: Vec<(String, bool)> = walk(dir)
         .into_iter()
         .map(|p| {
@@ -56,7 +62,7 @@ fn listing(dir: &Path) -> Vec<(String, bool)> {
     out
 }
 
-fn walk(path: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(path: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![path.to_owned()];
     if path.is_dir() && !path.symlink_metadata().unwrap().file_type().is_symlink() {
         for e in std::fs::read_dir(path).unwrap() {
@@ -66,7 +72,7 @@ fn walk(path: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-const CONFIG: &str = "state_dir: state\n\
+pub(crate) const CONFIG: &str = "state_dir: state\n\
     issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n\
     certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: internal\n    \
     fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n";
