@@ -1,14 +1,19 @@
 //! The HTTP side of alert delivery: one reqwest client (rustls, the system roots, as the rest
 //! of certkeeper), posting JSON, and the errors a delivery can meet, with which of them are
 //! worth another attempt.
+//!
+//! Every channel's URL carries its credential, so the client never follows a redirect and
+//! never sends `Referer`: a 3xx is a failure that names its status and the host it points to,
+//! nothing more (a 307 would re-send the signed body elsewhere, a 302 would turn the POST into
+//! a GET that any server answers 200). An answer is read only as far as what can be shown
+//! ([`MAX_BODY`]), then the connection is dropped, whatever its length says.
 
 use std::fmt;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::config::Secret;
-use crate::deploy::reload::escape_control;
+use super::redact::Redactor;
 
 /// The client every channel sends through.
 #[derive(Debug)]
@@ -42,6 +47,14 @@ pub enum DeliveryError {
         /// Whether the vendor means "too fast, try later".
         rate_limited: bool,
     },
+    /// A redirect, not followed: it could carry the URL's token or the signed body
+    /// elsewhere.
+    Redirect {
+        /// The status code (3xx).
+        status: u16,
+        /// The host of its `Location` (never its path or query), when it has one.
+        host: Option<String>,
+    },
     /// The request could not be built (a malformed URL, a secret that cannot be used).
     Request(String),
 }
@@ -53,7 +66,9 @@ impl DeliveryError {
             DeliveryError::Transport(_) => true,
             DeliveryError::Status { status, .. } => *status == 429 || *status >= 500,
             DeliveryError::Vendor { rate_limited, .. } => *rate_limited,
-            DeliveryError::TimedOut | DeliveryError::Request(_) => false,
+            DeliveryError::TimedOut
+            | DeliveryError::Redirect { .. }
+            | DeliveryError::Request(_) => false,
         }
     }
 
@@ -74,8 +89,22 @@ impl fmt::Display for DeliveryError {
             DeliveryError::Status { status, body, .. } if body.is_empty() => {
                 write!(f, "HTTP {status}")
             }
-            DeliveryError::Status { status, body, .. } => write!(f, "HTTP {status}: {body}"),
-            DeliveryError::Vendor { code, message, .. } => write!(f, "error {code}: {message}"),
+            DeliveryError::Status { status, body, .. } => {
+                write!(f, "HTTP {status}: {}", excerpt(body))
+            }
+            DeliveryError::Vendor { code, message, .. } => {
+                write!(f, "error {code}: {}", excerpt(message))
+            }
+            DeliveryError::Redirect { status, host } => match host {
+                Some(host) => write!(
+                    f,
+                    "HTTP {status} redirect to {host}, not followed: configure the URL it redirects to"
+                ),
+                None => write!(
+                    f,
+                    "HTTP {status} redirect without a usable Location, not followed: check the channel's URL"
+                ),
+            },
             DeliveryError::Request(e) => f.write_str(e),
         }
     }
@@ -87,8 +116,8 @@ impl std::error::Error for DeliveryError {}
 pub struct Answer {
     /// The status code.
     pub status: StatusCode,
-    /// The body (at most [`MAX_BODY`] bytes kept), secrets redacted, control characters
-    /// escaped.
+    /// The body (at most [`MAX_BODY`] bytes read), secrets redacted; not yet on one line
+    /// (JSON is parsed from it): what is shown of it goes through [`Redactor::show`].
     pub body: String,
 }
 
@@ -100,6 +129,8 @@ impl Client {
         let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")));
         let builder = match rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -114,14 +145,15 @@ impl Client {
         Client { http }
     }
 
-    /// POSTs `body` (JSON) to `url` with `headers`, and reads the answer. `secrets` are
-    /// removed from anything an error or log line could show.
+    /// POSTs `body` (JSON) to `url` with `headers`, and reads the start of the answer.
+    /// `redactor` removes the channel's secrets from anything an error or log line could
+    /// show.
     pub async fn post_json(
         &self,
         url: &str,
         headers: &[(&str, String)],
         body: Vec<u8>,
-        secrets: &[&Secret],
+        redactor: &Redactor,
     ) -> Result<Answer, DeliveryError> {
         let mut req = self
             .http
@@ -131,20 +163,40 @@ impl Client {
         for (name, value) in headers {
             req = req.header(*name, value);
         }
-        let rsp = req.send().await.map_err(|e| transport(e, secrets))?;
+        let mut rsp = req.send().await.map_err(|e| transport(e, redactor))?;
         let status = rsp.status();
+        if status.is_redirection() {
+            let host = location_host(rsp.url(), rsp.headers().get(reqwest::header::LOCATION));
+            return Err(DeliveryError::Redirect {
+                status: status.as_u16(),
+                host: host.map(|h| redactor.show(&h)),
+            });
+        }
         let retry_after = rsp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER)));
-        let bytes = rsp.bytes().await.map_err(|e| transport(e, secrets))?;
-        let body = clean(&bytes[..bytes.len().min(MAX_BODY)], secrets);
+        // Only what can be shown is read, chunk by chunk, whatever content-length says; the
+        // rest is left unread and the connection dropped with `rsp`.
+        let mut bytes = Vec::new();
+        let mut cut = false;
+        while let Some(chunk) = rsp.chunk().await.map_err(|e| transport(e, redactor))? {
+            let room = MAX_BODY - bytes.len();
+            if chunk.len() >= room {
+                bytes.extend_from_slice(&chunk[..room]);
+                cut = true;
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        drop(rsp);
+        let body = redactor.redact(&String::from_utf8_lossy(&bytes), cut);
         if !status.is_success() {
             return Err(DeliveryError::Status {
                 status: status.as_u16(),
-                body: body.chars().take(200).collect(),
+                body: body.trim().to_owned(),
                 retry_after,
             });
         }
@@ -159,7 +211,7 @@ impl Default for Client {
 }
 
 /// A transport error without its URL (which may carry a token), secrets removed.
-fn transport(e: reqwest::Error, secrets: &[&Secret]) -> DeliveryError {
+fn transport(e: reqwest::Error, redactor: &Redactor) -> DeliveryError {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -168,45 +220,29 @@ fn transport(e: reqwest::Error, secrets: &[&Secret]) -> DeliveryError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    DeliveryError::Transport(clean(text.as_bytes(), secrets))
+    DeliveryError::Transport(redactor.show(&text))
 }
 
-/// Text from outside, safe to show: lossy UTF-8, every secret (and the token part of a
-/// secret URL) replaced by `<redacted>`, control characters escaped.
-pub fn clean(bytes: &[u8], secrets: &[&Secret]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    for secret in secrets {
-        for part in secret_parts(secret.expose()) {
-            if !part.is_empty() {
-                text = text.replace(part, "<redacted>");
-            }
-        }
-    }
-    escape_control(text.trim())
+/// The host a redirect points to (a relative `Location` points to the request's own host),
+/// or `None` when the answer has no usable `Location`.
+fn location_host(
+    from: &reqwest::Url,
+    location: Option<&reqwest::header::HeaderValue>,
+) -> Option<String> {
+    let location = location?.to_str().ok()?;
+    from.join(location.trim())
+        .ok()?
+        .host_str()
+        .map(str::to_owned)
 }
 
-/// A secret and, for a URL, its path and query (where tokens live), so that an echo of
-/// either is caught.
-fn secret_parts(secret: &str) -> Vec<&str> {
-    let mut out = vec![secret];
-    if let Some(rest) = secret.split_once("://").map(|(_, r)| r)
-        && let Some(at) = rest.find('/')
-    {
-        let path = &rest[at..];
-        out.push(path);
-        if let Some((p, q)) = path.split_once('?') {
-            out.extend([p, q].into_iter().filter(|s| s.len() > 8));
-            for pair in q.split('&') {
-                if let Some((_, v)) = pair.split_once('=')
-                    && v.len() >= 8
-                {
-                    out.push(v);
-                }
-            }
-        }
+/// The start of `text`, at most [`EXCERPT`] characters, `…` when cut.
+pub fn excerpt(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(EXCERPT).collect();
+    if chars.next().is_some() {
+        out.push('…');
     }
-    // Longest first, so that a part inside another is not replaced first.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
 }
 
@@ -214,14 +250,17 @@ fn secret_parts(secret: &str) -> Vec<&str> {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The most of an answer's body kept.
+/// The most of an answer's body read.
 pub const MAX_BODY: usize = 4096;
+/// The most of a vendor's text an error shows, in characters.
+pub const EXCERPT: usize = 200;
 /// The longest Retry-After honoured.
 const MAX_RETRY_AFTER: u64 = 5;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     #[test]
     fn secrets_and_url_tokens_are_redacted() {
@@ -229,11 +268,32 @@ mod tests {
             "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa".into(),
         );
         let sign = Secret::new("SECabcdef0123456789".into());
-        let text = b"invalid webhook url, hint: key=693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa \x1b[31m SECabcdef0123456789";
-        let out = clean(text, &[&url, &sign]);
+        let text = "invalid webhook url, hint: key=693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa \x1b[31m SECabcdef0123456789\nnext";
+        let out = Redactor::new(&[&url, &sign]).show(text);
         assert!(!out.contains("693a91f6"), "{out}");
         assert!(!out.contains("SECabcdef"), "{out}");
-        assert!(out.contains("\\x1b"), "{out}");
+        assert!(out.contains("\\x1b") && out.contains("\\x0anext"), "{out}");
+    }
+
+    #[test]
+    fn a_redirect_names_the_host_of_its_location_only() {
+        let from = reqwest::Url::parse("https://hooks.example.com/services/T/B/token").unwrap();
+        let host = |l: &str| location_host(&from, Some(&l.parse().unwrap()));
+        assert_eq!(
+            host("http://127.0.0.1:9/landing?key=x").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(host("/elsewhere?x=1").as_deref(), Some("hooks.example.com"));
+        assert_eq!(location_host(&from, None), None);
+        let redirect = DeliveryError::Redirect {
+            status: 307,
+            host: Some("127.0.0.1".into()),
+        };
+        assert!(!redirect.retryable());
+        assert_eq!(
+            redirect.to_string(),
+            "HTTP 307 redirect to 127.0.0.1, not followed: configure the URL it redirects to"
+        );
     }
 
     #[test]

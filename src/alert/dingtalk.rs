@@ -11,6 +11,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::client::{Client, DeliveryError};
+use super::redact::Redactor;
 use super::wecom::{errcode, markdown};
 use super::{Event, Notifier};
 use crate::config::Secret;
@@ -33,18 +34,30 @@ impl Notifier for DingTalk {
         }))
         .map_err(|e| DeliveryError::Request(e.to_string()))?;
         let mut url = self.url.expose().to_owned();
+        // The signature of this request: with the token, good for an hour, so hidden too.
+        let mut signed = None;
         if let Some(secret) = &self.secret {
             let ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
             let sep = if url.contains('?') { '&' } else { '?' };
+            let sig = sign(ms, secret.expose());
             url.push_str(&format!(
                 "{sep}timestamp={ms}&sign={}",
-                percent_encode(&sign(ms, secret.expose()))
+                percent_encode(&sig)
             ));
+            signed = Some(Secret::new(sig));
         }
+        let mut secrets = self.secrets();
+        secrets.extend(signed.as_ref());
+        let answer = client
+            .post_json(&url, &[], body, &Redactor::new(&secrets))
+            .await?;
+        errcode(&answer.body, &[RATE_LIMITED])
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
         let mut secrets = vec![&self.url];
         secrets.extend(self.secret.as_ref());
-        let answer = client.post_json(&url, &[], body, &secrets).await?;
-        errcode(&answer.body, &[RATE_LIMITED])
+        secrets
     }
 }
 

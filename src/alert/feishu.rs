@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::client::{Client, DeliveryError};
+use super::redact::Redactor;
 use super::{Event, Notifier};
 use crate::config::Secret;
 
@@ -26,17 +27,21 @@ pub struct Feishu {
 impl Notifier for Feishu {
     async fn send(&self, client: &Client, event: &Event) -> Result<String, DeliveryError> {
         let mut message = post(event);
+        // The signature of this request, good for an hour, so hidden too.
+        let mut signed = None;
         if let Some(secret) = &self.secret {
             let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+            let sig = sign(ts, secret.expose());
             message["timestamp"] = json!(ts.to_string());
-            message["sign"] = json!(sign(ts, secret.expose()));
+            message["sign"] = json!(sig);
+            signed = Some(Secret::new(sig));
         }
         let body =
             serde_json::to_vec(&message).map_err(|e| DeliveryError::Request(e.to_string()))?;
-        let mut secrets = vec![&self.url];
-        secrets.extend(self.secret.as_ref());
+        let mut secrets = self.secrets();
+        secrets.extend(signed.as_ref());
         let answer = client
-            .post_json(self.url.expose(), &[], body, &secrets)
+            .post_json(self.url.expose(), &[], body, &Redactor::new(&secrets))
             .await?;
         let v: serde_json::Value =
             serde_json::from_str(&answer.body).map_err(|_| DeliveryError::Vendor {
@@ -66,6 +71,12 @@ impl Notifier for Feishu {
                 rate_limited: code == RATE_LIMITED,
             })
         }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = vec![&self.url];
+        secrets.extend(self.secret.as_ref());
+        secrets
     }
 }
 

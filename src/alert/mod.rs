@@ -15,6 +15,7 @@ mod client;
 mod dedup;
 mod dingtalk;
 mod feishu;
+mod redact;
 mod slack;
 mod webhook;
 mod wecom;
@@ -145,6 +146,10 @@ impl Event {
 pub trait Notifier: fmt::Debug + Send + Sync {
     /// Delivers one event once (no retry here); `Ok` carries the vendor's answer in words.
     async fn send(&self, client: &Client, event: &Event) -> Result<String, DeliveryError>;
+
+    /// The secrets the channel holds (its URL, its signing secret): nothing that shows what
+    /// the vendor said may contain them.
+    fn secrets(&self) -> Vec<&config::Secret>;
 }
 
 /// A configured channel ready to send.
@@ -275,6 +280,9 @@ impl Alerts {
                 return report;
             }
         };
+        // Vendors' words reach the report and the logs only through this: redacted (after
+        // the vendor's JSON was decoded, which may spell a token anew) and on one line.
+        let redactor = redact::Redactor::new(&notifier.secrets());
         let mut pause = FIRST_RETRY;
         loop {
             report.attempts += 1;
@@ -285,6 +293,7 @@ impl Alerts {
             };
             match sent {
                 Ok(answer) => {
+                    let answer = redactor.show(&answer);
                     tracing::debug!(channel = %channel.name, event = %event.event, cert = %event.certificate, "Alert delivered: {answer}");
                     report.result = Ok(answer);
                     return report;
@@ -293,7 +302,7 @@ impl Alerts {
                     let wait = e.retry_after().unwrap_or(pause);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if !e.retryable() || left <= wait {
-                        report.result = Err(e.to_string());
+                        report.result = Err(redactor.show(&e.to_string()));
                         log_failure(&report);
                         return report;
                     }

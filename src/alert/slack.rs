@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::client::{Client, DeliveryError};
+use super::redact::Redactor;
 use super::{Event, Notifier};
 use crate::config::Secret;
 
@@ -23,7 +24,12 @@ impl Notifier for Slack {
         let body = serde_json::to_vec(&message(event))
             .map_err(|e| DeliveryError::Request(e.to_string()))?;
         let answer = client
-            .post_json(self.url.expose(), &[], body, &[&self.url])
+            .post_json(
+                self.url.expose(),
+                &[],
+                body,
+                &Redactor::new(&self.secrets()),
+            )
             .await?;
         if answer.body == "ok" {
             Ok(format!("HTTP {} ok", answer.status.as_u16()))
@@ -34,6 +40,10 @@ impl Notifier for Slack {
                 rate_limited: false,
             })
         }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.url]
     }
 }
 

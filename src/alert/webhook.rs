@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use super::client::{Client, DeliveryError};
+use super::redact::Redactor;
 use super::{Event, Notifier};
 use crate::config::Secret;
 
@@ -27,12 +28,17 @@ impl Notifier for Webhook {
         if let Some(secret) = &self.secret {
             headers.push(("x-certkeeper-signature", signature(secret.expose(), &body)));
         }
-        let mut secrets = vec![&self.url];
-        secrets.extend(self.secret.as_ref());
+        let redactor = Redactor::new(&self.secrets());
         let answer = client
-            .post_json(self.url.expose(), &headers, body, &secrets)
+            .post_json(self.url.expose(), &headers, body, &redactor)
             .await?;
         Ok(format!("HTTP {}", answer.status.as_u16()))
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = vec![&self.url];
+        secrets.extend(self.secret.as_ref());
+        secrets
     }
 }
 

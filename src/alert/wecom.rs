@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::client::{Client, DeliveryError};
+use super::redact::Redactor;
 use super::{Event, Notifier};
 use crate::config::Secret;
 
@@ -26,9 +27,18 @@ impl Notifier for WeCom {
         }))
         .map_err(|e| DeliveryError::Request(e.to_string()))?;
         let answer = client
-            .post_json(self.url.expose(), &[], body, &[&self.url])
+            .post_json(
+                self.url.expose(),
+                &[],
+                body,
+                &Redactor::new(&self.secrets()),
+            )
             .await?;
         errcode(&answer.body, &[RATE_LIMITED])
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.url]
     }
 }
 

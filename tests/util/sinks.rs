@@ -76,6 +76,14 @@ pub enum Behaviour {
     Hang,
     /// Answers `status` with an empty body to the first `count` requests, then as `Normal`.
     FailFirst { count: usize, status: u16 },
+    /// Answers every request with `status`, `body` (as `content_type`) and, when given, a
+    /// `Location` header: a hostile or broken vendor (a redirect, an echo of the token).
+    Answer {
+        status: u16,
+        location: Option<&'static str>,
+        content_type: &'static str,
+        body: &'static str,
+    },
 }
 
 /// One request a sink received, with what it answered.
@@ -272,6 +280,18 @@ fn answer(
     let reply = match behaviour {
         Behaviour::Hang => None,
         Behaviour::FailFirst { count, status } if n < count => Some(Reply::empty(status)),
+        Behaviour::Answer {
+            status,
+            location,
+            content_type,
+            body,
+        } => Some(Reply {
+            status,
+            content_type,
+            body: body.to_owned(),
+            accepted: false,
+            location,
+        }),
         _ => Some(check(vendor, secret, &request)),
     };
     // Recorded before answering, so that a client that has its answer finds it.
@@ -395,6 +415,7 @@ struct Reply {
     content_type: &'static str,
     body: String,
     accepted: bool,
+    location: Option<&'static str>,
 }
 
 impl Reply {
@@ -404,6 +425,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: body.to_owned(),
             accepted: false,
+            location: None,
         }
     }
 
@@ -413,6 +435,7 @@ impl Reply {
             content_type: "application/json; charset=utf-8",
             body: body.to_string(),
             accepted: false,
+            location: None,
         }
     }
 
@@ -431,6 +454,9 @@ impl Reply {
         if self.status == 405 {
             headers.push(("Allow".to_owned(), "POST".to_owned()));
         }
+        if let Some(location) = self.location {
+            headers.push(("Location".to_owned(), location.to_owned()));
+        }
         http::Response {
             status: self.status,
             headers,
@@ -444,6 +470,7 @@ impl Reply {
             content_type: "",
             body: String::new(),
             accepted: false,
+            location: None,
         }
     }
 }
