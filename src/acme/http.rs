@@ -12,6 +12,11 @@
 //! protocol library's (RFC 8555 §6.1: clients MUST send one; current CAs refuse requests
 //! without it).
 //!
+//! No redirect is followed and no `Referer` is sent (hyper does neither): RFC 8555 needs no
+//! redirects (every URL comes from the directory or from a `Location` of a `201`), so a 3xx
+//! answer is an error naming its status and the host of its `Location`, instead of being
+//! passed on as a success whose body the protocol library would misread.
+//!
 //! Two limits protect the CA and certkeeper:
 //!
 //! - `max_concurrent_requests` of the issuer: requests to its server hold one of that many
@@ -266,6 +271,10 @@ impl HttpClient for Http {
                 Ok(Err(e)) => return Err(Transport::from_error(&url, &e).into()),
                 Ok(Ok(rsp)) => rsp,
             };
+            if rsp.status().is_redirection() {
+                // Its body is dropped unread, with the connection.
+                return Err(Redirected::new(&url, rsp.status(), rsp.headers()).into());
+            }
             // The whole body is read under the gate and within the time limit, so the next
             // request starts only when this one is over, and a stalled body cannot hang a pass.
             let (parts, body) = rsp.into_parts();
@@ -466,6 +475,58 @@ impl StdError for Transport {}
 impl From<Transport> for instant_acme::Error {
     fn from(t: Transport) -> Self {
         instant_acme::Error::Other(Box::new(t))
+    }
+}
+
+/// A CA answered with a redirect, which ACME never needs: not followed, not retried.
+#[derive(Debug)]
+pub(crate) struct Redirected {
+    /// The URL asked.
+    pub(crate) url: String,
+    /// The 3xx status.
+    pub(crate) status: StatusCode,
+    /// The host of its `Location` (never its path or query), when it has one.
+    pub(crate) host: Option<String>,
+}
+
+impl Redirected {
+    fn new(url: &str, status: StatusCode, headers: &http::HeaderMap) -> Redirected {
+        let host = headers
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| reqwest::Url::parse(url).ok()?.join(l.trim()).ok())
+            .and_then(|l| l.host_str().map(crate::deploy::reload::escape_control));
+        Redirected {
+            url: url.to_owned(),
+            status,
+            host,
+        }
+    }
+}
+
+impl fmt::Display for Redirected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.status.as_u16();
+        match &self.host {
+            Some(host) => write!(
+                f,
+                "{}: HTTP {status} redirect to {host}, not followed: ACME needs no redirects; check the issuer's directory URL",
+                self.url
+            ),
+            None => write!(
+                f,
+                "{}: HTTP {status} redirect, not followed: ACME needs no redirects; check the issuer's directory URL",
+                self.url
+            ),
+        }
+    }
+}
+
+impl StdError for Redirected {}
+
+impl From<Redirected> for instant_acme::Error {
+    fn from(r: Redirected) -> Self {
+        instant_acme::Error::Other(Box::new(r))
     }
 }
 
@@ -699,6 +760,43 @@ mod tests {
             seen[1].1,
             format!("certkeeper/{version} instant-acme/0.8.5")
         );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_naming_its_status_and_host_never_followed() {
+        macro_rules! moved {
+            ($status:literal) => {
+                concat!(
+                    "HTTP/1.1 ",
+                    $status,
+                    " Moved\r\nlocation: http://127.0.0.1:9/elsewhere?x=LOCQUERY\r\n",
+                    "content-length: 0\r\nconnection: close\r\n\r\n"
+                )
+            };
+        }
+        let answers: [(&str, fn(usize) -> &'static str); 5] = [
+            ("301", |_| moved!("301")),
+            ("302", |_| moved!("302")),
+            ("303", |_| moved!("303")),
+            ("307", |_| moved!("307")),
+            ("308", |_| moved!("308")),
+        ];
+        for (status, answer) in answers {
+            let (url, seen) = scripted_server(answer).await;
+            let http =
+                Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+            let mut req = get_request(&url);
+            *req.method_mut() = http::Method::POST;
+            let err = http.request(req).await.err().expect("a 3xx is an error");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{url}: HTTP {status} redirect to 127.0.0.1, not followed: ACME needs no redirects; check the issuer's directory URL"
+                )
+            );
+            assert!(!super::super::retry::is_transient(&err), "{err}");
+            assert_eq!(seen.lock().unwrap().len(), 1);
+        }
     }
 
     #[tokio::test]

@@ -105,10 +105,10 @@ impl Redactor {
         out
     }
 
-    /// `text` redacted (see [`Redactor::redact`]) and on one line ([`one_line`]): what a
+    /// `text` redacted (see [`Redactor::redact`]) and on one line ([`escape_line`]): what a
     /// report, an error line or a log line shows of anything a vendor said.
     pub fn show(&self, text: &str) -> String {
-        one_line(self.redact(text, false).trim())
+        escape_line(self.redact(text, false).trim())
     }
 }
 
@@ -221,7 +221,7 @@ fn without_cut_escape(text: &str) -> &str {
 /// included) as `\xNN`, and the characters that end or reorder a line on screen (U+2028,
 /// U+2029, the bidirectional controls) as `\u{NNNN}`, so that nothing a vendor says can
 /// start a line of its own or recolour a terminal.
-pub fn one_line(text: &str) -> String {
+pub fn escape_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn one_line_escapes_line_breaks_and_reordering() {
         assert_eq!(
-            one_line("x\nslack (slack): delivered\r\t\u{1b}[31m\u{2028}\u{202e}"),
+            escape_line("x\nslack (slack): delivered\r\t\u{1b}[31m\u{2028}\u{202e}"),
             "x\\x0aslack (slack): delivered\\x0d\\x09\\x1b[31m\\u{2028}\\u{202e}"
         );
     }
