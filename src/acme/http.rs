@@ -774,7 +774,8 @@ mod tests {
                 )
             };
         }
-        let answers: [(&str, fn(usize) -> &'static str); 5] = [
+        type Answer = fn(usize) -> &'static str;
+        let answers: [(&str, Answer); 5] = [
             ("301", |_| moved!("301")),
             ("302", |_| moved!("302")),
             ("303", |_| moved!("303")),
