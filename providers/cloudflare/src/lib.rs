@@ -13,6 +13,11 @@
 //! with backoff ([`RetryPolicy`]). Errors carry Cloudflare's `code: message`; the token never
 //! appears in any error or `Debug` output. The crate logs nothing.
 //!
+//! Every answer is read up to 1 MiB, listings stop at 50 pages (and at a page longer than
+//! asked), a redirect is an error (it is never followed: the request carries the token), and
+//! `present` and `cleanup` each end within one deadline ([`OPERATION_DEADLINE`]), every
+//! request, retry and page included (`certkeeper_dns::http`).
+//!
 //! With feature `fake`, module `fake` is an in-memory fake of the API for tests.
 #![warn(missing_docs)]
 
