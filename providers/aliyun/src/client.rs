@@ -12,6 +12,8 @@ use std::process;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use certkeeper_dns::Error as DnsError;
+use certkeeper_dns::http::Failure;
 use reqwest::Url;
 use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
@@ -30,7 +32,7 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// How long one request may take.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use certkeeper_dns::http::REQUEST_TIMEOUT;
 
 /// A signed-request client for one AccessKey and endpoint.
 #[derive(Debug)]
@@ -70,6 +72,9 @@ pub(crate) enum CallError {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// An answer past a bound (a redirect, a body past 1 MiB, a listing without end): final,
+    /// and already certkeeper's error.
+    Final(DnsError),
 }
 
 impl CallError {
@@ -89,9 +94,8 @@ impl Client {
         access_key_id: String,
         secret: Secret,
     ) -> Result<Client, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+        // No redirects and no Referer: every request carries the AccessKey and a signature.
+        let http = certkeeper_dns::http::client_builder().build()?;
         Ok(Client {
             http,
             endpoint,
@@ -159,8 +163,13 @@ impl Client {
             .send()
             .await
             .map_err(transport)?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let answer = match certkeeper_dns::http::receive(action, response).await {
+            Ok(answer) => answer,
+            Err(Failure::Transport(e)) => return Err(transport(e)),
+            Err(Failure::Final(e)) => return Err(CallError::Final(e)),
+        };
+        let status = answer.status.as_u16();
+        let bytes = answer.body;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|e| CallError::Unexpected {
                 status,
@@ -190,6 +199,7 @@ impl Client {
 /// nothing else is.
 fn retryable(e: &CallError) -> bool {
     match e {
+        CallError::Final(_) => false,
         CallError::Transport { .. } => true,
         CallError::Unexpected { status, .. } => *status >= 500 || *status == 429,
         CallError::Api { status, body, .. } => {

@@ -63,6 +63,29 @@ pub struct Options {
     pub latency: Option<Duration>,
     /// The fake's clock runs this many seconds ahead of the system's (negative: behind).
     pub clock_skew_secs: i64,
+    /// Answers no real Alidns gives, for tests of the client's bounds.
+    pub hostile: Option<Hostile>,
+}
+
+/// Hostile answers ([`Options::hostile`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hostile {
+    /// `DescribeDomains` answers `per_page` made-up domains on every page, whatever was
+    /// asked, claiming `total` domains in the account.
+    HugeDomainPages {
+        /// Domains on each page.
+        per_page: usize,
+        /// The `TotalCount` claimed.
+        total: u64,
+    },
+    /// Every request is answered `status` with `Location: location` and an HTML body
+    /// repeating the location.
+    Redirect {
+        /// A 3xx.
+        status: u16,
+        /// The `Location`.
+        location: String,
+    },
 }
 
 impl Default for Options {
@@ -73,6 +96,7 @@ impl Default for Options {
             ttl_quota: true,
             latency: None,
             clock_skew_secs: 0,
+            hostile: None,
         }
     }
 }
@@ -140,6 +164,8 @@ struct State {
     fail_percent: u64,
     requests_seen: u64,
     log: Vec<Seen>,
+    /// The made-up items of a [`Hostile`] listing, as JSON, made once.
+    junk: Option<String>,
 }
 
 /// An error answer: status, code, message.
@@ -167,6 +193,7 @@ impl FakeAlidns {
             fail_percent: 0,
             requests_seen: 0,
             log: Vec::new(),
+            junk: None,
         }));
         let handler_state = state.clone();
         let server = Server::start(move |request| {
@@ -317,6 +344,9 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
             .map(|(_, v)| v.clone())
     };
     let mut state = lock(state);
+    if let Some(response) = hostile(&mut state, request, param("Action").as_deref()) {
+        return response;
+    }
     let request_id = state.request_id();
     let result = answer(&mut state, request, &params);
     let (status, code, body) = match result {
@@ -347,6 +377,54 @@ fn handle(state: &Mutex<State>, request: &Request) -> Response {
         code,
     });
     Response::json(status, &body)
+}
+
+/// The answer of a [`Hostile`] mode, if it has one; logged like the others.
+fn hostile(state: &mut State, request: &Request, action: Option<&str>) -> Option<Response> {
+    let response = match (&state.options.hostile, action) {
+        (Some(Hostile::Redirect { status, location }), _) => Response {
+            status: *status,
+            headers: vec![
+                ("Location".into(), location.clone()),
+                ("Content-Type".into(), "text/html".into()),
+            ],
+            body: format!("<a href=\"{location}\">moved</a>").into_bytes(),
+        },
+        (Some(Hostile::HugeDomainPages { per_page, total }), Some("DescribeDomains")) => {
+            let (per_page, total) = (*per_page, *total);
+            let junk = state.junk.get_or_insert_with(|| {
+                (0..per_page)
+                    .map(|i| {
+                        json!({"DomainId": format!("junk-{i}"), "DomainName": format!("junk{i}.example"),
+                               "PunyCode": format!("junk{i}.example"), "RecordCount": 0})
+                        .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            let body = format!(
+                "{{\"RequestId\":\"hostile\",\"TotalCount\":{total},\"PageSize\":{per_page},\
+                 \"Domains\":{{\"Domain\":[{junk}]}}}}"
+            );
+            Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.into_bytes(),
+            }
+        }
+        _ => return None,
+    };
+    state.log.push(Seen {
+        method: request.method.clone(),
+        action: action.map(str::to_owned),
+        access_key_id: None,
+        nonce: None,
+        timestamp: None,
+        ttl: None,
+        status: response.status,
+        code: None,
+    });
+    Some(response)
 }
 
 fn missing(name: &str) -> ApiError {

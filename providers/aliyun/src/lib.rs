@@ -8,14 +8,21 @@
 //! name is never touched. Requests are signed with Signature V1 (see `sign`), each attempt
 //! with a fresh nonce and timestamp.
 //!
+//! Every answer is read up to 1 MiB, listings stop at 200 pages (and at a page longer than
+//! asked), a redirect is an error (it is never followed: the request carries the AccessKey),
+//! and `present` and `cleanup` each end within one deadline ([`OPERATION_DEADLINE`]), every
+//! request, retry and page included (`certkeeper_dns::http`).
+//!
 //! With the `fake` feature, the `fake` module provides an in-memory Alidns for tests.
 #![warn(missing_docs)]
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
+use certkeeper_dns::http::{Pager, within};
+use certkeeper_dns::{DnsProvider, Error as DnsError, Operation, RecordHandle, TxtRecord};
 use reqwest::Url;
 
 mod api;
@@ -40,8 +47,11 @@ pub const TTL: u32 = 600;
 const DOMAINS_PAGE_SIZE: u32 = 100;
 /// `DescribeDomainRecords` page size (the API's maximum).
 const RECORDS_PAGE_SIZE: u32 = 500;
-/// A bound on pages read for one listing, against an API that never stops paging.
-const MAX_PAGES: u32 = 1000;
+/// A bound on pages read for one listing, against an API that never stops paging: 20,000
+/// domains, 100,000 records of one name.
+const MAX_PAGES: u32 = 200;
+
+pub use certkeeper_dns::http::{MAX_ANSWER, OPERATION_DEADLINE};
 
 /// Why the provider could not be built from its configuration.
 #[non_exhaustive]
@@ -79,6 +89,8 @@ pub struct AliyunProvider {
     endpoint: String,
     /// The account's domains, fetched on first use.
     domains: tokio::sync::Mutex<Option<Arc<Vec<Zone>>>>,
+    /// The most one `present` or `cleanup` takes.
+    deadline: Duration,
 }
 
 /// A registered domain.
@@ -130,7 +142,15 @@ impl AliyunProvider {
             client,
             endpoint: endpoint.to_owned(),
             domains: tokio::sync::Mutex::new(None),
+            deadline: OPERATION_DEADLINE,
         })
+    }
+
+    /// Replaces the deadline of each `present` and `cleanup` ([`OPERATION_DEADLINE`]
+    /// otherwise): every request, retry and page of one operation included.
+    pub fn with_deadline(mut self, deadline: Duration) -> AliyunProvider {
+        self.deadline = deadline;
+        self
     }
 
     /// The account's domains; fetched when not cached yet or when `refresh`. The flag says
@@ -149,8 +169,15 @@ impl AliyunProvider {
     async fn describe_domains(&self) -> Result<Vec<Zone>, DnsError> {
         let mut zones = Vec::new();
         let page_size = DOMAINS_PAGE_SIZE.to_string();
-        for page in 1..=MAX_PAGES {
-            let page_number = page.to_string();
+        let per_page = DOMAINS_PAGE_SIZE as usize;
+        let mut pager = Pager::new(
+            "DescribeDomains",
+            per_page,
+            MAX_PAGES,
+            per_page * MAX_PAGES as usize,
+        );
+        loop {
+            let page_number = pager.next_page()?.to_string();
             let answer: api::DescribeDomains = self
                 .client
                 .call(
@@ -160,6 +187,7 @@ impl AliyunProvider {
                 .await
                 .map_err(map_error)?;
             let got = answer.domains.domain.len();
+            pager.read(got)?;
             zones.extend(answer.domains.domain.into_iter().map(|d| {
                 Zone {
                     ascii: d
@@ -205,9 +233,17 @@ impl AliyunProvider {
         value: &str,
     ) -> Result<Option<String>, DnsError> {
         let page_size = RECORDS_PAGE_SIZE.to_string();
+        let per_page = RECORDS_PAGE_SIZE as usize;
+        // The records are looked at page by page and not kept.
+        let mut pager = Pager::new(
+            "DescribeDomainRecords",
+            per_page,
+            MAX_PAGES,
+            per_page * MAX_PAGES as usize,
+        );
         let mut seen = 0u64;
-        for page in 1..=MAX_PAGES {
-            let page_number = page.to_string();
+        loop {
+            let page_number = pager.next_page()?.to_string();
             let answer: api::DescribeDomainRecords = self
                 .client
                 .call(
@@ -224,6 +260,7 @@ impl AliyunProvider {
                 .await
                 .map_err(map_error)?;
             let records = answer.domain_records.record;
+            pager.read(records.len())?;
             seen += records.len() as u64;
             if let Some(r) = records.iter().find(|r| {
                 r.rr.eq_ignore_ascii_case(rr)
@@ -233,16 +270,26 @@ impl AliyunProvider {
                 return Ok(Some(r.record_id.clone()));
             }
             if records.is_empty() || seen >= answer.total_count {
-                break;
+                return Ok(None);
             }
         }
-        Ok(None)
     }
 }
 
 #[async_trait]
 impl DnsProvider for AliyunProvider {
     async fn present(&self, record: &TxtRecord) -> Result<RecordHandle, DnsError> {
+        within(self.deadline, Operation::Present, self.add(record)).await
+    }
+
+    async fn cleanup(&self, handle: &RecordHandle) -> Result<(), DnsError> {
+        within(self.deadline, Operation::Cleanup, self.delete(handle)).await
+    }
+}
+
+impl AliyunProvider {
+    /// `present`, without its deadline.
+    async fn add(&self, record: &TxtRecord) -> Result<RecordHandle, DnsError> {
         let (zone, rr) = self.locate(&record.fqdn).await?;
         let ttl = TTL.to_string();
         let added = self
@@ -284,7 +331,8 @@ impl DnsProvider for AliyunProvider {
         })
     }
 
-    async fn cleanup(&self, handle: &RecordHandle) -> Result<(), DnsError> {
+    /// `cleanup`, without its deadline.
+    async fn delete(&self, handle: &RecordHandle) -> Result<(), DnsError> {
         let Some(id) = handle.id.as_deref() else {
             return Err(DnsError::Other(
                 "the record handle has no RecordId; only records created by present can be \
@@ -356,6 +404,7 @@ fn pick_zone(zones: &[Zone], name: &str) -> Option<(Zone, String)> {
 /// Maps an API failure to the provider error, with a clear message for what users can fix.
 fn map_error(e: CallError) -> DnsError {
     match e {
+        CallError::Final(e) => e,
         CallError::Api {
             status,
             body,

@@ -6,12 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use certkeeper_dns::testkit::conformance::{self, FakeZone};
-use certkeeper_dns::testkit::http::{Response, Server};
+use certkeeper_dns::testkit::http::{Request, Response, Server, write_endless, write_head};
 use certkeeper_dns::{DnsProvider, RecordHandle, TxtRecord};
-use certkeeper_dns_aliyun::fake::{self, FakeAlidns, Options};
+use certkeeper_dns_aliyun::fake::{self, FakeAlidns, Hostile, Options};
 use certkeeper_dns_aliyun::{AliyunProvider, DEFAULT_ENDPOINT};
 
 const WRONG_SECRET: &str = "credentials were refused: the AccessKeySecret does not match the \
@@ -471,4 +474,245 @@ async fn mirrors_into_challtestsrv() {
         ("/clear-txt".into(), serde_json::json!({"host": name})),
     ];
     assert_eq!(posts, expected);
+}
+
+// --- Hostile APIs: every answer is read up to 1 MiB, listings stop at their bounds, no
+// redirect is followed, and each operation has one deadline.
+
+fn hostile(hostile: Hostile) -> FakeAlidns {
+    FakeAlidns::start_with(Options {
+        hostile: Some(hostile),
+        ..Options::default()
+    })
+}
+
+fn too_large(call: &str) -> String {
+    format!(
+        "the answer to {call} is larger than 1024 KiB, more than the API ever answers; it was \
+         not read further"
+    )
+}
+
+/// The most a hostile server below writes of one body.
+const ENDLESS: usize = 256 << 20;
+
+fn handle(id: &str) -> RecordHandle {
+    RecordHandle {
+        record: txt("_acme-challenge.example.com.", "v"),
+        id: Some(id.into()),
+        zone: Some("example.com".into()),
+    }
+}
+
+/// A server answering `DescribeDomains` with `example.com` and `AddDomainRecord` with
+/// `DomainRecordDuplicate`, except `action`, answered `status` with a body that never ends
+/// (no length, until the client hangs up); counts the requests of `action` and the bytes
+/// written.
+fn endless(action: &'static str, status: u16) -> (Server, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (hits, written) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (h, w) = (hits.clone(), written.clone());
+    let server = Server::start_raw(move |req: &Request, stream: &mut TcpStream| {
+        let form = req.form();
+        let asked = form
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.as_str());
+        if asked == Some(action) {
+            h.fetch_add(1, Ordering::SeqCst);
+            let n = write_endless(
+                stream,
+                status,
+                &[("Content-Type", "application/json")],
+                br#"{"RequestId":""#,
+                b"x",
+                ENDLESS,
+            );
+            w.fetch_add(n, Ordering::SeqCst);
+            return;
+        }
+        let (status, body) = match asked {
+            Some("DescribeDomains") => (
+                200,
+                r#"{"TotalCount":1,"Domains":{"Domain":[{"DomainName":"example.com"}]}}"#,
+            ),
+            _ => (
+                400,
+                r#"{"Code":"DomainRecordDuplicate","Message":"The DNS record already exists."}"#,
+            ),
+        };
+        let _ = write_head(
+            stream,
+            status,
+            &[
+                ("Content-Length", &body.len().to_string()),
+                ("Connection", "close"),
+            ],
+        );
+        let _ = std::io::Write::write_all(stream, body.as_bytes());
+    });
+    (server, hits, written)
+}
+
+#[tokio::test]
+async fn answers_past_one_mib_are_refused_on_every_call() {
+    let record = txt("_acme-challenge.example.com.", "v");
+    // 20,000 domains a page (1.5 MB), claiming a billion.
+    let fake = hostile(Hostile::HugeDomainPages {
+        per_page: 20_000,
+        total: 1_000_000_000,
+    });
+    let err = provider(&fake).present(&record).await.unwrap_err();
+    assert!(
+        matches!(err, certkeeper_dns::Error::AnswerTooLarge { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), too_large("DescribeDomains"));
+    assert_eq!(fake.requests().len(), 1, "not retried");
+    // Bodies that never end (and say no length), as answers and as error answers of each
+    // call: cut at 1 MiB, never retried.
+    for (action, status) in [
+        ("DescribeDomains", 503),
+        ("AddDomainRecord", 200),
+        ("AddDomainRecord", 400),
+        ("DescribeDomainRecords", 200),
+        ("DeleteDomainRecord", 200),
+        ("DeleteDomainRecord", 429),
+    ] {
+        let (server, hits, written) = endless(action, status);
+        let p = AliyunProvider::new(fake::KEY_ID.into(), fake::KEY_SECRET.into(), &server.url())
+            .unwrap();
+        let err = if action == "DeleteDomainRecord" {
+            p.cleanup(&handle("1000000000000000001")).await.unwrap_err()
+        } else {
+            p.present(&record).await.unwrap_err()
+        };
+        assert_eq!(err.to_string(), too_large(action), "{action} {status}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "{action} {status}");
+        drop(server);
+        assert!(
+            written.load(Ordering::SeqCst) < ENDLESS,
+            "{action} {status}: the client read the whole body"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listings_are_bounded_in_items_and_pages() {
+    let record = txt("_acme-challenge.example.com.", "v");
+    // More domains on a page than asked for.
+    let fake = hostile(Hostile::HugeDomainPages {
+        per_page: 150,
+        total: 1_000_000_000,
+    });
+    let err = provider(&fake).present(&record).await.unwrap_err();
+    assert!(
+        matches!(err, certkeeper_dns::Error::PageTooLong { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "DescribeDomains answered 150 items on a page of 100; the API pages no more than asked"
+    );
+    // Pages without end: the listing fails at its bound (a partial list would name the
+    // wrong zone or none).
+    let fake = hostile(Hostile::HugeDomainPages {
+        per_page: 1,
+        total: 1_000_000_000,
+    });
+    let err = provider(&fake).present(&record).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "DescribeDomains goes on past 200 pages of 100; certkeeper reads no more of one listing"
+    );
+    assert_eq!(count(&fake, "DescribeDomains"), 200);
+}
+
+#[tokio::test]
+async fn redirects_are_refused_naming_only_the_host() {
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let seen = stolen.clone();
+    let thief = Server::start(move |_: &Request| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        Response::json(200, &serde_json::json!({"RecordId": "1"}))
+    });
+    for status in [301, 302, 303, 307, 308] {
+        let location = format!("{}/secret-path?leak=query", thief.url());
+        let fake = hostile(Hostile::Redirect { status, location });
+        let p = provider(&fake);
+        let want = format!(
+            "the API answered HTTP {status}, a redirect to 127.0.0.1; redirects are not \
+             followed, since the request carries credentials: configure the API's own address"
+        );
+        let err = p
+            .present(&txt("_acme-challenge.example.com.", "v"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, certkeeper_dns::Error::Redirect { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), want);
+        assert_eq!(
+            p.cleanup(&handle("1000000000000000001"))
+                .await
+                .unwrap_err()
+                .to_string(),
+            want
+        );
+        assert_eq!(fake.requests().len(), 2, "{status} is not retried");
+    }
+    assert_eq!(stolen.load(Ordering::SeqCst), 0, "a redirect was followed");
+}
+
+#[tokio::test]
+async fn one_deadline_bounds_each_operation() {
+    // A slow API with pages without end: present stops at its deadline, whatever the pages.
+    let fake = FakeAlidns::start_with(Options {
+        latency: Some(Duration::from_millis(100)),
+        hostile: Some(Hostile::HugeDomainPages {
+            per_page: 1,
+            total: 1_000_000_000,
+        }),
+        ..Options::default()
+    });
+    let p = provider(&fake).with_deadline(Duration::from_secs(1));
+    let start = Instant::now();
+    let err = p
+        .present(&txt("_acme-challenge.example.com.", "v"))
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(err, certkeeper_dns::Error::Deadline { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "creating the record did not finish within 1s (every request, retry and page \
+         included); the API is too slow or not answering"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(
+        count(&fake, "DescribeDomains") < 200,
+        "it stopped before the page bound"
+    );
+
+    // An API that does not answer: cleanup stops at its deadline, before a request's own
+    // timeout (10 s) and its retries.
+    let fake = FakeAlidns::start_with(Options {
+        latency: Some(Duration::from_secs(30)),
+        ..Options::default()
+    });
+    let p = provider(&fake).with_deadline(Duration::from_millis(500));
+    let start = Instant::now();
+    let err = p.cleanup(&handle("1000000000000000001")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "removing the record did not finish within 500ms (every request, retry and page \
+         included); the API is too slow or not answering"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

@@ -7,12 +7,16 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use certkeeper_dns::Error as DnsError;
+use certkeeper_dns::http::{Failure, Pager};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::Error;
 use crate::api::{ApiErrors, Deleted, DnsRecord, Envelope, NewRecord, ResultInfo, Zone};
+
+pub use certkeeper_dns::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// How failed calls are retried: 429 (after its `Retry-After`, capped), 5xx and transport
 /// errors. Other answers are final at once.
@@ -54,10 +58,6 @@ pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The most one call takes by default, retries included.
 pub const DEFAULT_TOTAL: Duration = Duration::from_secs(30);
-/// The timeout of one HTTP request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The timeout of establishing one connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a call failed, as the API or the network said it.
 #[derive(Debug)]
@@ -79,6 +79,9 @@ pub(crate) enum CallError {
         detail: String,
         gave_up_after: Option<u32>,
     },
+    /// An answer past a bound (a redirect, a body past 1 MiB, a listing without end): final,
+    /// and already certkeeper's error.
+    Final(DnsError),
 }
 
 impl CallError {
@@ -87,6 +90,7 @@ impl CallError {
             CallError::Api { gave_up_after, .. }
             | CallError::Unexpected { gave_up_after, .. }
             | CallError::Transport { gave_up_after, .. } => *gave_up_after = Some(attempts),
+            CallError::Final(_) => {}
         }
         self
     }
@@ -145,11 +149,8 @@ impl Client {
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("it must not have a query or a fragment"));
         }
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")))
+        // No redirects and no Referer: every request carries the token.
+        let http = certkeeper_dns::http::client_builder()
             .build()
             .map_err(|e| Error::Client(e.without_url()))?;
         Ok(Client {
@@ -168,10 +169,16 @@ impl Client {
         self.base.as_str()
     }
 
-    /// `GET /zones?name=<name>`: the zones named exactly `name` (none for a non-zone).
+    /// `GET /zones?name=<name>`: the zones named exactly `name` (none for a non-zone), from
+    /// one page of at most [`ZONES_PER_PAGE`].
     pub(crate) async fn zones_named(&self, name: &str) -> Result<Vec<Zone>, CallError> {
-        let url = self.url(&["zones"], &[("name", name)]);
-        Ok(self.call(Method::GET, url, None).await?.0)
+        let per_page = ZONES_PER_PAGE.to_string();
+        let url = self.url(&["zones"], &[("name", name), ("per_page", &per_page)]);
+        let mut pager = Pager::new("GET zones", ZONES_PER_PAGE, 1, ZONES_PER_PAGE);
+        pager.next_page().map_err(CallError::Final)?;
+        let (zones, _): (Vec<Zone>, _) = self.call("GET zones", Method::GET, url, None).await?;
+        pager.read(zones.len()).map_err(CallError::Final)?;
+        Ok(zones)
     }
 
     /// `POST /zones/{zone}/dns_records` of a TXT record.
@@ -191,40 +198,61 @@ impl Client {
         };
         // Serializing a struct of strings and an integer cannot fail.
         let body = serde_json::to_value(&body).unwrap_or_default();
-        Ok(self.call(Method::POST, url, Some(&body)).await?.0)
+        Ok(self
+            .call("POST dns_records", Method::POST, url, Some(&body))
+            .await?
+            .0)
     }
 
-    /// `GET /zones/{zone}/dns_records?type=TXT&name=<name>[&content=<content>]`, all pages.
-    pub(crate) async fn list_txt(
+    /// The TXT record `name` = `content` in `zone`, if listed: `GET
+    /// /zones/{zone}/dns_records?type=TXT&name=<name>&content=<content>`, page after page
+    /// until it is found, keeping none of the others.
+    pub(crate) async fn find_txt(
         &self,
         zone: &str,
         name: &str,
-        content: Option<&str>,
-    ) -> Result<Vec<DnsRecord>, CallError> {
-        let mut records = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let page = page.to_string();
-            let mut query = vec![("type", "TXT"), ("name", name)];
-            if let Some(content) = content {
-                query.push(("content", content));
-            }
-            query.extend([("page", page.as_str()), ("per_page", PER_PAGE)]);
+        content: &str,
+    ) -> Result<Option<DnsRecord>, CallError> {
+        let per_page = PER_PAGE.to_string();
+        let mut pager = Pager::new(
+            "GET dns_records",
+            PER_PAGE,
+            MAX_PAGES,
+            PER_PAGE * MAX_PAGES as usize,
+        );
+        loop {
+            let page = pager.next_page().map_err(CallError::Final)?.to_string();
+            let query = [
+                ("type", "TXT"),
+                ("name", name),
+                ("content", content),
+                ("page", page.as_str()),
+                ("per_page", per_page.as_str()),
+            ];
             let url = self.url(&["zones", zone, "dns_records"], &query);
-            let (mut batch, info): (Vec<DnsRecord>, _) = self.call(Method::GET, url, None).await?;
+            let (batch, info): (Vec<DnsRecord>, _) =
+                self.call("GET dns_records", Method::GET, url, None).await?;
+            pager.read(batch.len()).map_err(CallError::Final)?;
             let empty = batch.is_empty();
-            records.append(&mut batch);
+            if let Some(found) = batch
+                .into_iter()
+                .find(|r| r.content == content && r.name.eq_ignore_ascii_case(name))
+            {
+                return Ok(Some(found));
+            }
             let last = info.is_none_or(|i: ResultInfo| i.page >= i.total_pages);
             if empty || last {
-                break;
+                return Ok(None);
             }
         }
-        Ok(records)
     }
 
     /// `DELETE /zones/{zone}/dns_records/{id}`.
     pub(crate) async fn delete_record(&self, zone: &str, id: &str) -> Result<(), CallError> {
         let url = self.url(&["zones", zone, "dns_records", id], &[]);
-        let _: (Deleted, _) = self.call(Method::DELETE, url, None).await?;
+        let _: (Deleted, _) = self
+            .call("DELETE dns_records", Method::DELETE, url, None)
+            .await?;
         Ok(())
     }
 
@@ -242,9 +270,11 @@ impl Client {
         url
     }
 
-    /// One call with retries; the result and the paging of a successful answer.
+    /// One call with retries; the result and the paging of a successful answer. `call`
+    /// names it in errors.
     async fn call<T: DeserializeOwned>(
         &self,
+        call: &str,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
@@ -264,27 +294,20 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let (error, retry_after) = match request.send().await {
-                Err(e) => (transport(e), None),
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    match response.bytes().await {
-                        Err(e) => (transport(e), None),
-                        Ok(bytes) => {
-                            let outcome = parse(status, &bytes);
-                            let retryable =
-                                status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                            match outcome {
-                                Err(e) if retryable => (e, retry_after),
-                                other => return other,
-                            }
-                        }
+            let answer = match request.send().await {
+                Err(e) => Err(Failure::Transport(e)),
+                Ok(response) => certkeeper_dns::http::receive(call, response).await,
+            };
+            let (error, retry_after) = match answer {
+                Err(Failure::Transport(e)) => (transport(e), None),
+                Err(Failure::Final(e)) => return Err(CallError::Final(e)),
+                Ok(answer) => {
+                    let status = answer.status;
+                    let retryable =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    match parse(status, &answer.body) {
+                        Err(e) if retryable => (e, answer.retry_after),
+                        other => return other,
                     }
                 }
             };
@@ -367,7 +390,9 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// Records per list page (Cloudflare's default).
-const PER_PAGE: &str = "100";
+const PER_PAGE: usize = 100;
+/// Zones per page of a zone lookup (Cloudflare's most).
+const ZONES_PER_PAGE: usize = 50;
 /// The most pages one listing reads (a name with 5,000 TXT records is not a challenge name).
 const MAX_PAGES: u32 = 50;
 /// How much of an unexpected body an error keeps.

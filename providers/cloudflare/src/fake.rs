@@ -32,7 +32,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certkeeper_dns::testkit::conformance::FakeZone;
@@ -55,6 +55,35 @@ pub struct Options {
     pub challtestsrv: Option<String>,
     /// A delay before every answer.
     pub latency: Duration,
+    /// Answers no real Cloudflare gives, for tests of the client's bounds.
+    pub hostile: Option<Hostile>,
+}
+
+/// Hostile answers ([`Options::hostile`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hostile {
+    /// `GET /zones` lists `count` made-up zones before the real ones.
+    HugeZones {
+        /// Made-up zones listed.
+        count: usize,
+    },
+    /// `POST dns_records` answers 81058 (an identical record exists), and `GET dns_records`
+    /// answers `per_page` made-up records on every page, whatever was asked, claiming
+    /// `total_pages` pages.
+    HugeRecordPages {
+        /// Records on each page.
+        per_page: usize,
+        /// The `total_pages` claimed.
+        total_pages: u64,
+    },
+    /// Every request is answered `status` with `Location: location` and an HTML body
+    /// repeating the location.
+    Redirect {
+        /// A 3xx.
+        status: u16,
+        /// The `Location`.
+        location: String,
+    },
 }
 
 impl Default for Options {
@@ -65,6 +94,7 @@ impl Default for Options {
             zone_read: true,
             challtestsrv: None,
             latency: Duration::ZERO,
+            hostile: None,
         }
     }
 }
@@ -137,6 +167,7 @@ impl FakeCloudflare {
             options,
             zones,
             state: Mutex::new(State::default()),
+            junk: OnceLock::new(),
         });
         let handler = inner.clone();
         let server = Server::start(move |req| handler.handle(req));
@@ -217,6 +248,8 @@ struct Inner {
     /// (name, id)
     zones: Vec<(String, String)>,
     state: Mutex<State>,
+    /// The made-up items of a [`Hostile`] listing, as JSON (`{..},{..}`), made once.
+    junk: OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -289,6 +322,9 @@ impl Inner {
     }
 
     fn route(&self, state: &mut State, req: &Request) -> Response {
+        if let Some(answer) = self.hostile(req) {
+            return answer;
+        }
         let n = state.requests_seen;
         state.requests_seen += 1;
         let by_ratio = (n + 1) * state.fail_percent / 100 != n * state.fail_percent / 100;
@@ -352,6 +388,80 @@ impl Inner {
                 &format!("Method {method} not available for that URI"),
             ),
             _ => no_route(),
+        }
+    }
+
+    /// The answer of a [`Hostile`] mode to `req`, if it has one.
+    fn hostile(&self, req: &Request) -> Option<Response> {
+        let segments: Vec<&str> = req.path.split('/').skip(3).collect();
+        match (
+            &self.options.hostile,
+            req.method.as_str(),
+            segments.as_slice(),
+        ) {
+            (None, ..) => None,
+            (Some(Hostile::Redirect { status, location }), ..) => Some(Response {
+                status: *status,
+                headers: vec![
+                    ("Location".into(), location.clone()),
+                    ("Content-Type".into(), "text/html".into()),
+                ],
+                body: format!("<a href=\"{location}\">moved</a>").into_bytes(),
+            }),
+            (Some(Hostile::HugeZones { count }), "GET", ["zones"]) => {
+                let junk = self.junk.get_or_init(|| {
+                    junk_items(*count, |i| {
+                        zone_json(&format!("junk{i}.example"), &"0".repeat(32))
+                    })
+                });
+                let real: Vec<String> = self
+                    .zones
+                    .iter()
+                    .map(|(n, id)| zone_json(n, id).to_string())
+                    .collect();
+                let body = format!(
+                    "{{\"success\":true,\"errors\":[],\"messages\":[],\"result\":[{junk}{}{}],\
+                     \"result_info\":{{\"page\":1,\"per_page\":20,\"total_pages\":1}}}}",
+                    if real.is_empty() { "" } else { "," },
+                    real.join(",")
+                );
+                Some(raw_json(body))
+            }
+            (Some(Hostile::HugeRecordPages { .. }), "POST", ["zones", _, "dns_records"]) => {
+                Some(failure(400, 81058, "An identical record already exists."))
+            }
+            (
+                Some(Hostile::HugeRecordPages {
+                    per_page,
+                    total_pages,
+                }),
+                "GET",
+                ["zones", zone_id, "dns_records"],
+            ) => {
+                let junk = self.junk.get_or_init(|| {
+                    junk_items(*per_page, |i| {
+                        record_json(
+                            &FakeRecord {
+                                id: format!("{i:032x}"),
+                                zone_id: (*zone_id).to_owned(),
+                                kind: "TXT".into(),
+                                name: format!("junk{i}.example.com"),
+                                content: "junk".into(),
+                                ttl: 1,
+                            },
+                            "example.com",
+                        )
+                    })
+                });
+                let page = req.query_param("page").unwrap_or("1");
+                let body = format!(
+                    "{{\"success\":true,\"errors\":[],\"messages\":[],\"result\":[{junk}],\
+                     \"result_info\":{{\"page\":{page},\"per_page\":{per_page},\
+                     \"count\":{per_page},\"total_pages\":{total_pages}}}}}"
+                );
+                Some(raw_json(body))
+            }
+            _ => None,
         }
     }
 
@@ -590,6 +700,26 @@ fn record_json(r: &FakeRecord, zone_name: &str) -> Value {
         "created_on": now,
         "modified_on": now,
     })
+}
+
+/// `count` items made by `item`, as JSON joined with commas.
+fn junk_items(count: usize, item: impl Fn(usize) -> Value) -> String {
+    let mut out = String::new();
+    for i in 0..count {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}", item(i));
+    }
+    out
+}
+
+fn raw_json(body: String) -> Response {
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.into_bytes(),
+    }
 }
 
 fn success(result: &Value, result_info: Option<Value>) -> Response {

@@ -13,15 +13,22 @@
 //! with backoff ([`RetryPolicy`]). Errors carry Cloudflare's `code: message`; the token never
 //! appears in any error or `Debug` output. The crate logs nothing.
 //!
+//! Every answer is read up to 1 MiB, listings stop at 50 pages (and at a page longer than
+//! asked), a redirect is an error (it is never followed: the request carries the token), and
+//! `present` and `cleanup` each end within one deadline ([`OPERATION_DEADLINE`]), every
+//! request, retry and page included (`certkeeper_dns::http`).
+//!
 //! With feature `fake`, module `fake` is an in-memory fake of the API for tests.
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
+use certkeeper_dns::http::within;
+use certkeeper_dns::{DnsProvider, Error as DnsError, Operation, RecordHandle, TxtRecord};
 
 pub mod api;
 mod client;
@@ -29,6 +36,7 @@ pub mod config;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use certkeeper_dns::http::{MAX_ANSWER, OPERATION_DEADLINE};
 pub use client::{
     CONNECT_TIMEOUT, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TOTAL, MAX_RETRY_AFTER,
     REQUEST_TIMEOUT, RetryPolicy,
@@ -47,6 +55,8 @@ pub struct CloudflareProvider {
     /// What the zone lookups found, by candidate name: `Some(zone id)` for a zone, `None`
     /// for a name that is no zone. Lives as long as the provider (one pass).
     zones: Mutex<HashMap<String, Option<String>>>,
+    /// The most one `present` or `cleanup` takes.
+    deadline: Duration,
 }
 
 impl fmt::Debug for CloudflareProvider {
@@ -79,12 +89,20 @@ impl CloudflareProvider {
             client: Client::new(&token, api_base)?,
             zone_id,
             zones: Mutex::new(HashMap::new()),
+            deadline: OPERATION_DEADLINE,
         })
     }
 
     /// Replaces the retry policy ([`RetryPolicy::DEFAULT`] otherwise).
     pub fn with_retry(mut self, retry: RetryPolicy) -> CloudflareProvider {
         self.client.set_retry(retry);
+        self
+    }
+
+    /// Replaces the deadline of each `present` and `cleanup` ([`OPERATION_DEADLINE`]
+    /// otherwise): every request, retry and page of one operation included.
+    pub fn with_deadline(mut self, deadline: Duration) -> CloudflareProvider {
+        self.deadline = deadline;
         self
     }
 
@@ -153,6 +171,17 @@ impl CloudflareProvider {
 #[async_trait]
 impl DnsProvider for CloudflareProvider {
     async fn present(&self, record: &TxtRecord) -> Result<RecordHandle, DnsError> {
+        within(self.deadline, Operation::Present, self.create(record)).await
+    }
+
+    async fn cleanup(&self, handle: &RecordHandle) -> Result<(), DnsError> {
+        within(self.deadline, Operation::Cleanup, self.delete(handle)).await
+    }
+}
+
+impl CloudflareProvider {
+    /// `present`, without its deadline.
+    async fn create(&self, record: &TxtRecord) -> Result<RecordHandle, DnsError> {
         let zone = self.zone(&record.fqdn).await?;
         let name = record.fqdn.trim_end_matches('.');
         let handle = |id: String| RecordHandle {
@@ -172,13 +201,10 @@ impl DnsProvider for CloudflareProvider {
             Err(CallError::Api { errors, .. }) if errors.has_code(IDENTICAL_RECORD) => {
                 let found = self
                     .client
-                    .list_txt(&zone.id, name, Some(&record.value))
+                    .find_txt(&zone.id, name, &record.value)
                     .await
                     .map_err(|e| map_error(e, Step::Records { zone: &zone }))?;
-                match found
-                    .into_iter()
-                    .find(|r| r.content == record.value && r.name.eq_ignore_ascii_case(name))
-                {
+                match found {
                     Some(existing) => Ok(handle(existing.id)),
                     None => Err(DnsError::Api {
                         status: 400,
@@ -192,7 +218,8 @@ impl DnsProvider for CloudflareProvider {
         }
     }
 
-    async fn cleanup(&self, handle: &RecordHandle) -> Result<(), DnsError> {
+    /// `cleanup`, without its deadline.
+    async fn delete(&self, handle: &RecordHandle) -> Result<(), DnsError> {
         let Some(id) = handle.id.as_deref() else {
             return Err(DnsError::Other(Box::new(Error::MissingRecordId)));
         };
@@ -275,6 +302,7 @@ fn map_error(error: CallError, step: Step<'_>) -> DnsError {
         Some(n) => format!(" (gave up after {n} attempts)"),
     };
     let (status, errors, gave_up_after) = match error {
+        CallError::Final(e) => return e,
         CallError::Transport {
             detail,
             gave_up_after,

@@ -3,13 +3,15 @@
 //! retries and their bounds, every mapped error message, and the shared conformance suite.
 #![allow(clippy::unwrap_used)]
 
+use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use certkeeper_dns::testkit::conformance::{self, FakeZone};
-use certkeeper_dns::testkit::http::{Request, Response, Server};
+use certkeeper_dns::testkit::http::{Request, Response, Server, write_endless, write_head};
 use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
-use certkeeper_dns_cloudflare::fake::{FakeCloudflare, Options, TOKEN};
+use certkeeper_dns_cloudflare::fake::{FakeCloudflare, Hostile, Options, TOKEN};
 use certkeeper_dns_cloudflare::{CloudflareProvider, RetryPolicy};
 use serde_json::json;
 
@@ -342,25 +344,48 @@ async fn rate_limits_and_server_errors_are_retried() {
     assert!(fake.records().is_empty());
 }
 
+/// A `Retry-After` of an hour is cut to the policy's cap: the retry comes after the cap, and
+/// long before the hour (the bounds are wide: what is checked is which wait was taken).
 #[tokio::test]
 async fn retry_after_is_honoured_up_to_its_cap() {
-    let fake = FakeCloudflare::start(&["example.com"]);
-    let p = CloudflareProvider::new(TOKEN.into(), &fake.url(), fake.zone_id("example.com"))
-        .unwrap()
-        .with_retry(RetryPolicy {
-            backoff: Duration::from_millis(1),
-            max_retry_after: Duration::from_millis(300),
-            ..RetryPolicy::DEFAULT
-        });
-    fake.fail_next(1);
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    let server = Server::start(move |_: &Request| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Response::json(
+                429,
+                &json!({"success": false, "errors": [{"code": 971, "message": "Please wait"}],
+                        "messages": [], "result": null}),
+            )
+            .with_header("Retry-After", "3600");
+        }
+        Response::json(
+            200,
+            &json!({"success": true, "errors": [], "messages": [],
+                    "result": {"id": "372e67954025e0ba6aaa6d586b9e0b59", "type": "TXT",
+                               "name": "_acme-challenge.example.com", "content": "v"}}),
+        )
+    });
+    let p = CloudflareProvider::new(
+        TOKEN.into(),
+        &format!("{}/client/v4", server.url()),
+        Some("023e105f4ecef8ad9ca31a8372d0c353".into()),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy {
+        backoff: Duration::from_millis(1),
+        max_retry_after: Duration::from_millis(300),
+        ..RetryPolicy::DEFAULT
+    });
     let start = Instant::now();
     p.present(&record("_acme-challenge.example.com.", "v"))
         .await
         .unwrap();
     let took = start.elapsed();
+    assert_eq!(posts.load(Ordering::SeqCst), 2);
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1000),
-        "Retry-After: 1 capped at 300 ms, took {took:?}"
+        took >= Duration::from_millis(300) && took < Duration::from_secs(60),
+        "Retry-After: 3600 capped at 300 ms, took {took:?}"
     );
 }
 
@@ -386,13 +411,21 @@ async fn retries_stop_within_the_total_time() {
         err.to_string(),
         "api error (HTTP 500): 10002: An unknown error has occurred (gave up after 2 attempts)"
     );
-    assert!(start.elapsed() < Duration::from_millis(400));
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 500], "no third attempt");
+    // The one wait taken; the bound above it is wide (10x the total).
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_hanging_api_times_out_within_the_total_time() {
+    // Answers after 30 s: far past the total of 500 ms.
     let fake = FakeCloudflare::start_with(Options {
-        latency: Duration::from_secs(3),
+        latency: Duration::from_secs(30),
         ..Options::default()
     });
     let p = CloudflareProvider::new(TOKEN.into(), &fake.url(), fake.zone_id("example.com"))
@@ -410,7 +443,8 @@ async fn a_hanging_api_times_out_within_the_total_time() {
     let text = err.to_string();
     assert!(text.contains("timed out"), "{text}");
     assert!(text.ends_with("(gave up after 1 attempt)"), "{text}");
-    assert!(start.elapsed() < Duration::from_millis(1500));
+    // 10x the total, and far below the answer's 30 s.
+    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -698,4 +732,282 @@ async fn the_fake_checks_ttl_and_names_like_cloudflare() {
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], 6003);
+}
+
+// --- Hostile APIs: every answer is read up to 1 MiB, listings stop at their bounds, no
+// redirect is followed, and each operation has one deadline.
+
+fn hostile(hostile: Hostile) -> FakeCloudflare {
+    FakeCloudflare::start_with(Options {
+        hostile: Some(hostile),
+        ..Options::default()
+    })
+}
+
+const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+
+fn too_large(call: &str) -> String {
+    format!(
+        "the answer to {call} is larger than 1024 KiB, more than the API ever answers; it was \
+         not read further"
+    )
+}
+
+/// The most a hostile server below writes of one body.
+const ENDLESS: usize = 256 << 20;
+
+/// A server answering `GET dns_records` with an empty list, and the call `method` `status`
+/// with a JSON body that never ends (no length, until the client hangs up); counts the
+/// requests of `method` and the bytes it wrote.
+fn endless(method: &'static str, status: u16) -> (Server, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (hits, written) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (h, w) = (hits.clone(), written.clone());
+    let server = Server::start_raw(move |req: &Request, stream: &mut TcpStream| {
+        if req.method != method {
+            let body = r#"{"success":false,"errors":[{"code":81058,"message":"An identical record already exists."}],"messages":[],"result":null}"#;
+            let _ = write_head(
+                stream,
+                400,
+                &[
+                    ("Content-Length", &body.len().to_string()),
+                    ("Connection", "close"),
+                ],
+            );
+            let _ = std::io::Write::write_all(stream, body.as_bytes());
+            return;
+        }
+        h.fetch_add(1, Ordering::SeqCst);
+        let n = write_endless(
+            stream,
+            status,
+            &[("Content-Type", "application/json")],
+            br#"{"success":true,"errors":[],"messages":["#,
+            br#""padding","#,
+            ENDLESS,
+        );
+        w.fetch_add(n, Ordering::SeqCst);
+    });
+    (server, hits, written)
+}
+
+#[tokio::test]
+async fn answers_past_one_mib_are_refused_on_every_call() {
+    let rec = record("_acme-challenge.example.com.", "v");
+    // A zones list of 20,000 zones (4 MB).
+    let fake = hostile(Hostile::HugeZones { count: 20_000 });
+    let err = provider(&fake.url(), TOKEN, None)
+        .present(&rec)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::AnswerTooLarge { .. }), "{err:?}");
+    assert_eq!(err.to_string(), too_large("GET zones"));
+    assert_eq!(fake.requests().len(), 1, "not retried");
+    // A records page of 20,000 records, claiming a billion pages.
+    let fake = hostile(Hostile::HugeRecordPages {
+        per_page: 20_000,
+        total_pages: 1_000_000_000,
+    });
+    let zone = fake.zone_id("example.com");
+    let err = provider(&fake.url(), TOKEN, zone)
+        .present(&rec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), too_large("GET dns_records"));
+    // Bodies that never end (and say no length), as answers and as error answers of each
+    // call: cut at 1 MiB, never retried.
+    for (method, status, call) in [
+        ("POST", 200, "POST dns_records"),
+        ("POST", 500, "POST dns_records"),
+        ("GET", 200, "GET dns_records"),
+        ("DELETE", 200, "DELETE dns_records"),
+        ("DELETE", 429, "DELETE dns_records"),
+    ] {
+        let (server, hits, written) = endless(method, status);
+        let p = provider(
+            &format!("{}/client/v4", server.url()),
+            TOKEN,
+            Some(ZONE.into()),
+        );
+        let err = if method == "DELETE" {
+            p.cleanup(&RecordHandle {
+                record: rec.clone(),
+                id: Some("372e67954025e0ba6aaa6d586b9e0b59".into()),
+                zone: Some(ZONE.into()),
+            })
+            .await
+            .unwrap_err()
+        } else {
+            p.present(&rec).await.unwrap_err()
+        };
+        assert_eq!(err.to_string(), too_large(call), "{method} {status}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "{method} {status}");
+        drop(server);
+        assert!(
+            written.load(Ordering::SeqCst) < ENDLESS,
+            "{method} {status}: the client read the whole body"
+        );
+    }
+    // A Content-Length far past the bound is refused before the body is read.
+    let server = Server::start_raw(|_: &Request, stream: &mut TcpStream| {
+        let _ = write_head(
+            stream,
+            200,
+            &[("Content-Length", "1099511627776"), ("Connection", "close")],
+        );
+        let _ = std::io::Write::write_all(stream, b"{}");
+    });
+    let p = provider(
+        &format!("{}/client/v4", server.url()),
+        TOKEN,
+        Some(ZONE.into()),
+    );
+    assert_eq!(
+        p.present(&rec).await.unwrap_err().to_string(),
+        too_large("POST dns_records")
+    );
+}
+
+#[tokio::test]
+async fn listings_are_bounded_in_items_and_pages() {
+    let rec = record("_acme-challenge.example.com.", "v");
+    // More zones than a page holds: 60 made up and the fake's two.
+    let fake = hostile(Hostile::HugeZones { count: 60 });
+    let err = provider(&fake.url(), TOKEN, None)
+        .present(&rec)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::PageTooLong { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "GET zones answered 62 items on a page of 50; the API pages no more than asked"
+    );
+    // More records on a page than asked for.
+    let fake = hostile(Hostile::HugeRecordPages {
+        per_page: 150,
+        total_pages: 1,
+    });
+    let zone = fake.zone_id("example.com");
+    let err = provider(&fake.url(), TOKEN, zone.clone())
+        .present(&rec)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "GET dns_records answered 150 items on a page of 100; the API pages no more than asked"
+    );
+    // Pages without end: 50 are read, then the listing fails (it does not pass for "not
+    // there").
+    let fake = hostile(Hostile::HugeRecordPages {
+        per_page: 1,
+        total_pages: 1_000_000_000,
+    });
+    let err = provider(&fake.url(), TOKEN, zone)
+        .present(&rec)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::ListingTooLong { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "GET dns_records goes on past 50 pages of 100; certkeeper reads no more of one listing"
+    );
+    let pages = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/dns_records"))
+        .count();
+    assert_eq!(pages, 50);
+}
+
+#[tokio::test]
+async fn redirects_are_refused_naming_only_the_host() {
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let seen = stolen.clone();
+    let thief = Server::start(move |_: &Request| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        Response::json(
+            200,
+            &json!({"success": true, "errors": [], "result": {"id": "x"}}),
+        )
+    });
+    let rec = record("_acme-challenge.example.com.", "v");
+    for status in [301, 302, 303, 307, 308] {
+        let location = format!("{}/client/v4/secret-path?leak=query", thief.url());
+        let fake = hostile(Hostile::Redirect { status, location });
+        let p = provider(&fake.url(), TOKEN, None);
+        let want = format!(
+            "the API answered HTTP {status}, a redirect to 127.0.0.1; redirects are not \
+             followed, since the request carries credentials: configure the API's own address"
+        );
+        let err = p.present(&rec).await.unwrap_err();
+        assert!(matches!(err, DnsError::Redirect { .. }), "{err:?}");
+        assert_eq!(err.to_string(), want);
+        let pinned = provider(&fake.url(), TOKEN, Some(ZONE.into()));
+        assert_eq!(pinned.present(&rec).await.unwrap_err().to_string(), want);
+        let handle = RecordHandle {
+            record: rec.clone(),
+            id: Some("372e67954025e0ba6aaa6d586b9e0b59".into()),
+            zone: Some(ZONE.into()),
+        };
+        assert_eq!(p.cleanup(&handle).await.unwrap_err().to_string(), want);
+        assert_eq!(fake.requests().len(), 3, "{status} is not retried");
+    }
+    assert_eq!(stolen.load(Ordering::SeqCst), 0, "a redirect was followed");
+}
+
+#[tokio::test]
+async fn one_deadline_bounds_each_operation() {
+    // A slow API with pages without end: present stops at its deadline, whatever the pages.
+    let fake = FakeCloudflare::start_with(Options {
+        latency: Duration::from_millis(100),
+        hostile: Some(Hostile::HugeRecordPages {
+            per_page: 1,
+            total_pages: 1_000_000_000,
+        }),
+        ..Options::default()
+    });
+    let p = provider(&fake.url(), TOKEN, fake.zone_id("example.com"))
+        .with_deadline(Duration::from_secs(1));
+    let start = Instant::now();
+    let err = p
+        .present(&record("_acme-challenge.example.com.", "v"))
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, DnsError::Deadline { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "creating the record did not finish within 1s (every request, retry and page \
+         included); the API is too slow or not answering"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(
+        fake.requests().len() < 50,
+        "it stopped before the page bound"
+    );
+
+    // An API that does not answer: cleanup stops at its deadline, before a request's own
+    // timeout (10 s) and the retries' total (10 s here).
+    let fake = FakeCloudflare::start_with(Options {
+        latency: Duration::from_secs(30),
+        ..Options::default()
+    });
+    let p = provider(&fake.url(), TOKEN, None).with_deadline(Duration::from_millis(500));
+    let start = Instant::now();
+    let err = p
+        .cleanup(&RecordHandle {
+            record: record("_acme-challenge.example.com.", "v"),
+            id: Some("372e67954025e0ba6aaa6d586b9e0b59".into()),
+            zone: Some(ZONE.into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "removing the record did not finish within 500ms (every request, retry and page \
+         included); the API is too slow or not answering"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

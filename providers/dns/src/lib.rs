@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -73,6 +75,25 @@ pub trait DnsProvider: fmt::Debug + Send + Sync {
     }
 }
 
+/// What a provider was doing, for [`Error::Deadline`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// [`DnsProvider::present`].
+    Present,
+    /// [`DnsProvider::cleanup`].
+    Cleanup,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Present => "creating the record",
+            Operation::Cleanup => "removing the record",
+        })
+    }
+}
+
 /// Why a provider call failed. Messages never include secrets nor the provider's name (the
 /// caller adds which provider, zone and record).
 #[non_exhaustive]
@@ -98,6 +119,62 @@ pub enum Error {
     /// The provider could not be reached.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The API answered with a redirect. It is not followed: the request carries credentials.
+    /// Only the target's host is kept, never its path or query.
+    #[error(
+        "the API answered HTTP {status}, a redirect{}; redirects are not followed, since the \
+         request carries credentials: configure the API's own address",
+        host.as_deref().map(|h| format!(" to {h}")).unwrap_or_default()
+    )]
+    Redirect {
+        /// HTTP status code (3xx).
+        status: u16,
+        /// The host of the `Location`, when it names one.
+        host: Option<String>,
+    },
+    /// An answer was larger than any answer of the API: it was not read further.
+    #[error(
+        "the answer to {call} is larger than {} KiB, more than the API ever answers; it was \
+         not read further",
+        limit / 1024
+    )]
+    AnswerTooLarge {
+        /// The call (`GET dns_records`, `DescribeDomains`).
+        call: String,
+        /// The most read of one answer, in bytes.
+        limit: usize,
+    },
+    /// A listing page held more items than were asked for.
+    #[error(
+        "{call} answered {count} items on a page of {per_page}; the API pages no more than asked"
+    )]
+    PageTooLong {
+        /// The call.
+        call: String,
+        /// Items on the page.
+        count: usize,
+        /// Items asked for.
+        per_page: usize,
+    },
+    /// A listing went on past the pages or items certkeeper reads of one.
+    #[error("{call} goes on past {limit}; certkeeper reads no more of one listing")]
+    ListingTooLong {
+        /// The call.
+        call: String,
+        /// What was reached: `50 pages`, `100000 items`.
+        limit: String,
+    },
+    /// One operation (every request, retry and page of it) did not end within its deadline.
+    #[error(
+        "{operation} did not finish within {deadline:?} (every request, retry and page \
+         included); the API is too slow or not answering"
+    )]
+    Deadline {
+        /// What was being done.
+        operation: Operation,
+        /// The deadline.
+        deadline: Duration,
+    },
     /// Anything else, with the provider's own detail.
     #[error(transparent)]
     Other(Box<dyn StdError + Send + Sync>),

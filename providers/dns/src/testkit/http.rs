@@ -96,10 +96,28 @@ pub struct Server {
 impl Server {
     /// Starts serving `handler`.
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        let handler: Handler = Arc::new(handler);
+        Server::spawn(move |stream| serve(stream, &handler))
+    }
+
+    /// Starts serving `handler`, which writes the whole answer itself on the connection:
+    /// for hostile answers (a body that never ends, a lying `Content-Length`, a trickle).
+    /// See [`write_head`] and [`write_endless`].
+    pub fn start_raw(handler: impl Fn(&Request, &mut TcpStream) + Send + Sync + 'static) -> Server {
+        Server::spawn(move |mut stream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+            if let Ok(Some(request)) = read_request(&stream) {
+                handler(&request, &mut stream);
+            }
+        })
+    }
+
+    fn spawn(connection: impl Fn(TcpStream) + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let stop = Arc::new(AtomicBool::new(false));
-        let handler: Handler = Arc::new(handler);
+        let connection = Arc::new(connection);
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -107,8 +125,8 @@ impl Server {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let handler = handler.clone();
-                std::thread::spawn(move || serve(stream, &handler));
+                let connection = connection.clone();
+                std::thread::spawn(move || connection(stream));
             }
         });
         Server {
@@ -256,6 +274,56 @@ fn write_response(mut stream: &TcpStream, r: &Response) -> std::io::Result<()> {
     stream.write_all(&r.body)?;
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Write)
+}
+
+/// Writes a status line and `headers` (nothing else: no `Content-Length`, no
+/// `Connection`), then the blank line.
+pub fn write_head(
+    mut stream: &TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} X\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())
+}
+
+/// Writes `status` and `headers` with `Connection: close` and no length, then `start`, then
+/// `fill` over and over until the client stops reading or `max` bytes are written; returns
+/// how many bytes of body were written.
+pub fn write_endless(
+    stream: &TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    start: &[u8],
+    fill: &[u8],
+    max: usize,
+) -> usize {
+    let mut all = headers.to_vec();
+    all.push(("Connection", "close"));
+    if write_head(stream, status, &all).is_err() {
+        return 0;
+    }
+    let mut w: &TcpStream = stream;
+    let mut written = 0;
+    if w.write_all(start).is_err() {
+        return 0;
+    }
+    written += start.len();
+    let fill: &[u8] = if fill.is_empty() { b" " } else { fill };
+    let block: Vec<u8> = fill.iter().copied().cycle().take(64 * 1024).collect();
+    while written < max {
+        if w.write_all(&block).is_err() {
+            break;
+        }
+        written += block.len();
+    }
+    let _ = w.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    written
 }
 
 /// Splits `a=1&b=2` into percent-decoded pairs (`+` is a space).
