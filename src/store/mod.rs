@@ -200,6 +200,20 @@ pub struct RolledBack {
     pub warnings: Vec<String>,
 }
 
+/// Refuses, before anything is written, what certkeeper must not replace at the live paths
+/// of `spec` or under `state_dir` for it (issued by `issuers`): a device, a FIFO, a socket, a
+/// link to one of them ([`Error::NotOurs`], naming the path and what is there). Only looks.
+pub fn check_targets(state_dir: &StateDir, spec: &PairSpec, issuers: &[String]) -> Result<()> {
+    Layout::new(spec)?.check_targets(false)?;
+    state_dir.check_certificate(&spec.name, issuers)
+}
+
+/// [`check_targets`] for the live paths only (for `config check`, which does not look
+/// inside state_dir).
+pub fn check_live_targets(spec: &PairSpec) -> Result<()> {
+    Layout::new(spec)?.check_targets(false)
+}
+
 impl Store {
     /// Opens `state_dir`, creating it (and its parents) when missing, and makes it 0711.
     pub fn open(state_dir: impl AsRef<Path>) -> Result<Store> {
@@ -305,6 +319,8 @@ impl Locked<'_> {
 
     fn recover_unmarked(&self, spec: &PairSpec) -> Result<Recovered> {
         let layout = Layout::new(spec)?;
+        // Recovery writes at the live paths too: never where a device, FIFO or socket sits.
+        layout.check_targets(false)?;
         let snaps = self.store.snapshot_store(spec);
         let journals = self.store.journals();
         let mut out = Recovered::default();
@@ -471,6 +487,8 @@ impl Locked<'_> {
         fullchain: &[u8],
         privkey: &[u8],
     ) -> Result<(Layout, Staged, bool)> {
+        // Nothing is written where certkeeper must not replace what is there.
+        Layout::new(spec)?.check_targets(true)?;
         // A first deploy may target directories that do not exist yet (as certbot creates
         // live/<name>/): they are made 0755, like /etc/ssl/certs.
         for file in [&spec.fullchain, &spec.privkey] {
@@ -532,6 +550,7 @@ impl Locked<'_> {
         to: Option<&str>,
     ) -> Result<(SnapshotInfo, Staged)> {
         let layout = Layout::new(spec)?;
+        layout.check_targets(true)?;
         let recovered = self.recover(spec)?;
         let snaps = self.store.snapshot_store(spec);
         let live_fingerprint = match layout.live_generation()? {
