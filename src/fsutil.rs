@@ -7,6 +7,10 @@
 //!   link to `/dev/zero`, a `/proc` entry whose size says 0). Anything else is an error that
 //!   says what is at the path.
 //!
+//! - Writing: [`foreign_file`] and [`foreign_dir`] say what sits at a path certkeeper is about
+//!   to write when it is not something certkeeper may replace (a device, a FIFO, a socket, a
+//!   link to one of them): every writer asks them first and refuses, changing nothing.
+//!
 //! Writing is the store's: `crate::store::StateDir` for everything under state_dir, the
 //! store's live-pair machinery for certificates.
 
@@ -61,22 +65,9 @@ pub fn read_open(mut file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
     let meta = file.metadata()?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("not a regular file ({what})"),
+            format!("not a regular file ({})", kind_name(kind)),
         ));
     }
     // A regular file's reads never block; its size may lie (procfs says 0), so the limit is
@@ -109,6 +100,83 @@ pub fn read_open(mut file: fs::File, limit: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// What a file type is, as messages name it: "a FIFO", "a character device", ...
+pub fn kind_name(kind: fs::FileType) -> &'static str {
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// What is at `path` when certkeeper must not put a file of its own there: anything but
+/// nothing, a regular file, or a symlink to a regular file or to nothing (the link itself is
+/// what a rename replaces, never what it points at). `None` when the write may go ahead;
+/// otherwise what is there ("a FIFO", "a symlink to a character device"). Nothing is opened.
+pub fn foreign_file(path: &Path) -> Option<String> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_symlink() {
+        return match fs::metadata(path) {
+            Ok(target) if !target.is_file() => {
+                Some(format!("a symlink to {}", kind_name(target.file_type())))
+            }
+            _ => None,
+        };
+    }
+    Some(kind_name(kind).to_owned())
+}
+
+/// What is at `path` when it is a device, a FIFO or a socket, or a symlink to one: what no
+/// write of certkeeper's may ever replace, looked at before anything is done. `None` for
+/// anything else (nothing, a file, a directory, a link to one of them). Nothing is opened.
+pub fn special(path: &Path) -> Option<String> {
+    let is_special = |kind: fs::FileType| {
+        kind.is_fifo() || kind.is_socket() || kind.is_char_device() || kind.is_block_device()
+    };
+    let kind = fs::symlink_metadata(path).ok()?.file_type();
+    if kind.is_symlink() {
+        let target = fs::metadata(path).ok()?.file_type();
+        return is_special(target).then(|| format!("a symlink to {}", kind_name(target)));
+    }
+    is_special(kind).then(|| kind_name(kind).to_owned())
+}
+
+/// What is at `path` when certkeeper must not use it as a directory to write in: anything
+/// but nothing or a directory (followed through symlinks when `follow`). `None` when it
+/// may; otherwise what is there.
+pub fn foreign_dir(path: &Path, follow: bool) -> Option<String> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return None;
+    }
+    if kind.is_symlink() {
+        return match fs::metadata(path) {
+            Ok(target) if follow && target.is_dir() => None,
+            Ok(target) => Some(format!("a symlink to {}", kind_name(target.file_type()))),
+            Err(_) if follow => None,
+            Err(_) => Some("a symlink to nothing".into()),
+        };
+    }
+    Some(kind_name(kind).to_owned())
 }
 
 #[cfg(test)]

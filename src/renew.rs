@@ -710,6 +710,15 @@ async fn prepare(
     now: OffsetDateTime,
 ) -> Step {
     let state_dir = &kept.state_dir;
+    // What sits where this certificate's files go is looked at before anything is done for
+    // it: a device, FIFO or socket there fails it now, with nothing issued or written.
+    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
+    if let Err(e) = store::check_targets(state_dir, &spec, &cert.issuers) {
+        return Step::Done(Outcome::Failed {
+            error: e.to_string(),
+            retry_after: None,
+        });
+    }
     let mut saved = state::load(state_dir.path(), &cert.name);
     saved.ari = kept.ari(&cert.name);
     if !opts.force

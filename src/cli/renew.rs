@@ -25,6 +25,18 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
     if !known_names(&config, config_path, &opts.names) {
         return USAGE;
     }
+    // A textfile path holding a device, FIFO or socket fails the command before the pass
+    // changes anything, as an output that cannot be written does.
+    if let Some(path) = textfile
+        && let Some(what) = crate::fsutil::foreign_file(path)
+    {
+        let e = crate::store::Error::NotOurs {
+            path: path.to_owned(),
+            what,
+        };
+        eprintln!("certkeeper: renew: --textfile: {e}");
+        return FAILED;
+    }
     let runtime = match super::runtime(FAILED) {
         Ok(r) => r,
         Err(code) => return code,
@@ -47,7 +59,7 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
         out.push_str(&line(name, outcome));
         out.push('\n');
     }
-    let printed = print(&out);
+    let mut printed = print(&out);
     if let Some(path) = textfile {
         let pass = metrics::Pass::of(
             &outcomes,
@@ -59,6 +71,8 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
                 "certkeeper: renew: cannot write the metrics to {}: {e}",
                 path.display()
             );
+            // An output that was asked for and not written is a failure, like stdout's.
+            printed = false;
         }
     }
     if outcomes.iter().any(|(_, o)| o.failed()) || !printed {

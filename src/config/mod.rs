@@ -527,6 +527,24 @@ impl Config {
                 ));
             }
         }
+        // Where certkeeper writes: nothing it must not replace (a device, FIFO, socket).
+        if let Some(what) = crate::fsutil::foreign_dir(&self.state_dir, true) {
+            let e = crate::store::Error::NotOurs {
+                path: self.state_dir.clone(),
+                what,
+            };
+            problems.push(format!("state_dir: {e}"));
+        }
+        for (n, c) in self.certificates.iter().enumerate() {
+            let spec = crate::store::PairSpec::new(&c.name, &c.fullchain, &c.privkey);
+            if let Err(e) = crate::store::check_live_targets(&spec) {
+                let which = match &e {
+                    crate::store::Error::NotOurs { path, .. } if *path == c.privkey => "privkey",
+                    _ => "fullchain",
+                };
+                problems.push(format!("certificates[{n}].{which}: {e}"));
+            }
+        }
         for (key, p) in &self.dns_providers {
             if let DnsProvider::Exec { command, .. } = p
                 && let Some(program) = command.first()

@@ -164,6 +164,20 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
         return out;
     }
 
+    // A reload command can damage what it was asked to load (remove the live files, or
+    // state_dir): what it left is looked at before anything is served or committed.
+    let mut refused = Vec::new();
+    let staged: Vec<Pending> = staged
+        .into_iter()
+        .filter_map(|p| match locked.check_staged(&p.item.spec, &p.staged) {
+            Ok(()) => Some(p),
+            Err(problem) => {
+                tracing::warn!(cert = %p.item.cert.name, "The reload damaged the deploy: {problem}.");
+                refused.push((p, format!("the reload command changed what certkeeper deployed: {problem}")));
+                None
+            }
+        })
+        .collect();
     let verdicts = join_all(
         staged
             .iter()
@@ -175,7 +189,6 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Reloaded and verified."
     );
-    let mut refused = Vec::new();
     let mut accepted = Vec::new();
     for (p, verdict) in staged.into_iter().zip(verdicts) {
         match verdict {
@@ -270,6 +283,20 @@ async fn revert_all(
     for ((p, cause, r), check) in reverted.into_iter().zip(checks) {
         let name = p.item.cert.name.clone();
         let verified = p.item.cert.verify.is_some();
+        // The reload after the revert may have damaged the restored pair as the first one
+        // damaged the new pair.
+        let damaged = match r.restored {
+            true => locked.check_reverted(&p.item.spec, &p.staged).err(),
+            false => None,
+        };
+        if let Some(problem) = damaged {
+            let rollback = format!(
+                "the previous pair was put back{}, but the reload after the revert changed it too: {problem}",
+                from_snapshot(&r)
+            );
+            out.push((name, Outcome::RollbackFailed { cause, rollback }));
+            continue;
+        }
         let outcome = match check {
             // Nothing was live before this first deploy: there is nothing to serve, and the
             // host is as it was.

@@ -20,6 +20,16 @@ use time::OffsetDateTime;
 use crate::store::{Durable, StateDir};
 use crate::x509::read_certificates;
 
+/// Whether `leaf` was issued by an intermediate of the local CA `name` (see
+/// [`LocalCa::rotate_intermediate`] for the name every intermediate has).
+fn issued_by(leaf: &crate::x509::Cert, name: &str) -> bool {
+    let prefix = format!("CN=certkeeper local CA {name} intermediate ");
+    leaf.issuer.split(", ").any(|part| {
+        part.strip_prefix(&prefix)
+            .is_some_and(|stamp| stamp.len() == 8 && stamp.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// How long the root is valid.
 pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// How long an intermediate is valid; it is rotated when a new leaf would outlive it.
@@ -53,6 +63,19 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The CA's files are gone while certificates it issued are live: a new root would
+    /// silently leave every client that trusts the old one unable to verify what it issues.
+    #[error(
+        "local CA {name}: its files in {path} are gone, but certificates it issued are live ({certificates}); restore {path} from a backup, or remove the live files of those certificates to start over with a new root"
+    )]
+    Vanished {
+        /// The issuer's name.
+        name: String,
+        /// The CA's directory.
+        path: PathBuf,
+        /// The certificates whose live leaf it issued, comma-separated.
+        certificates: String,
     },
     /// Certificate generation failed.
     #[error("local CA cannot sign: {0}")]
@@ -106,7 +129,17 @@ impl LocalCa {
     /// Opens the CA of issuer `name`, creating it on first use. With a read-only
     /// `state_dir` (dry runs) a CA that does not exist yet is made in memory only and nothing
     /// is written.
-    pub fn open(state_dir: &StateDir, name: &str, now: OffsetDateTime) -> Result<LocalCa, Error> {
+    ///
+    /// `live` names the certificates configured with this issuer and their live fullchains:
+    /// when one of them holds a leaf this CA issued (its issuer is one of this CA's
+    /// intermediates), the CA's files were lost, and a new root is not made in their place
+    /// ([`Error::Vanished`]).
+    pub fn open(
+        state_dir: &StateDir,
+        name: &str,
+        now: OffsetDateTime,
+        live: &[(&str, &Path)],
+    ) -> Result<LocalCa, Error> {
         let dir = Self::dir(state_dir.path(), name);
         let keep = state_dir.is_writable().then(|| state_dir.clone());
         if dir.join(ROOT_FILE).exists() {
@@ -117,6 +150,20 @@ impl LocalCa {
                 tracing::warn!("Cannot open the way to the local CA's root for every user: {e}");
             }
             return Self::load(&dir, name, keep);
+        }
+        let issued: Vec<&str> = live
+            .iter()
+            .filter(|(_, fullchain)| {
+                crate::x509::leaf_of_file(fullchain).is_ok_and(|leaf| issued_by(&leaf, name))
+            })
+            .map(|(cert, _)| *cert)
+            .collect();
+        if !issued.is_empty() {
+            return Err(Error::Vanished {
+                name: name.to_owned(),
+                path: dir,
+                certificates: issued.join(", "),
+            });
         }
         let mut ca = Self::create(&dir, name, now)?;
         if let Some(state) = keep {
@@ -422,7 +469,7 @@ mod tests {
     fn the_system_roots_are_read_only_when_a_chain_needs_them() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let chain = ca
             .issue(&domains(), &key, Duration::from_secs(86_400), now)
@@ -442,10 +489,51 @@ mod tests {
     }
 
     #[test]
+    fn a_vanished_ca_whose_leaves_are_live_is_not_replaced_by_a_new_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        let chain = ca
+            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .unwrap();
+        let live = dir.path().join("fullchain.pem");
+        fs::write(&live, &chain).unwrap();
+        // Another CA's leaf (a CA of another name) is no evidence.
+        let other = dir.path().join("other.pem");
+        let mut stranger = LocalCa::open(&writable(dir.path()), "other", now, &[]).unwrap();
+        let chain = stranger
+            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .unwrap();
+        fs::write(&other, chain).unwrap();
+        let ca_dir = LocalCa::dir(dir.path(), "internal");
+        fs::remove_dir_all(&ca_dir).unwrap();
+        let err = LocalCa::open(
+            &writable(dir.path()),
+            "internal",
+            now,
+            &[
+                ("www", &live),
+                ("api", &other),
+                ("new", &dir.path().join("none")),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Vanished { certificates, .. } if certificates == "www"),
+            "{err}"
+        );
+        assert!(!ca_dir.exists());
+        // Without live leaves of its own, a CA is made as on first use.
+        LocalCa::open(&writable(dir.path()), "internal", now, &[("api", &other)]).unwrap();
+        assert!(ca_dir.join("root.pem").exists());
+    }
+
+    #[test]
     fn created_on_first_use_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         for kind in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
             assert_sound(&mut ca, kind, Duration::from_secs(90 * 86_400), now);
         }
@@ -463,7 +551,7 @@ mod tests {
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("internal")]);
 
-        let mut again = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
+        let mut again = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         assert_eq!(again.root_pem(), root);
         assert_sound(
             &mut again,
@@ -477,7 +565,7 @@ mod tests {
     fn dry_open_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
         assert_sound(
             &mut ca,
             KeyType::EcdsaP256,
@@ -491,12 +579,12 @@ mod tests {
     fn intermediate_rotates_before_a_leaf_would_outlive_it() {
         let dir = tempfile::tempdir().unwrap();
         let start = OffsetDateTime::now_utc() - time::Duration::days(700);
-        LocalCa::open(&writable(dir.path()), "internal", start).unwrap();
+        LocalCa::open(&writable(dir.path()), "internal", start, &[]).unwrap();
         let before =
             fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
                 .unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         assert_sound(
             &mut ca,
             KeyType::EcdsaP256,
@@ -508,7 +596,7 @@ mod tests {
                 .unwrap();
         assert_ne!(before, after, "the intermediate was not rotated");
         // The rotated intermediate is kept: the next open issues from it without rotating.
-        let mut reopened = LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
+        let mut reopened = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         assert_sound(
             &mut reopened,
             KeyType::EcdsaP256,
@@ -525,7 +613,7 @@ mod tests {
     fn refuses_to_outlive_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now).unwrap();
+        let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let err = ca
             .issue(
@@ -546,13 +634,13 @@ mod tests {
     fn damaged_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        LocalCa::open(&writable(dir.path()), "internal", now).unwrap();
+        LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         fs::write(
             LocalCa::dir(dir.path(), "internal").join("root.key"),
             "garbage",
         )
         .unwrap();
-        let err = LocalCa::open(&writable(dir.path()), "internal", now).unwrap_err();
+        let err = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap_err();
         assert!(err.to_string().contains("damaged: root.key"), "{err}");
     }
 }

@@ -104,7 +104,16 @@ impl Issuers {
                 let ca_handle = match open.get_mut(issuer) {
                     Some(h) => h,
                     None => {
-                        let h = LocalCa::open(&self.state_dir, issuer, self.now)
+                        // The live leaves of the certificates it may have issued: a CA
+                        // whose files vanished under them is not replaced silently.
+                        let live: Vec<(&str, &std::path::Path)> = self
+                            .config
+                            .certificates
+                            .iter()
+                            .filter(|c| c.issuers.iter().any(|i| i == issuer))
+                            .map(|c| (c.name.as_str(), c.fullchain.as_path()))
+                            .collect();
+                        let h = LocalCa::open(&self.state_dir, issuer, self.now, &live)
                             .map_err(IssueError::from_display)?;
                         open.entry(issuer.to_owned()).or_insert(h)
                     }

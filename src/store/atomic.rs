@@ -165,6 +165,9 @@ pub(crate) fn replace_file(
     perm: Perm,
     durable: bool,
 ) -> Result<()> {
+    // A device, FIFO or socket at the target (or a link to one) is not replaced: the rename
+    // would swap it for a file without a word.
+    Error::unless_file(&dir.join(name))?;
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
     remove_tree(&tmp)?;
     create_file_with(&tmp, bytes, perm, durable)?;
@@ -193,6 +196,9 @@ pub(crate) fn put_dir(
 ) -> Result<()> {
     let tmp = parent.join(format!("{TMP_PREFIX}{name}"));
     let target = parent.join(name);
+    // Only a directory of certkeeper's is exchanged (and then removed): anything else there
+    // is refused, not swapped away.
+    Error::unless_dir(&target, false)?;
     remove_tree(&tmp)?;
     create_dir(&tmp, mode)?;
     let built = files
@@ -270,8 +276,12 @@ pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
 pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Planted {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Planted {
             path: dir.to_owned(),
+        }),
+        Ok(m) => Err(Error::NotOurs {
+            path: dir.to_owned(),
+            what: crate::fsutil::kind_name(m.file_type()).to_owned(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {

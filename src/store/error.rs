@@ -51,6 +51,19 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Something certkeeper does not replace sits where it writes: a device, a FIFO, a
+    /// socket, a link to one of them, or a file where a directory goes (or the reverse).
+    /// Nothing was changed.
+    #[error(
+        "refusing to write {path}: {what} is there, and certkeeper replaces only regular files and the links it made; move it away or correct the path"
+    )]
+    NotOurs {
+        /// Where certkeeper was to write.
+        path: PathBuf,
+        /// What is there, e.g. "a FIFO" or "a symlink to a character device".
+        what: String,
+    },
+
     /// Another process holds the state directory's lock.
     #[error("state directory is locked by another certkeeper process (lock file {path})")]
     Locked {
@@ -139,6 +152,42 @@ impl Error {
         }
     }
 
+    /// [`Error::NotOurs`] when a regular file of certkeeper's may not be put at `path`
+    /// (see [`crate::fsutil::foreign_file`]).
+    pub(crate) fn unless_file(path: &std::path::Path) -> Result<()> {
+        match crate::fsutil::foreign_file(path) {
+            None => Ok(()),
+            Some(what) => Err(Error::NotOurs {
+                path: path.to_owned(),
+                what,
+            }),
+        }
+    }
+
+    /// [`Error::NotOurs`] when `path` is neither absent nor a directory (followed through a
+    /// symlink when `follow`; see [`crate::fsutil::foreign_dir`]).
+    pub(crate) fn unless_dir(path: &std::path::Path, follow: bool) -> Result<()> {
+        match crate::fsutil::foreign_dir(path, follow) {
+            None => Ok(()),
+            Some(what) => Err(Error::NotOurs {
+                path: path.to_owned(),
+                what,
+            }),
+        }
+    }
+
+    /// [`Error::NotOurs`] when a device, FIFO or socket (or a link to one) is at `path`
+    /// (see [`crate::fsutil::special`]).
+    pub(crate) fn if_special(path: &std::path::Path) -> Result<()> {
+        match crate::fsutil::special(path) {
+            None => Ok(()),
+            Some(what) => Err(Error::NotOurs {
+                path: path.to_owned(),
+                what,
+            }),
+        }
+    }
+
     /// The OS error behind this error, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
@@ -175,6 +224,10 @@ mod tests {
             ),
             Error::Locked {
                 path: "/s/lock".into(),
+            },
+            Error::NotOurs {
+                path: "/s/pass.json".into(),
+                what: "a FIFO".into(),
             },
             Error::BadCertificate {
                 name: "www".into(),
@@ -221,7 +274,7 @@ mod tests {
             Some(28)
         );
         assert_eq!(
-            errors[9].to_string(),
+            errors[10].to_string(),
             "no snapshot of www to roll back to: none verifies and differs from the live leaf (corrupt: 000003)"
         );
     }

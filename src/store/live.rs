@@ -178,6 +178,44 @@ impl Layout {
         }
     }
 
+    /// Refuses, before anything is written, live paths certkeeper must not replace: each
+    /// live path (and `.live`) is nothing, a regular file, a link to a regular file or to
+    /// nothing, or the link certkeeper gives it; the nearest existing ancestor of each live
+    /// directory is a directory (links followed). A device, FIFO or socket there, or a link
+    /// to one, gives [`Error::NotOurs`] naming it. Without `strict` only those are refused
+    /// (the look before a pass and recovery, which never write over a directory or a file
+    /// they did not make); with it, anything but the above (a stage, about to write).
+    pub fn check_targets(&self, strict: bool) -> Result<()> {
+        let file = |path: &Path| match strict {
+            true => Error::unless_file(path),
+            false => Error::if_special(path),
+        };
+        for dir in self.dirs() {
+            let mut at = dir.as_path();
+            while fs::symlink_metadata(at).is_err() {
+                match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => at = p,
+                    _ => break,
+                }
+            }
+            match strict {
+                true => Error::unless_dir(at, true)?,
+                false => Error::if_special(at)?,
+            }
+        }
+        for (path, target) in self.links() {
+            if fs::read_link(&path).is_ok_and(|t| t == target) {
+                continue;
+            }
+            file(&path)?;
+        }
+        let live = self.live_link();
+        match fs::symlink_metadata(&live) {
+            Ok(m) if m.file_type().is_symlink() => Ok(()),
+            _ => file(&live),
+        }
+    }
+
     /// The generation `.live` points at, if it is a link of ours.
     pub fn live_generation(&self) -> Result<Option<u64>> {
         let link = self.live_link();

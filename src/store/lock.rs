@@ -27,6 +27,8 @@ impl LockFile {
     /// [`Error::Locked`].
     pub fn acquire(state_dir: &Path, wait: bool) -> Result<LockFile> {
         let path: PathBuf = state_dir.join(LOCK_FILE);
+        // Never opened when it is not a regular file: opening a device may act on it.
+        Error::unless_file(&path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -34,9 +36,23 @@ impl LockFile {
             .truncate(false)
             .mode(0o600)
             // The flag's bit pattern fits the C int that open(2) takes.
-            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .custom_flags(
+                (OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY).bits()
+                    as i32,
+            )
             .open(&path)
             .map_err(|e| Error::io("opening lock file", &path, e))?;
+        // What was put there between the look and the open is refused the same way.
+        let kind = file
+            .metadata()
+            .map_err(|e| Error::io("opening lock file", &path, e))?
+            .file_type();
+        if !kind.is_file() {
+            return Err(Error::NotOurs {
+                path,
+                what: crate::fsutil::kind_name(kind).to_owned(),
+            });
+        }
         let op = if wait {
             FlockOperation::LockExclusive
         } else {

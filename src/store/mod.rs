@@ -200,6 +200,20 @@ pub struct RolledBack {
     pub warnings: Vec<String>,
 }
 
+/// Refuses, before anything is written, what certkeeper must not replace at the live paths
+/// of `spec` or under `state_dir` for it (issued by `issuers`): a device, a FIFO, a socket, a
+/// link to one of them ([`Error::NotOurs`], naming the path and what is there). Only looks.
+pub fn check_targets(state_dir: &StateDir, spec: &PairSpec, issuers: &[String]) -> Result<()> {
+    Layout::new(spec)?.check_targets(false)?;
+    state_dir.check_certificate(&spec.name, issuers)
+}
+
+/// [`check_targets`] for the live paths only (for `config check`, which does not look
+/// inside state_dir).
+pub fn check_live_targets(spec: &PairSpec) -> Result<()> {
+    Layout::new(spec)?.check_targets(false)
+}
+
 impl Store {
     /// Opens `state_dir`, creating it (and its parents) when missing, and makes it 0711.
     pub fn open(state_dir: impl AsRef<Path>) -> Result<Store> {
@@ -305,6 +319,8 @@ impl Locked<'_> {
 
     fn recover_unmarked(&self, spec: &PairSpec) -> Result<Recovered> {
         let layout = Layout::new(spec)?;
+        // Recovery writes at the live paths too: never where a device, FIFO or socket sits.
+        layout.check_targets(false)?;
         let snaps = self.store.snapshot_store(spec);
         let journals = self.store.journals();
         let mut out = Recovered::default();
@@ -471,6 +487,8 @@ impl Locked<'_> {
         fullchain: &[u8],
         privkey: &[u8],
     ) -> Result<(Layout, Staged, bool)> {
+        // Nothing is written where certkeeper must not replace what is there.
+        Layout::new(spec)?.check_targets(true)?;
         // A first deploy may target directories that do not exist yet (as certbot creates
         // live/<name>/): they are made 0755, like /etc/ssl/certs.
         for file in [&spec.fullchain, &spec.privkey] {
@@ -532,6 +550,7 @@ impl Locked<'_> {
         to: Option<&str>,
     ) -> Result<(SnapshotInfo, Staged)> {
         let layout = Layout::new(spec)?;
+        layout.check_targets(true)?;
         let recovered = self.recover(spec)?;
         let snaps = self.store.snapshot_store(spec);
         let live_fingerprint = match layout.live_generation()? {
@@ -605,6 +624,111 @@ impl Locked<'_> {
             adopted: staged.adopted,
             warnings: staged.warnings,
         })
+    }
+
+    /// After something outside certkeeper ran (a reload command), says what of the stage is
+    /// no longer as it was made: state_dir, the stage's journal or the snapshot of the
+    /// replaced pair gone, a live path no longer certkeeper's link, `.live` no longer naming
+    /// the staged generation, or the live files not what was staged. `Ok` when all is intact.
+    /// Only looks.
+    pub fn check_staged(
+        &self,
+        spec: &PairSpec,
+        staged: &Staged,
+    ) -> std::result::Result<(), String> {
+        let mut problems = Vec::new();
+        let root = self.store.state_dir.path();
+        if !root.is_dir() {
+            problems.push(format!("state_dir {} is gone", root.display()));
+        } else {
+            let journal = self
+                .store
+                .state_dir
+                .join(&["journal", &format!("{}.json", spec.name)]);
+            if fs::symlink_metadata(&journal).is_err() {
+                problems.push(format!(
+                    "the journal of this deploy {} is gone",
+                    journal.display()
+                ));
+            }
+            if let Some(s) = &staged.snapshot {
+                let path = self.store.snapshot_store(spec).path(&s.id);
+                if !path.is_dir() {
+                    problems.push(format!(
+                        "snapshot {} of the replaced pair ({}) is gone",
+                        s.id,
+                        path.display()
+                    ));
+                }
+            }
+        }
+        problems.extend(Self::live_problems(
+            spec,
+            staged.journal.staged,
+            &staged.manifest.files,
+        ));
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(format!("after the reload, {}", problems.join("; "))),
+        }
+    }
+
+    /// After something outside certkeeper ran (the reload after a revert of `staged`): says
+    /// what of the restored pair is no longer as the revert left it: a live path gone or no
+    /// longer its link, `.live` gone, other content than the replaced pair's.
+    pub fn check_reverted(
+        &self,
+        spec: &PairSpec,
+        staged: &Staged,
+    ) -> std::result::Result<(), String> {
+        let (Ok(layout), Some(files)) = (Layout::new(spec), &staged.journal.previous_files) else {
+            return Ok(());
+        };
+        let problems = match layout.live_generation() {
+            Ok(Some(n)) => Self::live_problems(spec, n, files),
+            _ => vec![format!("{} is gone", layout.live_link().display())],
+        };
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(format!("after the reload, {}", problems.join("; "))),
+        }
+    }
+
+    /// What of the live pair of `spec` is not generation `generation` holding `files`, each
+    /// as a short phrase.
+    fn live_problems(
+        spec: &PairSpec,
+        generation: u64,
+        files: &manifest::FileDigests,
+    ) -> Vec<String> {
+        let Ok(layout) = Layout::new(spec) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for (path, target) in layout.links() {
+            if fs::symlink_metadata(&path).is_err() {
+                problems.push(format!("{} is gone", path.display()));
+            } else if !fs::read_link(&path).is_ok_and(|t| t == target) {
+                problems.push(format!(
+                    "{} is no longer the link certkeeper made",
+                    path.display()
+                ));
+            }
+        }
+        match layout.live_generation() {
+            Ok(Some(n)) if n == generation => {
+                if problems.is_empty()
+                    && let Err(e) = layout.read_back(files)
+                {
+                    problems.push(e.to_string());
+                }
+            }
+            _ => problems.push(format!(
+                "{} no longer names generation {generation}",
+                layout.live_link().display()
+            )),
+        }
+        problems
     }
 
     /// Undoes a stage: the pair it replaced is live again (from its generation, or from the

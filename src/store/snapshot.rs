@@ -215,6 +215,8 @@ impl Snapshots {
     /// Removes one snapshot: renamed out of the way first, so that a crash never leaves a
     /// half-removed snapshot under its id.
     pub fn remove(&self, id: &str) -> Result<()> {
+        // A snapshot is a directory; a node someone put under its name is not removed.
+        Error::unless_dir(&self.path(id), false)?;
         let tmp = self
             .dir
             .join(format!(".tmp-{id}-{}", atomic::unique_suffix()));

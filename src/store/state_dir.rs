@@ -100,10 +100,12 @@ impl StateDir {
     pub fn open(root: impl AsRef<Path>) -> Result<StateDir> {
         let root = root.as_ref().to_owned();
         match fs::metadata(&root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
-                return Err(Error::io("opening state directory", root, e));
+            Ok(m) if m.is_dir() => Self::check_shared(&root)?,
+            Ok(m) => {
+                return Err(Error::NotOurs {
+                    what: crate::fsutil::kind_name(m.file_type()).to_owned(),
+                    path: root,
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -134,6 +136,47 @@ impl StateDir {
             writable: true,
             marks: Arc::default(),
         })
+    }
+
+    /// Refuses, before anything is written, a state directory where a device, FIFO or
+    /// socket (or a link to one) sits at a name every certificate shares: the lock, the
+    /// `clean` marker, the caches, the areas. (Anything else out of place there is refused
+    /// by the write that meets it.)
+    fn check_shared(root: &Path) -> Result<()> {
+        [super::LOCK_FILE, CLEAN_FILE]
+            .iter()
+            .chain(CACHES.iter())
+            .chain(AREAS.iter())
+            .try_for_each(|name| Error::if_special(&root.join(name)))
+    }
+
+    /// Refuses, before anything is written for certificate `name` (whose issuers are
+    /// `issuers`), a device, FIFO or socket (or a link to one) where certkeeper writes under
+    /// `state_dir` for it: its state record, journal, kept material, snapshots, its issuers'
+    /// directories. The error names the path and what is there.
+    pub fn check_certificate(&self, name: &str, issuers: &[String]) -> Result<()> {
+        let json = format!("{name}.json");
+        Error::if_special(&self.join(&["state", &json]))?;
+        Error::if_special(&self.join(&["journal", &json]))?;
+        Error::if_special(&self.join(&["pending", name]))?;
+        let snapshots = self.join(&["snapshots", name]);
+        Error::if_special(&snapshots)?;
+        // Each snapshot is a directory; anything else under a snapshot's name would be
+        // pruned or numbered over.
+        for entry in fs::read_dir(&snapshots).into_iter().flatten().flatten() {
+            let numbered = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if numbered {
+                Error::if_special(&entry.path())?;
+            }
+        }
+        for issuer in issuers {
+            Error::if_special(&self.join(&["ca", issuer]))?;
+            Error::if_special(&self.join(&["accounts", issuer]))?;
+        }
+        Ok(())
     }
 
     /// A state directory that is only read: every write is refused (a dry run writes
@@ -256,11 +299,12 @@ impl StateDir {
             return Ok(());
         }
         let path = self.root.join(CLEAN_FILE);
-        let removed = match fs::remove_file(&path) {
+        // Only the marker certkeeper made is removed, never a node someone put there.
+        let removed = Error::unless_file(&path).and_then(|()| match fs::remove_file(&path) {
             Ok(()) => atomic::sync_dir(&self.root),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("removing", &path, e)),
-        };
+        });
         if removed.is_err() {
             self.marks.dirty.store(false, Ordering::SeqCst);
         }
