@@ -261,6 +261,12 @@ impl Store {
 }
 
 impl Locked<'_> {
+    /// The state directory, while this lock is held: what is written through it is written
+    /// under the lock.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.store.state_dir
+    }
+
     /// Finishes or undoes an interrupted swap of this pair and removes leftovers. Every
     /// command that writes the store runs it first; [`stage`](Self::stage),
     /// [`deploy`](Self::deploy) and [`rollback`](Self::rollback) do so themselves.

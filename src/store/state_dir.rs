@@ -5,6 +5,7 @@
 //!   lock                     the pass lock (flock), see `lock`
 //!   clean                    present: no command that wrote here was interrupted since
 //!   pass.json, ari.json      the last pass, the CA's renewal windows: recomputable caches
+//!   alerted.json             when each failure was last alerted (written under the lock)
 //!   accounts/<issuer>/       ACME account credentials
 //!   ca/<issuer>/             a local CA (0711, its root.pem 0644: exported to every user)
 //!   state/<name>.json        what happened to a certificate (attempts, failures, backoff)
@@ -56,7 +57,7 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 const CLEAN_FILE: &str = "clean";
 
 /// The caches kept directly under `state_dir`.
-pub(crate) const CACHES: [&str; 2] = ["pass.json", "ari.json"];
+pub(crate) const CACHES: [&str; 3] = ["pass.json", "ari.json", "alerted.json"];
 
 /// The directories under `state_dir` that certkeeper writes in, each one level deep at most
 /// below these (`accounts/<issuer>/`, `pending/<name>/`, ...).
