@@ -474,7 +474,8 @@ pub fn inventory(
         .iter()
         .filter(|c| names.is_empty() || names.contains(&c.name))
         .collect();
-    let kept = crate::state::Records::load(&config.state_dir);
+    let horizon = crate::state::Horizon::new(now, config.renewal.retry_max);
+    let kept = crate::state::Records::load(&config.state_dir, &horizon);
     let mut entries: Vec<Entry> = parallel_map(&managed, |c| {
         inspect_managed(config, c, trust, kept.get(&c.name), now)
     });

@@ -63,13 +63,14 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     let mut result = Vec::new();
     // When a pass last found each certificate not due: later than its record's last attempt,
     // that is its last look and its result is `ok`.
-    let looked = state::load_pass(&config.state_dir);
+    let horizon = state::Horizon::of(config);
+    let looked = state::load_pass(&config.state_dir, &horizon);
     for cert in &config.certificates {
         let label = format!("name=\"{}\"", escape(&cert.name));
         if let Ok(leaf) = leaf_of_file(&cert.fullchain) {
             not_after.push((label.clone(), leaf.not_after.unix_timestamp().to_string()));
         }
-        let Some(s) = state::load_if_readable(&config.state_dir, &cert.name) else {
+        let Some(s) = state::load_if_readable(&config.state_dir, &cert.name, &horizon) else {
             continue;
         };
         let (last_attempt, last_result) = match looked.not_due.get(&cert.name) {

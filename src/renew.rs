@@ -243,7 +243,7 @@ pub async fn deliver(
     }
     let alerts = alert::Alerts::new(config);
     let reports = alerts.deliver(events, budget).await;
-    remember_alerts(config, events, &reports, now);
+    remember_alerts(config, events, &reports, now, budget).await;
 }
 
 /// Waits for the state_dir lock without blocking the runtime, so that a stop request is
@@ -343,7 +343,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         Some(store) => store.state_dir().clone(),
         None => StateDir::read_only(&config.state_dir),
     };
-    let kept = Arc::new(Kept::load(&state_dir));
+    let kept = Arc::new(Kept::load(
+        &state_dir,
+        &state::Horizon::new(now, config.renewal.retry_max),
+    ));
     let record = Recorder {
         config: &config,
         kept: &kept,
@@ -524,7 +527,11 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     if !opts.dry_run {
         kept.save();
     }
-    // The lock is released first: alerts never hold up another pass.
+    if let Some(locked) = &locked {
+        kept.save_alerted(locked);
+    }
+    // The lock is released first: alerts never hold up another pass. Nothing under
+    // state_dir is written after this but under the lock again (see `remember_alerts`).
     drop(locked);
     Ok(Pass {
         started: now,
@@ -541,32 +548,69 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
 const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Notes, per certificate, the failure events that reached at least one channel, so that
-/// they alert again only after `alert_repeat`.
-fn remember_alerts(
+/// they alert again only after `alert_repeat`. Delivery ends after the pass released the
+/// lock: the memory is written under the lock taken again (waiting for another pass within
+/// `wait`), read and changed under it, and never written otherwise.
+async fn remember_alerts(
     config: &Config,
     events: &[(alert::Event, bool)],
     reports: &[alert::Report],
     now: OffsetDateTime,
+    wait: std::time::Duration,
 ) {
-    for (event, _) in events {
-        if event.kind() == EventKind::Renewed {
-            continue;
+    let delivered: Vec<&alert::Event> = events
+        .iter()
+        .map(|(event, _)| event)
+        .filter(|event| event.kind() != EventKind::Renewed)
+        .filter(|event| {
+            reports.iter().any(|r| {
+                r.certificate == event.certificate && r.event == event.event && r.result.is_ok()
+            })
+        })
+        .collect();
+    if delivered.is_empty() {
+        return;
+    }
+    let remembered = async {
+        let store = Store::open(&config.state_dir)?;
+        let Some(locked) = lock_within(&store, wait).await? else {
+            return Ok(false);
+        };
+        let horizon = state::Horizon::of(config);
+        let mut alerted = state::load_alerted(&config.state_dir, &horizon);
+        for event in delivered {
+            alerted
+                .entry(event.certificate.clone())
+                .or_default()
+                .insert(event.event.to_owned(), now.unix_timestamp());
         }
-        let delivered = reports.iter().any(|r| {
-            r.certificate == event.certificate && r.event == event.event && r.result.is_ok()
-        });
-        if !delivered {
-            continue;
-        }
-        let mut s = state::load(&config.state_dir, &event.certificate);
-        s.alerted
-            .insert(event.event.to_owned(), now.unix_timestamp());
-        let saved = StateDir::open(&config.state_dir).and_then(|state_dir| {
-            state::save(&state_dir, &event.certificate, &s)?;
-            state_dir.sync()
-        });
-        if let Err(e) = saved {
-            tracing::warn!(cert = %event.certificate, "Cannot record the alert in the state directory: {e}");
+        state::save_alerted(&locked, &alerted).map(|()| true)
+    };
+    match remembered.await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "The alerts sent are not remembered: another certkeeper pass held the state directory for {}s; they may be sent again",
+            wait.as_secs()
+        ),
+        Err(e) => tracing::warn!("Cannot remember the alerts sent in the state directory: {e}"),
+    }
+}
+
+/// Takes the state_dir lock, waiting up to `wait` for another holder; `None` when it is
+/// still held then.
+async fn lock_within(
+    store: &Store,
+    wait: std::time::Duration,
+) -> Result<Option<store::Locked<'_>>, store::Error> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match store.try_lock() {
+            Ok(l) => return Ok(Some(l)),
+            Err(store::Error::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+            Err(store::Error::Locked { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -719,7 +763,8 @@ async fn prepare(
             retry_after: None,
         });
     }
-    let mut saved = state::load(state_dir.path(), &cert.name);
+    let horizon = state::Horizon::new(now, config.renewal.retry_max);
+    let mut saved = state::load(state_dir.path(), &cert.name, &horizon);
     saved.ari = kept.ari(&cert.name);
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)
@@ -1007,7 +1052,13 @@ fn finish(
             | Outcome::Stopped
     );
     if !opts.dry_run && !quiet {
-        let before = state::load(state_dir.path(), name);
+        let horizon = state::Horizon::new(now, config.renewal.retry_max);
+        let mut before = state::load(state_dir.path(), name, &horizon);
+        // What delivery remembered since (see `state::Alerted`), the later time of each.
+        for (event, t) in kept.alerted(name) {
+            let at = before.alerted.entry(event).or_insert(t);
+            *at = (*at).max(t);
+        }
         record(state_dir, name, outcome, config, now, before.clone());
         if !config.alerts.is_empty() {
             events.extend(alert_events(config, name, outcome, &before, now));
@@ -1024,15 +1075,19 @@ struct Kept {
     state_dir: StateDir,
     aris: std::sync::Mutex<state::Aris>,
     record: std::sync::Mutex<state::PassRecord>,
+    /// The alert memory; a renewal clears its certificate's entry.
+    alerted: std::sync::Mutex<state::Alerted>,
     /// Whether the answers changed: they are written back only then.
     aris_changed: std::sync::atomic::AtomicBool,
     /// Whether the pass record changed: it is written back only then.
     record_changed: std::sync::atomic::AtomicBool,
+    /// Whether the alert memory changed: it is written back only then.
+    alerted_changed: std::sync::atomic::AtomicBool,
     pending: std::collections::BTreeSet<String>,
 }
 
 impl Kept {
-    fn load(state_dir: &StateDir) -> Kept {
+    fn load(state_dir: &StateDir, horizon: &state::Horizon) -> Kept {
         let pending = std::fs::read_dir(state_dir.join(&["pending"]))
             .into_iter()
             .flatten()
@@ -1041,10 +1096,12 @@ impl Kept {
             .collect();
         Kept {
             state_dir: state_dir.clone(),
-            aris: std::sync::Mutex::new(state::load_aris(state_dir.path())),
-            record: std::sync::Mutex::new(state::load_pass(state_dir.path())),
+            aris: std::sync::Mutex::new(state::load_aris(state_dir.path(), horizon)),
+            record: std::sync::Mutex::new(state::load_pass(state_dir.path(), horizon)),
+            alerted: std::sync::Mutex::new(state::load_alerted(state_dir.path(), horizon)),
             aris_changed: Default::default(),
             record_changed: Default::default(),
+            alerted_changed: Default::default(),
             pending,
         }
     }
@@ -1064,8 +1121,40 @@ impl Kept {
         }
     }
 
+    /// When each failure event of `name` was last delivered, as the alert memory says.
+    fn alerted(&self, name: &str) -> BTreeMap<String, i64> {
+        self.alerted
+            .lock()
+            .ok()
+            .and_then(|a| a.get(name).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Writes the alert memory back when a renewal cleared a part of it, under the lock.
+    fn save_alerted(&self, locked: &store::Locked<'_>) {
+        if !self
+            .alerted_changed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Ok(alerted) = self.alerted.lock()
+            && let Err(e) = state::save_alerted(locked, &alerted)
+        {
+            tracing::warn!("Cannot keep the alert memory in the state directory: {e}");
+        }
+    }
+
     /// Notes what the pass did with `name`: found it not due at `now`, or something else.
     fn outcome(&self, name: &str, outcome: &Outcome, now: OffsetDateTime) {
+        // A renewal ends the failures: they alert afresh next time.
+        if matches!(outcome, Outcome::Renewed { .. })
+            && let Ok(mut alerted) = self.alerted.lock()
+            && alerted.remove(name).is_some()
+        {
+            self.alerted_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         if matches!(outcome, Outcome::Renewed { .. }) && self.ari(name).is_some() {
             // The answer was about the leaf that is gone.
             self.set_ari(name, None);
@@ -1128,8 +1217,10 @@ fn record(
         Outcome::Failed { error, retry_after } => {
             s.failed(t, "failed", error, initial, max);
             // A rate-limiting CA said when: that time, not the usual ladder.
+            // A CA asking for longer than the cap is asked again after it.
             if let Some(at) = retry_after {
-                s.next_attempt = Some(at.unix_timestamp().max(t));
+                let cap = crate::schedule::next_attempt_cap(max).as_secs() as i64;
+                s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
             }
         }
         Outcome::RolledBack { cause, .. } => s.failed(t, "rolled_back", cause, initial, max),

@@ -175,6 +175,18 @@ pub fn stable_pick(leaf: &Cert) -> f64 {
     u64::from_str_radix(prefix, 16).map_or(0.0, |n| n as f64 / (1u64 << 52) as f64)
 }
 
+/// The longest a CA's `Retry-After` (a `rateLimited` answer) holds a certificate back, and
+/// the longest pause of requests to a CA that is kept: a week, the longest window of Let's
+/// Encrypt's rate limits. A CA asking for longer is asked again after a week.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(7 * 86_400);
+
+/// The longest a stored next attempt may lie ahead of now: the backoff's `retry.max` or a
+/// CA's capped `Retry-After`, whichever is longer. Further ahead, the clock was wrong when
+/// it was written (see [`crate::state::Horizon`]).
+pub fn next_attempt_cap(retry_max: Duration) -> Duration {
+    retry_max.max(RETRY_AFTER_MAX)
+}
+
 /// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
 pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(32);

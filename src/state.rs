@@ -39,7 +39,9 @@ pub struct CertState {
     /// Unix time before which no new attempt is made (unless forced).
     pub next_attempt: Option<i64>,
     /// When each failure event (`failed`, `rolled_back`, ...) was last alerted, unix time;
-    /// cleared by a success.
+    /// cleared by a success. Kept in the alert memory ([`Alerted`]), not in the record: read
+    /// from records written before, never written into one.
+    #[serde(skip_serializing)]
     pub alerted: BTreeMap<String, i64>,
     /// The CA's last renewal-information answer (RFC 9773) for the live leaf, kept until the
     /// CA's `Retry-After` so that a pass does not ask again for every certificate. Kept in
@@ -117,17 +119,167 @@ impl CertState {
     }
 }
 
+/// How far ahead of now each stored time may lie. A time written while the clock was
+/// wrong (a clock years ahead, fixed since) is not a plan: beyond its cap it is clamped on
+/// read, and a warning says so once per process. A next attempt may lie up to
+/// [`crate::schedule::next_attempt_cap`] ahead; a kept renewal-information answer's
+/// `Retry-After` up to [`crate::schedule::ari_keep`]'s day; times of what happened (last
+/// attempt, last success, alerts, fetches, passes) never more than [`CLOCK_SKEW`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizon {
+    now: i64,
+    next_attempt: i64,
+}
+
+impl Horizon {
+    /// The horizon at `now` with the backoff's `retry.max`.
+    pub fn new(now: time::OffsetDateTime, retry_max: Duration) -> Horizon {
+        let cap = crate::schedule::next_attempt_cap(retry_max).as_secs();
+        Horizon {
+            now: now.unix_timestamp(),
+            next_attempt: i64::try_from(cap).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The horizon of `config` at the time now.
+    pub fn of(config: &crate::config::Config) -> Horizon {
+        Horizon::new(time::OffsetDateTime::now_utc(), config.renewal.retry_max)
+    }
+
+    /// Whether `t`, a time of something that happened, lies ahead of now beyond the skew.
+    fn happened_ahead(&self, t: i64) -> bool {
+        t > self.now.saturating_add(CLOCK_SKEW)
+    }
+
+    /// Says once that `what` in `path` was `t`, too far ahead, and what is done instead.
+    fn clamped(&self, path: &Path, what: &str, t: i64, instead: &str) {
+        let when = time::OffsetDateTime::from_unix_timestamp(t)
+            .map(crate::x509::rfc3339)
+            .unwrap_or_else(|_| t.to_string());
+        crate::perms::warn_once(
+            path,
+            &format!(
+                "{what} is {when}, further ahead than it can be (the clock was wrong when it was written); {instead}"
+            ),
+        );
+    }
+}
+
+/// How far ahead of this host's clock a time of something that happened may lie (another
+/// host's clock, a leap): five minutes.
+pub const CLOCK_SKEW: i64 = 300;
+
+impl CertState {
+    /// Clamps times that lie further ahead than they can (see [`Horizon`]); `path` is the
+    /// record's file, for the warning.
+    fn clamp(&mut self, h: &Horizon, path: &Path) {
+        if let Some(t) = self.last_attempt.filter(|&t| h.happened_ahead(t)) {
+            h.clamped(path, "last_attempt", t, "taken as now");
+            self.last_attempt = Some(h.now);
+        }
+        if let Some(t) = self.last_success.filter(|&t| h.happened_ahead(t)) {
+            h.clamped(path, "last_success", t, "taken as now");
+            self.last_success = Some(h.now);
+        }
+        if let Some(t) = self
+            .next_attempt
+            .filter(|&t| t > h.now.saturating_add(h.next_attempt))
+        {
+            h.clamped(path, "next_attempt", t, "an attempt is allowed now");
+            self.next_attempt = None;
+        }
+        let ahead: Vec<(String, i64)> = self
+            .alerted
+            .iter()
+            .filter(|&(_, &t)| h.happened_ahead(t))
+            .map(|(k, &t)| (k.clone(), t))
+            .collect();
+        for (kind, t) in ahead {
+            h.clamped(
+                path,
+                &format!("alerted.{kind}"),
+                t,
+                "the alert may go out again",
+            );
+            self.alerted.remove(&kind);
+        }
+    }
+}
+
+impl KeptAri {
+    /// Whether the answer can have been fetched as kept: not in the future, and not kept
+    /// beyond a day after its fetch (see [`crate::schedule::ari_keep`]).
+    fn plausible(&self, h: &Horizon) -> bool {
+        let longest = crate::schedule::ari_keep(Duration::MAX).as_secs() as i64;
+        !h.happened_ahead(self.fetched)
+            && self.retry_after
+                <= self
+                    .fetched
+                    .saturating_add(longest)
+                    .saturating_add(CLOCK_SKEW)
+    }
+}
+
 /// The renewal-information answers of every certificate, by name: `state_dir/ari.json`.
 pub type Aris = BTreeMap<String, KeptAri>;
 
-/// Reads the kept renewal-information answers; none when the cache is missing or damaged.
-pub fn load_aris(state_dir: &Path) -> Aris {
-    read_cache(state_dir, "ari.json").unwrap_or_default()
+/// Reads the kept renewal-information answers; none when the cache is missing or damaged. An
+/// answer fetched in the future or kept too long (a wrong clock) is dropped: the CA is asked
+/// again.
+pub fn load_aris(state_dir: &Path, h: &Horizon) -> Aris {
+    let mut aris: Aris = read_cache(state_dir, "ari.json").unwrap_or_default();
+    aris.retain(|name, kept| {
+        let keep = kept.plausible(h);
+        if !keep {
+            h.clamped(
+                &state_dir.join("ari.json"),
+                &format!("{name:?}.fetched"),
+                kept.fetched,
+                "the answer is dropped and the CA asked again",
+            );
+        }
+        keep
+    });
+    aris
 }
 
 /// Keeps the renewal-information answers (not fsynced).
 pub fn save_aris(state_dir: &StateDir, aris: &Aris) -> Result<(), store::Error> {
     write_cache(state_dir, "ari.json", aris)
+}
+
+/// When each failure event of each certificate was last delivered to a channel (unix
+/// seconds), by certificate and event: `state_dir/alerted.json`. Delivery ends after the
+/// pass that raised the alerts has released the lock, so this memory is kept apart from the
+/// records and written only under the lock ([`save_alerted`] takes the lock guard); a crash
+/// that loses it costs an alert sent again.
+pub type Alerted = BTreeMap<String, BTreeMap<String, i64>>;
+
+/// Reads the alert memory; empty when missing or damaged. A time ahead of now (a wrong
+/// clock) is dropped, so the alert may go out again.
+pub fn load_alerted(state_dir: &Path, h: &Horizon) -> Alerted {
+    let mut alerted: Alerted = read_cache(state_dir, "alerted.json").unwrap_or_default();
+    for (name, events) in alerted.iter_mut() {
+        events.retain(|event, &mut t| {
+            let ahead = h.happened_ahead(t);
+            if ahead {
+                h.clamped(
+                    &state_dir.join("alerted.json"),
+                    &format!("{name:?}.{event:?}"),
+                    t,
+                    "the alert may go out again",
+                );
+            }
+            !ahead
+        });
+    }
+    alerted.retain(|_, events| !events.is_empty());
+    alerted
+}
+
+/// Keeps the alert memory (not fsynced), under the state_dir lock that `locked` proves held.
+pub fn save_alerted(locked: &store::Locked<'_>, alerted: &Alerted) -> Result<(), store::Error> {
+    write_cache(locked.state_dir(), "alerted.json", alerted)
 }
 
 /// When each certificate was last found not due by a pass (unix seconds), for the metrics:
@@ -139,9 +291,22 @@ pub struct PassRecord {
     pub not_due: BTreeMap<String, i64>,
 }
 
-/// Reads the pass record; empty when missing or damaged.
-pub fn load_pass(state_dir: &Path) -> PassRecord {
-    read_cache(state_dir, "pass.json").unwrap_or_default()
+/// Reads the pass record; empty when missing or damaged. A time ahead of now (a wrong
+/// clock) is taken as now.
+pub fn load_pass(state_dir: &Path, h: &Horizon) -> PassRecord {
+    let mut record: PassRecord = read_cache(state_dir, "pass.json").unwrap_or_default();
+    for (name, t) in record.not_due.iter_mut() {
+        if h.happened_ahead(*t) {
+            h.clamped(
+                &state_dir.join("pass.json"),
+                &format!("not_due.{name:?}"),
+                *t,
+                "taken as now",
+            );
+            *t = h.now;
+        }
+    }
+    record
 }
 
 /// Keeps the pass record (not fsynced).
@@ -173,20 +338,22 @@ fn read_cache<T: serde::de::DeserializeOwned>(state_dir: &Path, name: &str) -> O
 pub struct Records {
     state_dir: PathBuf,
     aris: Aris,
+    horizon: Horizon,
 }
 
 impl Records {
-    /// Reads the caches of `state_dir`.
-    pub fn load(state_dir: &Path) -> Records {
+    /// Reads the caches of `state_dir`, with times clamped to `h`.
+    pub fn load(state_dir: &Path, h: &Horizon) -> Records {
         Records {
             state_dir: state_dir.to_owned(),
-            aris: load_aris(state_dir),
+            aris: load_aris(state_dir, h),
+            horizon: *h,
         }
     }
 
     /// The record of `name` (see [`load_if_readable`]) with its kept answer.
     pub fn get(&self, name: &str) -> Option<CertState> {
-        let mut s = load_if_readable(&self.state_dir, name)?;
+        let mut s = load_if_readable(&self.state_dir, name, &self.horizon)?;
         s.ari = self.aris.get(name).cloned();
         Some(s)
     }
@@ -197,19 +364,29 @@ pub fn path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("state").join(format!("{name}.json"))
 }
 
-/// Reads a record; a missing or damaged one reads as the default.
-pub fn load(state_dir: &Path, name: &str) -> CertState {
-    crate::fsutil::read_regular(&path(state_dir, name), crate::fsutil::MAX_FILE)
+/// Reads a record, with its times clamped to `h`; a missing or damaged one reads as the
+/// default.
+pub fn load(state_dir: &Path, name: &str, h: &Horizon) -> CertState {
+    let path = path(state_dir, name);
+    let mut s: CertState = crate::fsutil::read_regular(&path, crate::fsutil::MAX_FILE)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    s.clamp(h, &path);
+    s
 }
 
-/// Reads a record for reporting: `None` when it cannot be read (a monitoring user without
-/// access to state_dir), the default when there is none yet.
-pub fn load_if_readable(state_dir: &Path, name: &str) -> Option<CertState> {
-    match crate::fsutil::read_regular(&path(state_dir, name), crate::fsutil::MAX_FILE) {
-        Ok(b) => Some(serde_json::from_slice(&b).unwrap_or_default()),
+/// Reads a record for reporting, with its times clamped to `h`: `None` when it cannot be
+/// read (a monitoring user without access to state_dir), the default when there is none
+/// yet.
+pub fn load_if_readable(state_dir: &Path, name: &str, h: &Horizon) -> Option<CertState> {
+    let path = path(state_dir, name);
+    match crate::fsutil::read_regular(&path, crate::fsutil::MAX_FILE) {
+        Ok(b) => {
+            let mut s: CertState = serde_json::from_slice(&b).unwrap_or_default();
+            s.clamp(h, &path);
+            Some(s)
+        }
         // No pass has recorded anything yet. A private state_dir answers "permission denied"
         // instead, and that is not knowledge.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CertState::default()),
@@ -237,7 +414,11 @@ mod tests {
     #[test]
     fn failures_and_success_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = load(dir.path(), "www");
+        let h = Horizon::new(
+            time::OffsetDateTime::from_unix_timestamp(1000).unwrap(),
+            Duration::from_secs(3600),
+        );
+        let mut s = load(dir.path(), "www", &h);
         assert_eq!(s, CertState::default());
         assert!(s.may_attempt(0));
         s.failed(
@@ -257,13 +438,85 @@ mod tests {
         assert_eq!(s.next_attempt, Some(1220));
         assert!(!s.may_attempt(1219) && s.may_attempt(1220));
         save(&StateDir::open(dir.path()).unwrap(), "www", &s).unwrap();
-        assert_eq!(load(dir.path(), "www"), s);
+        assert_eq!(load(dir.path(), "www", &h), s);
         s.succeeded(2000, "renewed");
         assert_eq!(
             (s.consecutive_failures, s.next_attempt, s.last_success),
             (0, None, Some(2000))
         );
         std::fs::write(path(dir.path(), "www"), b"{ damaged").unwrap();
-        assert_eq!(load(dir.path(), "www"), CertState::default());
+        assert_eq!(load(dir.path(), "www", &h), CertState::default());
+    }
+
+    #[test]
+    fn times_from_a_wrong_clock_are_clamped_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::open(dir.path()).unwrap();
+        let now = 2_000_000_000;
+        let h = Horizon::new(
+            time::OffsetDateTime::from_unix_timestamp(now).unwrap(),
+            Duration::from_secs(86_400),
+        );
+        let ten_years = 10 * 365 * 86_400;
+        let week = 7 * 86_400;
+        // Written by a pass whose clock was ten years ahead (an older record, with its
+        // alert times).
+        let wrong = serde_json::json!({
+            "last_attempt": now + ten_years,
+            "last_success": now + ten_years,
+            "next_attempt": now + ten_years + 300,
+            "consecutive_failures": 1,
+            "alerted": {"failed": now + ten_years, "expiring": now - 60},
+        });
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(path(dir.path(), "www"), wrong.to_string()).unwrap();
+        let read = load(dir.path(), "www", &h);
+        assert_eq!(
+            (read.last_attempt, read.last_success, read.next_attempt),
+            (Some(now), Some(now), None)
+        );
+        assert_eq!(read.alerted, [("expiring".to_owned(), now - 60)].into());
+        assert!(read.may_attempt(now));
+        assert_eq!(read.consecutive_failures, 1);
+        // A CA's Retry-After up to its cap, and a backoff up to retry.max, are plans.
+        let planned = CertState {
+            last_attempt: Some(now - 10),
+            next_attempt: Some(now + week),
+            ..CertState::default()
+        };
+        save(&state_dir, "www", &planned).unwrap();
+        assert_eq!(load(dir.path(), "www", &h), planned);
+        assert_eq!(load_if_readable(dir.path(), "www", &h).unwrap(), planned);
+        // The caches: an answer fetched in the future or kept beyond a day is dropped; a
+        // pass in the future is taken as now.
+        let kept = |fetched: i64, retry_after: i64| KeptAri {
+            fingerprint: "ab".into(),
+            window: Some((now + ten_years, now + ten_years + 86_400)),
+            explanation_url: None,
+            fetched,
+            retry_after,
+        };
+        let aris: Aris = [
+            (
+                "ahead".to_owned(),
+                kept(now + ten_years, now + ten_years + 60),
+            ),
+            ("long".to_owned(), kept(now - 60, now + ten_years)),
+            ("fine".to_owned(), kept(now - 60, now + 3600)),
+        ]
+        .into();
+        save_aris(&state_dir, &aris).unwrap();
+        assert_eq!(
+            load_aris(dir.path(), &h).into_keys().collect::<Vec<_>>(),
+            ["fine"]
+        );
+        let pass = PassRecord {
+            not_due: [("a".to_owned(), now + ten_years), ("b".to_owned(), now - 5)].into(),
+        };
+        save_pass(&state_dir, &pass).unwrap();
+        assert_eq!(
+            load_pass(dir.path(), &h).not_due,
+            [("a".to_owned(), now), ("b".to_owned(), now - 5)].into()
+        );
     }
 }

@@ -450,13 +450,13 @@ fn the_same_failure_alerts_once_per_alert_repeat_and_recovery_always_alerts() {
         1,
         "alerted twice within alert_repeat"
     );
-    // An hour later (the record says so), it alerts again.
-    let state_file = dir.join("state/state/www.json");
+    // An hour later (the alert memory says so), it alerts again.
+    let state_file = dir.join("state/alerted.json");
     let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    let sent = state["alerted"]["failed"]
+    let sent = state["www"]["failed"]
         .as_i64()
         .expect("the alert is remembered");
-    state["alerted"]["failed"] = Value::from(sent - 3601);
+    state["www"]["failed"] = Value::from(sent - 3601);
     std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
     assert_eq!(secrets.run(&dir, &["renew", "--force"]).code, 1);
     assert_eq!(received(&sink).len(), 2);

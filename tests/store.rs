@@ -653,13 +653,15 @@ fn symlinks_planted_at_snapshot_and_generation_paths_are_never_followed() {
     let snaps = fx.state().join("snapshots/www");
     fs::create_dir_all(fx.state().join("snapshots")).expect("snapshots dir");
     std::os::unix::fs::symlink(&victim, &snaps).expect("plant");
-    let err = store.lock().expect("lock").deploy(
-        &fx.spec,
-        &pool.pairs[1].fullchain,
-        &pool.pairs[1].privkey,
-    );
+    // Refused when the lock is taken, before anything is written, naming the link.
+    let err = store
+        .lock()
+        .and_then(|l| l.deploy(&fx.spec, &pool.pairs[1].fullchain, &pool.pairs[1].privkey));
     let err = err.expect_err("must refuse");
-    assert!(matches!(err, Error::Planted { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::LinkedDir { path, .. } if path == &snaps),
+        "{err}"
+    );
     fx.assert_live(&pool.pairs[0]);
     assert_eq!(
         certkeeper_entries(&fx.live_dir()).len(),

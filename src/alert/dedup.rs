@@ -1,8 +1,9 @@
 //! Which failures alert again. The same event (`failed`, `rolled_back`, `rollback_failed`,
 //! `expiring`) of the same certificate alerts once, then again only after `alert_repeat`;
-//! when it was last delivered is kept in the certificate's state record
-//! (`state_dir/state/<name>.json`, `alerted`). A renewal clears that record, and a renewal
-//! after failures always alerts (recovery).
+//! when it was last delivered is kept in the alert memory (`state_dir/alerted.json`, see
+//! [`crate::state::Alerted`]), written under the state_dir lock after delivery. A renewal
+//! clears the certificate's part of it, and a renewal after failures always alerts
+//! (recovery).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

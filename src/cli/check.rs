@@ -39,7 +39,8 @@ pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
     let Some(cert) = config.certificate(name) else {
         return UNKNOWN;
     };
-    let saved = crate::state::Records::load(&config.state_dir).get(name);
+    let saved = crate::state::Records::load(&config.state_dir, &crate::state::Horizon::of(&config))
+        .get(name);
     let entry = inventory::inspect_managed(&config, cert, &trust, saved, OffsetDateTime::now_utc());
     let out = if json {
         match serde_json::to_string_pretty(&entry) {

@@ -306,7 +306,8 @@ fn wake_moments(
             Outcome::Failed { .. }
             | Outcome::RolledBack { .. }
             | Outcome::RollbackFailed { .. } => {
-                schedule::retry_at(&state::load(&config.state_dir, name), now)
+                let horizon = state::Horizon::new(now, config.renewal.retry_max);
+                schedule::retry_at(&state::load(&config.state_dir, name, &horizon), now)
             }
             Outcome::Renewed { .. } => config.certificate(name).and_then(|c| {
                 let leaf = leaf_of_file(&c.fullchain).ok()?;

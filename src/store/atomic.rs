@@ -99,7 +99,12 @@ thread_local! {
 /// them. A thousand swaps then cost a few syncs instead of eight each.
 pub(crate) fn deferring<T>(write: impl FnOnce() -> T) -> (T, Result<()>) {
     let (out, touched) = put_off(write);
-    let synced = touched.values().try_for_each(|dir| syncfs(dir));
+    // The directory noted may have been removed since (a stage undone on error): any
+    // directory above it that is still there is on the same file system.
+    let synced = touched.values().try_for_each(|dir| {
+        let there = dir.ancestors().find(|d| d.is_dir()).unwrap_or(dir);
+        syncfs(there)
+    });
     (out, synced)
 }
 
@@ -276,9 +281,7 @@ pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
 pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(m) if m.file_type().is_symlink() => Err(Error::Planted {
-            path: dir.to_owned(),
-        }),
+        Ok(m) if m.is_symlink() => Err(linked_dir(dir)),
         Ok(m) => Err(Error::NotOurs {
             path: dir.to_owned(),
             what: crate::fsutil::kind_name(m.file_type()).to_owned(),
@@ -298,6 +301,29 @@ pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
             }
         }
         Err(e) => Err(Error::io("reading", dir, e)),
+    }
+}
+
+/// Whether `dir`, a directory certkeeper keeps as its own, is there: `Ok(false)` when
+/// absent, [`Error::LinkedDir`] when it is a symbolic link (nothing is read or written
+/// through it), [`Error::Planted`] when something else is there.
+pub(crate) fn own_dir(dir: &Path) -> Result<bool> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(m) if m.is_symlink() => Err(linked_dir(dir)),
+        Ok(_) => Err(Error::Planted {
+            path: dir.to_owned(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("reading", dir, e)),
+    }
+}
+
+/// The error for a symbolic link at `path` where a directory of certkeeper's belongs.
+pub(crate) fn linked_dir(path: &Path) -> Error {
+    Error::LinkedDir {
+        path: path.to_owned(),
+        target: fs::read_link(path).unwrap_or_default(),
     }
 }
 

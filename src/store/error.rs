@@ -64,6 +64,32 @@ pub enum Error {
         what: String,
     },
 
+    /// A directory certkeeper keeps as its own (an area of state_dir, a snapshot directory, a
+    /// generation beside the live files) is a symbolic link: nothing is read or written
+    /// through it.
+    #[error(
+        "{path} is a symbolic link (to {target}) where certkeeper keeps a directory of its own; remove the link (move the directory back if it holds certkeeper's files) and retry"
+    )]
+    LinkedDir {
+        /// The link.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+
+    /// A state file names something that cannot be one of certkeeper's names (a journal
+    /// whose certificate is not the one its file is named after, a snapshot id that is not a
+    /// number); the file was moved aside and nothing it says was done.
+    #[error("{path} {problem}; it was moved aside to {aside} and nothing it says was done")]
+    Tampered {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        problem: String,
+        /// Where it is now.
+        aside: PathBuf,
+    },
+
     /// Another process holds the state directory's lock.
     #[error("state directory is locked by another certkeeper process (lock file {path})")]
     Locked {
@@ -229,6 +255,15 @@ mod tests {
                 path: "/s/pass.json".into(),
                 what: "a FIFO".into(),
             },
+            Error::LinkedDir {
+                path: "/s/snapshots/www".into(),
+                target: "/elsewhere".into(),
+            },
+            Error::Tampered {
+                path: "/s/journal/www.json".into(),
+                problem: "names certificate \"../x\"".into(),
+                aside: "/s/journal/www.json.rejected".into(),
+            },
             Error::BadCertificate {
                 name: "www".into(),
                 reason: "no certificate".into(),
@@ -274,7 +309,7 @@ mod tests {
             Some(28)
         );
         assert_eq!(
-            errors[10].to_string(),
+            errors[12].to_string(),
             "no snapshot of www to roll back to: none verifies and differs from the live leaf (corrupt: 000003)"
         );
     }

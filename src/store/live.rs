@@ -216,14 +216,24 @@ impl Layout {
         }
     }
 
-    /// The generation `.live` points at, if it is a link of ours.
+    /// The generation `.live` points at, if it is a link of ours. That generation being a
+    /// symbolic link itself is [`Error::LinkedDir`]: the live pair is never read through one
+    /// (a link at another generation's name is only a leftover, removed unfollowed).
     pub fn live_generation(&self) -> Result<Option<u64>> {
         let link = self.live_link();
         match fs::read_link(&link) {
-            Ok(target) => Ok(target.to_str().and_then(|t| match self.classify(t) {
-                Entry::Generation(n) => Some(n),
-                _ => None,
-            })),
+            Ok(target) => {
+                let n = target.to_str().and_then(|t| match self.classify(t) {
+                    Entry::Generation(n) => Some(n),
+                    _ => None,
+                });
+                if let Some(n) = n
+                    && fs::symlink_metadata(self.generation_dir(n)).is_ok_and(|m| m.is_symlink())
+                {
+                    return Err(atomic::linked_dir(&self.generation_dir(n)));
+                }
+                Ok(n)
+            }
             Err(e)
                 if matches!(
                     e.kind(),

@@ -241,6 +241,7 @@ impl Store {
 
     fn locked(&self, wait: bool) -> Result<Locked<'_>> {
         let lock = self.state_dir.lock(wait)?;
+        self.state_dir.check_own_dirs()?;
         let clean = self.state_dir.is_clean();
         self.state_dir.clean_leftovers();
         Ok(Locked {
@@ -274,6 +275,12 @@ impl Store {
 }
 
 impl Locked<'_> {
+    /// The state directory, while this lock is held: what is written through it is written
+    /// under the lock.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.store.state_dir
+    }
+
     /// Finishes or undoes an interrupted swap of this pair and removes leftovers. Every
     /// command that writes the store runs it first; [`stage`](Self::stage),
     /// [`deploy`](Self::deploy) and [`rollback`](Self::rollback) do so themselves.
@@ -344,16 +351,15 @@ impl Locked<'_> {
                 }
                 Err(e) => return Err(e),
             },
-            // A journal that cannot be parsed describes nothing that can be undone; `.live`
-            // still names the pair readers see.
-            Err(e) => {
-                journals.remove(&spec.name)?;
-                out.warnings.push(format!("{e}; removed"));
-            }
+            // A journal that cannot be used (moved aside) describes nothing that can be
+            // undone; `.live` still names the pair readers see.
+            Err(e @ Error::Tampered { .. }) => out.warnings.push(e.to_string()),
+            Err(e) => return Err(e),
         }
         let rest = recovery::recover(&layout, &snaps)?;
         out.removed.extend(rest.removed);
         out.completed.extend(rest.completed);
+        out.warnings.extend(rest.warnings);
         Ok(out)
     }
 
@@ -462,11 +468,13 @@ impl Locked<'_> {
         stages
             .into_iter()
             .zip(pairs)
-            .map(|(stage, (spec, ..))| {
-                if let Ok((layout, staged, _)) = &stage {
-                    self.undo(layout, spec, staged);
+            .map(|(stage, (spec, ..))| match stage {
+                Ok((layout, staged, _)) => {
+                    self.undo(&layout, spec, &staged);
+                    Err(again(spec, &e))
                 }
-                Err(again(spec, &e))
+                // Its own error says what stopped it.
+                Err(own) => Err(own),
             })
             .collect()
     }

@@ -8,16 +8,19 @@
 //!   interrupted first deploy or adoption: a path that still holds a plain file is replaced
 //!   only when its content equals the live generation's, so nothing a reader sees changes),
 //!   and removes every generation except the live one and the newest older one;
-//! - when `.live` does not exist, undoes an interrupted first deploy: removes all
+//! - when `.live` is missing or dangling while a live path still links through it (someone
+//!   removed it), puts it back on the newest generation whose files match its manifest;
+//! - when `.live` does not exist otherwise, undoes an interrupted first deploy: removes all
 //!   generations and the dangling links certkeeper had placed;
 //! - removes `.tmp-*` leftovers of snapshots being taken or removed.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::atomic;
 use super::error::Result;
-use super::live::{Entry, Layout};
+use super::live::{self, Entry, FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
+use super::manifest::sha256_hex;
 use super::snapshot::Snapshots;
 
 /// What recovery found and did.
@@ -61,7 +64,25 @@ pub(crate) fn recover(layout: &Layout, snapshots: &Snapshots) -> Result<Recovere
         }
     }
 
-    match layout.live_generation()? {
+    let mut live = layout.live_generation()?;
+    if live.is_none_or(|n| !layout.generation_dir(n).is_dir())
+        && let Some(n) = restorable(layout, live)?
+    {
+        // `.live` is gone or names a generation that is gone, while the live paths still
+        // link through it: readers see no pair. The newest generation whose files match its
+        // manifest (never one above what `.live` named: those were never committed) becomes
+        // live again, instead of every generation being removed.
+        let link = layout.live_link();
+        let name = layout.generation_name(n);
+        atomic::replace_symlink(Path::new(&name), &layout.temporary(&layout.dir), &link)?;
+        out.warnings.push(format!(
+            "{} was missing or named no generation; it names {name} again, the newest whole generation",
+            link.display()
+        ));
+        live = Some(n);
+    }
+
+    match live {
         Some(live) if layout.generation_dir(live).is_dir() => {
             for (path, target) in layout.links() {
                 if fs::read_link(&path).is_ok_and(|t| t == target) {
@@ -121,4 +142,39 @@ pub(crate) fn recover(layout: &Layout, snapshots: &Snapshots) -> Result<Recovere
 
     out.removed.extend(snapshots.remove_leftovers()?);
     Ok(out)
+}
+
+/// The generation `.live` can be put back on when it is missing or dangling (`named`: what it
+/// names, if anything) while a live path still links through it: the newest generation, not
+/// above `named`, whose files match its own manifest. `None` when no live path links through
+/// `.live` (an interrupted first deploy or adoption: nothing was ever live) or no generation
+/// is whole.
+fn restorable(layout: &Layout, named: Option<u64>) -> Result<Option<u64>> {
+    let linked = layout
+        .links()
+        .iter()
+        .any(|(path, target)| fs::read_link(path).is_ok_and(|t| &t == target));
+    if !linked {
+        return Ok(None);
+    }
+    for n in layout.generations()?.into_iter().rev() {
+        if named.is_some_and(|m| n > m) {
+            continue;
+        }
+        let dir = layout.generation_dir(n);
+        let whole = live::read_generation_manifest(&dir).is_ok_and(|m| {
+            [
+                (FULLCHAIN_FILE, &m.files.fullchain),
+                (PRIVKEY_FILE, &m.files.privkey),
+            ]
+            .iter()
+            .all(|(file, digest)| {
+                atomic::read_nofollow(&dir.join(file)).is_ok_and(|b| &sha256_hex(&b) == *digest)
+            })
+        });
+        if whole {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }

@@ -80,8 +80,14 @@ impl Snapshots {
         Snapshots { dir }
     }
 
+    /// The directory of snapshot `id`; an id that is not one (`..`, a path) names a
+    /// directory that cannot exist (`snapshots/<name>/.invalid-id`), never one elsewhere.
     pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+        if is_id(id) {
+            self.dir.join(id)
+        } else {
+            self.dir.join(".invalid-id")
+        }
     }
 
     /// All snapshots, newest first, each verified against its record.
@@ -139,6 +145,9 @@ impl Snapshots {
 
     /// Snapshot ids present, ascending by number.
     fn ids(&self) -> Result<Vec<(u64, String)>> {
+        if !atomic::own_dir(&self.dir)? {
+            return Ok(Vec::new());
+        }
         let read = match fs::read_dir(&self.dir) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -240,6 +249,9 @@ impl Snapshots {
 
     /// Removes leftovers of interrupted snapshot work; returns what was removed.
     pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>> {
+        if !atomic::own_dir(&self.dir)? {
+            return Ok(Vec::new());
+        }
         let read = match fs::read_dir(&self.dir) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -277,6 +289,12 @@ fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `id` is a snapshot id (decimal digits): the only names joined to a snapshot
+/// directory.
+pub(crate) fn is_id(id: &str) -> bool {
+    parse_id(id).is_some()
 }
 
 fn parse_id(name: &str) -> Option<u64> {

@@ -79,22 +79,50 @@ impl Journals {
         format!("{name}.json")
     }
 
-    /// Whether no stage is in flight (no journal at all).
+    /// Whether no stage is in flight (no journal at all; a journal moved aside is none).
     pub fn is_empty(&self) -> bool {
         match fs::read_dir(&self.dir) {
-            Ok(mut entries) => entries.next().is_none(),
+            Ok(mut entries) => !entries
+                .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
     }
 
-    /// The journal of `name`, if a stage of it is in flight.
+    /// The journal of `name`, if a stage of it is in flight. A journal is data: one that
+    /// cannot be read, or that names another certificate or a snapshot id that is not one,
+    /// is moved aside (`<name>.json.rejected`, which no command reads) and
+    /// [`Error::Tampered`] says so; nothing it says is done.
     pub fn read(&self, name: &str) -> Result<Option<Journal>> {
+        atomic::own_dir(&self.dir)?;
         let path = self.dir.join(Self::file(name));
         match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("reading", &path, e)),
-            Ok(_) => atomic::read_json_nofollow(&path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("reading", &path, e)),
+            Ok(_) => {}
         }
+        let problem = match atomic::read_json_nofollow::<Journal>(&path) {
+            Err(e) => format!("cannot be used ({e})"),
+            Ok(j) if j.version != JOURNAL_VERSION => {
+                format!("has version {}, not {JOURNAL_VERSION}", j.version)
+            }
+            Ok(j) if j.certificate != name => {
+                format!("names certificate {:?}, not {name:?}", j.certificate)
+            }
+            Ok(Journal {
+                snapshot: Some(id), ..
+            }) if !super::snapshot::is_id(&id) => {
+                format!("names snapshot {:?}, which is not a snapshot id", id)
+            }
+            Ok(j) => return Ok(Some(j)),
+        };
+        let aside = self.dir.join(format!("{}.rejected", Self::file(name)));
+        fs::rename(&path, &aside).map_err(|e| Error::io("moving aside", &path, e))?;
+        atomic::sync_dir(&self.dir)?;
+        Err(Error::Tampered {
+            path,
+            problem,
+            aside,
+        })
     }
 
     /// Writes the journal durably (file and directory entry) before anything it describes
@@ -213,7 +241,8 @@ pub(crate) fn revert(
         // revert interrupted after this point finds it gone already.)
         snaps.remove(id)?;
     }
-    journals.remove(&j.certificate)?;
+    // The file is named after the layout's certificate, never after a name read from it.
+    journals.remove(&layout.name)?;
     Ok(Reverted {
         restored,
         from_snapshot,

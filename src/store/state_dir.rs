@@ -5,6 +5,7 @@
 //!   lock                     the pass lock (flock), see `lock`
 //!   clean                    present: no command that wrote here was interrupted since
 //!   pass.json, ari.json      the last pass, the CA's renewal windows: recomputable caches
+//!   alerted.json             when each failure was last alerted (written under the lock)
 //!   accounts/<issuer>/       ACME account credentials
 //!   ca/<issuer>/             a local CA (0711, its root.pem 0644: exported to every user)
 //!   state/<name>.json        what happened to a certificate (attempts, failures, backoff)
@@ -56,7 +57,7 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 const CLEAN_FILE: &str = "clean";
 
 /// The caches kept directly under `state_dir`.
-pub(crate) const CACHES: [&str; 2] = ["pass.json", "ari.json"];
+pub(crate) const CACHES: [&str; 3] = ["pass.json", "ari.json", "alerted.json"];
 
 /// The directories under `state_dir` that certkeeper writes in, each one level deep at most
 /// below these (`accounts/<issuer>/`, `pending/<name>/`, ...).
@@ -368,6 +369,27 @@ impl StateDir {
         LockFile::acquire(&self.root, wait)
     }
 
+    /// Refuses a state_dir where a directory certkeeper keeps as its own (an area, or a
+    /// directory of an issuer or a certificate in `accounts`, `ca`, `pending` or `snapshots`)
+    /// is a symbolic link: [`Error::LinkedDir`] names the first one found. Nothing is written
+    /// through such a link, and nothing read through it is trusted.
+    pub(crate) fn check_own_dirs(&self) -> Result<()> {
+        for area in AREAS {
+            let path = self.root.join(area);
+            if !atomic::own_dir(&path)? || area == "state" || area == "journal" {
+                continue;
+            }
+            let entries = fs::read_dir(&path).map_err(|e| Error::io("listing", &path, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("listing", &path, e))?;
+                if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                    return Err(atomic::linked_dir(&entry.path()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The journals of stages in flight.
     pub(crate) fn journals(&self) -> Journals {
         Journals::new(self.join(&["journal"]))
@@ -568,7 +590,11 @@ mod tests {
         let err = state
             .write_dir(&["pending"], "www", &files, true, Durable::Now)
             .unwrap_err();
-        assert!(matches!(err, Error::Planted { .. }), "{err}");
+        assert!(matches!(err, Error::LinkedDir { .. }), "{err}");
+        assert!(matches!(
+            state.check_own_dirs(),
+            Err(Error::LinkedDir { .. })
+        ));
         fs::create_dir(state.join(&["state"])).unwrap();
         std::os::unix::fs::symlink(
             victim.join("planted"),
