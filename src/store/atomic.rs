@@ -311,8 +311,9 @@ pub(crate) fn own_dir(dir: &Path) -> Result<bool> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(true),
         Ok(m) if m.is_symlink() => Err(linked_dir(dir)),
-        Ok(_) => Err(Error::Planted {
+        Ok(m) => Err(Error::NotOurs {
             path: dir.to_owned(),
+            what: crate::fsutil::kind_name(m.file_type()).to_owned(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("reading", dir, e)),

@@ -55,7 +55,7 @@ pub enum Error {
     /// socket, a link to one of them, or a file where a directory goes (or the reverse).
     /// Nothing was changed.
     #[error(
-        "refusing to write {path}: {what} is there, and certkeeper replaces only regular files and the links it made; move it away or correct the path"
+        "refusing to write {path}: {what} is there, which certkeeper does not replace (it writes only over regular files, the links it made, or nothing); move it away or correct the path"
     )]
     NotOurs {
         /// Where certkeeper was to write.
