@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::CONFIG;
-use crate::util::{Dir, bin};
+use crate::util::{Dir, Run, bin};
 
 /// `certkeeper run --metrics-listen` on a local-CA config; killed when dropped.
 struct Daemon {
@@ -142,4 +142,71 @@ fn idle_and_slow_connections_do_not_block_a_scrape() {
     assert_eq!(held, 0, "{held} of 200 idle connections were still open");
     let held = slow.join().unwrap();
     assert_eq!(held, 0, "{held} of 40 slowloris connections were held open");
+}
+
+/// Runs the binary with exactly `args` (no `--config` added).
+fn raw(args: &[&str]) -> Run {
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", &super::BOUND.as_secs().to_string(), bin()])
+        .args(args)
+        .env_remove("CERTKEEPER_CONFIG")
+        .output()
+        .expect("timeout (coreutils) is needed");
+    Run::from(out)
+}
+
+/// A usage error of `check` or `verify` is Nagios UNKNOWN (3) wherever the global options
+/// stand and whatever form they take; the other commands' usage errors exit 2, and help 0.
+#[test]
+fn usage_errors_of_nagios_commands_exit_3_wherever_the_global_options_stand() {
+    let dir = Dir::new();
+    dir.config(CONFIG);
+    let c = dir.join("config.yaml").display().to_string();
+    let eq = format!("--config={c}");
+    let prefixes: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--config", &c],
+        vec![&eq],
+        vec!["-v"],
+        vec!["-vv", "--config", &c],
+        vec!["-q"],
+        vec!["--log-format", "json"],
+        vec!["--log-format=text", "-v"],
+        vec!["--config", "check"],
+    ];
+    for prefix in &prefixes {
+        for (tail, code) in [
+            (&["check", "--bogus"][..], 3),
+            (&["check", "--json", "--online", "--no-environment"][..], 3),
+            (&["verify"][..], 3),
+            (&["verify", "a", "b"][..], 3),
+            (&["verify", "www", "--bogus"][..], 3),
+            (&["check", "--log-format", "bogus"][..], 3),
+            (&["check", "-v", "-q"][..], 3),
+            (&["renew", "--bogus"][..], 2),
+            (&["snapshots"][..], 2),
+            (&["check", "--help"][..], 0),
+            (&["verify", "--help"][..], 0),
+        ] {
+            let args: Vec<&str> = prefix.iter().copied().chain(tail.iter().copied()).collect();
+            let run = raw(&args);
+            assert_eq!(run.code, code, "{args:?}: {run:?}");
+        }
+    }
+    // A bad value of a global option before the command.
+    for args in [
+        &["--log-format", "bogus", "check"][..],
+        &["--log-format=bogus", "verify", "www"],
+        &["-v", "--log-format", "bogus", "--config", &c, "check"],
+        &["-q", "-v", "check"],
+        &["--config"],
+    ] {
+        let run = raw(args);
+        let want = if args.contains(&"check") || args.contains(&"verify") {
+            3
+        } else {
+            2
+        };
+        assert_eq!(run.code, want, "{args:?}: {run:?}");
+    }
 }
