@@ -538,6 +538,10 @@ impl Config {
                 ));
             }
         }
+        // Each problem echoes config values (paths, names): one line of printable text.
         problems
+            .iter()
+            .map(|p| crate::deploy::reload::escape_line(p))
+            .collect()
     }
 }

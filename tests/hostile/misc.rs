@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::CONFIG;
+use super::{CONFIG, bounded, listing};
 use crate::util::{Dir, Run, bin};
 
 /// `certkeeper run --metrics-listen` on a local-CA config; killed when dropped.
@@ -209,4 +209,144 @@ fn usage_errors_of_nagios_commands_exit_3_wherever_the_global_options_stand() {
         };
         assert_eq!(run.code, want, "{args:?}: {run:?}");
     }
+}
+
+/// Whether `text` is one line of printable text (a final newline aside).
+fn one_printable_line(text: &str) -> bool {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    !text.is_empty() && !text.chars().any(char::is_control)
+}
+
+/// Domain names longer than DNS allows (253 characters in all, wildcard label included; 63 a
+/// label) are refused with one line; the longest valid ones pass.
+#[test]
+fn overlong_domain_names_are_refused() {
+    let dir = Dir::new();
+    // Labels of 63, 63, 63 and 61 characters: 253 in all.
+    let longest = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    assert_eq!(longest.len(), 253);
+    let wildcard_longest = format!("*.{}", &longest[4..]);
+    assert_eq!(wildcard_longest.len(), 251);
+    for (domain, ok) in [
+        (longest.clone(), true),
+        (wildcard_longest, true),
+        (format!("*.{longest}"), false),
+        (format!("*.{}", &longest[1..]), false),
+        (format!("x{longest}"), false),
+        (format!("{}.test", "a".repeat(64)), false),
+        (format!("*.{}.test", "a".repeat(64)), false),
+        ("a..test".to_owned(), false),
+        ("a_b.test".to_owned(), false),
+        ("*.*.test".to_owned(), false),
+    ] {
+        dir.config(&CONFIG.replace("[www.example.test]", &format!("[\"{domain}\"]")));
+        let before = listing(dir.path());
+        let run = bounded(&dir, "config.yaml", &["config", "check"]);
+        if ok {
+            assert_eq!(run.code, 0, "{domain}: {run:?}");
+            continue;
+        }
+        assert_eq!(run.code, 2, "{} chars: {run:?}", domain.len());
+        assert!(one_printable_line(&run.stderr), "{run:?}");
+        assert!(
+            run.stderr.contains("certificates[0].domains[0]: ")
+                && run.stderr.contains("is not a valid domain name"),
+            "{run:?}"
+        );
+        // renew refuses it before it writes anything.
+        let run = bounded(&dir, "config.yaml", &["renew"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(listing(dir.path()), before);
+    }
+}
+
+/// A config value with ESC, NUL, CR or a newline in it, wherever an error or a warning
+/// echoes it (a name, a domain, a path, a duration, a type, a key, the YAML parser's own
+/// message), is printed escaped, on one line.
+#[test]
+fn config_values_with_control_characters_are_echoed_escaped_on_one_line() {
+    let dir = Dir::new();
+    // YAML double-quoted escapes put the raw characters into the values.
+    let evil = r#""x\e[31mred\0nul\r\nCERTKEEPER OK - forged""#;
+    let with = |from: &str, to: &str| CONFIG.replace(from, to);
+    let cases = [
+        ("name", with("name: www", &format!("name: {evil}"))),
+        ("domain", with("[www.example.test]", &format!("[{evil}]"))),
+        (
+            "issuer",
+            with("issuer: internal", &format!("issuer: {evil}")),
+        ),
+        ("issuer key", CONFIG.replace("internal", evil)),
+        ("type", with("type: local-ca", &format!("type: {evil}"))),
+        (
+            "validity",
+            with("validity: 90d", &format!("validity: {evil}")),
+        ),
+        (
+            "unknown key",
+            with(
+                "    validity: 90d\n",
+                &format!("    validity: 90d\n    {evil}: 1\n"),
+            ),
+        ),
+        (
+            "duration",
+            format!("renewal:\n  before_expiry: {evil}\n{CONFIG}"),
+        ),
+        ("cron", format!("renewal:\n  schedule: {evil}\n{CONFIG}")),
+        (
+            "mode",
+            with(
+                "privkey: live/www/privkey.pem\n",
+                &format!("privkey: live/www/privkey.pem\n    mode: {evil}\n"),
+            ),
+        ),
+        (
+            "url",
+            format!("alerts:\n  - type: webhook\n    url: {evil}\n{CONFIG}"),
+        ),
+        (
+            "state_dir",
+            with(
+                "state_dir: state",
+                &format!("state_dir: {evil}\ndiscover:\n  paths: [1]"),
+            ),
+        ),
+        (
+            "yaml parse error",
+            format!("{CONFIG}\u{1b}[31m\u{0}: [\r\n"),
+        ),
+        ("bad tab", format!("{CONFIG}\t\u{1b}x: \u{7}\n")),
+    ];
+    for (what, yaml) in cases {
+        dir.config(&yaml);
+        for args in [&["config", "check"][..], &["check"], &["renew"]] {
+            let run = bounded(&dir, "config.yaml", args);
+            assert!(run.code == 2 || run.code == 3, "{what} {args:?}: {run:?}");
+            assert!(
+                one_printable_line(&run.stderr),
+                "{what} {args:?}: {:?}",
+                run.stderr
+            );
+            assert!(
+                !run.stdout.chars().any(char::is_control) || run.stdout.is_empty(),
+                "{what}: {run:?}"
+            );
+        }
+        assert!(!dir.join("state").exists(), "{what}");
+    }
+    // A warning echoes values too: plain http to a host that is not loopback.
+    dir.config(&format!(
+        "alerts:\n  - type: webhook\n    url: \"http://x.example.test/\\e[31m\\0\\r\\nforged\"\n{CONFIG}"
+    ));
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(one_printable_line(&run.stderr), "{:?}", run.stderr);
+    assert!(run.stderr.contains("is plain http"), "{run:?}");
 }
