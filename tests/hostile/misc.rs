@@ -350,3 +350,52 @@ fn config_values_with_control_characters_are_echoed_escaped_on_one_line() {
     assert!(one_printable_line(&run.stderr), "{:?}", run.stderr);
     assert!(run.stderr.contains("is plain http"), "{run:?}");
 }
+
+/// An owner or group that does not resolve fails its own certificate, not the pass: the other
+/// certificate is renewed, and the failing one says which name did not resolve, on one line.
+#[test]
+fn an_unknown_owner_fails_its_certificate_and_the_others_renew() {
+    let dir = Dir::new();
+    for (key, value) in [
+        ("owner", "no-such-user-xyz"),
+        ("group", "no-such-group-xyz"),
+    ] {
+        dir.config(&format!(
+            "state_dir: state\n\
+             issuers:\n  internal:\n    type: local-ca\n\
+             certificates:\n  - name: bad\n    domains: [bad.example.test]\n    issuer: internal\n    \
+             fullchain: live/bad/fullchain.pem\n    privkey: live/bad/privkey.pem\n    {key}: {value}\n  \
+             - name: good\n    domains: [good.example.test]\n    issuer: internal\n    \
+             fullchain: live/good/fullchain.pem\n    privkey: live/good/privkey.pem\n"
+        ));
+        let run = bounded(&dir, "config.yaml", &["renew", "--force"]);
+        assert_eq!(run.code, 1, "{key}: {run:?}");
+        assert!(
+            run.stdout.contains("good: renewed from internal"),
+            "{key}: {run:?}"
+        );
+        let bad: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("bad: "))
+            .collect();
+        assert_eq!(bad.len(), 1, "{key}: {run:?}");
+        assert!(
+            bad[0].contains("FAILED")
+                && bad[0].contains(&format!("{key}: "))
+                && bad[0].contains(value),
+            "{key}: {run:?}"
+        );
+        assert!(dir.join("live/good/privkey.pem").is_file());
+        assert!(!dir.join("live/bad").exists(), "{key}: {run:?}");
+        // config check names the certificate's key and the name.
+        let run = bounded(&dir, "config.yaml", &["config", "check"]);
+        assert_eq!(run.code, 2, "{key}: {run:?}");
+        assert!(
+            one_printable_line(&run.stderr)
+                && run.stderr.contains(&format!("certificates[0].{key}: no "))
+                && run.stderr.contains(value),
+            "{key}: {run:?}"
+        );
+    }
+}
