@@ -664,5 +664,7 @@ fn an_unreachable_directory_is_tried_once_per_pass_for_all_certificates() {
     // certificates.
     let n = connections.load(Ordering::SeqCst);
     assert!(n <= 8, "{n} connections for one directory");
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    // The waits of one opening are 7 s; one opening per certificate would be 70 s. The count
+    // of connections above is the proof, this a wide bound beside it.
+    assert!(took < Duration::from_secs(60), "{took:?}");
 }
