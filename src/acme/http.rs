@@ -243,6 +243,8 @@ impl HttpClient for Http {
         }
         let client = self.client.clone();
         let server = server_of(req.uri());
+        // Only newNonce is asked with HEAD (RFC 8555 §7.2).
+        let head = req.method() == http::Method::HEAD;
         let gate = self.max_concurrent.map(|n| gate_for(&server, n));
         let timeout = self.request_timeout;
         Box::pin(async move {
@@ -275,6 +277,14 @@ impl HttpClient for Http {
             let body =
                 match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(body)).await {
                     Ok(Ok(body)) => body.to_bytes(),
+                    // Not the network: asking again gets the same answer.
+                    Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                        return Err(TooLarge {
+                            url,
+                            limit: MAX_ANSWER,
+                        }
+                        .into());
+                    }
                     Ok(Err(e)) => return Err(Transport::from_error(&url, &*e).into()),
                     Err(_) => return Err(Transport::timed_out(&url, timeout).into()),
                 };
@@ -299,6 +309,11 @@ impl HttpClient for Http {
                 {
                     pause(&server, at);
                 }
+            }
+            if head {
+                // instant-acme turns any newNonce error into "missing data" and drops the
+                // status; a problem keeps it, and a 429 or 5xx is retried by its kind.
+                return Err(nonce_problem(status, &url)?);
             }
             let body = problem_body(status, &body);
             Ok(BytesResponse::from(Response::from_parts(parts, body)))
@@ -411,6 +426,25 @@ fn problem_body(status: StatusCode, body: &Bytes) -> http_body_util::Full<Bytes>
     http_body_util::Full::new(Bytes::from(doc.to_string()))
 }
 
+/// The problem for an error answer to newNonce (a HEAD, so without a body): the status, with
+/// the kind a 429 (`rateLimited`) or a 5xx (`serverInternal`) means.
+fn nonce_problem(
+    status: StatusCode,
+    url: &str,
+) -> Result<instant_acme::Error, instant_acme::Error> {
+    let kind = match status.as_u16() {
+        429 => Some("urn:ietf:params:acme:error:rateLimited"),
+        500..=599 => Some("urn:ietf:params:acme:error:serverInternal"),
+        _ => None,
+    };
+    let doc = serde_json::json!({
+        "type": kind,
+        "status": status.as_u16(),
+        "detail": format!("newNonce {url} answered HTTP {status}"),
+    });
+    Ok(instant_acme::Error::Api(serde_json::from_value(doc)?))
+}
+
 /// Reads `Retry-After` as seconds or an HTTP date.
 pub(crate) fn retry_after(value: Option<&http::HeaderValue>) -> Option<SystemTime> {
     let value = value?.to_str().ok()?.trim();
@@ -462,6 +496,33 @@ impl fmt::Display for Transport {
 }
 
 impl StdError for Transport {}
+
+/// An answer longer than certkeeper reads ([`MAX_ANSWER`]): no ACME answer is that long, and
+/// asking again gets the same, so it is not retried.
+#[derive(Debug)]
+pub(crate) struct TooLarge {
+    pub(crate) url: String,
+    pub(crate) limit: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the answer from {} is larger than {} KiB",
+            self.url,
+            self.limit / 1024
+        )
+    }
+}
+
+impl StdError for TooLarge {}
+
+impl From<TooLarge> for instant_acme::Error {
+    fn from(t: TooLarge) -> Self {
+        instant_acme::Error::Other(Box::new(t))
+    }
+}
 
 impl From<Transport> for instant_acme::Error {
     fn from(t: Transport) -> Self {

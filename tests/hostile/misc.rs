@@ -399,3 +399,63 @@ fn an_unknown_owner_fails_its_certificate_and_the_others_renew() {
         );
     }
 }
+
+/// An intermediate whose notBefore is still ahead (a clock set back, or a chain dated
+/// wrongly) is called not yet valid with its notBefore, not "not valid now" with its
+/// notAfter; an expired one still names its notAfter.
+#[test]
+fn an_intermediate_not_yet_valid_names_its_not_before() {
+    use crate::util::fixtures::{Key, ca_params};
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, IsCa};
+    use time::{Duration as Days, OffsetDateTime};
+    let now = OffsetDateTime::now_utc();
+    let root = CertifiedIssuer::self_signed(ca_params("Misc Root"), Key::P256.generate()).unwrap();
+    for (label, from, until, want) in [
+        (
+            "not yet valid",
+            now + Days::days(365),
+            now + Days::days(3650),
+            "is not yet valid (notBefore ",
+        ),
+        (
+            "expired",
+            now - Days::days(3650),
+            now - Days::days(365),
+            "is expired (notAfter ",
+        ),
+    ] {
+        let mut params = ca_params("Misc Intermediate");
+        params.not_before = from;
+        params.not_after = until;
+        let intermediate = CertifiedIssuer::signed_by(params, Key::P256.generate(), &root).unwrap();
+        let key = Key::P256.generate();
+        let mut leaf = CertificateParams::new(vec!["www.example.test".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "www.example.test");
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.not_before = now - Days::days(1);
+        leaf.not_after = now + Days::days(60);
+        let leaf = leaf.signed_by(&key, &intermediate).unwrap();
+        let dir = Dir::new();
+        dir.write("trust.pem", root.pem());
+        dir.write(
+            "live/www/fullchain.pem",
+            format!("{}{}", leaf.pem(), intermediate.pem()),
+        );
+        dir.write("live/www/privkey.pem", key.serialize_pem());
+        dir.config(
+            "state_dir: state\n\
+             issuers:\n  ca:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n    trust_roots: trust.pem\n\
+             dns_providers:\n  hook:\n    type: exec\n    command: [/bin/true]\n\
+             certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: ca\n    dns_provider: hook\n    \
+             fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n",
+        );
+        let run = bounded(&dir, "config.yaml", &["check"]);
+        assert_eq!(run.code, 2, "{label}: {run:?}");
+        assert!(
+            run.stdout
+                .contains(&format!("intermediate \"Misc Intermediate\" {want}")),
+            "{label}: {run:?}"
+        );
+    }
+}
