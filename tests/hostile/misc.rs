@@ -459,3 +459,29 @@ fn an_intermediate_not_yet_valid_names_its_not_before() {
         );
     }
 }
+
+/// A valid config whose paths and names of commands hold control characters is summarised
+/// by `config check` with them escaped: each item stays on its own line.
+#[test]
+fn config_check_summarises_control_characters_escaped() {
+    let dir = Dir::new();
+    dir.config(&CONFIG.replace(
+        "fullchain: live/www/fullchain.pem",
+        "fullchain: \"live/www/\\e[31mfull\\r\\nchain.pem\"",
+    ));
+    let run = bounded(&dir, "config.yaml", &["config", "check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        !run.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{run:?}"
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("certificate www: "))
+        .unwrap();
+    assert!(
+        line.contains("live/www/\\x1b[31mfull\\x0d\\x0achain.pem"),
+        "{run:?}"
+    );
+}
