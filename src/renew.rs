@@ -205,9 +205,6 @@ pub enum Error {
     /// The store (state_dir, lock) is unusable.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// A configured certificate cannot be mapped to the store (owner/group unknown).
-    #[error("{0}")]
-    Spec(String),
 }
 
 /// Runs one pass, delivers its alerts (within [`alert::ONE_SHOT_BUDGET`]) and returns each
@@ -283,11 +280,18 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         .cloned()
         .collect();
     let mut specs = BTreeMap::new();
-    for cert in &selected {
-        specs.insert(cert.name.clone(), pair_spec(cert).map_err(Error::Spec)?);
-    }
-
     let mut unrecoverable: BTreeMap<String, String> = BTreeMap::new();
+    // An owner or group that does not resolve fails its own certificate; the others go on.
+    for cert in &selected {
+        match pair_spec(cert) {
+            Ok(spec) => {
+                specs.insert(cert.name.clone(), spec);
+            }
+            Err(e) => {
+                unrecoverable.insert(cert.name.clone(), e);
+            }
+        }
+    }
     // A dry run writes nothing: no state_dir is created, no lock taken, no recovery run.
     let store = if opts.dry_run {
         None
@@ -308,7 +312,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
             };
             // Over every configured certificate, a clean recovery puts the `clean` marker
             // back at the end of the pass.
-            let recovered = if selected.len() == config.certificates.len() {
+            let recovered = if specs.len() == config.certificates.len() {
                 locked.recover_all(specs.values())
             } else {
                 specs.values().map(|s| (s, locked.recover(s))).collect()

@@ -286,7 +286,8 @@ async fn records_never_visible_time_out_and_are_removed() {
     );
     assert!(text.contains("raise dns.propagation_timeout"), "{text}");
     assert!(waited >= Duration::from_millis(1500), "{waited:?}");
-    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // Gave up at the 1.5 s propagation timeout, with a wide margin for a loaded machine.
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
     assert_eq!(
         dns.calls(),
         [format!("present {name}"), format!("cleanup {name}")]

@@ -566,9 +566,10 @@ fn a_reload_that_hangs_is_killed_and_rolled_back() {
     let started = Instant::now();
     let run = host.run(&["renew", "--force"]);
     let took = started.elapsed();
-    // Two reloads killed at their timeout, one verification, and a margin.
+    // Two reloads killed at their timeout and one verification (7 s), with a wide margin far
+    // below the 300 s the hung command would take.
     assert!(
-        took < Duration::from_secs(2 * 2 + 3 + 10),
+        took < Duration::from_secs(60),
         "renew took {took:?}: {run:?}"
     );
     assert_eq!(run.code, 1, "{run:?}");

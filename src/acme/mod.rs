@@ -315,6 +315,19 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
+    /// The CA's answer was longer than certkeeper reads (not retried: it would be again).
+    #[error(
+        "{step}: the answer from {url} is larger than {} KiB, which no ACME answer is; check the issuer's directory URL and any proxy on the way",
+        .limit / 1024
+    )]
+    TooLarge {
+        /// The step that failed.
+        step: &'static str,
+        /// The URL asked.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The directory URL answered, but not with an ACME directory.
     #[error("ACME directory {url} is not usable: {reason}")]
     Directory {
@@ -535,6 +548,19 @@ pub(crate) fn acme_error(step: &'static str, e: retry::Exhausted) -> Error {
             attempts,
             retry_after,
         },
+        instant_acme::Error::Other(e) if e.is::<http::TooLarge>() => {
+            match e.downcast::<http::TooLarge>() {
+                Ok(t) => Error::TooLarge {
+                    step,
+                    url: t.url,
+                    limit: t.limit,
+                },
+                Err(e) => Error::Protocol {
+                    step,
+                    source: instant_acme::Error::Other(e),
+                },
+            }
+        }
         instant_acme::Error::Other(e) if e.downcast_ref::<http::Transport>().is_some() => {
             Error::Unreachable {
                 step,

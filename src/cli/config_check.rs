@@ -59,10 +59,23 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
     }
 }
 
+/// Adds one item of the summary as one line, whatever the config's paths and names hold.
+fn item(out: &mut String, line: String) {
+    out.push_str(&crate::deploy::reload::escape_line(&line));
+    out.push('\n');
+}
+
 /// What the config manages, one line per item.
 pub fn summary(config: &Config) -> String {
-    let mut out = format!("config {}: valid\n", config.source.display());
-    out.push_str(&format!("state_dir {}\n", config.state_dir.display()));
+    let mut out = String::new();
+    item(
+        &mut out,
+        format!("config {}: valid", config.source.display()),
+    );
+    item(
+        &mut out,
+        format!("state_dir {}", config.state_dir.display()),
+    );
     for (key, issuer) in &config.issuers {
         let detail = match issuer {
             Issuer::Acme(a) => format!(
@@ -76,7 +89,7 @@ pub fn summary(config: &Config) -> String {
             ),
             Issuer::LocalCa(c) => format!("local-ca, validity {}", format_duration(c.validity)),
         };
-        out.push_str(&format!("issuer {key}: {detail}\n"));
+        item(&mut out, format!("issuer {key}: {detail}"));
     }
     for (key, p) in &config.dns_providers {
         let detail = match p {
@@ -97,18 +110,21 @@ pub fn summary(config: &Config) -> String {
                 )
             }
         };
-        out.push_str(&format!("dns provider {key}: {detail}\n"));
+        item(&mut out, format!("dns provider {key}: {detail}"));
     }
     let r = &config.renewal;
-    out.push_str(&format!(
-        "renewal: before_expiry {}, schedule \"{}\", jitter {}, concurrency {}, retry {}..{}\n",
-        r.before_expiry,
-        r.schedule,
-        format_duration(r.jitter),
-        r.concurrency,
-        format_duration(r.retry_initial),
-        format_duration(r.retry_max)
-    ));
+    item(
+        &mut out,
+        format!(
+            "renewal: before_expiry {}, schedule \"{}\", jitter {}, concurrency {}, retry {}..{}",
+            r.before_expiry,
+            r.schedule,
+            format_duration(r.jitter),
+            r.concurrency,
+            format_duration(r.retry_initial),
+            format_duration(r.retry_max)
+        ),
+    );
     for a in &config.alerts {
         let signed =
             |s: &Option<crate::config::SecretSource>| if s.is_some() { ", signed" } else { "" };
@@ -127,31 +143,37 @@ pub fn summary(config: &Config) -> String {
             other => other.kind().to_owned(),
         };
         let on: Vec<&str> = a.on.iter().map(|e| e.as_str()).collect();
-        out.push_str(&format!("alert {}: {kind} on {}\n", a.name, on.join(", ")));
+        item(
+            &mut out,
+            format!("alert {}: {kind} on {}", a.name, on.join(", ")),
+        );
     }
     if !config.alerts.is_empty() {
-        out.push_str(&format!(
-            "alert_repeat {}\n",
-            format_duration(config.alert_repeat)
-        ));
+        item(
+            &mut out,
+            format!("alert_repeat {}", format_duration(config.alert_repeat)),
+        );
     }
     for p in &config.discover_paths {
-        out.push_str(&format!("discover {}\n", p.display()));
+        item(&mut out, format!("discover {}", p.display()));
     }
     for c in &config.certificates {
-        out.push_str(&format!(
-            "certificate {}: {} via {}{}, key {}, {} + {}\n",
-            c.name,
-            c.domains.join(", "),
-            c.issuers.join(" then "),
-            c.dns_provider
-                .as_ref()
-                .map(|p| format!(" (dns {p})"))
-                .unwrap_or_default(),
-            c.key.as_str(),
-            c.fullchain.display(),
-            c.privkey.display()
-        ));
+        item(
+            &mut out,
+            format!(
+                "certificate {}: {} via {}{}, key {}, {} + {}",
+                c.name,
+                c.domains.join(", "),
+                c.issuers.join(" then "),
+                c.dns_provider
+                    .as_ref()
+                    .map(|p| format!(" (dns {p})"))
+                    .unwrap_or_default(),
+                c.key.as_str(),
+                c.fullchain.display(),
+                c.privkey.display()
+            ),
+        );
         // Programs only: arguments written in a config may carry tokens.
         if let Some(r) = &c.reload {
             let shared = config
@@ -159,16 +181,19 @@ pub fn summary(config: &Config) -> String {
                 .iter()
                 .filter(|o| o.reload.as_ref().is_some_and(|or| or.command == r.command))
                 .count();
-            out.push_str(&format!(
-                "  reload {} (timeout {}){}\n",
-                r.command[0],
-                format_duration(r.timeout),
-                if shared > 1 {
-                    format!(", once per pass for the {shared} certificates that share it")
-                } else {
-                    String::new()
-                }
-            ));
+            item(
+                &mut out,
+                format!(
+                    "  reload {} (timeout {}){}",
+                    r.command[0],
+                    format_duration(r.timeout),
+                    if shared > 1 {
+                        format!(", once per pass for the {shared} certificates that share it")
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
         }
         if let Some(v) = &c.verify {
             let mut what = Vec::new();
@@ -178,11 +203,14 @@ pub fn summary(config: &Config) -> String {
             if let Some(command) = &v.command {
                 what.push(format!("health check {}", command[0]));
             }
-            out.push_str(&format!(
-                "  verify {} (within {})\n",
-                what.join(" and "),
-                format_duration(v.timeout)
-            ));
+            item(
+                &mut out,
+                format!(
+                    "  verify {} (within {})",
+                    what.join(" and "),
+                    format_duration(v.timeout)
+                ),
+            );
         }
     }
     out

@@ -315,11 +315,59 @@ pub(crate) fn print(text: &str) -> bool {
 /// The exit code of a usage error, which depends on the command's convention: `check` and
 /// `verify` follow Nagios (3 UNKNOWN), the others exit 2.
 fn usage_exit_code() -> u8 {
-    let sub = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    match sub.as_deref() {
-        Some("check") | Some("verify") => 3,
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match subcommand_of(&argv).as_deref() {
+        Some("check" | "verify") => 3,
         _ => 2,
     }
+}
+
+/// The subcommand `argv` (without the program name) names, found as clap finds it: the first
+/// word that is neither a global option nor the value of one (`--config C`, `--config=C`,
+/// `-vq`, `--log-format json`), even when parsing failed.
+fn subcommand_of(argv: &[String]) -> Option<String> {
+    use clap::CommandFactory;
+    let cmd = Args::command();
+    let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
+    let mut words = argv.iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            if !long.contains('=')
+                && cmd
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(long) && takes_value(a))
+            {
+                words.next();
+            }
+            continue;
+        }
+        if let Some(shorts) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // `-xVALUE` carries its value; `-x VALUE` takes the next word.
+            let mut chars = shorts.chars();
+            while let Some(c) = chars.next() {
+                if cmd
+                    .get_arguments()
+                    .any(|a| a.get_short() == Some(c) && takes_value(a))
+                {
+                    if chars.as_str().is_empty() {
+                        words.next();
+                    }
+                    break;
+                }
+            }
+            continue;
+        }
+        return cmd
+            .find_subcommand(word)
+            .map(|sub| sub.get_name().to_owned());
+    }
+    None
 }
 
 /// Sets up the log lines on stderr: JSON lines with `--log-format json`, otherwise text that is
@@ -365,8 +413,34 @@ fn colour_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::colour_logs;
+    use super::{colour_logs, subcommand_of};
     use std::ffi::OsStr;
+
+    #[test]
+    fn the_subcommand_is_found_past_global_options_and_their_values() {
+        let sub =
+            |args: &[&str]| subcommand_of(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(sub(&["check"]).as_deref(), Some("check"));
+        assert_eq!(
+            sub(&["--config", "c.yaml", "verify"]).as_deref(),
+            Some("verify")
+        );
+        assert_eq!(
+            sub(&["--config", "renew", "check"]).as_deref(),
+            Some("check")
+        );
+        assert_eq!(
+            sub(&["--config=c", "-vv", "check"]).as_deref(),
+            Some("check")
+        );
+        assert_eq!(
+            sub(&["--log-format", "bogus", "verify"]).as_deref(),
+            Some("verify")
+        );
+        assert_eq!(sub(&["-q", "renew", "check"]).as_deref(), Some("renew"));
+        assert_eq!(sub(&["--config"]), None);
+        assert_eq!(sub(&["bogus"]), None);
+    }
 
     #[test]
     fn colours_only_on_a_terminal_without_no_color() {

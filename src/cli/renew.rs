@@ -45,10 +45,6 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
     let result = runtime.block_on(renew::run(config.clone(), &opts));
     let outcomes = match result {
         Ok(o) => o,
-        Err(renew::Error::Spec(e)) => {
-            eprintln!("certkeeper: {}: {e}", config_path.display());
-            return USAGE;
-        }
         Err(e) => {
             eprintln!("certkeeper: renew: {e}");
             return FAILED;

@@ -47,7 +47,8 @@ impl ConfigError {
         }
     }
 
-    /// The problems as lines `file:line: path: message`, one per problem.
+    /// The problems as lines `file:line: path: message`, one per problem, each on one line
+    /// whatever the config held: control characters (ESC, NUL, CR, newline) are escaped.
     pub fn lines(&self) -> Vec<String> {
         self.problems
             .iter()
@@ -62,7 +63,7 @@ impl ConfigError {
                     s.push_str(": ");
                 }
                 s.push_str(&p.message);
-                s
+                crate::deploy::reload::escape_line(&s)
             })
             .collect()
     }

@@ -556,6 +556,19 @@ impl Config {
                 ));
             }
         }
+        // Resolved again at each pass, where an unknown one fails only its certificate.
+        for (n, c) in self.certificates.iter().enumerate() {
+            if let Some(Err(e)) = c.owner.as_deref().map(crate::accounts::uid) {
+                problems.push(format!("certificates[{n}].owner: {e}"));
+            }
+            if let Some(Err(e)) = c.group.as_deref().map(crate::accounts::gid) {
+                problems.push(format!("certificates[{n}].group: {e}"));
+            }
+        }
+        // Each problem echoes config values (paths, names): one line of printable text.
         problems
+            .iter()
+            .map(|p| crate::deploy::reload::escape_line(p))
+            .collect()
     }
 }

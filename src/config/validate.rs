@@ -169,7 +169,12 @@ impl Validator<'_> {
             alert_repeat: alert_repeat?,
             discover_paths,
             certificates,
-            warnings: std::mem::take(&mut self.warnings),
+            // A warning echoes config values; each is one line of printable text.
+            warnings: self
+                .warnings
+                .drain(..)
+                .map(|w| crate::deploy::reload::escape_line(&w))
+                .collect(),
         })
     }
 
@@ -1367,6 +1372,11 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The longest domain name, written without its final dot.
+const MAX_DOMAIN: usize = 253;
+/// The longest label of a domain name (RFC 1035 §2.3.4).
+const MAX_LABEL: usize = 63;
+
 /// Checks a configured domain and returns it lower-cased.
 fn check_domain(d: &str) -> Result<String, String> {
     let lower = d.trim().to_ascii_lowercase();
@@ -1381,20 +1391,29 @@ fn check_domain(d: &str) -> Result<String, String> {
         ));
     }
     let rest = lower.strip_prefix("*.").unwrap_or(&lower);
+    // RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out without the
+    // final dot, the wildcard label counted (a CA refuses the order otherwise).
     let ok = !rest.is_empty()
-        && rest.len() <= 253
+        && lower.len() <= MAX_DOMAIN
         && rest.split('.').all(|label| {
             !label.is_empty()
-                && label.len() <= 63
+                && label.len() <= MAX_LABEL
                 && !label.starts_with('-')
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !ok {
         let hint = if rest.contains('*') {
-            "; a wildcard may only be the whole first label, as in \"*.example.com\""
+            "; a wildcard may only be the whole first label, as in \"*.example.com\"".to_owned()
+        } else if lower.len() > MAX_DOMAIN {
+            format!(
+                "; it is {} characters long, at most {MAX_DOMAIN}",
+                lower.len()
+            )
+        } else if rest.split('.').any(|label| label.len() > MAX_LABEL) {
+            format!("; a label has at most {MAX_LABEL} characters")
         } else {
-            ""
+            String::new()
         };
         return Err(format!("\"{d}\" is not a valid domain name{hint}"));
     }

@@ -1,10 +1,15 @@
 //! `run --metrics-listen ADDR`: `GET /metrics` answers the Prometheus text that
 //! `certkeeper metrics` prints, plus the last pass's duration and outcomes. Anything else is
 //! 404 (or 405 for a method other than GET and HEAD). HTTP/1.1 through hyper, with a bound
-//! on slow clients (headers within [`HEADER_TIMEOUT`]) and on connections served at once.
+//! on slow clients (headers within [`HEADER_TIMEOUT`]) and on connections open at once
+//! ([`MAX_CONNECTIONS`]). A new connection is always accepted: at the bound, the oldest open
+//! connection that has not yet sent its request is closed to make room (the oldest of all when
+//! every one has), so idle or slow clients cannot keep a scraper waiting.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -13,7 +18,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::metrics;
@@ -29,8 +34,8 @@ pub struct Shown {
 
 /// A client must send its request headers within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections open at once; a new one beyond this closes the oldest idle one.
+const MAX_CONNECTIONS: usize = 64;
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,14 +45,62 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// One open connection, as the accept loop sees it.
+struct Open {
+    id: u64,
+    /// Set once hyper has read the whole request head.
+    requested: Arc<AtomicBool>,
+    /// Tells the connection's task to close it.
+    close: Arc<Notify>,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: VecDeque<Open>,
+}
+
+impl Conns {
+    /// Makes room for one more: closes the oldest connection that has not sent its request,
+    /// or the oldest of all when every one has (a client that does not read its answer).
+    fn make_room(&mut self) {
+        while self.open.len() >= MAX_CONNECTIONS {
+            let victim = self
+                .open
+                .iter()
+                .position(|c| !c.requested.load(Ordering::Acquire))
+                .unwrap_or(0);
+            if let Some(c) = self.open.remove(victim) {
+                c.close.notify_one();
+            }
+        }
+    }
+}
+
+/// Removes its connection from [`Conns`] when the connection's task ends.
+struct Gone {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let id = self.id;
+        lock(&self.conns).open.retain(|c| c.id != id);
+    }
+}
+
+/// The lock holds no invariant a panic could break (a list of handles), so a poisoned one is
+/// used as it is.
+fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    conns.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Serves `/metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shown: watch::Receiver<Shown>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Arc::new(Mutex::new(Conns::default()));
     loop {
-        // The semaphore is never closed, so acquiring only waits.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -57,17 +110,46 @@ pub async fn serve(listener: TcpListener, shown: watch::Receiver<Shown>) {
                 continue;
             }
         };
+        let requested = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(Notify::new());
+        let id = {
+            let mut c = lock(&conns);
+            c.make_room();
+            let id = c.next;
+            c.next += 1;
+            c.open.push_back(Open {
+                id,
+                requested: requested.clone(),
+                close: close.clone(),
+            });
+            id
+        };
+        let gone = Gone {
+            conns: conns.clone(),
+            id,
+        };
         let shown = shown.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| answer(req, shown.clone()));
+            let _gone = gone;
+            let service = service_fn(move |req| {
+                requested.store(true, Ordering::Release);
+                answer(req, shown.clone())
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("Metrics listener: connection ended: {e}");
+            tokio::select! {
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!("Metrics listener: connection ended: {e}");
+                    }
+                }
+                // Dropping the connection closes its socket.
+                () = close.notified() => {
+                    tracing::debug!("Metrics listener: closed an idle connection to make room");
+                }
             }
         });
     }

@@ -166,8 +166,36 @@ mod tests {
         assert_eq!(&buf[..len], b"WATCHDOG=1");
     }
 
+    /// A supervisor that stops reading (the queue fills) or goes away never stalls nor fails
+    /// the caller: a pass must not wait on the service manager.
     #[test]
-    fn without_a_socket_nothing_is_sent() {
-        Notifier { target: None }.ready("nothing");
+    fn a_full_or_gone_socket_never_stalls_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            target: Some(open(path.as_os_str().as_encoded_bytes()).unwrap()),
+        };
+        // Far more messages than a datagram socket queues (net.unix.max_dgram_qlen, 512 by
+        // default), none read: a blocking send would wait here for ever.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for i in 0..5_000 {
+                n.status(&i.to_string());
+            }
+            let _ = done.send(n);
+        });
+        let n = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sending to a full socket stalled the caller");
+        // What was queued arrived in order; the rest was dropped.
+        let mut buf = [0u8; 64];
+        let len = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"STATUS=0");
+        // The supervisor is gone: sending is still harmless.
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        n.ready("after");
+        n.watchdog();
     }
 }

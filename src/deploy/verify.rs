@@ -796,7 +796,8 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Gave up at its deadline (1 s), with a margin for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(10));
         let VerifyError::NotServed { attempts, .. } = &err else {
             panic!("{err:?}");
         };
@@ -981,7 +982,8 @@ mod tests {
         let err = health(&argv, &[], Duration::from_millis(700))
             .await
             .unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(1700));
+        // Gave up at its deadline (0.7 s, the script fails for ever), with a wide margin.
+        assert!(started.elapsed() < Duration::from_secs(7));
         let VerifyError::Unhealthy { attempts, .. } = &err else {
             panic!("{err:?}");
         };

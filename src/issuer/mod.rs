@@ -57,7 +57,9 @@ impl std::fmt::Display for IssueError {
 }
 
 /// An ACME account opened (or failed to open) once for a pass.
-type OpenOnce = Arc<tokio::sync::OnceCell<Result<Arc<Acme>, String>>>;
+/// The error keeps the CA's `Retry-After` (a rate-limited newNonce or newAccount), so that
+/// every certificate waiting for the opening waits until then.
+type OpenOnce = Arc<tokio::sync::OnceCell<Result<Arc<Acme>, IssueError>>>;
 
 /// The issuers of one pass: local CAs opened once and shared by the certificates' tasks.
 pub struct Issuers {
@@ -123,10 +125,7 @@ impl Issuers {
                     .map_err(IssueError::from_display)
             }
             Some(Issuer::Acme(_)) => {
-                let acme = self
-                    .ordering_account(issuer)
-                    .await
-                    .map_err(IssueError::from)?;
+                let acme = self.ordering_account(issuer).await?;
                 let provider_key = cert
                     .dns_provider
                     .as_deref()
@@ -180,7 +179,7 @@ impl Issuers {
 
     /// The account that orders for `issuer` in this pass: its staging CA's in a dry run (a
     /// new account, kept in memory), its own otherwise.
-    async fn ordering_account(&self, name: &str) -> Result<Arc<Acme>, String> {
+    async fn ordering_account(&self, name: &str) -> Result<Arc<Acme>, IssueError> {
         if self.needs_staging(name) {
             return Err("dry run: no staging_directory, nothing is ordered".into());
         }
@@ -192,12 +191,12 @@ impl Issuers {
     /// the answer for all of them, so it costs one connect timeout, not one per
     /// certificate. Different issuers are opened concurrently.
     pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
-        self.open_once(name, false).await
+        self.open_once(name, false).await.map_err(|e| e.message)
     }
 
     /// Opens, once per pass, the account of ACME issuer `name` at its own directory or, with
     /// `staging`, at its `staging_directory` (a dry run's: a new account kept in memory).
-    async fn open_once(&self, name: &str, staging: bool) -> Result<Arc<Acme>, String> {
+    async fn open_once(&self, name: &str, staging: bool) -> Result<Arc<Acme>, IssueError> {
         let key = if staging {
             format!("{name} (staging)")
         } else {
@@ -209,13 +208,16 @@ impl Issuers {
         };
         cell.get_or_init(|| async {
             let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
-                return Err("not an acme issuer".to_owned());
+                return Err("not an acme issuer".into());
             };
             if !staging {
                 return Acme::open(name, cfg, &self.state_dir)
                     .await
                     .map(Arc::new)
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| IssueError {
+                        retry_after: e.rate_limited_until(),
+                        message: e.to_string(),
+                    });
             }
             let staging = AcmeIssuer {
                 directory: cfg.staging_directory.clone().unwrap_or_default(),
@@ -226,7 +228,10 @@ impl Issuers {
             Acme::open(&format!("{name}-staging"), &staging, &in_memory)
                 .await
                 .map(Arc::new)
-                .map_err(|e| format!("staging {}: {e}", staging.directory))
+                .map_err(|e| IssueError {
+                    retry_after: e.rate_limited_until(),
+                    message: format!("staging {}: {e}", staging.directory),
+                })
         })
         .await
         .clone()

@@ -210,12 +210,20 @@ pub enum ChainProblem {
         /// Its subject.
         subject: String,
     },
-    /// An intermediate in the file is outside its validity window.
+    /// An intermediate in the file is past its notAfter.
     IntermediateExpired {
         /// Its subject.
         subject: String,
         /// Its notAfter.
         not_after: OffsetDateTime,
+    },
+    /// An intermediate in the file is not valid yet (its notBefore is ahead: a clock set
+    /// back, or a chain dated wrongly).
+    IntermediateNotYetValid {
+        /// Its subject.
+        subject: String,
+        /// Its notBefore.
+        not_before: OffsetDateTime,
     },
 }
 
@@ -244,8 +252,16 @@ impl fmt::Display for ChainProblem {
             }
             ChainProblem::IntermediateExpired { subject, not_after } => write!(
                 f,
-                "chain invalid: intermediate \"{subject}\" is not valid now (notAfter {})",
+                "chain invalid: intermediate \"{subject}\" is expired (notAfter {})",
                 super::rfc3339(*not_after)
+            ),
+            ChainProblem::IntermediateNotYetValid {
+                subject,
+                not_before,
+            } => write!(
+                f,
+                "chain invalid: intermediate \"{subject}\" is not yet valid (notBefore {})",
+                super::rfc3339(*not_before)
             ),
         }
     }
@@ -310,10 +326,15 @@ pub fn examine_chain(
                 });
                 return (0, problems);
             }
-            if now > parent.not_after || now < parent.not_before {
+            if now > parent.not_after {
                 problems.push(ChainProblem::IntermediateExpired {
                     subject: parent.short_name(),
                     not_after: parent.not_after,
+                });
+            } else if now < parent.not_before {
+                problems.push(ChainProblem::IntermediateNotYetValid {
+                    subject: parent.short_name(),
+                    not_before: parent.not_before,
                 });
             }
             continue;

@@ -341,6 +341,16 @@ impl FakeAcme {
         });
     }
 
+    /// Answers the next `count` requests whose path starts with `path_prefix` with 200 and a
+    /// body of `size` bytes (a JSON string), as a broken proxy or a hostile server might.
+    pub fn oversize(&self, path_prefix: &str, count: u32, size: usize) {
+        self.shared.lock().oversized.push(Oversized {
+            prefix: path_prefix.to_owned(),
+            remaining: count,
+            size,
+        });
+    }
+
     /// [`FakeAcme::rate_limit`] of the next `count` newOrders.
     pub fn rate_limit_new_orders(&self, count: u32, retry_after: Duration) {
         self.rate_limit(path::NEW_ORDER, count, retry_after);
@@ -417,6 +427,7 @@ struct State {
     behaviour: Behaviour,
     already_replaced: u32,
     rate_limits: Vec<RateLimit>,
+    oversized: Vec<Oversized>,
     windows: HashMap<String, Window>,
     window_fn: Option<WindowFn>,
     directory_noise: String,
@@ -429,6 +440,12 @@ struct State {
     requests: Vec<RecordedRequest>,
     new_orders: Vec<NewOrderRecord>,
     renewal_info_gets: usize,
+}
+
+struct Oversized {
+    prefix: String,
+    remaining: u32,
+    size: usize,
 }
 
 struct RateLimit {
@@ -474,6 +491,7 @@ impl State {
             behaviour,
             already_replaced: 0,
             rate_limits: Vec::new(),
+            oversized: Vec::new(),
             windows: HashMap::new(),
             window_fn: None,
             directory_noise: hex::encode(random::<6>()),
@@ -621,6 +639,7 @@ impl Ctx<'_> {
         let path = req.path.as_str();
         let answer = self
             .rate_limit()
+            .and_then(|()| self.oversized())
             .and_then(|()| match (req.method.as_str(), &jws) {
                 ("GET" | "HEAD", _) => self.get(path),
                 ("POST", Some(jws)) => self.post(path, jws),
@@ -833,6 +852,32 @@ impl Ctx<'_> {
             ),
         )
         .with_header("Retry-After", &seconds.to_string()))
+    }
+
+    fn oversized(&mut self) -> Result<(), Response> {
+        let path = &self.req.path;
+        let Some(i) = self
+            .st
+            .oversized
+            .iter()
+            .position(|o| o.remaining > 0 && path.starts_with(&o.prefix))
+        else {
+            return Ok(());
+        };
+        let o = &mut self.st.oversized[i];
+        o.remaining -= 1;
+        let size = o.size;
+        if o.remaining == 0 {
+            self.st.oversized.remove(i);
+        }
+        let mut body = vec![b'x'; size.max(2)];
+        body[0] = b'"';
+        body[size.max(2) - 1] = b'"';
+        Err(Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body,
+        })
     }
 
     fn directory(&self) -> Response {

@@ -1167,7 +1167,8 @@ mod tests {
         // Dropping the sink (with the held socket) returns promptly.
         let dropping = Instant::now();
         drop(sink);
-        assert!(dropping.elapsed() < Duration::from_secs(2));
+        // Promptly, with a wide margin for a loaded machine.
+        assert!(dropping.elapsed() < Duration::from_secs(20));
     }
 
     #[tokio::test]
