@@ -14,6 +14,7 @@
 //! vendor's token is that short.
 
 use crate::config::Secret;
+use crate::deploy::reload::escape_line;
 
 /// The shortest URL piece treated as a token.
 pub const MIN_PIECE: usize = 8;
@@ -215,26 +216,6 @@ fn without_cut_escape(text: &str) -> &str {
         }
     }
     text
-}
-
-/// `text` on one line: every control character (newlines, carriage returns and tabs
-/// included) as `\xNN`, and the characters that end or reorder a line on screen (U+2028,
-/// U+2029, the bidirectional controls) as `\u{NNNN}`, so that nothing a vendor says can
-/// start a line of its own or recolour a terminal.
-pub fn escape_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            // Unicode's control characters (Cc) are U+0000..U+001F and U+007F..U+009F.
-            out.push_str(&format!("\\x{:02x}", u32::from(c)));
-        } else if matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-        {
-            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -195,19 +195,22 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 /// Makes untrusted text safe to print: every control character except `\n` and `\t` becomes
-/// `\xNN` (ESC is `\x1b`, CR is `\x0d`), so it cannot move the cursor, recolour a terminal or
-/// forge log lines. Use [`String::from_utf8_lossy`] first for bytes.
+/// `\xNN` (ESC is `\x1b`, CR is `\x0d`), and the characters that end or reorder a line on
+/// screen (U+2028, U+2029, the bidirectional controls) become `\u{NNNN}`, so that it cannot
+/// move the cursor, recolour a terminal or forge log lines. Use [`String::from_utf8_lossy`]
+/// first for bytes.
 pub fn escape_control(s: &str) -> String {
     escape(s, &['\n', '\t'])
 }
 
-/// [`escape_control`] for text that must stay on one line (a config value in an error):
-/// newline and tab become `\x0a` and `\x09` too.
+/// [`escape_control`] for text that must stay on one line (a config value in an error, a
+/// vendor's answer): newline and tab become `\x0a` and `\x09` too.
 pub fn escape_line(s: &str) -> String {
     escape(s, &[])
 }
 
-/// Every control character of `s` but those in `keep` as `\xNN`.
+/// Every control character of `s` but those in `keep` as `\xNN`, and the characters that
+/// break or reorder a line as `\u{NNNN}`.
 fn escape(s: &str, keep: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -215,6 +218,9 @@ fn escape(s: &str, keep: &[char]) -> String {
             // Unicode's control characters (Cc) are U+0000..U+001F and U+007F..U+009F, so
             // two hex digits always suffice.
             out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else if matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
         } else {
             out.push(c);
         }
