@@ -77,6 +77,19 @@ pub enum Error {
         /// The certificates whose live leaf it issued, comma-separated.
         certificates: String,
     },
+    /// The root is not valid yet: it was made while the clock was ahead, and nothing it
+    /// signs can be verified until then. A new root is not made silently in its place.
+    #[error(
+        "local CA {name}: its root is not valid before {not_before} (it was made while the clock was wrong); move {path} away to make a new root (clients that trust the old root.pem need the new one), or correct the clock"
+    )]
+    RootNotYetValid {
+        /// The issuer's name.
+        name: String,
+        /// The CA's directory.
+        path: PathBuf,
+        /// The root's notBefore, RFC 3339.
+        not_before: String,
+    },
     /// Certificate generation failed.
     #[error("local CA cannot sign: {0}")]
     Sign(String),
@@ -98,9 +111,11 @@ pub struct LocalCa {
     name: String,
     root_pem: String,
     root_key: KeyPair,
+    root_not_before: OffsetDateTime,
     root_not_after: OffsetDateTime,
     intermediate_pem: String,
     intermediate: Issuer<'static, KeyPair>,
+    intermediate_not_before: OffsetDateTime,
     intermediate_not_after: OffsetDateTime,
     /// Where the CA is kept; `None` while it lives in memory only (a dry run).
     state: Option<StateDir>,
@@ -180,7 +195,8 @@ impl LocalCa {
 
     /// Issues a leaf for `domains` with `key`, valid `validity` from `now`. Returns the
     /// fullchain PEM (leaf, intermediate). Rotates the intermediate first when the leaf would
-    /// outlive it.
+    /// outlive it, or when it is not valid yet (made while the clock was ahead); a root that
+    /// is not valid yet is [`Error::RootNotYetValid`].
     pub fn issue(
         &mut self,
         domains: &[String],
@@ -195,7 +211,14 @@ impl LocalCa {
                 root_not_after: crate::x509::rfc3339(self.root_not_after),
             });
         }
-        if not_after > self.intermediate_not_after {
+        if self.root_not_before > now + BACKDATE {
+            return Err(Error::RootNotYetValid {
+                name: self.name.clone(),
+                path: self.dir.clone(),
+                not_before: crate::x509::rfc3339(self.root_not_before),
+            });
+        }
+        if not_after > self.intermediate_not_after || self.intermediate_not_before > now {
             self.rotate_intermediate(now)?;
         }
         let mut params = CertificateParams::new(domains.to_vec()).map_err(sign)?;
@@ -235,12 +258,14 @@ impl LocalCa {
         let mut ca = LocalCa {
             dir: dir.to_owned(),
             name: name.to_owned(),
+            root_not_before: now - BACKDATE,
             root_not_after: now + ROOT_VALIDITY,
             root_pem,
             root_key,
             // Replaced at once by rotate_intermediate below.
             intermediate_pem: String::new(),
             intermediate: Issuer::new(CertificateParams::default(), placeholder_key()?),
+            intermediate_not_before: now,
             intermediate_not_after: now,
             state: None,
         };
@@ -281,6 +306,7 @@ impl LocalCa {
         }
         self.intermediate = Issuer::new(params, key);
         self.intermediate_pem = pem;
+        self.intermediate_not_before = now - BACKDATE;
         self.intermediate_not_after = not_after;
         Ok(())
     }
@@ -349,9 +375,11 @@ impl LocalCa {
             name: name.to_owned(),
             root_pem,
             root_key,
+            root_not_before: root.not_before,
             root_not_after: root.not_after,
             intermediate_pem,
             intermediate,
+            intermediate_not_before: inter.not_before,
             intermediate_not_after: inter.not_after,
             state,
         })
@@ -607,6 +635,43 @@ mod tests {
             fs::read_to_string(LocalCa::dir(dir.path(), "internal").join("intermediate.pem"))
                 .unwrap();
         assert_eq!(after, again);
+    }
+
+    #[test]
+    fn an_intermediate_made_under_a_clock_ahead_is_rotated_and_a_root_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ahead = now + time::Duration::days(3650);
+        // A root made under the right clock, an intermediate made while it was ahead.
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
+        ca.rotate_intermediate(ahead).unwrap();
+        let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
+        assert_sound(
+            &mut ca,
+            KeyType::EcdsaP256,
+            Duration::from_secs(90 * 86_400),
+            now,
+        );
+        // A root made while the clock was ahead signs nothing valid now: refused by name.
+        let other = tempfile::tempdir().unwrap();
+        LocalCa::open(&writable(other.path()), "internal", ahead, &[]).unwrap();
+        let root = fs::read(LocalCa::root_path(other.path(), "internal")).unwrap();
+        let mut ca = LocalCa::open(&writable(other.path()), "internal", now, &[]).unwrap();
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        let err = ca
+            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .unwrap_err();
+        assert!(matches!(err, Error::RootNotYetValid { .. }), "{err}");
+        assert!(
+            err.to_string().contains("its root is not valid before")
+                && err.to_string().contains("clock was wrong"),
+            "{err}"
+        );
+        // Nothing was replaced.
+        assert_eq!(
+            fs::read(LocalCa::root_path(other.path(), "internal")).unwrap(),
+            root
+        );
     }
 
     #[test]
