@@ -106,12 +106,18 @@ impl Journals {
                 format!("has version {}, not {JOURNAL_VERSION}", j.version)
             }
             Ok(j) if j.certificate != name => {
-                format!("names certificate {:?}, not {name:?}", j.certificate)
+                format!(
+                    "names certificate \"{}\", not \"{name}\"",
+                    crate::deploy::reload::escape_line(&j.certificate)
+                )
             }
             Ok(Journal {
                 snapshot: Some(id), ..
             }) if !super::snapshot::is_id(&id) => {
-                format!("names snapshot {:?}, which is not a snapshot id", id)
+                format!(
+                    "names snapshot \"{}\", which is not a snapshot id",
+                    crate::deploy::reload::escape_line(&id)
+                )
             }
             Ok(j) => return Ok(Some(j)),
         };
