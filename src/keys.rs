@@ -45,7 +45,11 @@ pub fn generate(kind: KeyType) -> Result<KeyPair, Error> {
 
 /// Reads an existing key (PKCS#8, SEC1 or PKCS#1 PEM) for `reuse_key`.
 pub fn from_pem(pem: &str) -> Result<KeyPair, Error> {
-    KeyPair::from_pem(pem).map_err(|e| Error::Reuse(e.to_string()))
+    let first = crate::x509::pem::read(pem.as_bytes())
+        .and_then(|blocks| blocks.into_iter().next())
+        .ok_or_else(|| Error::Reuse("no PEM block found".into()))?
+        .map_err(Error::Reuse)?;
+    KeyPair::try_from(first.der).map_err(|e| Error::Reuse(e.to_string()))
 }
 
 /// A key for a new certificate: the live one when `reuse` and it is readable, else a new

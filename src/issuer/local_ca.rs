@@ -18,6 +18,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use crate::store::{Durable, StateDir};
+use crate::x509::pem;
 use crate::x509::read_certificates;
 
 /// Whether `leaf` was issued by an intermediate of the local CA `name` (see
@@ -241,7 +242,11 @@ impl LocalCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let leaf = params.signed_by(key, &self.intermediate).map_err(sign)?;
-        Ok(format!("{}{}", leaf.pem(), self.intermediate_pem))
+        Ok(format!(
+            "{}{}",
+            pem::write("CERTIFICATE", leaf.der()),
+            self.intermediate_pem
+        ))
     }
 
     /// A new CA, in memory.
@@ -254,7 +259,7 @@ impl LocalCa {
             None,
         )?;
         let root = root_params.self_signed(&root_key).map_err(sign)?;
-        let root_pem = root.pem();
+        let root_pem = pem::write("CERTIFICATE", root.der());
         let mut ca = LocalCa {
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -290,10 +295,10 @@ impl LocalCa {
         )?;
         let root_issuer = Issuer::from_ca_cert_pem(&self.root_pem, &self.root_key).map_err(sign)?;
         let cert = params.signed_by(&key, &root_issuer).map_err(sign)?;
-        let pem = cert.pem();
+        let pem = pem::write("CERTIFICATE", cert.der());
         let not_after = (now + INTERMEDIATE_VALIDITY).min(self.root_not_after);
         if let Some(state) = &self.state {
-            let bundle = format!("{pem}{}", key.serialize_pem());
+            let bundle = format!("{pem}{}", key_pem(&key));
             state
                 .write_file(
                     &["ca", &self.name],
@@ -314,7 +319,7 @@ impl LocalCa {
     /// Writes a freshly created CA: all files in a temporary directory, then one rename.
     fn write_new(&self, state: &StateDir) -> Result<(), Error> {
         let intermediate = self.intermediate_key_bundle();
-        let root_key = self.root_key.serialize_pem();
+        let root_key = key_pem(&self.root_key);
         let files: [(&str, &[u8], u32); 3] = [
             (ROOT_FILE, self.root_pem.as_bytes(), 0o644),
             ("root.key", root_key.as_bytes(), 0o600),
@@ -329,7 +334,7 @@ impl LocalCa {
         format!(
             "{}{}",
             self.intermediate_pem,
-            self.intermediate.key().serialize_pem()
+            key_pem(self.intermediate.key())
         )
     }
 
@@ -347,16 +352,10 @@ impl LocalCa {
                 .map_err(damaged)?;
         }
         let root_pem = read(ROOT_FILE)?;
-        let root_key =
-            KeyPair::from_pem(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;
+        let root_key = key_of(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;
         let bundle = read("intermediate.pem")?;
-        let key_der = crate::x509::pem_blocks(bundle.as_bytes())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|b| b.label == "PRIVATE KEY")
-            .map(|b| b.der)
-            .ok_or_else(|| damaged("intermediate.pem holds no key".into()))?;
+        let key_der =
+            pkcs8_block(&bundle).ok_or_else(|| damaged("intermediate.pem holds no key".into()))?;
         let intermediate_key = KeyPair::try_from(key_der.as_slice())
             .map_err(|e| damaged(format!("intermediate key: {e}")))?;
         let (root_certs, _) = read_certificates(root_pem.as_bytes())
@@ -367,7 +366,7 @@ impl LocalCa {
             (Some(r), Some(i)) => (r, i),
             _ => return Err(damaged("a certificate is missing".into())),
         };
-        let intermediate_pem = pem_of(&inter.der);
+        let intermediate_pem = pem::write("CERTIFICATE", &inter.der);
         let intermediate = Issuer::from_ca_cert_der(&inter.der.clone().into(), intermediate_key)
             .map_err(|e| damaged(format!("intermediate: {e}")))?;
         Ok(LocalCa {
@@ -427,16 +426,24 @@ fn placeholder_key() -> Result<KeyPair, Error> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)
 }
 
-fn pem_of(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+/// A key as the PKCS#8 PEM block it is stored as.
+fn key_pem(key: &KeyPair) -> String {
+    pem::write("PRIVATE KEY", &key.serialize_der())
+}
+
+/// The first readable PKCS#8 `PRIVATE KEY` block of `text`.
+fn pkcs8_block(text: &str) -> Option<Vec<u8>> {
+    pem::read(text.as_bytes())?
+        .into_iter()
+        .flatten()
+        .find(|b| b.label == "PRIVATE KEY")
+        .map(|b| b.der)
+}
+
+/// The key of a file that holds one PKCS#8 key.
+fn key_of(text: &str) -> Result<KeyPair, String> {
+    let der = pkcs8_block(text).ok_or_else(|| "no private key".to_owned())?;
+    KeyPair::try_from(der.as_slice()).map_err(|e| e.to_string())
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {

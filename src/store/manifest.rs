@@ -107,22 +107,21 @@ pub struct LeafIdentity {
 
 /// Parses the first certificate of a PEM fullchain; the error says why it is not usable.
 pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
-    let pem = x509_parser::pem::Pem::iter_from_buffer(fullchain)
-        .next()
+    let first = crate::x509::pem::read(fullchain)
+        .and_then(|blocks| blocks.into_iter().next())
         .ok_or_else(|| "no PEM block found".to_owned())?
         .map_err(|e| format!("bad PEM: {e}"))?;
-    if pem.label != "CERTIFICATE" {
+    if first.label != "CERTIFICATE" {
         return Err(format!(
             "first PEM block is {:?}, not a CERTIFICATE",
-            pem.label
+            first.label
         ));
     }
-    let cert = pem
-        .parse_x509()
+    let (_, cert) = x509_parser::parse_x509_certificate(&first.der)
         .map_err(|e| format!("bad certificate: {e}"))?;
     Ok(LeafIdentity {
         not_after: rfc3339(cert.validity().not_after.to_datetime()),
-        fingerprint: sha256_hex(&pem.contents),
+        fingerprint: sha256_hex(&first.der),
     })
 }
 

@@ -8,7 +8,7 @@ use aws_lc_rs::signature::{
     KeyPair,
 };
 
-use super::parse::{Cert, pem_blocks};
+use super::parse::Cert;
 
 /// Why a private key could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +44,7 @@ impl PrivateKey {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(KeyError::Empty);
         }
-        let Some(blocks) = pem_blocks(bytes) else {
+        let Some(blocks) = super::pem::read(bytes) else {
             return from_der(bytes, DerKind::Pkcs8);
         };
         for block in blocks {

@@ -8,11 +8,11 @@ mod chain;
 mod key;
 mod names;
 mod parse;
+pub(crate) mod pem;
 
 pub use chain::{ChainProblem, TrustStore, examine_chain, links_signed, native_root_store};
 pub use key::{KeyError, PrivateKey, key_matches};
 pub use names::{covers, uncovered};
-pub(crate) use parse::pem_blocks;
 pub use parse::{Cert, Encoding, ParseError, leaf_of_file, read_certificates};
 
 use std::fmt;

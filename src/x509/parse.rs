@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use base64::Engine;
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -146,7 +145,7 @@ pub fn read_certificates(bytes: &[u8]) -> Result<(Vec<Cert>, Encoding), ParseErr
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty);
     }
-    if let Some(blocks) = pem_blocks(bytes) {
+    if let Some(blocks) = super::pem::read(bytes) {
         let mut certs = Vec::new();
         for block in blocks {
             let block = block.map_err(ParseError::CorruptPem)?;
@@ -169,16 +168,6 @@ pub fn read_certificates(bytes: &[u8]) -> Result<(Vec<Cert>, Encoding), ParseErr
     }
 }
 
-/// One PEM block.
-pub(crate) struct PemBlock {
-    /// The label after `BEGIN `.
-    pub label: String,
-    /// Whether the block has RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`, ...).
-    pub has_headers: bool,
-    /// The decoded content.
-    pub der: Vec<u8>,
-}
-
 /// The first certificate of the fullchain file at `path` (the leaf of a live pair); the
 /// error names the file and what is wrong.
 pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
@@ -190,60 +179,6 @@ pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
         .into_iter()
         .next()
         .ok_or_else(|| format!("{}: no certificate", path.display()))
-}
-
-/// Splits PEM text into blocks; `None` when the bytes hold no `-----BEGIN` line at all.
-pub(crate) fn pem_blocks(bytes: &[u8]) -> Option<Vec<Result<PemBlock, String>>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if !text.contains("-----BEGIN ") {
-        return None;
-    }
-    let mut blocks = Vec::new();
-    let mut lines = text.lines().enumerate();
-    while let Some((n, line)) = lines.next() {
-        let line = line.trim();
-        let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let end = format!("-----END {label}-----");
-        let mut body = String::new();
-        let mut has_headers = false;
-        let mut closed = false;
-        for (_, l) in lines.by_ref() {
-            let l = l.trim();
-            if l == end {
-                closed = true;
-                break;
-            }
-            if l.contains(':') {
-                has_headers = true;
-                continue;
-            }
-            body.push_str(l);
-        }
-        if !closed {
-            blocks.push(Err(format!(
-                "{label} block at line {} has no END line",
-                n + 1
-            )));
-            break;
-        }
-        match base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {
-            Ok(der) if !der.is_empty() => blocks.push(Ok(PemBlock {
-                label: label.to_owned(),
-                has_headers,
-                der,
-            })),
-            _ => blocks.push(Err(format!(
-                "{label} block at line {} is not valid base64",
-                n + 1
-            ))),
-        }
-    }
-    Some(blocks)
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
