@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
+use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
@@ -106,7 +107,7 @@ impl ExecProvider {
                 let stderr = match tokio::time::timeout(LINGER, &mut stderr).await {
                     Ok(bytes) => text(bytes.unwrap_or_default()),
                     Err(_) => {
-                        kill_group_of(group).await;
+                        kill_group_of(group);
                         stderr.abort();
                         String::new()
                     }
@@ -289,23 +290,19 @@ fn describe(status: ExitStatus) -> String {
 
 /// Kills the hook's process group (the hook and anything it started), then reaps the hook.
 async fn kill_group(child: &mut tokio::process::Child) {
-    kill_group_of(child.id()).await;
+    kill_group_of(child.id());
     let _ = child.kill().await;
 }
 
 /// Kills the process group whose leader had the process id `group` (the hook, started in a
 /// group of its own), also after the leader itself has exited.
-async fn kill_group_of(group: Option<u32>) {
-    if let Some(pid) = group {
-        // `kill -KILL -- -PGID` reaches the whole group; std offers no group kill without
-        // unsafe code, and the standard kill utility is on every POSIX system.
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{pid}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+fn kill_group_of(group: Option<u32>) {
+    if let Some(pgid) = group
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(Pid::from_raw)
+    {
+        // ESRCH (the group is already gone) is the only expected failure.
+        let _ = kill_process_group(pgid, Signal::KILL);
     }
 }
 
