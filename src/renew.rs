@@ -901,7 +901,7 @@ async fn prepare(
             domains: cert.domains.clone(),
         });
     }
-    let privkey = key.serialize_pem().into_bytes();
+    let privkey = crate::x509::pem::write("PRIVATE KEY", &key.serialize_der()).into_bytes();
     let mut errors = Vec::new();
     let mut retry_after: Option<OffsetDateTime> = None;
     for issuer in &cert.issuers {
