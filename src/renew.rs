@@ -24,7 +24,8 @@ use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::schedule;
 use crate::state::{self, CertState};
 use crate::store::{self, Durable, StateDir, Store};
-use crate::x509::{Cert, leaf_of_file, rfc3339};
+use crate::text::rfc3339;
+use crate::x509::{Cert, leaf_of_file};
 
 /// What to do in a pass.
 #[derive(Clone, Debug, Default)]

@@ -154,7 +154,7 @@ impl Horizon {
     /// Says once that `what` in `path` was `t`, too far ahead, and what is done instead.
     fn clamped(&self, path: &Path, what: &str, t: i64, instead: &str) {
         let when = time::OffsetDateTime::from_unix_timestamp(t)
-            .map(crate::x509::rfc3339)
+            .map(crate::text::rfc3339)
             .unwrap_or_else(|_| t.to_string());
         crate::perms::warn_once(
             path,

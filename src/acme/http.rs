@@ -559,7 +559,7 @@ impl Redirected {
             .get(http::header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .and_then(|l| reqwest::Url::parse(url).ok()?.join(l.trim()).ok())
-            .and_then(|l| l.host_str().map(crate::deploy::reload::escape_control));
+            .and_then(|l| l.host_str().map(crate::text::escape_control));
         Redirected {
             url: url.to_owned(),
             status,

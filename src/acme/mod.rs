@@ -512,7 +512,7 @@ fn subproblems(p: &instant_acme::Problem) -> Vec<String> {
 /// included) become one space, and control characters are escaped.
 pub(crate) fn fold(text: &str) -> String {
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::deploy::reload::escape_control(&joined)
+    crate::text::escape_control(&joined)
 }
 
 fn offered_part(offered: &[String]) -> String {

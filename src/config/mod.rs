@@ -568,7 +568,7 @@ impl Config {
         // Each problem echoes config values (paths, names): one line of printable text.
         problems
             .iter()
-            .map(|p| crate::deploy::reload::escape_line(p))
+            .map(|p| crate::text::escape_line(p))
             .collect()
     }
 }

@@ -173,7 +173,7 @@ impl Validator<'_> {
             warnings: self
                 .warnings
                 .drain(..)
-                .map(|w| crate::deploy::reload::escape_line(&w))
+                .map(|w| crate::text::escape_line(&w))
                 .collect(),
         })
     }

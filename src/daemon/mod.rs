@@ -35,7 +35,8 @@ use crate::metrics;
 use crate::renew::{self, Options, Outcome, Stop};
 use crate::schedule::{self, Cron};
 use crate::state;
-use crate::x509::{leaf_of_file, rfc3339};
+use crate::text::rfc3339;
+use crate::x509::leaf_of_file;
 
 pub use http::{CONTENT_TYPE, HEADER_TIMEOUT};
 pub use notify::Notifier;
