@@ -7,15 +7,12 @@
 //!   an expired certificate is always due.
 //! - [`backoff`] / [`retry_at`]: when a certificate whose last attempt failed may be tried
 //!   again.
-//! - [`Cron`] and [`jittered`]: the daemon's passes on `renewal.schedule` (UTC, a seconds
-//!   field first, day-of-month and day-of-week both required when both are given), each
-//!   delayed by a random part of `renewal.jitter` so that a fleet does not hit its CA at once.
+//! - [`jittered`]: the daemon's passes on `renewal.schedule` (a
+//!   [`Cron`](crate::config::Cron): UTC, a seconds field first, day-of-month and day-of-week
+//!   both required when both are given), each delayed by a random part of `renewal.jitter` so that a fleet does not hit its CA at once.
 //! - [`next_wake`]: the daemon sleeps until the next scheduled pass or the first moment a
 //!   certificate becomes due or leaves its backoff, whichever comes first, and not before.
 //!
-//! The cron expressions are parsed by croner with the options tokio-cron-scheduler uses, so
-//! a schedule means what it means there; the daemon does not run tokio-cron-scheduler's
-//! own loop, which wakes every 500 ms to look at its jobs (see [`crate::daemon`]).
 
 use std::time::Duration;
 
@@ -200,43 +197,6 @@ pub fn retry_at(state: &CertState, now: OffsetDateTime) -> Option<OffsetDateTime
         .next_attempt
         .filter(|t| *t > now.unix_timestamp())
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-}
-
-/// `renewal.schedule`, parsed.
-#[derive(Clone, Debug)]
-pub struct Cron {
-    cron: croner::Cron,
-}
-
-impl Cron {
-    /// Parses a cron expression with a seconds field first (6 fields, or 7 with a year).
-    pub fn parse(expr: &str) -> Result<Cron, String> {
-        let fields = expr.split_whitespace().count();
-        if fields == 5 && Cron::parse(&format!("0 {expr}")).is_ok() {
-            return Err(format!(
-                "\"{expr}\" has 5 fields; certkeeper's cron has a seconds field first, e.g. \"0 {expr}\""
-            ));
-        }
-        if !(6..=7).contains(&fields) {
-            return Err(format!(
-                "\"{expr}\" is not a cron expression with seconds (sec min hour day month weekday), e.g. \"0 17 */12 * * *\""
-            ));
-        }
-        croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(expr)
-            .map(|cron| Cron { cron })
-            .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))
-    }
-
-    /// The first tick strictly after `t` (UTC), if the expression ever fires again.
-    pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
-        let from = chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())?;
-        let next = self.cron.find_next_occurrence(&from, false).ok()?;
-        OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
-    }
 }
 
 /// A scheduled tick delayed by `pick` (in `[0, 1)`, drawn per pass) of `jitter`.
@@ -452,33 +412,6 @@ mod tests {
         assert_eq!(retry_at(&s, NB), Some(NB + time::Duration::minutes(10)));
         assert_eq!(retry_at(&s, NB + time::Duration::minutes(10)), None);
         assert_eq!(retry_at(&CertState::default(), NB), None);
-    }
-
-    #[test]
-    fn cron_ticks_in_utc_with_seconds() {
-        let c = Cron::parse("0 17 */12 * * *").unwrap();
-        let t = datetime!(2026-11-30 8:00 UTC);
-        assert_eq!(c.next_after(t), Some(datetime!(2026-11-30 12:17 UTC)));
-        assert_eq!(
-            c.next_after(datetime!(2026-11-30 12:17 UTC)),
-            Some(datetime!(2026-12-01 0:17 UTC))
-        );
-        let every = Cron::parse("* * * * * *").unwrap();
-        assert_eq!(
-            every.next_after(datetime!(2026-11-30 8:00:00.5 UTC)),
-            Some(datetime!(2026-11-30 8:00:01 UTC))
-        );
-        // Day of month and day of week both given: both must match (2026-12-25 is a Friday).
-        let c = Cron::parse("0 0 0 25 12 Fri").unwrap();
-        assert_eq!(c.next_after(t), Some(datetime!(2026-12-25 0:00 UTC)));
-    }
-
-    #[test]
-    fn cron_refuses_five_fields_with_a_hint() {
-        let e = Cron::parse("17 */12 * * *").unwrap_err();
-        assert!(e.contains("\"0 17 */12 * * *\""), "{e}");
-        assert!(Cron::parse("every day").is_err());
-        assert!(Cron::parse("0 61 * * * *").is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::metrics;
 use crate::renew::{self, Options, Outcome, Stop};
-use crate::schedule::{self, Cron};
+use crate::schedule;
 use crate::state;
 use crate::text::rfc3339;
 use crate::x509::leaf_of_file;
@@ -73,15 +73,11 @@ pub enum StartError {
     /// A signal handler could not be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The schedule does not parse (config validation normally refuses it first).
-    #[error("renewal.schedule: {0}")]
-    Schedule(String),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT stops it; `Ok` is a clean stop (exit 0).
 pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let mut config = Arc::new(config);
-    let mut cron = Cron::parse(&config.renewal.schedule).map_err(StartError::Schedule)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -181,8 +177,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         if reload_pending {
             reload_pending = false;
             if let Some(new) = reload(&settings.config_path, &notifier) {
-                config = Arc::new(new.0);
-                cron = new.1;
+                config = Arc::new(new);
                 shown_tx.send_modify(|s| s.config = config.clone());
                 run_now = true;
                 continue;
@@ -195,9 +190,10 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             Some(w) => w,
             None => {
                 let now = OffsetDateTime::now_utc();
-                let next_pass = cron
-                    .next_after(now)
-                    .map(|t| schedule::jittered(t, config.renewal.jitter, schedule::random_pick()));
+                let next_pass =
+                    config.renewal.schedule.next_after(now).map(|t| {
+                        schedule::jittered(t, config.renewal.jitter, schedule::random_pick())
+                    });
                 let w = schedule::next_wake(now, next_pass, moments.iter().copied())
                     .unwrap_or_else(|| {
                         tracing::warn!(schedule = %config.renewal.schedule, "The schedule never fires again and nothing is due; waiting for a signal.");
@@ -254,14 +250,10 @@ fn stopping(stop: &Stop, notifier: &Notifier, signal: &str) {
 }
 
 /// Re-reads the config; `None` (and the problems logged) when it is refused.
-fn reload(path: &Path, notifier: &Notifier) -> Option<(Config, Cron)> {
+fn reload(path: &Path, notifier: &Notifier) -> Option<Config> {
     notifier.reloading();
-    let loaded = Config::load(path).map_err(|e| e.lines()).and_then(|c| {
-        let cron = Cron::parse(&c.renewal.schedule).map_err(|e| vec![e])?;
-        Ok((c, cron))
-    });
-    match loaded {
-        Ok((config, cron)) => {
+    match Config::load(path).map_err(|e| e.lines()) {
+        Ok(config) => {
             for w in &config.warnings {
                 tracing::warn!("{w}");
             }
@@ -271,7 +263,7 @@ fn reload(path: &Path, notifier: &Notifier) -> Option<(Config, Cron)> {
                 "Config reloaded; running a pass with it now."
             );
             notifier.ready("Config reloaded");
-            Some((config, cron))
+            Some(config)
         }
         Err(problems) => {
             for p in &problems {
