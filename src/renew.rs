@@ -1224,7 +1224,7 @@ fn record(
             // A rate-limiting CA said when: that time, not the usual ladder.
             // A CA asking for longer than the cap is asked again after it.
             if let Some(at) = retry_after {
-                let cap = crate::schedule::next_attempt_cap(max).as_secs() as i64;
+                let cap = crate::state::next_attempt_cap(max).as_secs() as i64;
                 s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
             }
         }

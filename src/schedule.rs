@@ -5,8 +5,8 @@
 //! - [`due`] / [`should_renew`]: when a live certificate is due. The CA's ARI window wins
 //!   (a window that has moved into the past means now); without one, `before_expiry` decides;
 //!   an expired certificate is always due.
-//! - [`backoff`] / [`retry_at`]: when a certificate whose last attempt failed may be tried
-//!   again.
+//! - [`retry_at`]: when a certificate whose last attempt failed may be tried again (the
+//!   backoff itself is [`crate::state::backoff`]).
 //! - [`jittered`]: the daemon's passes on `renewal.schedule` (a
 //!   [`Cron`](crate::config::Cron): UTC, a seconds field first, day-of-month and day-of-week
 //!   both required when both are given), each delayed by a random part of `renewal.jitter` so that a fleet does not hit its CA at once.
@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::acme::RenewalWindow;
 use crate::config::BeforeExpiry;
-use crate::state::CertState;
+use crate::state::{CertState, RenewalWindow};
 use crate::x509::Cert;
 
 /// Where a renewal time came from.
@@ -158,36 +157,11 @@ pub fn ari_fresh(kept: Option<&crate::state::KeptAri>, leaf: &Cert, now: OffsetD
     kept.is_some_and(|k| k.fingerprint == leaf.fingerprint && now.unix_timestamp() < k.retry_after)
 }
 
-/// How long a renewal-information answer is kept: the CA's `Retry-After`, at least a minute
-/// (a CA asking for less would be asked on every pass of a busy daemon) and at most a day
-/// (RFC 9773 §4.3 suggests clients poll at least daily).
-pub fn ari_keep(retry_after: Duration) -> Duration {
-    retry_after.clamp(Duration::from_secs(60), Duration::from_secs(86_400))
-}
-
 /// A point in `[0, 1)` fixed for a leaf (from its fingerprint), so that the renewal time
 /// chosen inside an ARI window is random across certificates but the same on every pass.
 pub fn stable_pick(leaf: &Cert) -> f64 {
     let prefix = leaf.fingerprint.get(..13).unwrap_or("0");
     u64::from_str_radix(prefix, 16).map_or(0.0, |n| n as f64 / (1u64 << 52) as f64)
-}
-
-/// The longest a CA's `Retry-After` (a `rateLimited` answer) holds a certificate back, and
-/// the longest pause of requests to a CA that is kept: a week, the longest window of Let's
-/// Encrypt's rate limits. A CA asking for longer is asked again after a week.
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(7 * 86_400);
-
-/// The longest a stored next attempt may lie ahead of now: the backoff's `retry.max` or a
-/// CA's capped `Retry-After`, whichever is longer. Further ahead, the clock was wrong when
-/// it was written (see [`crate::state::Horizon`]).
-pub fn next_attempt_cap(retry_max: Duration) -> Duration {
-    retry_max.max(RETRY_AFTER_MAX)
-}
-
-/// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
-pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
-    let doublings = failures.saturating_sub(1).min(32);
-    initial.saturating_mul(1u32 << doublings.min(31)).min(max)
 }
 
 /// When a certificate may be tried again after a failure; `None` when nothing holds it back
@@ -388,19 +362,6 @@ mod tests {
                 source: DueSource::Expired
             }
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_max() {
-        let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
-        let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();
-        assert_eq!(
-            secs,
-            vec![
-                300, 600, 1200, 2400, 4800, 9600, 19_200, 38_400, 76_800, 86_400, 86_400
-            ]
-        );
-        assert_eq!(backoff(u32::MAX, i, m), m);
     }
 
     #[test]
