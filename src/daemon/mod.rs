@@ -8,7 +8,7 @@
 //! Signals: SIGHUP re-reads the config after the pass in flight; a config that does not
 //! load is logged with its problems and refused, and the old one keeps running, schedule
 //! included; a good one is taken and a pass runs at once. SIGTERM and SIGINT stop the pass
-//! in flight safely (see [`renew::Stop`]) and the daemon exits 0. A second SIGTERM/SIGINT
+//! in flight safely (see [`Options::stop`]) and the daemon exits 0. A second SIGTERM/SIGINT
 //! while stopping exits at once with 1; the store's recovery finishes or undoes what was
 //! interrupted on the next start. `run --once` is `renew`.
 //!
@@ -29,10 +29,11 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::renew::{self, Options, Outcome, Stop};
+use crate::renew::{self, Options, Outcome};
 use crate::schedule;
 use crate::state;
 use crate::text::rfc3339;
@@ -97,7 +98,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         background.spawn(http::serve(listener, shown_rx));
     }
 
-    let stop = Stop::new();
+    let stop = CancellationToken::new();
     notifier.ready("Running the first pass");
     tracing::info!(
         certificates = config.certificates.len(),
@@ -117,7 +118,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let mut last = String::from("No pass yet");
 
     loop {
-        if run_now && !stop.requested() {
+        if run_now && !stop.is_cancelled() {
             run_now = false;
             notifier.status("Renewal pass running");
             let started = Instant::now();
@@ -143,7 +144,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             let (outcomes, failure) = match result {
                 Ok(done) => {
                     if !done.events.is_empty() {
-                        if stop.requested() {
+                        if stop.is_cancelled() {
                             renew::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
                                 .await;
                         } else {
@@ -170,7 +171,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             moments = wake_moments(&config, &outcomes, finished);
             wake = None;
             last = format!("Last pass {}: {summary}", rfc3339(finished));
-            if stop.requested() {
+            if stop.is_cancelled() {
                 break;
             }
         }
@@ -183,7 +184,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 continue;
             }
         }
-        if stop.requested() {
+        if stop.is_cancelled() {
             break;
         }
         let wake_at = match wake {
@@ -237,8 +238,8 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
 }
 
 /// Handles SIGTERM/SIGINT: the first asks the pass to stop, a second exits at once.
-fn stopping(stop: &Stop, notifier: &Notifier, signal: &str) {
-    if stop.requested() {
+fn stopping(stop: &CancellationToken, notifier: &Notifier, signal: &str) {
+    if stop.is_cancelled() {
         tracing::warn!(
             "{signal} again while stopping: exiting now; the next start recovers whatever was interrupted."
         );
@@ -246,7 +247,7 @@ fn stopping(stop: &Stop, notifier: &Notifier, signal: &str) {
     }
     tracing::info!("{signal}: stopping after the step in flight.");
     notifier.stopping();
-    stop.request();
+    stop.cancel();
 }
 
 /// Re-reads the config; `None` (and the problems logged) when it is refused.
