@@ -6,7 +6,7 @@
 
 use nix::unistd::{Group, User};
 
-use crate::deploy::reload::escape_line;
+use crate::text::escape_line;
 
 /// A user or group name that gives no id.
 #[non_exhaustive]

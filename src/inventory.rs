@@ -17,10 +17,11 @@ use time::OffsetDateTime;
 
 use crate::config::{self, BeforeExpiry, Config, Issuer};
 use crate::issuer::local_ca::LocalCa;
-use crate::store::manifest::{self, sha256_hex};
+use crate::store::manifest;
+use crate::text::{rfc3339, sha256_hex};
 use crate::x509::{
     Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain, key_matches,
-    read_certificates, rfc3339, uncovered,
+    read_certificates, uncovered,
 };
 
 /// The status of one certificate, in the Nagios sense.

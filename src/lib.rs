@@ -24,4 +24,5 @@ pub mod perms;
 pub mod renew;
 pub mod schedule;
 pub mod state;
+pub mod text;
 pub mod x509;

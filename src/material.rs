@@ -4,8 +4,9 @@
 
 use time::OffsetDateTime;
 
+use crate::text::rfc3339;
 use crate::x509::{
-    Cert, PrivateKey, TrustStore, examine_chain, key_matches, read_certificates, rfc3339, uncovered,
+    Cert, PrivateKey, TrustStore, examine_chain, key_matches, read_certificates, uncovered,
 };
 
 /// What is wrong with new material; every problem found, as short phrases.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::alert;
@@ -24,7 +25,8 @@ use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::schedule;
 use crate::state::{self, CertState};
 use crate::store::{self, Durable, StateDir, Store};
-use crate::x509::{Cert, leaf_of_file, rfc3339};
+use crate::text::rfc3339;
+use crate::x509::{Cert, leaf_of_file};
 
 /// What to do in a pass.
 #[derive(Clone, Debug, Default)]
@@ -36,40 +38,13 @@ pub struct Options {
     /// Only these certificates (all when empty).
     pub names: Vec<String>,
     /// Asks the pass to stop early (the daemon's SIGTERM); never fires for `renew`.
-    pub stop: Stop,
-}
-
-/// A request to stop a pass early, shared between the daemon's signal handling and the pass.
-///
-/// A pass that sees it stops waiting for issuers (their challenge records are removed, see
-/// [`crate::acme::dns01::Published`]), deploys nothing it has not started, and lets a deploy
-/// in flight finish: a group of certificates that is staged is always reloaded, verified and
-/// committed or reverted, so a stop never leaves a half swap or an unverified pair behind.
-#[derive(Clone, Debug, Default)]
-pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Stop {
-    /// A stop that has not been requested.
-    pub fn new() -> Stop {
-        Stop::default()
-    }
-
-    /// Requests the stop; every waiter wakes.
-    pub fn request(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Whether the stop was requested.
-    pub fn requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Waits until the stop is requested (forever if it never is).
-    pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        // The sender lives in `self`, so the channel cannot close while this waits.
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+    ///
+    /// A pass that sees it stops waiting for issuers (their challenge records are removed, see
+    /// [`crate::acme::dns01::Published`]), deploys nothing it has not started, and lets a
+    /// deploy in flight finish: a group of certificates that is staged is always reloaded,
+    /// verified and committed or reverted, so a stop never leaves a half swap or an
+    /// unverified pair behind.
+    pub stop: CancellationToken,
 }
 
 /// What happened to one certificate.
@@ -247,7 +222,7 @@ pub async fn deliver(
 /// seen while another process's pass holds it.
 async fn lock_waiting<'a>(
     store: &'a Store,
-    stop: &Stop,
+    stop: &CancellationToken,
 ) -> Result<Option<store::Locked<'a>>, store::Error> {
     let mut told = false;
     loop {
@@ -262,7 +237,7 @@ async fn lock_waiting<'a>(
         }
         tokio::select! {
             _ = tokio::time::sleep(LOCK_POLL) => {}
-            _ = stop.wait() => return Ok(None),
+            _ = stop.cancelled() => return Ok(None),
         }
     }
 }
@@ -426,7 +401,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     loop {
         let joined = tokio::select! {
             joined = tasks.join_next_with_id() => joined,
-            _ = opts.stop.wait(), if !stopping => {
+            _ = opts.stop.cancelled(), if !stopping => {
                 // Issuing stops here: dropping an order removes its challenge records
                 // (`Published`'s drop), which `dns01::settle` waits for below. What is
                 // ready is not deployed; it was kept and the next pass deploys it.
@@ -1223,7 +1198,7 @@ fn record(
             // A rate-limiting CA said when: that time, not the usual ladder.
             // A CA asking for longer than the cap is asked again after it.
             if let Some(at) = retry_after {
-                let cap = crate::schedule::next_attempt_cap(max).as_secs() as i64;
+                let cap = crate::state::next_attempt_cap(max).as_secs() as i64;
                 s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
             }
         }

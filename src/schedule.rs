@@ -5,25 +5,21 @@
 //! - [`due`] / [`should_renew`]: when a live certificate is due. The CA's ARI window wins
 //!   (a window that has moved into the past means now); without one, `before_expiry` decides;
 //!   an expired certificate is always due.
-//! - [`backoff`] / [`retry_at`]: when a certificate whose last attempt failed may be tried
-//!   again.
-//! - [`Cron`] and [`jittered`]: the daemon's passes on `renewal.schedule` (UTC, a seconds
-//!   field first, day-of-month and day-of-week both required when both are given), each
-//!   delayed by a random part of `renewal.jitter` so that a fleet does not hit its CA at once.
+//! - [`retry_at`]: when a certificate whose last attempt failed may be tried again (the
+//!   backoff itself is [`crate::state::backoff`]).
+//! - [`jittered`]: the daemon's passes on `renewal.schedule` (a
+//!   [`Cron`](crate::config::Cron): UTC, a seconds field first, day-of-month and day-of-week
+//!   both required when both are given), each delayed by a random part of `renewal.jitter` so that a fleet does not hit its CA at once.
 //! - [`next_wake`]: the daemon sleeps until the next scheduled pass or the first moment a
 //!   certificate becomes due or leaves its backoff, whichever comes first, and not before.
 //!
-//! The cron expressions are parsed by croner with the options tokio-cron-scheduler uses, so
-//! a schedule means what it means there; the daemon does not run tokio-cron-scheduler's
-//! own loop, which wakes every 500 ms to look at its jobs (see [`crate::daemon`]).
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::acme::RenewalWindow;
 use crate::config::BeforeExpiry;
-use crate::state::CertState;
+use crate::state::{CertState, RenewalWindow};
 use crate::x509::Cert;
 
 /// Where a renewal time came from.
@@ -161,36 +157,11 @@ pub fn ari_fresh(kept: Option<&crate::state::KeptAri>, leaf: &Cert, now: OffsetD
     kept.is_some_and(|k| k.fingerprint == leaf.fingerprint && now.unix_timestamp() < k.retry_after)
 }
 
-/// How long a renewal-information answer is kept: the CA's `Retry-After`, at least a minute
-/// (a CA asking for less would be asked on every pass of a busy daemon) and at most a day
-/// (RFC 9773 §4.3 suggests clients poll at least daily).
-pub fn ari_keep(retry_after: Duration) -> Duration {
-    retry_after.clamp(Duration::from_secs(60), Duration::from_secs(86_400))
-}
-
 /// A point in `[0, 1)` fixed for a leaf (from its fingerprint), so that the renewal time
 /// chosen inside an ARI window is random across certificates but the same on every pass.
 pub fn stable_pick(leaf: &Cert) -> f64 {
     let prefix = leaf.fingerprint.get(..13).unwrap_or("0");
     u64::from_str_radix(prefix, 16).map_or(0.0, |n| n as f64 / (1u64 << 52) as f64)
-}
-
-/// The longest a CA's `Retry-After` (a `rateLimited` answer) holds a certificate back, and
-/// the longest pause of requests to a CA that is kept: a week, the longest window of Let's
-/// Encrypt's rate limits. A CA asking for longer is asked again after a week.
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(7 * 86_400);
-
-/// The longest a stored next attempt may lie ahead of now: the backoff's `retry.max` or a
-/// CA's capped `Retry-After`, whichever is longer. Further ahead, the clock was wrong when
-/// it was written (see [`crate::state::Horizon`]).
-pub fn next_attempt_cap(retry_max: Duration) -> Duration {
-    retry_max.max(RETRY_AFTER_MAX)
-}
-
-/// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
-pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
-    let doublings = failures.saturating_sub(1).min(32);
-    initial.saturating_mul(1u32 << doublings.min(31)).min(max)
 }
 
 /// When a certificate may be tried again after a failure; `None` when nothing holds it back
@@ -200,43 +171,6 @@ pub fn retry_at(state: &CertState, now: OffsetDateTime) -> Option<OffsetDateTime
         .next_attempt
         .filter(|t| *t > now.unix_timestamp())
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-}
-
-/// `renewal.schedule`, parsed.
-#[derive(Clone, Debug)]
-pub struct Cron {
-    cron: croner::Cron,
-}
-
-impl Cron {
-    /// Parses a cron expression with a seconds field first (6 fields, or 7 with a year).
-    pub fn parse(expr: &str) -> Result<Cron, String> {
-        let fields = expr.split_whitespace().count();
-        if fields == 5 && Cron::parse(&format!("0 {expr}")).is_ok() {
-            return Err(format!(
-                "\"{expr}\" has 5 fields; certkeeper's cron has a seconds field first, e.g. \"0 {expr}\""
-            ));
-        }
-        if !(6..=7).contains(&fields) {
-            return Err(format!(
-                "\"{expr}\" is not a cron expression with seconds (sec min hour day month weekday), e.g. \"0 17 */12 * * *\""
-            ));
-        }
-        croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(expr)
-            .map(|cron| Cron { cron })
-            .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))
-    }
-
-    /// The first tick strictly after `t` (UTC), if the expression ever fires again.
-    pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
-        let from = chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())?;
-        let next = self.cron.find_next_occurrence(&from, false).ok()?;
-        OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
-    }
 }
 
 /// A scheduled tick delayed by `pick` (in `[0, 1)`, drawn per pass) of `jitter`.
@@ -431,19 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_max() {
-        let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
-        let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();
-        assert_eq!(
-            secs,
-            vec![
-                300, 600, 1200, 2400, 4800, 9600, 19_200, 38_400, 76_800, 86_400, 86_400
-            ]
-        );
-        assert_eq!(backoff(u32::MAX, i, m), m);
-    }
-
-    #[test]
     fn retry_at_is_the_backoff_end_while_it_lies_ahead() {
         let s = CertState {
             next_attempt: Some(NB.unix_timestamp() + 600),
@@ -452,33 +373,6 @@ mod tests {
         assert_eq!(retry_at(&s, NB), Some(NB + time::Duration::minutes(10)));
         assert_eq!(retry_at(&s, NB + time::Duration::minutes(10)), None);
         assert_eq!(retry_at(&CertState::default(), NB), None);
-    }
-
-    #[test]
-    fn cron_ticks_in_utc_with_seconds() {
-        let c = Cron::parse("0 17 */12 * * *").unwrap();
-        let t = datetime!(2026-11-30 8:00 UTC);
-        assert_eq!(c.next_after(t), Some(datetime!(2026-11-30 12:17 UTC)));
-        assert_eq!(
-            c.next_after(datetime!(2026-11-30 12:17 UTC)),
-            Some(datetime!(2026-12-01 0:17 UTC))
-        );
-        let every = Cron::parse("* * * * * *").unwrap();
-        assert_eq!(
-            every.next_after(datetime!(2026-11-30 8:00:00.5 UTC)),
-            Some(datetime!(2026-11-30 8:00:01 UTC))
-        );
-        // Day of month and day of week both given: both must match (2026-12-25 is a Friday).
-        let c = Cron::parse("0 0 0 25 12 Fri").unwrap();
-        assert_eq!(c.next_after(t), Some(datetime!(2026-12-25 0:00 UTC)));
-    }
-
-    #[test]
-    fn cron_refuses_five_fields_with_a_hint() {
-        let e = Cron::parse("17 */12 * * *").unwrap_err();
-        assert!(e.contains("\"0 17 */12 * * *\""), "{e}");
-        assert!(Cron::parse("every day").is_err());
-        assert!(Cron::parse("0 61 * * * *").is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What certkeeper remembers about each certificate between passes, under
 //! `state_dir/state/<name>.json`: the last attempt and its result, the last success, the
 //! consecutive failures and when the next attempt is allowed (retry backoff, computed by
-//! [`crate::schedule::backoff`]).
+//! [`backoff`]).
 //!
 //! Written whole, and only when something happened to the certificate (an attempt, a
 //! failure, a renewal, an alert); durable once the pass ends (see
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::store::{self, Durable, StateDir};
 
@@ -71,6 +72,20 @@ pub struct KeptAri {
     pub retry_after: i64,
 }
 
+/// The CA's suggested renewal window for one certificate (ACME Renewal Information, RFC
+/// 9773), as fetched from the CA or kept in a [`KeptAri`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: OffsetDateTime,
+    /// Renew no later than this.
+    pub end: OffsetDateTime,
+    /// A page explaining the window, when the CA gives one (e.g. after an incident).
+    pub explanation_url: Option<String>,
+    /// When the CA wants to be asked again.
+    pub retry_after: Duration,
+}
+
 /// What the live leaf was ordered with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -96,10 +111,8 @@ impl CertState {
         self.last_result = Some(result.into());
         self.last_error = Some(error.to_owned());
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.next_attempt = Some(
-            now + crate::schedule::backoff(self.consecutive_failures, initial, max).as_secs()
-                as i64,
-        );
+        self.next_attempt =
+            Some(now + backoff(self.consecutive_failures, initial, max).as_secs() as i64);
     }
 
     /// Records a success at `now`.
@@ -119,11 +132,36 @@ impl CertState {
     }
 }
 
+/// The longest a CA's `Retry-After` (a `rateLimited` answer) holds a certificate back, and
+/// the longest pause of requests to a CA that is kept: a week, the longest window of Let's
+/// Encrypt's rate limits. A CA asking for longer is asked again after a week.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(7 * 86_400);
+
+/// The longest a stored next attempt may lie ahead of now: the backoff's `retry.max` or a
+/// CA's capped `Retry-After`, whichever is longer. Further ahead, the clock was wrong when
+/// it was written (see [`crate::state::Horizon`]).
+pub fn next_attempt_cap(retry_max: Duration) -> Duration {
+    retry_max.max(RETRY_AFTER_MAX)
+}
+
+/// The delay after the `failures`-th consecutive failure: `initial`, doubling, capped at `max`.
+pub fn backoff(failures: u32, initial: Duration, max: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(32);
+    initial.saturating_mul(1u32 << doublings.min(31)).min(max)
+}
+
+/// How long a renewal-information answer is kept: the CA's `Retry-After`, at least a minute
+/// (a CA asking for less would be asked on every pass of a busy daemon) and at most a day
+/// (RFC 9773 §4.3 suggests clients poll at least daily).
+pub fn ari_keep(retry_after: Duration) -> Duration {
+    retry_after.clamp(Duration::from_secs(60), Duration::from_secs(86_400))
+}
+
 /// How far ahead of now each stored time may lie. A time written while the clock was
 /// wrong (a clock years ahead, fixed since) is not a plan: beyond its cap it is clamped on
 /// read, and a warning says so once per process. A next attempt may lie up to
-/// [`crate::schedule::next_attempt_cap`] ahead; a kept renewal-information answer's
-/// `Retry-After` up to [`crate::schedule::ari_keep`]'s day; times of what happened (last
+/// [`next_attempt_cap`] ahead; a kept renewal-information answer's
+/// `Retry-After` up to [`ari_keep`]'s day; times of what happened (last
 /// attempt, last success, alerts, fetches, passes) never more than [`CLOCK_SKEW`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Horizon {
@@ -134,7 +172,7 @@ pub struct Horizon {
 impl Horizon {
     /// The horizon at `now` with the backoff's `retry.max`.
     pub fn new(now: time::OffsetDateTime, retry_max: Duration) -> Horizon {
-        let cap = crate::schedule::next_attempt_cap(retry_max).as_secs();
+        let cap = next_attempt_cap(retry_max).as_secs();
         Horizon {
             now: now.unix_timestamp(),
             next_attempt: i64::try_from(cap).unwrap_or(i64::MAX),
@@ -154,7 +192,7 @@ impl Horizon {
     /// Says once that `what` in `path` was `t`, too far ahead, and what is done instead.
     fn clamped(&self, path: &Path, what: &str, t: i64, instead: &str) {
         let when = time::OffsetDateTime::from_unix_timestamp(t)
-            .map(crate::x509::rfc3339)
+            .map(crate::text::rfc3339)
             .unwrap_or_else(|_| t.to_string());
         crate::perms::warn_once(
             path,
@@ -208,9 +246,9 @@ impl CertState {
 
 impl KeptAri {
     /// Whether the answer can have been fetched as kept: not in the future, and not kept
-    /// beyond a day after its fetch (see [`crate::schedule::ari_keep`]).
+    /// beyond a day after its fetch (see [`ari_keep`]).
     fn plausible(&self, h: &Horizon) -> bool {
-        let longest = crate::schedule::ari_keep(Duration::MAX).as_secs() as i64;
+        let longest = ari_keep(Duration::MAX).as_secs() as i64;
         !h.happened_ahead(self.fetched)
             && self.retry_after
                 <= self
@@ -410,6 +448,19 @@ pub fn save(state_dir: &StateDir, name: &str, state: &CertState) -> Result<(), s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
+        let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();
+        assert_eq!(
+            secs,
+            vec![
+                300, 600, 1200, 2400, 4800, 9600, 19_200, 38_400, 76_800, 86_400, 86_400
+            ]
+        );
+        assert_eq!(backoff(u32::MAX, i, m), m);
+    }
 
     #[test]
     fn failures_and_success_round_trip() {

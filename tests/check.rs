@@ -564,7 +564,8 @@ fn unreadable_files_as_a_monitoring_user() {
 
 #[test]
 fn integrity_is_checked_against_the_manifest() {
-    use certkeeper::store::manifest::{FileDigests, Manifest, live_path, sha256_hex};
+    use certkeeper::store::manifest::{FileDigests, Manifest, live_path};
+    use certkeeper::text::sha256_hex;
     let mut host = Host::new();
     let leaf = host.pki.leaf(LeafSpec::new(&["example.test"], 60));
     host.managed("www", &["example.test"], leaf.fullchain(), &leaf.key_pem);

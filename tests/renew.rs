@@ -419,7 +419,7 @@ fn a_live_file_edited_in_place_does_not_wedge_the_certificate() {
     assert_eq!(snaps[0]["verified"], false, "{snaps:?}");
     assert_eq!(
         snaps[0]["files"]["fullchain"],
-        certkeeper::store::manifest::sha256_hex(&edited)
+        certkeeper::text::sha256_hex(&edited)
     );
     // And so does a renewal over an edited pair: it is due (integrity), deploys, and says
     // which file was edited.

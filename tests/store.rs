@@ -10,8 +10,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use certkeeper::store::manifest::{self, sha256_hex};
+use certkeeper::store::manifest;
 use certkeeper::store::{Error, PairSpec, Store};
+use certkeeper::text::sha256_hex;
 
 use crate::util::{
     self, ChildGuard, Pair, Pool, Rng, Tmpfs, certkeeper_entries, child_test, env_number,

@@ -12,6 +12,7 @@ mod daemon;
 mod deploy;
 mod fuzz;
 mod hostile;
+mod layers;
 mod logs;
 mod metrics;
 mod providers;

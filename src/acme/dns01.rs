@@ -280,7 +280,7 @@ async fn wait_visible_via(
             .map(|s| resolver_for(&[*s]).map(|r| (*s, r)))
             .collect::<Result<_, _>>()?;
         tracing::info!(fqdn = %record.fqdn, servers = %list(&servers),
-            timeout = %crate::deploy::reload::seconds(settings.propagation_timeout), "Waiting for the challenge record to propagate.");
+            timeout = %crate::text::seconds(settings.propagation_timeout), "Waiting for the challenge record to propagate.");
         let mut pending: Vec<usize> = (0..resolvers.len()).collect();
         let mut last = String::from("none yet");
         loop {
@@ -306,7 +306,7 @@ async fn wait_visible_via(
             }
             pending = still;
             if pending.is_empty() {
-                tracing::info!(fqdn = %record.fqdn, elapsed = %crate::deploy::reload::seconds(start.elapsed()),
+                tracing::info!(fqdn = %record.fqdn, elapsed = %crate::text::seconds(start.elapsed()),
                     "Challenge record is visible.");
                 break;
             }

@@ -104,10 +104,10 @@ fn gate_for(server: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
 static PAUSES: LazyLock<Mutex<HashMap<String, SystemTime>>> = LazyLock::new(Mutex::default);
 
 /// Notes a server's request to pause until `until` (a later pause wins), at most
-/// [`crate::schedule::RETRY_AFTER_MAX`] from now: a daemon never stops asking a CA for
+/// [`crate::state::RETRY_AFTER_MAX`] from now: a daemon never stops asking a CA for
 /// longer, whatever date it sent.
 fn pause(server: &str, until: SystemTime) {
-    let until = until.min(SystemTime::now() + crate::schedule::RETRY_AFTER_MAX);
+    let until = until.min(SystemTime::now() + crate::state::RETRY_AFTER_MAX);
     let mut pauses = PAUSES.lock().unwrap_or_else(PoisonError::into_inner);
     let at = pauses.entry(server.to_owned()).or_insert(until);
     if *at < until {
@@ -559,7 +559,7 @@ impl Redirected {
             .get(http::header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .and_then(|l| reqwest::Url::parse(url).ok()?.join(l.trim()).ok())
-            .and_then(|l| l.host_str().map(crate::deploy::reload::escape_control));
+            .and_then(|l| l.host_str().map(crate::text::escape_control));
         Redirected {
             url: url.to_owned(),
             status,

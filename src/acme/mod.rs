@@ -13,7 +13,6 @@
 //!   ([`Tuning::poll_timeout`] and its neighbours), never instant-acme's default.
 
 mod account;
-mod ari;
 pub mod dns01;
 mod http;
 mod order;
@@ -27,11 +26,11 @@ use instant_acme::{Account, CertificateIdentifier};
 use rustls_pki_types::CertificateDer;
 
 pub use account::account_path;
-pub use ari::RenewalWindow;
 pub use http::install_crypto_provider;
 pub use retry::{Backoff, DEFAULT_BACKOFF};
 
 use crate::config::{self, AcmeIssuer};
+use crate::state::RenewalWindow;
 use crate::store::StateDir;
 use http::Http;
 
@@ -512,7 +511,7 @@ fn subproblems(p: &instant_acme::Problem) -> Vec<String> {
 /// included) become one space, and control characters are escaped.
 pub(crate) fn fold(text: &str) -> String {
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::deploy::reload::escape_control(&joined)
+    crate::text::escape_control(&joined)
 }
 
 fn offered_part(offered: &[String]) -> String {

@@ -138,7 +138,7 @@ macro_rules! retrying {
                     match $crate::acme::retry::next_delay($backoff, failed, &error, asked) {
                         Some(delay) => {
                             tracing::debug!(step = $step, attempt = failed,
-                                delay = %$crate::deploy::reload::seconds(delay),
+                                delay = %$crate::text::seconds(delay),
                                 error = %error, "Retrying ACME request.");
                             tokio::time::sleep(delay).await;
                         }

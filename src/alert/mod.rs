@@ -67,7 +67,7 @@ impl Event {
             not_after: None,
             snapshot: None,
             host: host_name(),
-            timestamp: crate::x509::rfc3339(OffsetDateTime::now_utc()),
+            timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
             kind,
         }
     }
@@ -253,7 +253,7 @@ impl Alerts {
             not_after: None,
             snapshot: None,
             host: host_name(),
-            timestamp: crate::x509::rfc3339(OffsetDateTime::now_utc()),
+            timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
             kind: EventKind::Renewed,
         };
         let jobs = self
@@ -372,7 +372,7 @@ pub fn one_line(text: &str) -> String {
         out.push_str(": ");
         out.push_str(first);
     }
-    let mut out = crate::deploy::reload::escape_control(&out);
+    let mut out = crate::text::escape_control(&out);
     if out.chars().count() > MAX_MESSAGE {
         out = out.chars().take(MAX_MESSAGE).collect::<String>() + "…";
     }

@@ -14,7 +14,7 @@
 //! vendor's token is that short.
 
 use crate::config::Secret;
-use crate::deploy::reload::escape_line;
+use crate::text::escape_line;
 
 /// The shortest URL piece treated as a token.
 pub const MIN_PIECE: usize = 8;

@@ -61,7 +61,7 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
 
 /// Adds one item of the summary as one line, whatever the config's paths and names hold.
 fn item(out: &mut String, line: String) {
-    out.push_str(&crate::deploy::reload::escape_line(&line));
+    out.push_str(&crate::text::escape_line(&line));
     out.push('\n');
 }
 

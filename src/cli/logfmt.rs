@@ -11,7 +11,7 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 
-use crate::deploy::reload::escape_control;
+use crate::text::escape_control;
 
 /// The field formatter of text logs (`fmt().fmt_fields(PlainFields)`).
 pub(crate) struct PlainFields;

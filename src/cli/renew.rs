@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{known_names, load_config, print};
 use crate::metrics;
 use crate::renew::{self, Options, Outcome};
-use crate::x509::rfc3339;
+use crate::text::rfc3339;
 
 /// Exit code when a certificate failed.
 const FAILED: u8 = 1;

@@ -217,7 +217,7 @@ fn alert(
     let mut event = Event::new(kind, cert, message);
     event.not_after = leaf_of_file(&cert.fullchain)
         .ok()
-        .map(|l| crate::x509::rfc3339(l.not_after));
+        .map(|l| crate::text::rfc3339(l.not_after));
     runtime.block_on(alerts.deliver(&[(event, false)], ONE_SHOT_BUDGET));
 }
 

@@ -63,7 +63,7 @@ impl ConfigError {
                     s.push_str(": ");
                 }
                 s.push_str(&p.message);
-                crate::deploy::reload::escape_line(&s)
+                crate::text::escape_line(&s)
             })
             .collect()
     }

@@ -6,6 +6,7 @@
 //! the network or any secret. Reading secrets and files happens later, where a command needs
 //! them ([`Config::preflight`]).
 
+mod cron;
 mod duration;
 mod error;
 mod locate;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use certkeeper_dns::config::ProviderConfig;
 
+pub use cron::Cron;
 pub use duration::{BeforeExpiry, format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use locate::KeyPath;
@@ -194,8 +196,8 @@ pub struct DnsSettings {
 pub struct Renewal {
     /// When a certificate becomes due.
     pub before_expiry: BeforeExpiry,
-    /// Daemon schedule, cron with a seconds field (checked).
-    pub schedule: String,
+    /// Daemon schedule, cron with a seconds field.
+    pub schedule: Cron,
     /// Random delay added to each scheduled pass.
     pub jitter: Duration,
     /// How many certificates renew at once.
@@ -568,7 +570,7 @@ impl Config {
         // Each problem echoes config values (paths, names): one line of printable text.
         problems
             .iter()
-            .map(|p| crate::deploy::reload::escape_line(p))
+            .map(|p| crate::text::escape_line(p))
             .collect()
     }
 }

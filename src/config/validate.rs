@@ -173,7 +173,7 @@ impl Validator<'_> {
             warnings: self
                 .warnings
                 .drain(..)
-                .map(|w| crate::deploy::reload::escape_line(&w))
+                .map(|w| crate::text::escape_line(&w))
                 .collect(),
         })
     }
@@ -406,11 +406,11 @@ impl Validator<'_> {
             },
         };
         let schedule = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.into());
-        let schedule_ok = match check_cron(&schedule) {
-            Ok(()) => true,
+        let schedule = match Cron::parse(&schedule) {
+            Ok(cron) => Some(cron),
             Err(e) => {
                 self.problem(&path.with_key("schedule"), e);
-                false
+                None
             }
         };
         let jitter = self.duration(&path.with_key("jitter"), raw.jitter, DEFAULT_JITTER);
@@ -444,12 +444,9 @@ impl Validator<'_> {
             );
             return None;
         }
-        if !schedule_ok {
-            return None;
-        }
         Some(Renewal {
             before_expiry: before_expiry?,
-            schedule,
+            schedule: schedule?,
             jitter: jitter?,
             concurrency: concurrency?,
             retry_initial: initial,
@@ -1355,11 +1352,6 @@ fn nesting_problem(text: &str) -> Option<Problem> {
         // A quoted scalar may span lines; '#' at a line's start opens a comment.
     }
     None
-}
-
-/// Checks a cron string the way the daemon parses it (6 fields, seconds first).
-pub fn check_cron(expr: &str) -> Result<(), String> {
-    crate::schedule::Cron::parse(expr).map(|_| ())
 }
 
 /// Whether `name` fits `[a-z0-9][a-z0-9._-]*`.

@@ -8,7 +8,7 @@
 //! Signals: SIGHUP re-reads the config after the pass in flight; a config that does not
 //! load is logged with its problems and refused, and the old one keeps running, schedule
 //! included; a good one is taken and a pass runs at once. SIGTERM and SIGINT stop the pass
-//! in flight safely (see [`renew::Stop`]) and the daemon exits 0. A second SIGTERM/SIGINT
+//! in flight safely (see [`Options::stop`]) and the daemon exits 0. A second SIGTERM/SIGINT
 //! while stopping exits at once with 1; the store's recovery finishes or undoes what was
 //! interrupted on the next start. `run --once` is `renew`.
 //!
@@ -29,13 +29,15 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::renew::{self, Options, Outcome, Stop};
-use crate::schedule::{self, Cron};
+use crate::renew::{self, Options, Outcome};
+use crate::schedule;
 use crate::state;
-use crate::x509::{leaf_of_file, rfc3339};
+use crate::text::rfc3339;
+use crate::x509::leaf_of_file;
 
 pub use http::{CONTENT_TYPE, HEADER_TIMEOUT};
 pub use notify::Notifier;
@@ -72,15 +74,11 @@ pub enum StartError {
     /// A signal handler could not be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The schedule does not parse (config validation normally refuses it first).
-    #[error("renewal.schedule: {0}")]
-    Schedule(String),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT stops it; `Ok` is a clean stop (exit 0).
 pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let mut config = Arc::new(config);
-    let mut cron = Cron::parse(&config.renewal.schedule).map_err(StartError::Schedule)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -100,7 +98,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         background.spawn(http::serve(listener, shown_rx));
     }
 
-    let stop = Stop::new();
+    let stop = CancellationToken::new();
     notifier.ready("Running the first pass");
     tracing::info!(
         certificates = config.certificates.len(),
@@ -120,7 +118,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let mut last = String::from("No pass yet");
 
     loop {
-        if run_now && !stop.requested() {
+        if run_now && !stop.is_cancelled() {
             run_now = false;
             notifier.status("Renewal pass running");
             let started = Instant::now();
@@ -146,7 +144,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             let (outcomes, failure) = match result {
                 Ok(done) => {
                     if !done.events.is_empty() {
-                        if stop.requested() {
+                        if stop.is_cancelled() {
                             renew::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
                                 .await;
                         } else {
@@ -173,30 +171,30 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             moments = wake_moments(&config, &outcomes, finished);
             wake = None;
             last = format!("Last pass {}: {summary}", rfc3339(finished));
-            if stop.requested() {
+            if stop.is_cancelled() {
                 break;
             }
         }
         if reload_pending {
             reload_pending = false;
             if let Some(new) = reload(&settings.config_path, &notifier) {
-                config = Arc::new(new.0);
-                cron = new.1;
+                config = Arc::new(new);
                 shown_tx.send_modify(|s| s.config = config.clone());
                 run_now = true;
                 continue;
             }
         }
-        if stop.requested() {
+        if stop.is_cancelled() {
             break;
         }
         let wake_at = match wake {
             Some(w) => w,
             None => {
                 let now = OffsetDateTime::now_utc();
-                let next_pass = cron
-                    .next_after(now)
-                    .map(|t| schedule::jittered(t, config.renewal.jitter, schedule::random_pick()));
+                let next_pass =
+                    config.renewal.schedule.next_after(now).map(|t| {
+                        schedule::jittered(t, config.renewal.jitter, schedule::random_pick())
+                    });
                 let w = schedule::next_wake(now, next_pass, moments.iter().copied())
                     .unwrap_or_else(|| {
                         tracing::warn!(schedule = %config.renewal.schedule, "The schedule never fires again and nothing is due; waiting for a signal.");
@@ -240,8 +238,8 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
 }
 
 /// Handles SIGTERM/SIGINT: the first asks the pass to stop, a second exits at once.
-fn stopping(stop: &Stop, notifier: &Notifier, signal: &str) {
-    if stop.requested() {
+fn stopping(stop: &CancellationToken, notifier: &Notifier, signal: &str) {
+    if stop.is_cancelled() {
         tracing::warn!(
             "{signal} again while stopping: exiting now; the next start recovers whatever was interrupted."
         );
@@ -249,18 +247,14 @@ fn stopping(stop: &Stop, notifier: &Notifier, signal: &str) {
     }
     tracing::info!("{signal}: stopping after the step in flight.");
     notifier.stopping();
-    stop.request();
+    stop.cancel();
 }
 
 /// Re-reads the config; `None` (and the problems logged) when it is refused.
-fn reload(path: &Path, notifier: &Notifier) -> Option<(Config, Cron)> {
+fn reload(path: &Path, notifier: &Notifier) -> Option<Config> {
     notifier.reloading();
-    let loaded = Config::load(path).map_err(|e| e.lines()).and_then(|c| {
-        let cron = Cron::parse(&c.renewal.schedule).map_err(|e| vec![e])?;
-        Ok((c, cron))
-    });
-    match loaded {
-        Ok((config, cron)) => {
+    match Config::load(path).map_err(|e| e.lines()) {
+        Ok(config) => {
             for w in &config.warnings {
                 tracing::warn!("{w}");
             }
@@ -270,7 +264,7 @@ fn reload(path: &Path, notifier: &Notifier) -> Option<(Config, Cron)> {
                 "Config reloaded; running a pass with it now."
             );
             notifier.ready("Config reloaded");
-            Some((config, cron))
+            Some(config)
         }
         Err(problems) => {
             for p in &problems {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
 
 use super::{reload, verify};
 use crate::config::{self, Certificate};
@@ -100,7 +101,7 @@ impl Outcome {
 pub async fn deploy_all(
     locked: &Locked<'_>,
     items: Vec<Item>,
-    stop: &crate::renew::Stop,
+    stop: &CancellationToken,
 ) -> Vec<(String, Outcome)> {
     let mut groups: BTreeMap<Option<Vec<String>>, Vec<Item>> = BTreeMap::new();
     for item in items {
@@ -109,7 +110,7 @@ pub async fn deploy_all(
     }
     let mut out = Vec::new();
     for (_, group) in groups {
-        if stop.requested() {
+        if stop.is_cancelled() {
             break;
         }
         out.extend(deploy_group(locked, group).await);

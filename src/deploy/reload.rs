@@ -1,7 +1,6 @@
 //! Running a service's reload (or health check) command: no shell, stdin null, stdout and
 //! stderr captured together and bounded, in its own process group, killed as a group at the
-//! deadline. Also owns [`escape_control`], the one way command output and other untrusted
-//! text (certificate subjects a server sends) is made safe to print.
+//! deadline. Its output is made safe to print with [`escape_control`].
 //!
 //! Waiting is bounded by the process group, not by the pipe (STYLE.md §9): a command that
 //! leaves `sleep 300 &` behind keeps the pipe open, so reading stops [`OUTPUT_GRACE`] after the
@@ -17,6 +16,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::text::{escape_control, seconds};
 
 /// What a command that exited 0 left behind.
 #[derive(Clone, Debug)]
@@ -194,57 +195,12 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Makes untrusted text safe to print: every control character except `\n` and `\t` becomes
-/// `\xNN` (ESC is `\x1b`, CR is `\x0d`), and the characters that end or reorder a line on
-/// screen (U+2028, U+2029, the bidirectional controls) become `\u{NNNN}`, so that it cannot
-/// move the cursor, recolour a terminal or forge log lines. Use [`String::from_utf8_lossy`]
-/// first for bytes.
-pub fn escape_control(s: &str) -> String {
-    escape(s, &['\n', '\t'])
-}
-
-/// [`escape_control`] for text that must stay on one line (a config value in an error, a
-/// vendor's answer): newline and tab become `\x0a` and `\x09` too.
-pub fn escape_line(s: &str) -> String {
-    escape(s, &[])
-}
-
-/// Every control character of `s` but those in `keep` as `\xNN`, and the characters that
-/// break or reorder a line as `\u{NNNN}`.
-fn escape(s: &str, keep: &[char]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && !keep.contains(&c) {
-            // Unicode's control characters (Cc) are U+0000..U+001F and U+007F..U+009F, so
-            // two hex digits always suffice.
-            out.push_str(&format!("\\x{:02x}", u32::from(c)));
-        } else if matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-        {
-            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The output between divider lines, or nothing when there is none.
 pub(crate) fn divided(output: &str) -> String {
     if output.trim().is_empty() {
         return String::new();
     }
     format!("\n{OUTPUT_OPEN}\n{}\n{OUTPUT_CLOSE}", output.trim_end())
-}
-
-/// A duration in seconds, to the millisecond: `5s`, `0.5s`, `1.234s`.
-pub(crate) fn seconds(d: Duration) -> String {
-    let ms = d.as_millis();
-    let (secs, frac) = (ms / 1000, ms % 1000);
-    if frac == 0 {
-        format!("{secs}s")
-    } else {
-        format!("{secs}.{}s", format!("{frac:03}").trim_end_matches('0'))
-    }
 }
 
 /// Kills the command's process group when the run is abandoned (the future dropped, or the

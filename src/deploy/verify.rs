@@ -25,8 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::reload::{self, CommandError, escape_control, seconds};
-use crate::x509::{Cert, TrustStore, examine_chain, rfc3339};
+use super::reload::{self, CommandError};
+use crate::text::{escape_control, rfc3339, seconds};
+use crate::x509::{Cert, TrustStore, examine_chain};
 
 /// What [`served`] found once the service served the expected certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]

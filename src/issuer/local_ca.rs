@@ -209,14 +209,14 @@ impl LocalCa {
         if not_after > self.root_not_after {
             return Err(Error::OutlivesRoot {
                 validity_days: validity.as_secs() / 86_400,
-                root_not_after: crate::x509::rfc3339(self.root_not_after),
+                root_not_after: crate::text::rfc3339(self.root_not_after),
             });
         }
         if self.root_not_before > now + BACKDATE {
             return Err(Error::RootNotYetValid {
                 name: self.name.clone(),
                 path: self.dir.clone(),
-                not_before: crate::x509::rfc3339(self.root_not_before),
+                not_before: crate::text::rfc3339(self.root_not_before),
             });
         }
         if not_after > self.intermediate_not_after || self.intermediate_not_before > now {

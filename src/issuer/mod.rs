@@ -272,8 +272,7 @@ impl Issuers {
                 window,
                 explanation_url: url,
                 fetched: now.unix_timestamp(),
-                retry_after: now.unix_timestamp()
-                    + crate::schedule::ari_keep(keep).as_secs() as i64,
+                retry_after: now.unix_timestamp() + crate::state::ari_keep(keep).as_secs() as i64,
             }
         };
         match acme.renewal_window(&leaf.der).await {

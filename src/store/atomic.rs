@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{OFlags, RenameFlags};
 
 use super::error::{Error, Result};
-use super::manifest::sha256_hex;
+use crate::text::sha256_hex;
 
 /// Mode and ownership of a file to create; `None` leaves the owner or group of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

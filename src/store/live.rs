@@ -340,7 +340,7 @@ impl Layout {
         ] {
             let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
                 .map_err(|e| Error::io("reading back", path, e))?;
-            let actual = manifest::sha256_hex(&bytes);
+            let actual = crate::text::sha256_hex(&bytes);
             if &actual != digest {
                 return Err(Error::ReadBack {
                     path: path.clone(),

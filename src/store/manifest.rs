@@ -12,10 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::error::Error;
+use crate::text::{rfc3339, sha256_hex};
 
 /// The version written into new manifests.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -125,11 +125,6 @@ pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
     })
 }
 
-/// Formats a time as RFC 3339 in UTC.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    crate::x509::rfc3339(t)
-}
-
 /// SHA-256 digests of the two files of a pair, lower-case hex.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,9 +156,4 @@ pub fn read(path: &Path) -> io::Result<Option<Manifest>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// SHA-256 of `bytes` as lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

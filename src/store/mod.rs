@@ -576,7 +576,7 @@ impl Locked<'_> {
             rollback::choose(&spec.name, &snaps.list()?, live_fingerprint.as_deref(), to)?;
         let record = snaps.record(&restored.id)?;
         let manifest = Manifest {
-            created: manifest::rfc3339(OffsetDateTime::now_utc()),
+            created: crate::text::rfc3339(OffsetDateTime::now_utc()),
             ..record.manifest
         };
         let source = snaps.path(&restored.id);
@@ -902,8 +902,8 @@ impl Locked<'_> {
         };
         let (chain, key) = (read(live::FULLCHAIN_FILE)?, read(live::PRIVKEY_FILE)?);
         let files = manifest::FileDigests {
-            fullchain: manifest::sha256_hex(&chain),
-            privkey: manifest::sha256_hex(&key),
+            fullchain: crate::text::sha256_hex(&chain),
+            privkey: crate::text::sha256_hex(&key),
         };
         let written = live::read_generation_manifest(dir).ok();
         let mut edited = Vec::new();

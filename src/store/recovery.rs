@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use super::atomic;
 use super::error::Result;
 use super::live::{self, Entry, FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
-use super::manifest::sha256_hex;
 use super::snapshot::Snapshots;
+use crate::text::sha256_hex;
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

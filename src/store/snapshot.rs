@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::atomic::{self, Perm};
 use super::error::{Error, Result};
 use super::live::{FULLCHAIN_FILE, PRIVKEY_FILE};
-use super::manifest::{self, FileDigests, Manifest};
+use super::manifest::{FileDigests, Manifest};
 
 /// The record file inside a snapshot directory.
 const RECORD_FILE: &str = "snapshot.json";
@@ -200,7 +200,7 @@ impl Snapshots {
                 atomic::check_digest(&tmp.join(file), digest)?;
             }
             let record = SnapshotRecord {
-                created: manifest::rfc3339(OffsetDateTime::now_utc()),
+                created: crate::text::rfc3339(OffsetDateTime::now_utc()),
                 linked,
                 manifest: manifest.clone(),
                 unverified,
@@ -283,7 +283,7 @@ fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
         (PRIVKEY_FILE, &files.privkey),
     ] {
         let bytes = atomic::read_nofollow(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
-        let actual = manifest::sha256_hex(&bytes);
+        let actual = crate::text::sha256_hex(&bytes);
         if &actual != expected {
             return Err(format!("{file} has sha256 {actual}, recorded {expected}"));
         }

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::atomic::{self, Perm};
 use super::error::{Error, Result};
 use super::live::{FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
-use super::manifest::{FileDigests, sha256_hex};
+use super::manifest::FileDigests;
 use super::snapshot::Snapshots;
+use crate::text::sha256_hex;
 
 /// The journal format version written.
 const JOURNAL_VERSION: u32 = 1;
@@ -108,7 +109,7 @@ impl Journals {
             Ok(j) if j.certificate != name => {
                 format!(
                     "names certificate \"{}\", not \"{name}\"",
-                    crate::deploy::reload::escape_line(&j.certificate)
+                    crate::text::escape_line(&j.certificate)
                 )
             }
             Ok(Journal {
@@ -116,7 +117,7 @@ impl Journals {
             }) if !super::snapshot::is_id(&id) => {
                 format!(
                     "names snapshot \"{}\", which is not a snapshot id",
-                    crate::deploy::reload::escape_line(&id)
+                    crate::text::escape_line(&id)
                 )
             }
             Ok(j) => return Ok(Some(j)),

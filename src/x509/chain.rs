@@ -253,7 +253,7 @@ impl fmt::Display for ChainProblem {
             ChainProblem::IntermediateExpired { subject, not_after } => write!(
                 f,
                 "chain invalid: intermediate \"{subject}\" is expired (notAfter {})",
-                super::rfc3339(*not_after)
+                crate::text::rfc3339(*not_after)
             ),
             ChainProblem::IntermediateNotYetValid {
                 subject,
@@ -261,7 +261,7 @@ impl fmt::Display for ChainProblem {
             } => write!(
                 f,
                 "chain invalid: intermediate \"{subject}\" is not yet valid (notBefore {})",
-                super::rfc3339(*not_before)
+                crate::text::rfc3339(*not_before)
             ),
         }
     }

@@ -48,17 +48,3 @@ impl fmt::Display for Severity {
         })
     }
 }
-
-/// Formats a time as RFC 3339 in UTC with whole seconds (`2026-01-31T12:00:00Z`).
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::store::manifest::sha256_hex;
+use crate::text::sha256_hex;
 
 /// How a file was encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
