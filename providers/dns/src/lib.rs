@@ -15,6 +15,7 @@ use async_trait::async_trait;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod retry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
