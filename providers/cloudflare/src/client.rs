@@ -1,14 +1,16 @@
 //! Raw calls to the Cloudflare API v4: one shared HTTP client, the bearer token, and the
-//! retry loop (429 honouring `Retry-After`, 5xx and transport errors, with backoff, bounded in
-//! attempts and in total time). The base URL is configurable (`api_base`), so that tests run
-//! against a local fake. Errors come back as [`CallError`]: what the API answered, kept whole,
+//! retry loop (429 honouring `Retry-After`, 5xx and transport errors, with backoff and jitter,
+//! bounded in attempts and in total time: certkeeper's one `RetryPolicy`). The base URL is
+//! configurable (`api_base`), so that tests run against a local fake. Errors come back as
+//! [`CallError`]: what the API answered, kept whole,
 //! for `lib.rs` to turn into certkeeper's messages.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certkeeper_dns::Error as DnsError;
 use certkeeper_dns::http::{Failure, Pager};
+use certkeeper_dns::retry::{Retry, RetryAfter, RetryPolicy};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -18,37 +20,14 @@ use crate::api::{ApiErrors, Deleted, DnsRecord, Envelope, NewRecord, ResultInfo,
 
 pub use certkeeper_dns::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
-/// How failed calls are retried: 429 (after its `Retry-After`, capped), 5xx and transport
-/// errors. Other answers are final at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
-    /// The wait before the first retry; it doubles for each further one.
-    pub backoff: Duration,
-    /// The longest `Retry-After` honoured; longer ones are cut to this.
-    pub max_retry_after: Duration,
-    /// The most one call may take, retries and waits included: no attempt starts, and no
-    /// wait begins, that would end later.
-    pub total: Duration,
-}
-
-impl RetryPolicy {
-    /// [`DEFAULT_ATTEMPTS`] attempts, backoff from [`DEFAULT_BACKOFF`], `Retry-After` capped
-    /// at [`MAX_RETRY_AFTER`], [`DEFAULT_TOTAL`] in all.
-    pub const DEFAULT: RetryPolicy = RetryPolicy {
-        attempts: DEFAULT_ATTEMPTS,
-        backoff: DEFAULT_BACKOFF,
-        max_retry_after: MAX_RETRY_AFTER,
-        total: DEFAULT_TOTAL,
-    };
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy::DEFAULT
-    }
-}
+/// How failed calls are retried by default: 429 (after its `Retry-After`, cut to
+/// [`MAX_RETRY_AFTER`]), 5xx and transport errors, [`DEFAULT_ATTEMPTS`] attempts, waits from
+/// [`DEFAULT_BACKOFF`] doubling, [`DEFAULT_TOTAL`] in all. Other answers are final at once.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new(DEFAULT_ATTEMPTS, DEFAULT_BACKOFF)
+    .retry_after(RetryAfter::Replaces {
+        cap: MAX_RETRY_AFTER,
+    })
+    .total(DEFAULT_TOTAL);
 
 /// Attempts per call by default.
 pub const DEFAULT_ATTEMPTS: u32 = 5;
@@ -157,7 +136,7 @@ impl Client {
             http,
             base,
             token: Token(header),
-            retry: RetryPolicy::DEFAULT,
+            retry: DEFAULT_RETRY,
         })
     }
 
@@ -279,18 +258,17 @@ impl Client {
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<(T, Option<ResultInfo>), CallError> {
-        let start = Instant::now();
-        let mut backoff = self.retry.backoff;
-        let mut attempt = 0;
+        let mut retry = Retry::new(self.retry);
         loop {
-            attempt += 1;
-            let remaining = self.retry.total.saturating_sub(start.elapsed());
+            let timeout = retry
+                .left()
+                .map_or(REQUEST_TIMEOUT, |l| l.min(REQUEST_TIMEOUT));
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, self.token.0.clone())
                 .header(ACCEPT, "application/json")
-                .timeout(REQUEST_TIMEOUT.min(remaining));
+                .timeout(timeout);
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -311,15 +289,10 @@ impl Client {
                     }
                 }
             };
-            if attempt >= self.retry.attempts {
-                return Err(error.gave_up_after(attempt));
+            match retry.next(retry_after) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(error.gave_up_after(retry.failed())),
             }
-            let wait = retry_after.map_or(backoff, |w| w.min(self.retry.max_retry_after));
-            backoff = backoff.saturating_mul(2);
-            if start.elapsed() + wait >= self.retry.total {
-                return Err(error.gave_up_after(attempt));
-            }
-            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -10,8 +10,9 @@
 //! anyone else's.
 //!
 //! Rate limiting (429, honouring `Retry-After`), 5xx answers and transport errors are retried
-//! with backoff ([`RetryPolicy`]). Errors carry Cloudflare's `code: message`; the token never
-//! appears in any error or `Debug` output. The crate logs nothing.
+//! with backoff and jitter ([`DEFAULT_RETRY`], a [`RetryPolicy`]: certkeeper's one retry
+//! policy, from `certkeeper_dns::retry`). Errors carry Cloudflare's `code: message`; the token
+//! never appears in any error or `Debug` output. The crate logs nothing.
 //!
 //! Every answer is read up to 1 MiB, listings stop at 50 pages (and at a page longer than
 //! asked), a redirect is an error (it is never followed: the request carries the token), and
@@ -37,9 +38,10 @@ pub mod config;
 pub mod fake;
 
 pub use certkeeper_dns::http::{MAX_ANSWER, OPERATION_DEADLINE};
+pub use certkeeper_dns::retry::{Jitter, RetryAfter, RetryPolicy};
 pub use client::{
-    CONNECT_TIMEOUT, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TOTAL, MAX_RETRY_AFTER,
-    REQUEST_TIMEOUT, RetryPolicy,
+    CONNECT_TIMEOUT, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_RETRY, DEFAULT_TOTAL,
+    MAX_RETRY_AFTER, REQUEST_TIMEOUT,
 };
 use client::{CallError, Client};
 
@@ -93,7 +95,7 @@ impl CloudflareProvider {
         })
     }
 
-    /// Replaces the retry policy ([`RetryPolicy::DEFAULT`] otherwise).
+    /// Replaces the retry policy ([`DEFAULT_RETRY`] otherwise).
     pub fn with_retry(mut self, retry: RetryPolicy) -> CloudflareProvider {
         self.client.set_retry(retry);
         self

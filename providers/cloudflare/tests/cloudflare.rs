@@ -12,16 +12,15 @@ use certkeeper_dns::testkit::conformance::{self, FakeZone};
 use certkeeper_dns::testkit::http::{Request, Response, Server, write_endless, write_head};
 use certkeeper_dns::{DnsProvider, Error as DnsError, RecordHandle, TxtRecord};
 use certkeeper_dns_cloudflare::fake::{FakeCloudflare, Hostile, Options, TOKEN};
-use certkeeper_dns_cloudflare::{CloudflareProvider, RetryPolicy};
+use certkeeper_dns_cloudflare::{CloudflareProvider, DEFAULT_RETRY, RetryAfter, RetryPolicy};
 use serde_json::json;
 
 /// Retries without real waits.
-const FAST: RetryPolicy = RetryPolicy {
-    attempts: 5,
-    backoff: Duration::from_millis(5),
-    max_retry_after: Duration::from_millis(10),
-    total: Duration::from_secs(10),
-};
+const FAST: RetryPolicy = RetryPolicy::new(5, Duration::from_millis(5))
+    .retry_after(RetryAfter::Replaces {
+        cap: Duration::from_millis(10),
+    })
+    .total(Duration::from_secs(10));
 
 fn provider(api_base: &str, token: &str, zone_id: Option<String>) -> CloudflareProvider {
     CloudflareProvider::new(token.to_owned(), api_base, zone_id)
@@ -374,8 +373,10 @@ async fn retry_after_is_honoured_up_to_its_cap() {
     .unwrap()
     .with_retry(RetryPolicy {
         backoff: Duration::from_millis(1),
-        max_retry_after: Duration::from_millis(300),
-        ..RetryPolicy::DEFAULT
+        retry_after: RetryAfter::Replaces {
+            cap: Duration::from_millis(300),
+        },
+        ..DEFAULT_RETRY
     });
     let start = Instant::now();
     p.present(&record("_acme-challenge.example.com.", "v"))
@@ -394,12 +395,13 @@ async fn retries_stop_within_the_total_time() {
     let fake = FakeCloudflare::start(&["example.com"]);
     let p = CloudflareProvider::new(TOKEN.into(), &fake.url(), fake.zone_id("example.com"))
         .unwrap()
-        .with_retry(RetryPolicy {
-            attempts: 5,
-            backoff: Duration::from_millis(150),
-            max_retry_after: Duration::from_millis(150),
-            total: Duration::from_millis(400),
-        });
+        .with_retry(
+            RetryPolicy::new(5, Duration::from_millis(150))
+                .retry_after(RetryAfter::Replaces {
+                    cap: Duration::from_millis(150),
+                })
+                .total(Duration::from_millis(400)),
+        );
     fake.fail_next(5);
     let start = Instant::now();
     let err = p
@@ -430,10 +432,7 @@ async fn a_hanging_api_times_out_within_the_total_time() {
     });
     let p = CloudflareProvider::new(TOKEN.into(), &fake.url(), fake.zone_id("example.com"))
         .unwrap()
-        .with_retry(RetryPolicy {
-            total: Duration::from_millis(500),
-            ..FAST
-        });
+        .with_retry(FAST.total(Duration::from_millis(500)));
     let start = Instant::now();
     let err = p
         .present(&record("_acme-challenge.example.com.", "v"))
