@@ -3,9 +3,10 @@
 //! `Version=2015-01-09`, `SignatureMethod=HMAC-SHA1`, `SignatureVersion=1.0`, a fresh
 //! `SignatureNonce` and `Timestamp` on every attempt) and the action's own.
 //!
-//! Throttling, 5xx answers and transport failures are retried with exponential backoff;
-//! every other error is returned at once (a 4xx other than throttling does not get better by
-//! asking again, and retrying it only hides the cause — acme.sh #3585).
+//! Throttling, 5xx answers and transport failures are retried with exponential backoff and
+//! jitter (certkeeper's one `RetryPolicy`); every other error is returned at once (a 4xx
+//! other than throttling does not get better by asking again, and retrying it only hides the
+//! cause — acme.sh #3585).
 
 use std::error::Error as StdError;
 use std::process;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certkeeper_dns::Error as DnsError;
 use certkeeper_dns::http::Failure;
+use certkeeper_dns::retry::{Retry, RetryPolicy};
 use reqwest::Url;
 use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
@@ -31,6 +33,9 @@ pub(crate) const MAX_ATTEMPTS: u32 = 5;
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// How a call is retried: certkeeper's one policy with the numbers above (waits spread by
+/// jitter, never past them).
+const RETRY: RetryPolicy = RetryPolicy::new(MAX_ATTEMPTS, FIRST_BACKOFF).max_backoff(MAX_BACKOFF);
 /// How long one request may take.
 pub(crate) use certkeeper_dns::http::REQUEST_TIMEOUT;
 
@@ -110,16 +115,14 @@ impl Client {
         action: &str,
         params: &[(&str, &str)],
     ) -> Result<T, CallError> {
-        let mut attempt = 1;
-        let mut backoff = FIRST_BACKOFF;
+        let mut retry = Retry::new(RETRY);
         loop {
-            let result = self.attempt(action, params, attempt).await;
+            let result = self.attempt(action, params, retry.failed() + 1).await;
             match result {
-                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
+                Err(e) if retryable(&e) => match retry.next(None) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(e),
+                },
                 other => return other,
             }
         }
