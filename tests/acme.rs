@@ -16,6 +16,7 @@ use certkeeper::config::{DnsSettings, KeyType};
 use certkeeper::store::StateDir;
 use certkeeper::x509::{self, PrivateKey, TrustStore};
 use certkeeper_dns::DnsProvider;
+use certkeeper_dns::retry::{Jitter, RetryAfter};
 use certkeeper_dns_exec::ExecProvider;
 use time::OffsetDateTime;
 
@@ -768,11 +769,13 @@ pub(crate) fn unique_label(tag: &str) -> String {
 /// Short retries for failure tests.
 fn quick(attempts: u32) -> Tuning {
     Tuning {
-        backoff: Backoff {
-            attempts,
-            initial: Duration::from_millis(100),
-            max_wait: Duration::from_secs(5),
-        },
+        // Without jitter: the tests time the waits.
+        backoff: Backoff::new(attempts, Duration::from_millis(100))
+            .max_backoff(Duration::from_secs(5))
+            .retry_after(RetryAfter::AtLeast {
+                limit: Duration::from_secs(5),
+            })
+            .jitter(Jitter::None),
         ..Tuning::default()
     }
 }

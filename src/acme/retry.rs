@@ -1,66 +1,32 @@
 //! Retries of one ACME step when the CA or the network had a passing problem: `rateLimited`,
 //! `serverInternal`, a 5xx answer, a `badNonce` that outlived instant-acme's own three
-//! attempts, or a request that never got an answer. Waits grow exponentially, a `Retry-After`
-//! from the server is honoured when it asks for longer, and the whole is bounded: a server
-//! that asks to wait longer than [`Backoff::max_wait`] gets its error returned at once.
+//! attempts, or a request that never got an answer. They run under certkeeper's one retry
+//! policy ([`RetryPolicy`], from `certkeeper_dns::retry`): waits grow exponentially, spread by
+//! jitter, a `Retry-After` from the server is honoured when it asks for longer, and the whole
+//! is bounded: a server that asks to wait longer than the policy's limit (60 s by default)
+//! gets its error returned at once.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+pub(crate) use certkeeper_dns::retry::Retry;
+use certkeeper_dns::retry::{RetryAfter, RetryPolicy};
 use instant_acme::Problem;
 
 use super::http::{RETRY_AFTER_SLOT, Transport};
 
-/// How transient failures of one step are retried. A value type, built with `const fn`s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
-    /// The wait after the first failure; doubled after each further one.
-    pub initial: Duration,
-    /// The longest single wait; a server asking for more ends the retries.
-    pub max_wait: Duration,
-}
+/// How transient failures of one ACME step are retried: certkeeper's one retry policy.
+pub type Backoff = RetryPolicy;
 
-/// The default: 4 attempts, waits of 1 s, 2 s, 4 s (longer when the server asks, up to
-/// 60 s).
-pub const DEFAULT_BACKOFF: Backoff = Backoff {
-    attempts: 4,
-    initial: Duration::from_secs(1),
-    max_wait: Duration::from_secs(60),
-};
+/// The default: 4 attempts, waits of up to 1 s, 2 s, 4 s (longer when the server asks, up to
+/// 60 s; a server asking more ends the retries).
+pub const DEFAULT_BACKOFF: Backoff = RetryPolicy::new(4, Duration::from_secs(1))
+    .max_backoff(MAX_WAIT)
+    .retry_after(RetryAfter::AtLeast { limit: MAX_WAIT });
 
-impl Default for Backoff {
-    fn default() -> Self {
-        DEFAULT_BACKOFF
-    }
-}
-
-impl Backoff {
-    /// How long to wait before attempt `failed + 1` after `failed` failures (1-based), given
-    /// the server's `Retry-After` (if any) and the time now; `None` means give up.
-    pub fn delay(
-        &self,
-        failed: u32,
-        retry_after: Option<SystemTime>,
-        now: SystemTime,
-    ) -> Option<Duration> {
-        if failed >= self.attempts {
-            return None;
-        }
-        let exp = self
-            .initial
-            .saturating_mul(1u32 << (failed.saturating_sub(1)).min(16));
-        let asked = retry_after
-            .and_then(|at| at.duration_since(now).ok())
-            .unwrap_or(Duration::ZERO);
-        if asked > self.max_wait {
-            return None;
-        }
-        Some(exp.min(self.max_wait).max(asked))
-    }
-}
+/// The longest wait between two attempts, the server's included.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether an error from instant-acme is worth another attempt.
 pub(crate) fn is_transient(err: &instant_acme::Error) -> bool {
@@ -107,17 +73,25 @@ pub(crate) async fn attempt<T>(
         .await
 }
 
-/// The wait before the next attempt after `failed` failures, or `None` to give up.
+/// Counts a failed attempt: the wait before the next one, or `None` to give up (the error
+/// is final, or the policy's bounds are reached).
 pub(crate) fn next_delay(
-    backoff: &Backoff,
-    failed: u32,
+    retry: &mut Retry,
     error: &instant_acme::Error,
     asked: Option<SystemTime>,
 ) -> Option<Duration> {
     match is_transient(error) {
-        true => backoff.delay(failed, asked, SystemTime::now()),
-        false => None,
+        true => retry.next(wait_asked(asked, SystemTime::now())),
+        false => {
+            retry.fail_for_good();
+            None
+        }
     }
+}
+
+/// How long from `now` the server asked to wait (nothing for a time already past).
+fn wait_asked(at: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+    at.and_then(|at| at.duration_since(now).ok())
 }
 
 /// Runs the async expression `$body` (a `Result<T, instant_acme::Error>`) until it succeeds,
@@ -128,16 +102,15 @@ pub(crate) fn next_delay(
 /// stays `Send` (async closures are not yet, for borrowed captures).
 macro_rules! retrying {
     ($backoff:expr, $step:expr, $body:expr) => {{
-        let mut failed: u32 = 0;
+        let mut retry = $crate::acme::retry::Retry::new(*$backoff);
         loop {
             let (result, asked) = $crate::acme::retry::attempt(async { $body }).await;
             match result {
                 Ok(v) => break Ok(v),
                 Err(error) => {
-                    failed += 1;
-                    match $crate::acme::retry::next_delay($backoff, failed, &error, asked) {
+                    match $crate::acme::retry::next_delay(&mut retry, &error, asked) {
                         Some(delay) => {
-                            tracing::debug!(step = $step, attempt = failed,
+                            tracing::debug!(step = $step, attempt = retry.failed(),
                                 delay = %$crate::text::seconds(delay),
                                 error = %error, "Retrying ACME request.");
                             tokio::time::sleep(delay).await;
@@ -145,7 +118,7 @@ macro_rules! retrying {
                         None => {
                             break Err($crate::acme::retry::Exhausted {
                                 error,
-                                attempts: failed,
+                                attempts: retry.failed(),
                                 retry_after: asked,
                             });
                         }
@@ -160,12 +133,21 @@ pub(crate) use retrying;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use certkeeper_dns::retry::Jitter;
 
-    const B: Backoff = Backoff {
-        attempts: 4,
-        initial: Duration::from_secs(1),
-        max_wait: Duration::from_secs(60),
-    };
+    /// The default, without jitter.
+    const B: Backoff = DEFAULT_BACKOFF.jitter(Jitter::None);
+
+    /// The wait after `failed` failures when the server asked to wait until `at`.
+    trait Delay {
+        fn delay(&self, failed: u32, at: Option<SystemTime>, now: SystemTime) -> Option<Duration>;
+    }
+
+    impl Delay for Backoff {
+        fn delay(&self, failed: u32, at: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+            self.wait(failed, wait_asked(at, now), None, 0)
+        }
+    }
 
     #[test]
     fn waits_double_and_stop_after_the_last_attempt() {
@@ -195,11 +177,12 @@ mod tests {
 
     #[test]
     fn exponential_wait_is_capped() {
-        let b = Backoff {
-            attempts: 40,
-            initial: Duration::from_secs(10),
-            max_wait: Duration::from_secs(30),
-        };
+        let b = Backoff::new(40, Duration::from_secs(10))
+            .max_backoff(Duration::from_secs(30))
+            .retry_after(RetryAfter::AtLeast {
+                limit: Duration::from_secs(30),
+            })
+            .jitter(Jitter::None);
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(b.delay(30, None, now), Some(Duration::from_secs(30)));
     }
@@ -245,11 +228,11 @@ mod tests {
 
     #[tokio::test]
     async fn run_retries_transient_errors_and_reports_attempts() {
-        let fast = Backoff {
-            attempts: 3,
-            initial: Duration::from_millis(1),
-            max_wait: Duration::from_secs(1),
-        };
+        let fast = Backoff::new(3, Duration::from_millis(1))
+            .max_backoff(Duration::from_secs(1))
+            .retry_after(RetryAfter::AtLeast {
+                limit: Duration::from_secs(1),
+            });
         let mut calls = 0;
         let out: Result<i32, Exhausted> = retrying!(&fast, "test", {
             calls += 1;

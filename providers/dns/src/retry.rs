@@ -215,6 +215,12 @@ impl Retry {
             .wait(self.failed, retry_after, self.left(), sample)
     }
 
+    /// Counts a failure not worth retrying (the caller gives up at once): the attempts made.
+    pub fn fail_for_good(&mut self) -> u32 {
+        self.failed = self.failed.saturating_add(1);
+        self.failed
+    }
+
     /// The next number of a splitmix64 sequence.
     fn draw(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -251,6 +257,9 @@ mod tests {
         assert_eq!(retry.next(None), Some(2 * MS));
         assert_eq!(retry.next(None), None);
         assert_eq!(retry.failed(), 3);
+        let mut retry = Retry::new(RetryPolicy::new(3, MS));
+        assert!(retry.next(None).is_some());
+        assert_eq!(retry.fail_for_good(), 2);
     }
 
     #[test]
