@@ -177,7 +177,7 @@ impl Client {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER)));
+            .map(Duration::from_secs);
         // Only what can be shown is read, chunk by chunk, whatever content-length says; the
         // rest is left unread and the connection dropped with `rsp`.
         let mut bytes = Vec::new();
@@ -254,8 +254,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_BODY: usize = 4096;
 /// The most of a vendor's text an error shows, in characters.
 pub const EXCERPT: usize = 200;
-/// The longest Retry-After honoured.
-const MAX_RETRY_AFTER: u64 = 5;
+/// The longest Retry-After honoured (the retry policy cuts longer ones to it).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

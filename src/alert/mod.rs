@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use certkeeper_dns::retry::{Retry, RetryAfter, RetryPolicy};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -283,7 +284,15 @@ impl Alerts {
         // Vendors' words reach the report and the logs only through this: redacted (after
         // the vendor's JSON was decoded, which may spell a token anew) and on one line.
         let redactor = redact::Redactor::new(&notifier.secrets());
-        let mut pause = FIRST_RETRY;
+        // Certkeeper's one retry policy: no limit of attempts but the deadline, pauses from
+        // FIRST_RETRY doubling up to MAX_RETRY_PAUSE, spread by jitter; a vendor's
+        // Retry-After, cut short, replaces the pause.
+        const RETRY: RetryPolicy = RetryPolicy::new(u32::MAX, FIRST_RETRY)
+            .max_backoff(MAX_RETRY_PAUSE)
+            .retry_after(RetryAfter::Replaces {
+                cap: client::MAX_RETRY_AFTER,
+            });
+        let mut retry = Retry::new(RETRY).until(deadline);
         loop {
             report.attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -299,15 +308,16 @@ impl Alerts {
                     return report;
                 }
                 Err(e) => {
-                    let wait = e.retry_after().unwrap_or(pause);
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if !e.retryable() || left <= wait {
+                    let wait = match e.retryable() {
+                        true => retry.next(e.retry_after()),
+                        false => None,
+                    };
+                    let Some(wait) = wait else {
                         report.result = Err(redactor.show(&e.to_string()));
                         log_failure(&report);
                         return report;
-                    }
+                    };
                     tokio::time::sleep(wait).await;
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
             }
         }
