@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// The top level: each section kept as a YAML value and deserialized separately.
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use certkeeper_dns::config::ProviderConfig;
 
@@ -80,7 +80,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn config(&mut self, file: &Path) -> Option<Config> {
-        let root: Value = match serde_yaml::from_str(self.text) {
+        let root: Value = match yaml_serde::from_str(self.text) {
             Ok(v) => v,
             Err(e) => {
                 let message = e.to_string();
