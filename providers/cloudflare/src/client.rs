@@ -2,8 +2,8 @@
 //! retry loop (429 honouring `Retry-After`, 5xx and transport errors, with backoff and jitter,
 //! bounded in attempts and in total time: certkeeper's one `RetryPolicy`). The base URL is
 //! configurable (`api_base`), so that tests run against a local fake. Errors come back as
-//! [`CallError`]: what the API answered, kept whole,
-//! for `lib.rs` to turn into certkeeper's messages.
+//! [`CallError`]: what the API answered, kept whole, for `lib.rs` to turn into certkeeper's
+//! messages.
 
 use std::fmt;
 use std::time::Duration;
