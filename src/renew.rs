@@ -733,15 +733,21 @@ async fn prepare(
     now: OffsetDateTime,
 ) -> Step {
     let state_dir = &kept.state_dir;
-    // What sits where this certificate's files go is looked at before anything is done for
-    // it: a device, FIFO or socket there fails it now, with nothing issued or written.
-    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
-    if let Err(e) = store::check_targets(state_dir, &spec, &cert.issuers) {
-        return Step::Done(Outcome::Failed {
-            error: e.to_string(),
-            retry_after: None,
-        });
-    }
+    // What sits where this certificate's files go is looked at before anything is written
+    // for it (a deploy of kept material, an issuance): a device, FIFO or socket there fails
+    // it then, with nothing issued or written. A certificate that is not due writes nothing
+    // and is not looked at (`config check` reports such paths for every certificate).
+    let refused = || {
+        let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
+        store::check_targets(state_dir, &spec, &cert.issuers)
+            .err()
+            .map(|e| {
+                Step::Done(Outcome::Failed {
+                    error: e.to_string(),
+                    retry_after: None,
+                })
+            })
+    };
     let horizon = state::Horizon::new(now, config.renewal.retry_max);
     let mut saved = state::load(state_dir.path(), &cert.name, &horizon);
     saved.ari = kept.ari(&cert.name);
@@ -786,6 +792,9 @@ async fn prepare(
         .await
         {
             Ok(mut ready) => {
+                if let Some(step) = refused() {
+                    return step;
+                }
                 ready.kept = true;
                 return Step::Deploy(ready);
             }
@@ -833,6 +842,9 @@ async fn prepare(
             // No live certificate yet: due.
             (None, None) => {}
         }
+    }
+    if let Some(step) = refused() {
+        return step;
     }
 
     // Known before ordering: every issuer dates a new certificate now or earlier, so a live
