@@ -266,7 +266,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 specs.insert(cert.name.clone(), spec);
             }
             Err(e) => {
-                unrecoverable.insert(cert.name.clone(), Cause::new(CauseKind::Config, e));
+                unrecoverable.insert(
+                    cert.name.clone(),
+                    Cause::new(CauseKind::Config, e.to_string()),
+                );
             }
         }
     }
