@@ -548,6 +548,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_last_cause_is_kept_and_old_records_read_without_it() {
+        let old: CertState =
+            serde_json::from_str(r#"{"last_result":"failed","last_error":"boom"}"#).unwrap();
+        assert_eq!(old.last_cause, None);
+        let mut s = old.clone();
+        s.failed(
+            1000,
+            "rolled_back",
+            "verify failed",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        s.last_cause = Some(CauseKind::Verify);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains(r#""last_cause":"verify""#), "{text}");
+        let back: CertState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.last_cause, Some(CauseKind::Verify));
+        s.succeeded(2000, "renewed");
+        assert_eq!(s.last_cause, None);
+        assert!(!serde_json::to_string(&s).unwrap().contains("last_cause"));
+        for kind in CauseKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
+
+    #[test]
     fn backoff_doubles_up_to_max() {
         let (i, m) = (Duration::from_secs(300), Duration::from_secs(86_400));
         let secs: Vec<u64> = (1..=11).map(|n| backoff(n, i, m).as_secs()).collect();

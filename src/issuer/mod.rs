@@ -392,3 +392,68 @@ impl Issuers {
         trust
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: &str) -> acme::Error {
+        acme::Error::Refused {
+            step: "new account",
+            status: Some(429),
+            kind: Some(kind.to_owned()),
+            detail: "slow down".into(),
+            subproblems: vec![],
+            attempts: 1,
+            retry_after: Some(std::time::SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn kinds_tell_a_rate_limit_from_a_refusal_from_the_network() {
+        let limited = IssueError::from(refused("urn:ietf:params:acme:error:rateLimited"));
+        assert_eq!(limited.kind(), CauseKind::RateLimited);
+        assert_eq!(
+            limited.retry_after(),
+            Some(std::time::SystemTime::UNIX_EPOCH)
+        );
+        let other = IssueError::from(refused("urn:ietf:params:acme:error:unauthorized"));
+        assert_eq!(other.kind(), CauseKind::CaRefused);
+        assert_eq!(other.retry_after(), None);
+        let staging = IssueError::Staging {
+            directory: "https://staging.example/dir".into(),
+            source: Arc::new(refused("urn:ietf:params:acme:error:rateLimited")),
+        };
+        assert_eq!(staging.kind(), CauseKind::RateLimited);
+        assert!(
+            staging
+                .to_string()
+                .starts_with("staging https://staging.example/dir: ")
+        );
+        let unreachable = IssueError::from(acme::Error::Unreachable {
+            step: "directory",
+            reason: "connection refused".into(),
+            attempts: 2,
+        });
+        assert_eq!(unreachable.kind(), CauseKind::Network);
+        let dns_timeout =
+            IssueError::from(acme::Error::Dns(acme::dns01::Error::PropagationTimeout {
+                provider: "hook".into(),
+                fqdn: "_acme-challenge.www.example".into(),
+                servers: vec![],
+                waited: std::time::Duration::from_secs(60),
+                last: "nothing".into(),
+            }));
+        assert_eq!(dns_timeout.kind(), CauseKind::Dns);
+        assert_eq!(dns_timeout.retry_after(), None);
+        assert_eq!(IssueError::DnsProvider("x".into()).kind(), CauseKind::Dns);
+        assert_eq!(
+            IssueError::Config("not configured").kind(),
+            CauseKind::Config
+        );
+        assert_eq!(
+            IssueError::Config("not configured").to_string(),
+            "not configured"
+        );
+    }
+}
