@@ -73,9 +73,9 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
         let Some(s) = state::load_if_readable(&config.state_dir, &cert.name, &horizon) else {
             continue;
         };
-        let (last_attempt, last_result) = match looked.not_due.get(&cert.name) {
-            Some(&t) if s.last_attempt.is_none_or(|a| t > a) => (Some(t), Some("ok")),
-            _ => (s.last_attempt, s.last_result.as_deref()),
+        let (last_attempt, last_result, cause) = match looked.not_due.get(&cert.name) {
+            Some(&t) if s.last_attempt.is_none_or(|a| t > a) => (Some(t), Some("ok"), None),
+            _ => (s.last_attempt, s.last_result.as_deref(), s.last_cause),
         };
         success.push((label.clone(), s.last_success.unwrap_or(0).to_string()));
         if let Some(t) = last_attempt {
@@ -83,7 +83,11 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
         }
         failures.push((label.clone(), s.consecutive_failures.to_string()));
         if let Some(r) = last_result {
-            result.push((format!("{label},result=\"{}\"", escape(r)), "1".to_owned()));
+            let cause = cause.map_or("none", state::CauseKind::as_str);
+            result.push((
+                format!("{label},result=\"{}\",cause=\"{cause}\"", escape(r)),
+                "1".to_owned(),
+            ));
         }
     }
     family(
@@ -113,7 +117,7 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     family(
         "certkeeper_certificate_last_result",
         "gauge",
-        "The last attempt's result (renewed, failed, rolled_back, rollback_failed, ok), as a label.",
+        "The last attempt's result (renewed, failed, rolled_back, rollback_failed, ok) and the kind of its failure (cause: none, rate_limited, ca_refused, dns, network, local, material, deploy, reload, verify, config), as labels.",
         result,
     );
     if let Some(p) = pass {

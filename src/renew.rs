@@ -23,7 +23,7 @@ use crate::issuer::Issuers;
 use crate::keys;
 use crate::material::{ISSUER_BACKDATE, check_new};
 use crate::schedule;
-use crate::state::{self, CertState};
+use crate::state::{self, Cause, CauseKind, CertState};
 use crate::store::{self, Durable, StateDir, Store};
 use crate::text::rfc3339;
 use crate::x509::{Cert, leaf_of_file};
@@ -84,7 +84,7 @@ pub enum Outcome {
         /// Where the material came from.
         source: String,
         /// Why it was refused.
-        cause: String,
+        cause: Cause,
         /// What the way back did worth knowing.
         note: Option<String>,
     },
@@ -94,7 +94,7 @@ pub enum Outcome {
         /// Where the material came from.
         source: String,
         /// Why it was refused.
-        cause: String,
+        cause: Cause,
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
@@ -108,7 +108,7 @@ pub enum Outcome {
     /// The renewal failed; nothing changed on disk for this certificate.
     Failed {
         /// Why, with the issuers' errors.
-        error: String,
+        error: Cause,
         /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`): the
         /// next attempt waits until then instead of the usual backoff.
         retry_after: Option<OffsetDateTime>,
@@ -160,13 +160,16 @@ impl Outcome {
                 rollback,
             },
             deploy::Outcome::Failed { error, .. } => Outcome::Failed {
-                error: if kept {
-                    format!("{error} (the new material is kept and deployed on the next pass)")
-                } else {
-                    format!(
-                        "{error} (the new material could not be kept; the next pass orders again)"
-                    )
-                },
+                error: Cause::new(
+                    error.kind,
+                    if kept {
+                        format!("{error} (the new material is kept and deployed on the next pass)")
+                    } else {
+                        format!(
+                            "{error} (the new material could not be kept; the next pass orders again)"
+                        )
+                    },
+                ),
                 retry_after: None,
             },
         }
@@ -255,7 +258,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         .cloned()
         .collect();
     let mut specs = BTreeMap::new();
-    let mut unrecoverable: BTreeMap<String, String> = BTreeMap::new();
+    let mut unrecoverable: BTreeMap<String, Cause> = BTreeMap::new();
     // An owner or group that does not resolve fails its own certificate; the others go on.
     for cert in &selected {
         match pair_spec(cert) {
@@ -263,7 +266,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 specs.insert(cert.name.clone(), spec);
             }
             Err(e) => {
-                unrecoverable.insert(cert.name.clone(), e);
+                unrecoverable.insert(
+                    cert.name.clone(),
+                    Cause::new(CauseKind::Config, e.to_string()),
+                );
             }
         }
     }
@@ -308,7 +314,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                     }
                     // Reported as this certificate's failure; the others go on.
                     Err(e) => {
-                        unrecoverable.insert(spec.name.clone(), format!("recovery: {e}"));
+                        unrecoverable.insert(
+                            spec.name.clone(),
+                            Cause::new(CauseKind::Deploy, format!("recovery: {e}")),
+                        );
                     }
                 }
             }
@@ -423,7 +432,10 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 Some(name) => (
                     name.clone(),
                     Step::Done(Outcome::Failed {
-                        error: format!("internal error, please report it: {e}"),
+                        error: Cause::new(
+                            CauseKind::Local,
+                            format!("internal error, please report it: {e}"),
+                        ),
                         retry_after: None,
                     }),
                 ),
@@ -558,10 +570,12 @@ async fn remember_alerts(
         let horizon = state::Horizon::of(config);
         let mut alerted = state::load_alerted(&config.state_dir, &horizon);
         for event in delivered {
-            alerted
-                .entry(event.certificate.clone())
-                .or_default()
-                .insert(event.event.to_owned(), now.unix_timestamp());
+            alert::remember(
+                alerted.entry(event.certificate.clone()).or_default(),
+                event.kind(),
+                event.cause_kind,
+                now.unix_timestamp(),
+            );
         }
         state::save_alerted(&locked, &alerted).map(|()| true)
     };
@@ -611,7 +625,7 @@ fn alert_events(
     let live = leaf_of_file(&cert.fullchain).ok();
     let live_not_after = live.as_ref().map(|l| rfc3339(l.not_after));
     let t = now.unix_timestamp();
-    let due = |kind| alert::due(&before.alerted, kind, t, config.alert_repeat);
+    let due = |kind, cause| alert::due(&before.alerted, kind, cause, t, config.alert_repeat);
     let mut out = Vec::new();
     let mut failed = true;
     let main = match outcome {
@@ -638,15 +652,16 @@ fn alert_events(
             let recovery = before.consecutive_failures > 0 || !before.alerted.is_empty();
             Some((e, recovery))
         }
-        Outcome::Failed { error, .. } => Some((EventKind::Failed, error.clone()))
-            .filter(|(k, _)| due(*k))
-            .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        Outcome::Failed { error, .. } => Some((EventKind::Failed, error.to_string(), error.kind))
+            .filter(|(k, _, c)| due(*k, Some(*c)))
+            .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
         Outcome::RolledBack { source, cause, .. } => Some((
             EventKind::RolledBack,
             format!("the new certificate from {source} was refused and the previous pair is served again: {cause}"),
+            cause.kind,
         ))
-        .filter(|(k, _)| due(*k))
-        .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        .filter(|(k, _, c)| due(*k, Some(*c)))
+        .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
         Outcome::RollbackFailed {
             source,
             cause,
@@ -654,9 +669,10 @@ fn alert_events(
         } => Some((
             EventKind::RollbackFailed,
             format!("the new certificate from {source} was refused, and {rollback}: {cause}"),
+            cause.kind,
         ))
-        .filter(|(k, _)| due(*k))
-        .map(|(k, m)| (alert::Event::new(k, cert, &m), false)),
+        .filter(|(k, _, c)| due(*k, Some(*c)))
+        .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
         Outcome::Backoff { .. } => None,
         Outcome::NotDue { .. }
         | Outcome::WouldRenew { .. }
@@ -675,7 +691,7 @@ fn alert_events(
     if failed
         && let Some(leaf) = &live
         && leaf.not_after - now < EXPIRING_WITHIN
-        && due(EventKind::Expiring)
+        && due(EventKind::Expiring, None)
     {
         let left = leaf.not_after - now;
         let when = if left.is_negative() {
@@ -683,12 +699,15 @@ fn alert_events(
         } else {
             format!("expires in {}h", left.whole_hours())
         };
-        let last = match outcome {
-            Outcome::Failed { error, .. } => error.clone(),
+        let (last, last_kind) = match outcome {
+            Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind)),
             Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
-                cause.clone()
+                (cause.to_string(), Some(cause.kind))
             }
-            _ => before.last_error.clone().unwrap_or_default(),
+            _ => (
+                before.last_error.clone().unwrap_or_default(),
+                before.last_cause,
+            ),
         };
         let mut e = alert::Event::new(
             EventKind::Expiring,
@@ -697,7 +716,8 @@ fn alert_events(
                 "the live certificate {when} (notAfter {}) and its last renewal failed: {last}",
                 rfc3339(leaf.not_after)
             ),
-        );
+        )
+        .with_cause(last_kind);
         e.not_after = live_not_after;
         out.push((e, false));
     }
@@ -743,7 +763,7 @@ async fn prepare(
             .err()
             .map(|e| {
                 Step::Done(Outcome::Failed {
-                    error: e.to_string(),
+                    error: Cause::new(CauseKind::Deploy, e.to_string()),
                     retry_after: None,
                 })
             })
@@ -854,10 +874,13 @@ async fn prepare(
         && leaf.not_before > now + ISSUER_BACKDATE
     {
         return Step::Done(Outcome::Failed {
-            error: format!(
-                "the live certificate's notBefore {} is later than now ({}); a certificate ordered now would be older material, which a deploy never puts over the live pair. Check this host's clock, or restore older material explicitly with `certkeeper rollback`",
-                rfc3339(leaf.not_before),
-                rfc3339(now)
+            error: Cause::new(
+                CauseKind::Local,
+                format!(
+                    "the live certificate's notBefore {} is later than now ({}); a certificate ordered now would be older material, which a deploy never puts over the live pair. Check this host's clock, or restore older material explicitly with `certkeeper rollback`",
+                    rfc3339(leaf.not_before),
+                    rfc3339(now)
+                ),
             ),
             retry_after: None,
         });
@@ -872,7 +895,7 @@ async fn prepare(
         Ok(k) => k,
         Err(e) => {
             return Step::Done(Outcome::Failed {
-                error: e.to_string(),
+                error: Cause::new(CauseKind::Local, e.to_string()),
                 retry_after: None,
             });
         }
@@ -890,6 +913,7 @@ async fn prepare(
     }
     let privkey = crate::x509::pem::write("PRIVATE KEY", &key.serialize_der()).into_bytes();
     let mut errors = Vec::new();
+    let mut kinds = Vec::new();
     let mut retry_after: Option<OffsetDateTime> = None;
     for issuer in &cert.issuers {
         let issued = issuers.issue(issuer, cert, &key, now).await;
@@ -898,9 +922,10 @@ async fn prepare(
             Err(e) => {
                 tracing::warn!(cert = %cert.name, issuer = %issuer, "Issuer failed: {e}");
                 errors.push(format!("issuer {issuer}: {e}"));
+                kinds.push(e.kind());
                 // The latest time a rate-limiting CA named: before it, every issuer of the
                 // list would be tried again in vain.
-                if let Some(at) = e.retry_after.map(OffsetDateTime::from) {
+                if let Some(at) = e.retry_after().map(OffsetDateTime::from) {
                     retry_after = Some(retry_after.map_or(at, |r| r.max(at)));
                 }
                 continue;
@@ -934,14 +959,20 @@ async fn prepare(
                     pending::remove(state_dir, &cert.name);
                 }
                 Step::Done(Outcome::Failed {
-                    error: format!("issuer {issuer}: {rejected}"),
+                    error: Cause::new(CauseKind::Material, format!("issuer {issuer}: {rejected}")),
                     retry_after: None,
                 })
             }
         };
     }
+    // The kind of the whole: a CA's rate limit when one holds every issuer back, else the
+    // first issuer's (the one preferred).
+    let kind = match retry_after {
+        Some(_) => CauseKind::RateLimited,
+        None => kinds.first().copied().unwrap_or(CauseKind::Config),
+    };
     Step::Done(Outcome::Failed {
-        error: errors.join("; "),
+        error: Cause::new(kind, errors.join("; ")),
         retry_after,
     })
 }
@@ -1206,7 +1237,8 @@ fn record(
             });
         }
         Outcome::Failed { error, retry_after } => {
-            s.failed(t, "failed", error, initial, max);
+            s.failed(t, "failed", &error.message, initial, max);
+            s.last_cause = Some(error.kind);
             // A rate-limiting CA said when: that time, not the usual ladder.
             // A CA asking for longer than the cap is asked again after it.
             if let Some(at) = retry_after {
@@ -1214,16 +1246,22 @@ fn record(
                 s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
             }
         }
-        Outcome::RolledBack { cause, .. } => s.failed(t, "rolled_back", cause, initial, max),
+        Outcome::RolledBack { cause, .. } => {
+            s.failed(t, "rolled_back", &cause.message, initial, max);
+            s.last_cause = Some(cause.kind);
+        }
         Outcome::RollbackFailed {
             cause, rollback, ..
-        } => s.failed(
-            t,
-            "rollback_failed",
-            &format!("{cause}; rollback failed: {rollback}"),
-            initial,
-            max,
-        ),
+        } => {
+            s.failed(
+                t,
+                "rollback_failed",
+                &format!("{cause}; rollback failed: {rollback}"),
+                initial,
+                max,
+            );
+            s.last_cause = Some(cause.kind);
+        }
         Outcome::NotDue { .. }
         | Outcome::Backoff { .. }
         | Outcome::WouldRenew { .. }

@@ -33,6 +33,10 @@ pub struct CertState {
     pub last_result: Option<String>,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// What kind of failure the last one was (`None` after a success, and in records
+    /// written before kinds were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_cause: Option<CauseKind>,
     /// Unix time of the last successful renewal.
     pub last_success: Option<i64>,
     /// Failures since the last success.
@@ -52,6 +56,99 @@ pub struct CertState {
     /// The ACME profile the live leaf was ordered with, as configured then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued: Option<IssuedWith>,
+}
+
+/// What kind of failure stopped a renewal: a small fixed set, the same in the state record,
+/// the `cause` label of `certkeeper_certificate_last_result` and an alert's `cause_kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    /// The CA asked to be asked again later (`rateLimited`).
+    RateLimited,
+    /// The CA refused the order or an account (another problem document, a failed
+    /// challenge, an invalid order).
+    CaRefused,
+    /// The DNS provider or the propagation check failed.
+    Dns,
+    /// The CA could not be reached, or did not answer in time or in ACME's words.
+    Network,
+    /// Something on this host failed: a local CA, a key, an account file, the clock.
+    Local,
+    /// New material was refused by the checks before the deploy.
+    Material,
+    /// Staging, committing or recovering the files failed (the store).
+    Deploy,
+    /// The reload command failed, or changed what was deployed.
+    Reload,
+    /// The service did not serve the new certificate, or its health command failed.
+    Verify,
+    /// The configuration cannot work as written (an owner that does not exist, an issuer
+    /// without what it needs).
+    Config,
+}
+
+impl CauseKind {
+    /// Every kind, in the order documented.
+    pub const ALL: [CauseKind; 10] = [
+        CauseKind::RateLimited,
+        CauseKind::CaRefused,
+        CauseKind::Dns,
+        CauseKind::Network,
+        CauseKind::Local,
+        CauseKind::Material,
+        CauseKind::Deploy,
+        CauseKind::Reload,
+        CauseKind::Verify,
+        CauseKind::Config,
+    ];
+
+    /// The kind as a label value: `rate_limited`, `ca_refused`, `dns`, `network`, `local`,
+    /// `material`, `deploy`, `reload`, `verify` or `config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseKind::RateLimited => "rate_limited",
+            CauseKind::CaRefused => "ca_refused",
+            CauseKind::Dns => "dns",
+            CauseKind::Network => "network",
+            CauseKind::Local => "local",
+            CauseKind::Material => "material",
+            CauseKind::Deploy => "deploy",
+            CauseKind::Reload => "reload",
+            CauseKind::Verify => "verify",
+            CauseKind::Config => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for CauseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a renewal failed: its kind, and the one line that says it to a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// What kind of failure it was.
+    pub kind: CauseKind,
+    /// What went wrong, on one line.
+    pub message: String,
+}
+
+impl Cause {
+    /// A cause of `kind` saying `message`.
+    pub fn new(kind: CauseKind, message: impl Into<String>) -> Cause {
+        Cause {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// A kept renewal-information answer.
@@ -120,6 +217,7 @@ impl CertState {
         self.last_attempt = Some(now);
         self.last_result = Some(result.to_owned());
         self.last_error = None;
+        self.last_cause = None;
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.next_attempt = None;
@@ -448,6 +546,33 @@ pub fn save(state_dir: &StateDir, name: &str, state: &CertState) -> Result<(), s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_cause_is_kept_and_old_records_read_without_it() {
+        let old: CertState =
+            serde_json::from_str(r#"{"last_result":"failed","last_error":"boom"}"#).unwrap();
+        assert_eq!(old.last_cause, None);
+        let mut s = old.clone();
+        s.failed(
+            1000,
+            "rolled_back",
+            "verify failed",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        s.last_cause = Some(CauseKind::Verify);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains(r#""last_cause":"verify""#), "{text}");
+        let back: CertState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.last_cause, Some(CauseKind::Verify));
+        s.succeeded(2000, "renewed");
+        assert_eq!(s.last_cause, None);
+        assert!(!serde_json::to_string(&s).unwrap().contains("last_cause"));
+        for kind in CauseKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_max() {

@@ -705,6 +705,48 @@ fn a_rate_limited_new_nonce_is_reported_with_the_cas_retry_after() {
     );
 }
 
+/// A newAccount answered 429 with Retry-After (opening the account, before any order) holds
+/// the certificate back until the CA's time, and the failure's kind is `rate_limited` in the
+/// record and the metrics.
+#[test]
+fn a_rate_limited_new_account_sets_the_next_attempt_to_the_cas_time() {
+    let fake = FakeAcme::start();
+    fake.rate_limit(path::NEW_ACCOUNT, 100, Duration::from_secs(3 * 3600));
+    let host = Host::new();
+    host.config(&fake, "30d", "");
+    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let run = host.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let line = run.stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("www: FAILED: issuer fake: ")
+            && line.contains("the CA answered HTTP 429 rateLimited: "),
+        "{run:?}"
+    );
+    assert_eq!(requests_to(&fake, path::NEW_ORDER), 0, "{run:?}");
+    let state = state_of(&host);
+    let next = state["next_attempt"].as_i64().unwrap();
+    assert!(
+        (next - started - 3 * 3600).abs() < 60,
+        "next attempt {next}, expected about {}",
+        started + 3 * 3600
+    );
+    assert_eq!(state["last_cause"], "rate_limited");
+    let samples = crate::metrics::parse(&host.run(&["metrics"]).stdout);
+    assert_eq!(
+        crate::metrics::value(
+            &samples,
+            "certkeeper_certificate_last_result",
+            &[
+                ("name", "www"),
+                ("result", "failed"),
+                ("cause", "rate_limited")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
 /// A short Retry-After on newNonce is waited out and the order goes on.
 #[test]
 fn a_new_nonce_429_with_a_short_retry_after_is_waited_out() {

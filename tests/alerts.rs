@@ -495,3 +495,141 @@ fn the_same_failure_alerts_once_per_alert_repeat_and_recovery_always_alerts() {
     );
     secrets.assert_absent(&run);
 }
+
+/// Each failure says its kind, the same in the metric's `cause` label and the alert's
+/// `cause_kind`: a DNS provider that fails (its token is missing; the fake CA needs no
+/// record, so it fails where it is built), a CA that refuses the order, and a service that
+/// does not pass verification.
+#[test]
+fn failures_say_their_kind_in_the_metric_and_the_alert() {
+    use crate::util::fake_acme::{FakeAcme, path};
+    let dir = Dir::new();
+    let mut secrets = Secrets::new();
+    let sink = Sink::start(
+        Vendor::Webhook,
+        Some("whsec-ops-0123456789"),
+        Behaviour::Normal,
+    );
+    let alerts = webhook(&mut secrets, &dir, "ops", &sink, "");
+    let open = FakeAcme::start();
+    let refusing = FakeAcme::start();
+    refusing.refuse(path::NEW_ORDER, 100, 403, "unauthorized");
+    let open_root = open.write_root(dir.join("open-root.pem"));
+    let refusing_root = refusing.write_root(dir.join("refusing-root.pem"));
+    let acme = |name: &str, fake: &FakeAcme, root: &std::path::Path| {
+        format!(
+            "  {name}:\n    type: acme\n    directory: {}\n    trust_roots: {}\n",
+            fake.directory_url(),
+            root.display()
+        )
+    };
+    let certs = format!(
+        "{}{}{}",
+        cert("dns", "open", "").replace("dns_provider: hook", "dns_provider: failing"),
+        cert("ca", "refusing", ""),
+        cert(
+            "verify",
+            "internal",
+            "    verify: { command: [/bin/false], timeout: 1s }\n"
+        ),
+    );
+    let yaml = config(&alerts, &certs)
+        .replace(
+            "issuers:\n",
+            &format!(
+                "issuers:\n{}{}",
+                acme("open", &open, &open_root),
+                acme("refusing", &refusing, &refusing_root)
+            ),
+        )
+        .replace(
+            "dns_providers:\n",
+            "dns_providers:\n  failing:\n    type: cloudflare\n    api_token_env: CERTKEEPER_TEST_NO_SUCH_TOKEN\n",
+        );
+    dir.config(&yaml);
+    let run = secrets.run(&dir, &["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let expected = [("dns", "dns"), ("ca", "ca_refused"), ("verify", "verify")];
+    let samples = crate::metrics::parse(&dir.run(&["metrics"]).stdout);
+    let event_of = |name: &str| {
+        if name == "verify" {
+            "rolled_back"
+        } else {
+            "failed"
+        }
+    };
+    for (name, kind) in expected {
+        assert_eq!(
+            crate::metrics::value(
+                &samples,
+                "certkeeper_certificate_last_result",
+                &[("name", name), ("result", event_of(name)), ("cause", kind)]
+            ),
+            Some(1.0),
+            "{name}: {run:?}"
+        );
+    }
+    let mut got: Vec<(String, String, String)> = sink
+        .accepted()
+        .iter()
+        .map(|r| {
+            let v = r.json.clone().unwrap_or(Value::Null);
+            (
+                v["certificate"].as_str().unwrap_or_default().to_owned(),
+                v["event"].as_str().unwrap_or_default().to_owned(),
+                v["cause_kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(n, k)| (n.to_string(), event_of(n).to_owned(), k.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{run:?}");
+}
+
+/// Two rollbacks of one certificate within `alert_repeat`, one after a failed reload and one
+/// after a failed verification, are two alerts; the same kind again is not.
+#[test]
+fn rollbacks_of_different_kinds_alert_separately() {
+    let dir = Dir::new();
+    let mut secrets = Secrets::new();
+    let sink = Sink::start(
+        Vendor::Webhook,
+        Some("whsec-ops-0123456789"),
+        Behaviour::Normal,
+    );
+    let alerts = webhook(&mut secrets, &dir, "ops", &sink, "");
+    let yaml = |extra: &str| {
+        config(&alerts, &cert("www", "internal", extra))
+            .replace("alerts:\n", "alert_repeat: 1h\nalerts:\n")
+    };
+    let reload = "    reload: { command: [/bin/false], timeout: 5s }\n";
+    let verify = "    verify: { command: [/bin/false], timeout: 1s }\n";
+    dir.config(&yaml(reload));
+    let run = secrets.run(&dir, &["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    dir.config(&yaml(verify));
+    let run = secrets.run(&dir, &["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = secrets.run(&dir, &["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let kinds: Vec<(String, String)> = sink
+        .accepted()
+        .iter()
+        .map(|r| {
+            let v = r.json.clone().unwrap_or(Value::Null);
+            (
+                v["event"].as_str().unwrap_or_default().to_owned(),
+                v["cause_kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        pairs(&[("rolled_back", "reload"), ("rolled_back", "verify")]),
+        "{run:?}"
+    );
+}

@@ -16,6 +16,7 @@ mod account;
 pub mod dns01;
 mod http;
 mod order;
+mod problem;
 mod retry;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use rustls_pki_types::CertificateDer;
 
 pub use account::account_path;
 pub use http::install_crypto_provider;
+pub use problem::ProblemType;
 pub use retry::{Backoff, DEFAULT_BACKOFF};
 
 use crate::config::{self, AcmeIssuer};
@@ -445,15 +447,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// The problem type of a CA's refusal; `None` for any other error, or a refusal
+    /// without a type.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        match self {
+            Error::Refused {
+                kind: Some(kind), ..
+            } => Some(ProblemType::parse(kind)),
+            _ => None,
+        }
+    }
+
     /// When the CA asked, with a `rateLimited` problem, to be asked again; `None` for any
     /// other error.
     pub fn rate_limited_until(&self) -> Option<std::time::SystemTime> {
         match self {
-            Error::Refused {
-                kind: Some(kind),
-                retry_after,
-                ..
-            } if kind == "urn:ietf:params:acme:error:rateLimited" => *retry_after,
+            Error::Refused { retry_after, .. }
+                if self.problem_type() == Some(ProblemType::RateLimited) =>
+            {
+                *retry_after
+            }
             _ => None,
         }
     }

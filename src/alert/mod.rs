@@ -30,9 +30,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{self, Channel, EventKind};
+use crate::state::CauseKind;
 
 pub use client::{Client, DeliveryError};
-pub use dedup::due;
+pub use dedup::{due, memory_key, remember};
 
 /// One thing that happened to one certificate, as every channel renders it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -53,6 +54,10 @@ pub struct Event {
     pub host: String,
     /// When the event happened (RFC 3339).
     pub timestamp: String,
+    /// What kind of failure it was (`rate_limited`, `dns`, `verify`, ...; see
+    /// [`CauseKind`]); absent for `renewed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause_kind: Option<CauseKind>,
     #[serde(skip)]
     kind: EventKind,
 }
@@ -69,8 +74,15 @@ impl Event {
             snapshot: None,
             host: host_name(),
             timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
+            cause_kind: None,
             kind,
         }
+    }
+
+    /// The event, saying what kind of failure it is about.
+    pub fn with_cause(mut self, cause: Option<CauseKind>) -> Event {
+        self.cause_kind = cause;
+        self
     }
 
     /// The event's kind.
@@ -255,6 +267,7 @@ impl Alerts {
             snapshot: None,
             host: host_name(),
             timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
+            cause_kind: None,
             kind: EventKind::Renewed,
         };
         let jobs = self
@@ -427,6 +440,7 @@ mod tests {
             snapshot: None,
             host: "web1".into(),
             timestamp: "2026-11-30T17:00:03Z".into(),
+            cause_kind: None,
             kind: EventKind::RolledBack,
         }
     }

@@ -103,7 +103,9 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             return Err(format!("reload failed: {e}"));
         }
         let leaf = leaf_of_file(&cert.fullchain)?;
-        check_target(&cert, &leaf, None).await
+        check_target(&cert, &leaf, None)
+            .await
+            .map_err(|c| c.message)
     });
     if let Err(cause) = served {
         eprintln!(
@@ -133,7 +135,9 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
                         return Err(format!("reload failed: {e}"));
                     }
                     let leaf = leaf_of_file(&cert.fullchain)?;
-                    check_target(&cert, &leaf, None).await
+                    check_target(&cert, &leaf, None)
+                        .await
+                        .map_err(|c| c.message)
                 });
                 match back {
                     Ok(()) => eprintln!(

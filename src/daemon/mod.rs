@@ -355,7 +355,7 @@ mod tests {
             (
                 "b".to_owned(),
                 Outcome::Failed {
-                    error: "x".into(),
+                    error: crate::state::Cause::new(crate::state::CauseKind::Local, "x"),
                     retry_after: None,
                 },
             ),

@@ -15,7 +15,7 @@ use crate::store::PairSpec;
 
 /// The store's description of a configured certificate's live pair. Fails when `owner` or
 /// `group` names an account that does not exist.
-pub fn pair_spec(cert: &config::Certificate) -> Result<PairSpec, String> {
+pub fn pair_spec(cert: &config::Certificate) -> Result<PairSpec, SpecError> {
     let mut spec = PairSpec::new(
         cert.name.clone(),
         cert.fullchain.clone(),
@@ -23,17 +23,37 @@ pub fn pair_spec(cert: &config::Certificate) -> Result<PairSpec, String> {
     );
     spec.mode = cert.mode;
     spec.keep_snapshots = cert.keep_snapshots;
+    let fail = |field: &'static str| {
+        move |source| SpecError {
+            certificate: cert.name.clone(),
+            field,
+            source,
+        }
+    };
     spec.owner = cert
         .owner
         .as_deref()
         .map(accounts::uid)
         .transpose()
-        .map_err(|e| format!("certificates {}: owner: {e}", cert.name))?;
+        .map_err(fail("owner"))?;
     spec.group = cert
         .group
         .as_deref()
         .map(accounts::gid)
         .transpose()
-        .map_err(|e| format!("certificates {}: group: {e}", cert.name))?;
+        .map_err(fail("group"))?;
     Ok(spec)
+}
+
+/// Why a configured certificate has no pair in the store: its `owner` or `group` names an
+/// account that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("certificates {certificate}: {field}: {source}")]
+pub struct SpecError {
+    /// The certificate's name.
+    pub certificate: String,
+    /// `owner` or `group`.
+    pub field: &'static str,
+    /// Why the account was not found.
+    pub source: accounts::Error,
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{reload, verify};
 use crate::config::{self, Certificate};
+use crate::state::{Cause, CauseKind};
 use crate::store::{self, Locked, PairSpec, Staged};
 use crate::x509::{Cert, TrustStore, leaf_of_file};
 
@@ -46,7 +47,7 @@ pub enum Outcome {
     /// again.
     RolledBack {
         /// Why the new pair was refused (reload or verify output).
-        cause: String,
+        cause: Cause,
         /// What the way back did worth knowing (a reload that failed again while the
         /// restored leaf was still served).
         note: Option<String>,
@@ -55,14 +56,14 @@ pub enum Outcome {
     /// act.
     RollbackFailed {
         /// Why the new pair was refused.
-        cause: String,
+        cause: Cause,
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
     /// Nothing was swapped (the stage itself failed); the live pair is unchanged.
     Failed {
         /// Why.
-        error: String,
+        error: Cause,
     },
 }
 
@@ -147,7 +148,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             Err(e) => out.push((
                 item.cert.name.clone(),
                 Outcome::Failed {
-                    error: format!("deploy: {e}"),
+                    error: Cause::new(CauseKind::Deploy, format!("deploy: {e}")),
                 },
             )),
         }
@@ -159,7 +160,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
 
     let started = Instant::now();
     if let Some(Err(e)) = reload.run(&staged).await {
-        let cause = format!("reload failed: {e}");
+        let cause = Cause::new(CauseKind::Reload, format!("reload failed: {e}"));
         let failed = staged.into_iter().map(|p| (p, cause.clone())).collect();
         out.extend(revert_all(locked, &reload, failed).await);
         return out;
@@ -174,7 +175,13 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             Ok(()) => Some(p),
             Err(problem) => {
                 tracing::warn!(cert = %p.item.cert.name, "The reload damaged the deploy: {problem}.");
-                refused.push((p, format!("the reload command changed what certkeeper deployed: {problem}")));
+                refused.push((
+                    p,
+                    Cause::new(
+                        CauseKind::Reload,
+                        format!("the reload command changed what certkeeper deployed: {problem}"),
+                    ),
+                ));
                 None
             }
         })
@@ -220,7 +227,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
                     warnings: done.warnings,
                 }),
             )),
-            Err(e) => refused.push((p, format!("commit: {e}"))),
+            Err(e) => refused.push((p, Cause::new(CauseKind::Deploy, format!("commit: {e}")))),
         }
     }
     if !refused.is_empty() {
@@ -234,7 +241,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
 async fn revert_all(
     locked: &Locked<'_>,
     reload: &Reloader,
-    refused: Vec<(Pending, String)>,
+    refused: Vec<(Pending, Cause)>,
 ) -> Vec<(String, Outcome)> {
     let mut out = Vec::new();
     let mut reverted = Vec::new();
@@ -277,7 +284,8 @@ async fn revert_all(
             // Nothing was live before this certificate's first deploy: nothing to serve.
             return Ok(());
         }
-        let leaf = leaf_of_file(&p.item.cert.fullchain)?;
+        let leaf =
+            leaf_of_file(&p.item.cert.fullchain).map_err(|e| Cause::new(CauseKind::Deploy, e))?;
         check_target(&p.item.cert, &leaf, None).await
     }))
     .await;
@@ -349,12 +357,13 @@ fn from_snapshot(r: &store::Reverted) -> String {
 }
 
 /// Checks that the service of `cert` serves `expected` (and, with `trust`, a complete chain
-/// to it), then runs its health command; `Ok` when nothing is configured to check.
+/// to it), then runs its health command; `Ok` when nothing is configured to check. A
+/// refusal is a [`CauseKind::Verify`].
 pub async fn check_target(
     cert: &Certificate,
     expected: &Cert,
     trust: Option<&TrustStore>,
-) -> Result<(), String> {
+) -> Result<(), Cause> {
     let Some(v) = &cert.verify else {
         return Ok(());
     };
@@ -362,7 +371,7 @@ pub async fn check_target(
     if let Some(connect) = &v.tls_connect {
         let served = verify::served(connect, &v.server_name, expected, trust, v.timeout)
             .await
-            .map_err(|e| format!("verify failed: {e}"))?;
+            .map_err(|e| Cause::new(CauseKind::Verify, format!("verify failed: {e}")))?;
         tracing::info!(cert = %cert.name, attempts = served.attempts, elapsed_ms = served.elapsed.as_millis() as u64,
             "Verified the served certificate.");
     }
@@ -374,7 +383,7 @@ pub async fn check_target(
             left.max(MIN_HEALTH_TIME),
         )
         .await
-        .map_err(|e| format!("verify failed: {e}"))?;
+        .map_err(|e| Cause::new(CauseKind::Verify, format!("verify failed: {e}")))?;
     }
     Ok(())
 }

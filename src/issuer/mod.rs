@@ -13,46 +13,108 @@ use tokio::sync::Mutex;
 
 use certkeeper_dns::DnsProvider;
 
-use crate::acme::{self, Acme};
+use crate::acme::{self, Acme, ProblemType};
 use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
 use crate::keys;
+use crate::state::{Cause, CauseKind};
 use crate::store::StateDir;
 use crate::x509::{self, Cert, TrustStore, leaf_of_file};
 use local_ca::LocalCa;
 
-/// Why an issuer gave no certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssueError {
-    /// What went wrong, on one line.
-    pub message: String,
-    /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`).
-    pub retry_after: Option<std::time::SystemTime>,
+/// Why an issuer gave no certificate. The leaf's error is kept whole, so that backoff,
+/// alerts and metrics can tell a CA's `rateLimited` from a DNS timeout ([`IssueError::kind`]);
+/// the message is rendered from it where it is shown.
+#[non_exhaustive]
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The ACME CA (or the DNS work of its order) failed.
+    #[error(transparent)]
+    Acme(Arc<acme::Error>),
+    /// A dry run's staging CA failed to open its account.
+    #[error("staging {directory}: {source}")]
+    Staging {
+        /// The staging directory URL.
+        directory: String,
+        /// What failed.
+        source: Arc<acme::Error>,
+    },
+    /// The local CA failed.
+    #[error(transparent)]
+    LocalCa(Arc<local_ca::Error>),
+    /// The DNS provider could not be built (its secrets, its settings).
+    #[error("{0}")]
+    DnsProvider(String),
+    /// The certificate signing request could not be made.
+    #[error(transparent)]
+    Key(Arc<keys::Error>),
+    /// The issuer cannot order as configured.
+    #[error("{0}")]
+    Config(&'static str),
 }
 
 impl IssueError {
-    fn from_display(e: impl std::fmt::Display) -> IssueError {
-        IssueError::from(e.to_string())
-    }
-}
-
-impl From<String> for IssueError {
-    fn from(message: String) -> IssueError {
-        IssueError {
-            message,
-            retry_after: None,
+    /// What kind of failure this is.
+    pub fn kind(&self) -> CauseKind {
+        match self {
+            IssueError::Acme(e) | IssueError::Staging { source: e, .. } => acme_kind(e),
+            IssueError::LocalCa(_) | IssueError::Key(_) => CauseKind::Local,
+            IssueError::DnsProvider(_) => CauseKind::Dns,
+            IssueError::Config(_) => CauseKind::Config,
         }
     }
-}
 
-impl From<&str> for IssueError {
-    fn from(message: &str) -> IssueError {
-        IssueError::from(message.to_owned())
+    /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`), on any
+    /// step: opening the account (newNonce, newAccount) or the order.
+    pub fn retry_after(&self) -> Option<std::time::SystemTime> {
+        match self {
+            IssueError::Acme(e) | IssueError::Staging { source: e, .. } => e.rate_limited_until(),
+            _ => None,
+        }
+    }
+
+    /// This error as the cause of a failed renewal.
+    pub fn cause(&self) -> Cause {
+        Cause::new(self.kind(), self.to_string())
     }
 }
 
-impl std::fmt::Display for IssueError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+impl From<acme::Error> for IssueError {
+    fn from(e: acme::Error) -> IssueError {
+        IssueError::Acme(Arc::new(e))
+    }
+}
+
+impl From<local_ca::Error> for IssueError {
+    fn from(e: local_ca::Error) -> IssueError {
+        IssueError::LocalCa(Arc::new(e))
+    }
+}
+
+/// The kind of an ACME failure.
+fn acme_kind(e: &acme::Error) -> CauseKind {
+    use acme::Error as E;
+    match e {
+        E::Refused { .. } if e.problem_type() == Some(ProblemType::RateLimited) => {
+            CauseKind::RateLimited
+        }
+        E::Refused { .. }
+        | E::NoDns01 { .. }
+        | E::Authorization { .. }
+        | E::ChallengeFailed { .. }
+        | E::OrderInvalid { .. } => CauseKind::CaRefused,
+        E::Dns(_) => CauseKind::Dns,
+        E::Unreachable { .. }
+        | E::TooLarge { .. }
+        | E::Directory { .. }
+        | E::Protocol { .. }
+        | E::Timeout { .. }
+        | E::Tls(_) => CauseKind::Network,
+        E::TrustRoots { .. }
+        | E::IssuerName { .. }
+        | E::Eab(_)
+        | E::UnknownProfile { .. }
+        | E::AccountDirectory { .. } => CauseKind::Config,
+        _ => CauseKind::Local,
     }
 }
 
@@ -115,24 +177,23 @@ impl Issuers {
                             .filter(|c| c.issuers.iter().any(|i| i == issuer))
                             .map(|c| (c.name.as_str(), c.fullchain.as_path()))
                             .collect();
-                        let h = LocalCa::open(&self.state_dir, issuer, self.now, &live)
-                            .map_err(IssueError::from_display)?;
+                        let h = LocalCa::open(&self.state_dir, issuer, self.now, &live)?;
                         open.entry(issuer.to_owned()).or_insert(h)
                     }
                 };
-                ca_handle
-                    .issue(&cert.domains, key, ca.validity, now)
-                    .map_err(IssueError::from_display)
+                Ok(ca_handle.issue(&cert.domains, key, ca.validity, now)?)
             }
             Some(Issuer::Acme(_)) => {
                 let acme = self.ordering_account(issuer).await?;
                 let provider_key = cert
                     .dns_provider
                     .as_deref()
-                    .ok_or_else(|| IssueError::from("no dns_provider for an acme issuer"))?;
-                let provider = self.dns_provider(provider_key).map_err(IssueError::from)?;
+                    .ok_or(IssueError::Config("no dns_provider for an acme issuer"))?;
+                let provider = self
+                    .dns_provider(provider_key)
+                    .map_err(IssueError::DnsProvider)?;
                 let csr_der =
-                    keys::csr_der(key, &cert.domains).map_err(IssueError::from_display)?;
+                    keys::csr_der(key, &cert.domains).map_err(|e| IssueError::Key(Arc::new(e)))?;
                 let live = leaf_of_file(&cert.fullchain).ok();
                 let request = acme::OrderRequest {
                     domains: &cert.domains,
@@ -150,12 +211,9 @@ impl Issuers {
                 acme.issue(&request)
                     .await
                     .map(|issued| issued.fullchain_pem)
-                    .map_err(|e| IssueError {
-                        retry_after: e.rate_limited_until(),
-                        message: e.to_string(),
-                    })
+                    .map_err(IssueError::from)
             }
-            None => Err("not configured".into()),
+            None => Err(IssueError::Config("not configured")),
         }
     }
 
@@ -181,7 +239,9 @@ impl Issuers {
     /// new account, kept in memory), its own otherwise.
     async fn ordering_account(&self, name: &str) -> Result<Arc<Acme>, IssueError> {
         if self.needs_staging(name) {
-            return Err("dry run: no staging_directory, nothing is ordered".into());
+            return Err(IssueError::Config(
+                "dry run: no staging_directory, nothing is ordered",
+            ));
         }
         self.open_once(name, self.orders_from_staging(name)).await
     }
@@ -190,8 +250,8 @@ impl Issuers {
     /// it wait for the same opening, and a failure (a directory that cannot be reached) is
     /// the answer for all of them, so it costs one connect timeout, not one per
     /// certificate. Different issuers are opened concurrently.
-    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, String> {
-        self.open_once(name, false).await.map_err(|e| e.message)
+    pub async fn acme(&self, name: &str) -> Result<Arc<Acme>, IssueError> {
+        self.open_once(name, false).await
     }
 
     /// Opens, once per pass, the account of ACME issuer `name` at its own directory or, with
@@ -208,16 +268,13 @@ impl Issuers {
         };
         cell.get_or_init(|| async {
             let Some(Issuer::Acme(cfg)) = self.config.issuers.get(name) else {
-                return Err("not an acme issuer".into());
+                return Err(IssueError::Config("not an acme issuer"));
             };
             if !staging {
                 return Acme::open(name, cfg, &self.state_dir)
                     .await
                     .map(Arc::new)
-                    .map_err(|e| IssueError {
-                        retry_after: e.rate_limited_until(),
-                        message: e.to_string(),
-                    });
+                    .map_err(IssueError::from);
             }
             let staging = AcmeIssuer {
                 directory: cfg.staging_directory.clone().unwrap_or_default(),
@@ -228,9 +285,9 @@ impl Issuers {
             Acme::open(&format!("{name}-staging"), &staging, &in_memory)
                 .await
                 .map(Arc::new)
-                .map_err(|e| IssueError {
-                    retry_after: e.rate_limited_until(),
-                    message: format!("staging {}: {e}", staging.directory),
+                .map_err(|e| IssueError::Staging {
+                    directory: staging.directory.clone(),
+                    source: Arc::new(e),
                 })
         })
         .await
@@ -333,5 +390,70 @@ impl Issuers {
             }
         }
         trust
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: &str) -> acme::Error {
+        acme::Error::Refused {
+            step: "new account",
+            status: Some(429),
+            kind: Some(kind.to_owned()),
+            detail: "slow down".into(),
+            subproblems: vec![],
+            attempts: 1,
+            retry_after: Some(std::time::SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn kinds_tell_a_rate_limit_from_a_refusal_from_the_network() {
+        let limited = IssueError::from(refused("urn:ietf:params:acme:error:rateLimited"));
+        assert_eq!(limited.kind(), CauseKind::RateLimited);
+        assert_eq!(
+            limited.retry_after(),
+            Some(std::time::SystemTime::UNIX_EPOCH)
+        );
+        let other = IssueError::from(refused("urn:ietf:params:acme:error:unauthorized"));
+        assert_eq!(other.kind(), CauseKind::CaRefused);
+        assert_eq!(other.retry_after(), None);
+        let staging = IssueError::Staging {
+            directory: "https://staging.example/dir".into(),
+            source: Arc::new(refused("urn:ietf:params:acme:error:rateLimited")),
+        };
+        assert_eq!(staging.kind(), CauseKind::RateLimited);
+        assert!(
+            staging
+                .to_string()
+                .starts_with("staging https://staging.example/dir: ")
+        );
+        let unreachable = IssueError::from(acme::Error::Unreachable {
+            step: "directory",
+            reason: "connection refused".into(),
+            attempts: 2,
+        });
+        assert_eq!(unreachable.kind(), CauseKind::Network);
+        let dns_timeout =
+            IssueError::from(acme::Error::Dns(acme::dns01::Error::PropagationTimeout {
+                provider: "hook".into(),
+                fqdn: "_acme-challenge.www.example".into(),
+                servers: vec![],
+                waited: std::time::Duration::from_secs(60),
+                last: "nothing".into(),
+            }));
+        assert_eq!(dns_timeout.kind(), CauseKind::Dns);
+        assert_eq!(dns_timeout.retry_after(), None);
+        assert_eq!(IssueError::DnsProvider("x".into()).kind(), CauseKind::Dns);
+        assert_eq!(
+            IssueError::Config("not configured").kind(),
+            CauseKind::Config
+        );
+        assert_eq!(
+            IssueError::Config("not configured").to_string(),
+            "not configured"
+        );
     }
 }

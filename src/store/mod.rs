@@ -643,7 +643,7 @@ impl Locked<'_> {
         &self,
         spec: &PairSpec,
         staged: &Staged,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Damaged> {
         let mut problems = Vec::new();
         let root = self.store.state_dir.path();
         if !root.is_dir() {
@@ -677,7 +677,7 @@ impl Locked<'_> {
         ));
         match problems.is_empty() {
             true => Ok(()),
-            false => Err(format!("after the reload, {}", problems.join("; "))),
+            false => Err(Damaged { problems }),
         }
     }
 
@@ -688,7 +688,7 @@ impl Locked<'_> {
         &self,
         spec: &PairSpec,
         staged: &Staged,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Damaged> {
         let (Ok(layout), Some(files)) = (Layout::new(spec), &staged.journal.previous_files) else {
             return Ok(());
         };
@@ -698,7 +698,7 @@ impl Locked<'_> {
         };
         match problems.is_empty() {
             true => Ok(()),
-            false => Err(format!("after the reload, {}", problems.join("; "))),
+            false => Err(Damaged { problems }),
         }
     }
 
@@ -1037,4 +1037,13 @@ fn again(spec: &PairSpec, e: &Error) -> Error {
 fn discard(layout: &Layout, dir: &Path) {
     let _ = atomic::remove_tree(dir);
     let _ = atomic::sync_dir(&layout.dir);
+}
+
+/// What a command run after a swap (a reload) changed of what certkeeper deployed, each
+/// as a short phrase (see [`Locked::check_staged`] and [`Locked::check_reverted`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("after the reload, {}", .problems.join("; "))]
+pub struct Damaged {
+    /// What is no longer as it was left.
+    pub problems: Vec<String>,
 }

@@ -338,6 +338,19 @@ impl FakeAcme {
             prefix: path_prefix.to_owned(),
             remaining: count,
             retry_after,
+            refusal: None,
+        });
+    }
+
+    /// Answers the next `count` requests whose path starts with `path_prefix` with a problem
+    /// document of `status` and `kind` (`unauthorized`, ...), checked like
+    /// [`FakeAcme::rate_limit`] but without `Retry-After`.
+    pub fn refuse(&self, path_prefix: &str, count: u32, status: u16, kind: &str) {
+        self.shared.lock().rate_limits.push(RateLimit {
+            prefix: path_prefix.to_owned(),
+            remaining: count,
+            retry_after: Duration::ZERO,
+            refusal: Some((status, kind.to_owned())),
         });
     }
 
@@ -452,6 +465,8 @@ struct RateLimit {
     prefix: String,
     remaining: u32,
     retry_after: Duration,
+    /// Answered instead of `rateLimited`: (status, problem type), no `Retry-After`.
+    refusal: Option<(u16, String)>,
 }
 
 struct Account {
@@ -838,8 +853,12 @@ impl Ctx<'_> {
         let limit = &mut self.st.rate_limits[i];
         limit.remaining -= 1;
         let wait = limit.retry_after;
+        let refusal = limit.refusal.clone();
         if limit.remaining == 0 {
             self.st.rate_limits.remove(i);
+        }
+        if let Some((status, kind)) = refusal {
+            return Err(problem(status, &kind, &format!("{path} is refused here")));
         }
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let until = OffsetDateTime::now_utc() + time::Duration::seconds(seconds as i64);
