@@ -15,6 +15,7 @@ use certkeeper_dns::retry::{RetryAfter, RetryPolicy};
 use instant_acme::Problem;
 
 use super::http::{RETRY_AFTER_SLOT, Transport};
+use super::problem::ProblemType;
 
 /// How transient failures of one ACME step are retried: certkeeper's one retry policy.
 pub type Backoff = RetryPolicy;
@@ -43,12 +44,8 @@ fn problem_is_transient(problem: &Problem) -> bool {
         return true;
     }
     matches!(
-        problem.r#type.as_deref(),
-        Some(
-            "urn:ietf:params:acme:error:rateLimited"
-                | "urn:ietf:params:acme:error:serverInternal"
-                | "urn:ietf:params:acme:error:badNonce"
-        )
+        problem.r#type.as_deref().map(ProblemType::parse),
+        Some(ProblemType::RateLimited | ProblemType::ServerInternal | ProblemType::BadNonce)
     )
 }
 
