@@ -275,18 +275,19 @@ fn nonce() -> String {
     )
 }
 
-/// `YYYY-MM-DDThh:mm:ssZ` in UTC.
+/// `YYYY-MM-DDThh:mm:ssZ` in UTC: `time`'s RFC 3339, to the second (Aliyun refuses a
+/// fraction).
 pub(crate) fn timestamp(at: SystemTime) -> String {
     let t = time::OffsetDateTime::from(at);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    // A system clock's year always has four digits, the one case RFC 3339 cannot write;
+    // the unix time stands in should it not.
+    t.replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
