@@ -6,6 +6,7 @@
 //! [`cli::run`] to an exit code.
 
 pub use certkeeper_base::{fsutil, perms, text};
+pub use certkeeper_x509 as x509;
 
 pub mod store;
 
@@ -24,4 +25,3 @@ pub mod metrics;
 pub mod renew;
 pub mod schedule;
 pub mod state;
-pub mod x509;
