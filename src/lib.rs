@@ -6,9 +6,8 @@
 //! [`cli::run`] to an exit code.
 
 pub use certkeeper_base::{fsutil, perms, text};
+pub use certkeeper_store as store;
 pub use certkeeper_x509 as x509;
-
-pub mod store;
 
 pub mod accounts;
 pub mod acme;

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 /// `src/` must be listed, so that a new one is placed on purpose.
 const FLOORS: &[(&str, &[&str])] = &[
     ("system", &["accounts"]),
-    ("store", &["store"]),
     ("config", &["config"]),
     ("records", &["state", "keys", "material", "alert"]),
     (
