@@ -1,6 +1,6 @@
 //! The one PEM reader and the one PEM writer. Every PEM file certkeeper reads (certificates,
 //! chains, keys, trust roots, manifests' fullchains, the local CA's files) goes through
-//! [`read`], and every PEM text it writes itself through [`write`]; both use the `pem`
+//! [`read`], and every PEM text it writes itself through [`write()`]; both use the `pem`
 //! crate, the one rcgen writes its certificates and keys with.
 
 /// One PEM block.
