@@ -5,7 +5,9 @@
 //! back when anything goes wrong. `main.rs` only parses arguments and maps the outcome of
 //! [`cli::run`] to an exit code.
 
-pub mod store;
+pub use certkeeper_base::{fsutil, perms, text};
+pub use certkeeper_store as store;
+pub use certkeeper_x509 as x509;
 
 pub mod accounts;
 pub mod acme;
@@ -14,15 +16,11 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
-pub mod fsutil;
 pub mod inventory;
 pub mod issuer;
 pub mod keys;
 pub mod material;
 pub mod metrics;
-pub mod perms;
 pub mod renew;
 pub mod schedule;
 pub mod state;
-pub mod text;
-pub mod x509;

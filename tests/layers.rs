@@ -1,9 +1,12 @@
-//! The crate's modules stand in floors, and a floor only uses the floors below it (see
+//! The application's modules stand in floors, and a floor only uses the floors below it (see
 //! PIPELINE.md): this reads every `src/**/*.rs`, collects each `crate::<module>` path (in
 //! `use crate::…` lines, grouped `use crate::{a, b::c}` and inline `crate::a::b` paths; not
 //! in comments or string literals), maps each file to its top-level module (`src/foo.rs` and
 //! `src/foo/**.rs` are `foo`), and checks that the modules form no cycle and that no module
 //! uses one on a higher floor. A failure names the edge and where it is written.
+//!
+//! The lowest floors are crates of their own under `crates/` (see [`CRATES`]): Cargo lets a
+//! crate use only what it depends on, so their layering is checked in their manifests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,10 +15,7 @@ use std::path::{Path, PathBuf};
 /// keeps those apart) and of every floor below, never one above. Every top-level module of
 /// `src/` must be listed, so that a new one is placed on purpose.
 const FLOORS: &[(&str, &[&str])] = &[
-    ("text", &["text"]),
-    ("system", &["fsutil", "perms", "accounts"]),
-    ("certificates", &["x509"]),
-    ("store", &["store"]),
+    ("system", &["accounts"]),
     ("config", &["config"]),
     ("records", &["state", "keys", "material", "alert"]),
     (
@@ -24,6 +24,30 @@ const FLOORS: &[(&str, &[&str])] = &[
     ),
     ("pass", &["renew", "metrics"]),
     ("top", &["daemon", "cli"]),
+];
+
+/// The workspace crates below the application, lowest first: directory, package, the
+/// workspace crates it may depend on, and the modules `src/lib.rs` re-exports it as (which
+/// every floor of `src/` may use). Every crate under `crates/` must be listed.
+const CRATES: &[(&str, &str, &[&str], &[&str])] = &[
+    (
+        "crates/base",
+        "certkeeper-base",
+        &[],
+        &["text", "fsutil", "perms"],
+    ),
+    (
+        "crates/x509",
+        "certkeeper-x509",
+        &["certkeeper-base"],
+        &["x509"],
+    ),
+    (
+        "crates/store",
+        "certkeeper-store",
+        &["certkeeper-base", "certkeeper-x509"],
+        &["store"],
+    ),
 ];
 
 /// Upward edges known and not fixed yet, as `(from, to, why)`. Each one listed here is
@@ -83,26 +107,52 @@ fn modules_form_no_cycle() {
 
 #[test]
 fn no_module_uses_a_higher_floor() {
-    let graph = graph();
+    let (upward, unknown) = upward_edges(&graph(), KNOWN_UPWARD);
+    assert!(
+        upward.is_empty(),
+        "modules use a higher floor:\n  {}",
+        upward.join("\n  ")
+    );
+    assert!(
+        unknown.is_empty(),
+        "modules use modules on no floor and in no crate of CRATES:\n  {}",
+        unknown.join("\n  ")
+    );
+}
+
+/// The upward edges of `graph` (the `known` ones left out), and its edges to modules that
+/// stand on no floor and are no crate's. Panics on an entry of `known` that does not occur.
+fn upward_edges(graph: &Graph, known: &[(&str, &str, &str)]) -> (Vec<String>, Vec<String>) {
     let floor: BTreeMap<&str, (usize, &str)> = FLOORS
         .iter()
         .enumerate()
         .flat_map(|(i, (name, modules))| modules.iter().map(move |m| (*m, (i, *name))))
         .collect();
+    let from_crates: BTreeSet<&str> = CRATES
+        .iter()
+        .flat_map(|(_, _, _, modules)| modules.iter().copied())
+        .collect();
     let mut upward = Vec::new();
+    let mut unknown = Vec::new();
     let mut known_seen = BTreeSet::new();
-    for (from, tos) in &graph {
+    for (from, tos) in graph {
         for (to, at) in tos {
-            let (Some(&(f, f_name)), Some(&(t, t_name))) =
-                (floor.get(from.as_str()), floor.get(to.as_str()))
-            else {
+            if from_crates.contains(to.as_str()) {
+                // A crate below every floor: Cargo keeps it from using anything of src/.
+                continue;
+            }
+            let Some(&(t, t_name)) = floor.get(to.as_str()) else {
+                unknown.push(format!("{from} -> {to} at {}", at.join(", ")));
+                continue;
+            };
+            let Some(&(f, f_name)) = floor.get(from.as_str()) else {
                 // every_module_stands_on_one_floor reports modules on no floor.
                 continue;
             };
             if t <= f {
                 continue;
             }
-            if KNOWN_UPWARD.iter().any(|(a, b, _)| a == from && b == to) {
+            if known.iter().any(|(a, b, _)| a == from && b == to) {
                 known_seen.insert((from.clone(), to.clone()));
                 continue;
             }
@@ -112,17 +162,163 @@ fn no_module_uses_a_higher_floor() {
             ));
         }
     }
-    assert!(
-        upward.is_empty(),
-        "modules use a higher floor:\n  {}",
-        upward.join("\n  ")
-    );
-    for (a, b, _) in KNOWN_UPWARD {
+    for (a, b, _) in known {
         assert!(
             known_seen.contains(&(a.to_string(), b.to_string())),
             "KNOWN_UPWARD lists {a} -> {b}, which no longer occurs: remove it"
         );
     }
+    (upward, unknown)
+}
+
+#[test]
+fn an_upward_edge_is_caught_and_a_crate_is_below_every_floor() {
+    let edge = |from: &str, to: &str| {
+        let mut graph = Graph::new();
+        graph
+            .entry(from.to_owned())
+            .or_default()
+            .insert(to.to_owned(), vec!["src/x.rs:1".to_owned()]);
+        upward_edges(&graph, &[])
+    };
+    let (upward, unknown) = edge("config", "cli");
+    assert_eq!(
+        upward,
+        ["config (floor config) -> cli (floor top) at src/x.rs:1"]
+    );
+    assert!(unknown.is_empty());
+    assert_eq!(edge("cli", "config"), (vec![], vec![]));
+    assert_eq!(edge("config", "store"), (vec![], vec![]));
+    assert_eq!(edge("config", "text"), (vec![], vec![]));
+    let (upward, unknown) = edge("config", "nowhere");
+    assert!(upward.is_empty());
+    assert_eq!(unknown, ["config -> nowhere at src/x.rs:1"]);
+}
+
+#[test]
+fn lower_crates_depend_only_on_lower_crates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("Cargo.toml").is_file() {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            found.insert(format!("crates/{name}"));
+        }
+    }
+    let listed: BTreeSet<String> = CRATES.iter().map(|(dir, ..)| dir.to_string()).collect();
+    assert_eq!(
+        found, listed,
+        "every crate under crates/ is listed in CRATES"
+    );
+    for (i, (dir, package, allowed, _)) in CRATES.iter().enumerate() {
+        let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
+        let below: Vec<&str> = CRATES[..i].iter().map(|(_, p, ..)| *p).collect();
+        for dep in workspace_dependencies(&manifest) {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{package} ({dir}/Cargo.toml) depends on {dep}; it may depend on {allowed:?} only"
+            );
+            assert!(
+                below.contains(&dep.as_str()),
+                "{package} depends on {dep}, which is not below it in CRATES"
+            );
+        }
+    }
+}
+
+#[test]
+fn dependencies_are_read_in_every_form() {
+    let manifest = r#"
+[package]
+name = "certkeeper-x"
+
+[dependencies]
+certkeeper-base.workspace = true
+certkeeper-x509 = { path = "../x509" }
+up = { package = "certkeeper", path = "../.." }
+serde.workspace = true
+
+[dev-dependencies.certkeeper-store]
+path = "../store"
+
+[dev-dependencies.renamed]
+package = "certkeeper-dns"
+
+[target.'cfg(unix)'.build-dependencies]
+"certkeeper-dns" = "1"
+"#;
+    assert_eq!(
+        workspace_dependencies(manifest),
+        [
+            "certkeeper-base",
+            "certkeeper-x509",
+            "certkeeper",
+            "certkeeper-store",
+            "certkeeper-dns",
+            "certkeeper-dns"
+        ]
+    );
+}
+
+/// The packages named `certkeeper` or `certkeeper-*` that a Cargo.toml depends on, in any
+/// section of dependencies (normal, dev, build, per target), under their package names.
+fn workspace_dependencies(manifest: &str) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Section {
+        Other,
+        /// `[dependencies]`, `[dev-dependencies]`, `[target.….build-dependencies]`, …
+        Dependencies,
+        /// `[dependencies.name]`: one dependency, its package (if renamed) on a line of its own.
+        Table,
+    }
+    let quoted = |value: &str| -> Option<String> {
+        let rest = value.trim_start().strip_prefix('=')?.trim_start();
+        let (name, _) = rest.strip_prefix('"')?.split_once('"')?;
+        Some(name.to_owned())
+    };
+    let mut out = Vec::new();
+    let mut section = Section::Other;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_end_matches(']').trim();
+            section = match header.rsplit_once('.') {
+                Some((table, name)) if table.ends_with("dependencies") => {
+                    out.push(name.trim_matches('"').to_owned());
+                    Section::Table
+                }
+                _ if header.ends_with("dependencies") => Section::Dependencies,
+                _ => Section::Other,
+            };
+            continue;
+        }
+        match section {
+            Section::Other => {}
+            Section::Table => {
+                if let Some(package) = line.strip_prefix("package").and_then(quoted) {
+                    out.pop();
+                    out.push(package);
+                }
+            }
+            Section::Dependencies => {
+                let key: String = line
+                    .trim_start_matches('"')
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                let package = line
+                    .split_once("package")
+                    .and_then(|(_, rest)| quoted(rest))
+                    .unwrap_or(key);
+                out.push(package);
+            }
+        }
+    }
+    out.retain(|p| p == "certkeeper" || p.starts_with("certkeeper-"));
+    out
 }
 
 #[test]

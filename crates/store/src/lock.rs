@@ -50,7 +50,7 @@ impl LockFile {
         if !kind.is_file() {
             return Err(Error::NotOurs {
                 path,
-                what: crate::fsutil::kind_name(kind).to_owned(),
+                what: certkeeper_base::fsutil::kind_name(kind).to_owned(),
             });
         }
         let op = if wait {

@@ -299,8 +299,11 @@ impl Layout {
         match (exists(&self.fullchain), exists(&self.privkey)) {
             (false, false) => Ok(Live::Absent),
             (true, true) => {
-                let whole = crate::fsutil::read_regular(&self.fullchain, crate::fsutil::MAX_FILE)
-                    .is_ok_and(|pem| manifest::leaf_identity(&pem).is_ok())
+                let whole = certkeeper_base::fsutil::read_regular(
+                    &self.fullchain,
+                    certkeeper_base::fsutil::MAX_FILE,
+                )
+                .is_ok_and(|pem| manifest::leaf_identity(&pem).is_ok())
                     && fs::metadata(&self.privkey).is_ok_and(|m| m.is_file());
                 Ok(Live::Foreign { whole })
             }
@@ -338,9 +341,10 @@ impl Layout {
             (&self.fullchain, &files.fullchain),
             (&self.privkey, &files.privkey),
         ] {
-            let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
-                .map_err(|e| Error::io("reading back", path, e))?;
-            let actual = crate::text::sha256_hex(&bytes);
+            let bytes =
+                certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE)
+                    .map_err(|e| Error::io("reading back", path, e))?;
+            let actual = certkeeper_base::text::sha256_hex(&bytes);
             if &actual != digest {
                 return Err(Error::ReadBack {
                     path: path.clone(),
@@ -449,7 +453,7 @@ impl Layout {
     /// foreign files come under management without any reader seeing a change.
     pub fn adopt(&self, n: u64) -> Result<Manifest> {
         let read = |p: &Path| {
-            crate::fsutil::read_regular(p, crate::fsutil::MAX_FILE)
+            certkeeper_base::fsutil::read_regular(p, certkeeper_base::fsutil::MAX_FILE)
                 .map_err(|e| Error::io("reading", p, e))
         };
         let fullchain = read(&self.fullchain)?;

@@ -2,13 +2,14 @@
 //! key/leaf match and validity.
 //!
 //! Library-like: every function takes its inputs (bytes, a [`TrustStore`], the time) and
-//! returns facts; nothing here reads config or prints.
+//! returns facts; nothing here reads config or prints. It stands on certkeeper-base alone:
+//! Cargo keeps it from using the store or anything of the application.
 
 mod chain;
 mod key;
 mod names;
 mod parse;
-pub(crate) mod pem;
+pub mod pem;
 
 pub use chain::{ChainProblem, TrustStore, examine_chain, links_signed, native_root_store};
 pub use key::{KeyError, PrivateKey, key_matches};

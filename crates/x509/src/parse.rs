@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::text::sha256_hex;
+use certkeeper_base::text::sha256_hex;
 
 /// How a file was encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub fn read_certificates(bytes: &[u8]) -> Result<(Vec<Cert>, Encoding), ParseErr
 /// The first certificate of the fullchain file at `path` (the leaf of a live pair); the
 /// error names the file and what is wrong.
 pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
-    let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+    let bytes = certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE)
         .map_err(|e| format!("reading {}: {e}", path.display()))?;
     read_certificates(&bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?

@@ -79,9 +79,9 @@ impl TrustStore {
         Some(cell.get_or_init(|| Box::new(TrustStore::system())))
     }
 
-    /// Whether the roots read on demand have been read.
-    #[cfg(test)]
-    pub(crate) fn demand_met(&self) -> bool {
+    /// Whether the roots read on demand (see [`TrustStore::system_on_demand`]) have been
+    /// read.
+    pub fn demand_met(&self) -> bool {
         self.on_demand.as_ref().is_some_and(|c| c.get().is_some())
     }
 
@@ -100,7 +100,7 @@ impl TrustStore {
             path: path.display().to_string(),
             reason,
         };
-        let bytes = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+        let bytes = certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE)
             .map_err(|e| err(e.to_string()))?;
         let (certs, _) = read_certificates(&bytes).map_err(|e| err(e.to_string()))?;
         for cert in certs {
@@ -155,7 +155,7 @@ impl TrustStore {
     }
 
     /// Records that `child` is signed by `parent` without checking it again: for links a
-    /// matching manifest vouches for (see [`crate::store::Manifest::chain_signed`]).
+    /// matching manifest vouches for (the store's `Manifest::chain_signed`).
     pub fn vouch(&self, child: &Cert, parent: &Cert) {
         if child.issuer_raw != parent.subject_raw {
             return;
@@ -253,7 +253,7 @@ impl fmt::Display for ChainProblem {
             ChainProblem::IntermediateExpired { subject, not_after } => write!(
                 f,
                 "chain invalid: intermediate \"{subject}\" is expired (notAfter {})",
-                crate::text::rfc3339(*not_after)
+                certkeeper_base::text::rfc3339(*not_after)
             ),
             ChainProblem::IntermediateNotYetValid {
                 subject,
@@ -261,7 +261,7 @@ impl fmt::Display for ChainProblem {
             } => write!(
                 f,
                 "chain invalid: intermediate \"{subject}\" is not yet valid (notBefore {})",
-                crate::text::rfc3339(*not_before)
+                certkeeper_base::text::rfc3339(*not_before)
             ),
         }
     }

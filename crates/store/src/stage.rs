@@ -26,7 +26,7 @@ use super::error::{Error, Result};
 use super::live::{FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
 use super::manifest::FileDigests;
 use super::snapshot::Snapshots;
-use crate::text::sha256_hex;
+use certkeeper_base::text::sha256_hex;
 
 /// The journal format version written.
 const JOURNAL_VERSION: u32 = 1;
@@ -109,7 +109,7 @@ impl Journals {
             Ok(j) if j.certificate != name => {
                 format!(
                     "names certificate \"{}\", not \"{name}\"",
-                    crate::text::escape_line(&j.certificate)
+                    certkeeper_base::text::escape_line(&j.certificate)
                 )
             }
             Ok(Journal {
@@ -117,7 +117,7 @@ impl Journals {
             }) if !super::snapshot::is_id(&id) => {
                 format!(
                     "names snapshot \"{}\", which is not a snapshot id",
-                    crate::text::escape_line(&id)
+                    certkeeper_base::text::escape_line(&id)
                 )
             }
             Ok(j) => return Ok(Some(j)),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::Error;
-use crate::text::{rfc3339, sha256_hex};
+use certkeeper_base::text::{rfc3339, sha256_hex};
 
 /// The version written into new manifests.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -63,7 +63,7 @@ impl Manifest {
             reason,
         };
         let leaf = leaf_identity(fullchain).map_err(bad)?;
-        let chain = crate::x509::read_certificates(fullchain)
+        let chain = certkeeper_x509::read_certificates(fullchain)
             .map(|(certs, _)| certs)
             .unwrap_or_default();
         Ok(Manifest {
@@ -77,7 +77,7 @@ impl Manifest {
                 privkey: sha256_hex(privkey),
             },
             key_matches_leaf: Some(key_matches_leaf(chain.first(), privkey)),
-            chain_signed: Some(!chain.is_empty() && crate::x509::links_signed(&chain)),
+            chain_signed: Some(!chain.is_empty() && certkeeper_x509::links_signed(&chain)),
         })
     }
 
@@ -89,9 +89,9 @@ impl Manifest {
 }
 
 /// Whether `privkey` is the key of `leaf` (false when either is missing or does not parse).
-fn key_matches_leaf(leaf: Option<&crate::x509::Cert>, privkey: &[u8]) -> bool {
-    match (leaf, crate::x509::PrivateKey::from_bytes(privkey)) {
-        (Some(leaf), Ok(key)) => crate::x509::key_matches(leaf, &key),
+fn key_matches_leaf(leaf: Option<&certkeeper_x509::Cert>, privkey: &[u8]) -> bool {
+    match (leaf, certkeeper_x509::PrivateKey::from_bytes(privkey)) {
+        (Some(leaf), Ok(key)) => certkeeper_x509::key_matches(leaf, &key),
         _ => false,
     }
 }
@@ -107,7 +107,7 @@ pub struct LeafIdentity {
 
 /// Parses the first certificate of a PEM fullchain; the error says why it is not usable.
 pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
-    let first = crate::x509::pem::read(fullchain)
+    let first = certkeeper_x509::pem::read(fullchain)
         .and_then(|blocks| blocks.into_iter().next())
         .ok_or_else(|| "no PEM block found".to_owned())?
         .map_err(|e| format!("bad PEM: {e}"))?;
@@ -149,7 +149,7 @@ pub fn read_live(name: &str, fullchain: &Path) -> io::Result<Option<Manifest>> {
 
 /// Reads a manifest file; `Ok(None)` when it does not exist.
 pub fn read(path: &Path) -> io::Result<Option<Manifest>> {
-    match crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE) {
+    match certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),

@@ -104,7 +104,7 @@ impl StateDir {
             Ok(m) if m.is_dir() => Self::check_shared(&root)?,
             Ok(m) => {
                 return Err(Error::NotOurs {
-                    what: crate::fsutil::kind_name(m.file_type()).to_owned(),
+                    what: certkeeper_base::fsutil::kind_name(m.file_type()).to_owned(),
                     path: root,
                 });
             }
@@ -121,14 +121,16 @@ impl StateDir {
             Err(e) => return Err(Error::io("opening state directory", root, e)),
         }
         match fs::metadata(&root) {
-            Ok(meta) if crate::perms::foreign_owner(&meta) => crate::perms::warn_once(
-                &root,
-                &format!(
-                    "state_dir is owned by uid {} (mode {}), neither this user nor root; its mode is left as it is",
-                    meta.uid(),
-                    crate::perms::mode(&meta)
-                ),
-            ),
+            Ok(meta) if certkeeper_base::perms::foreign_owner(&meta) => {
+                certkeeper_base::perms::warn_once(
+                    &root,
+                    &format!(
+                        "state_dir is owned by uid {} (mode {}), neither this user nor root; its mode is left as it is",
+                        meta.uid(),
+                        certkeeper_base::perms::mode(&meta)
+                    ),
+                )
+            }
             _ => fs::set_permissions(&root, fs::Permissions::from_mode(STATE_DIR_MODE))
                 .map_err(|e| Error::io("changing mode of", &root, e))?,
         }
@@ -223,9 +225,10 @@ impl StateDir {
         })
     }
 
-    /// Replaces the cache `state_dir/<name>` (one of [`CACHES`]) whole, without fsync: it can
-    /// be recomputed, and a crash may lose it but never mixes it.
-    pub(crate) fn write_cache(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    /// Replaces the cache `state_dir/<name>` (one of `pass.json`, `ari.json`,
+    /// `alerted.json`) whole, without fsync: it can be recomputed, and a crash may lose it
+    /// but never mixes it.
+    pub fn write_cache(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.check_writable()?;
         debug_assert!(CACHES.contains(&name));
         atomic::replace_file(&self.root, name, bytes, Perm::PRIVATE, false)

@@ -1,8 +1,8 @@
 //! Text for people and for files: untrusted text made safe to print, durations for humans,
 //! digests as hex and times as RFC 3339.
 //!
-//! The lowest floor of the crate: it imports nothing from it, so that every other module may
-//! use it (see `tests/layers.rs`).
+//! The lowest floor: it imports nothing of certkeeper's, so that every other part may use it
+//! (Cargo enforces it: this crate depends on no other of the workspace).
 
 use std::time::Duration;
 

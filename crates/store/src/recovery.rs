@@ -21,7 +21,7 @@ use super::atomic;
 use super::error::Result;
 use super::live::{self, Entry, FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
 use super::snapshot::Snapshots;
-use crate::text::sha256_hex;
+use certkeeper_base::text::sha256_hex;
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,10 +94,13 @@ pub(crate) fn recover(layout: &Layout, snapshots: &Snapshots) -> Result<Recovere
                     // the generation made from it; anything else was written by someone
                     // else after us and is left for the next deploy to adopt.
                     Ok(_) => match (
-                        crate::fsutil::read_regular(&path, crate::fsutil::MAX_FILE),
-                        crate::fsutil::read_regular(
+                        certkeeper_base::fsutil::read_regular(
+                            &path,
+                            certkeeper_base::fsutil::MAX_FILE,
+                        ),
+                        certkeeper_base::fsutil::read_regular(
                             &layout.dir.join(&target),
-                            crate::fsutil::MAX_FILE,
+                            certkeeper_base::fsutil::MAX_FILE,
                         ),
                     ) {
                         (Ok(now), Ok(ours)) => now == ours,

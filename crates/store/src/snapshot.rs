@@ -200,7 +200,7 @@ impl Snapshots {
                 atomic::check_digest(&tmp.join(file), digest)?;
             }
             let record = SnapshotRecord {
-                created: crate::text::rfc3339(OffsetDateTime::now_utc()),
+                created: certkeeper_base::text::rfc3339(OffsetDateTime::now_utc()),
                 linked,
                 manifest: manifest.clone(),
                 unverified,
@@ -283,7 +283,7 @@ fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
         (PRIVKEY_FILE, &files.privkey),
     ] {
         let bytes = atomic::read_nofollow(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
-        let actual = crate::text::sha256_hex(&bytes);
+        let actual = certkeeper_base::text::sha256_hex(&bytes);
         if &actual != expected {
             return Err(format!("{file} has sha256 {actual}, recorded {expected}"));
         }

@@ -1,10 +1,10 @@
 //! The one PEM reader and the one PEM writer. Every PEM file certkeeper reads (certificates,
 //! chains, keys, trust roots, manifests' fullchains, the local CA's files) goes through
-//! [`read`], and every PEM text it writes itself through [`write`]; both use the `pem`
+//! [`read`], and every PEM text it writes itself through [`write()`]; both use the `pem`
 //! crate, the one rcgen writes its certificates and keys with.
 
 /// One PEM block.
-pub(crate) struct Block {
+pub struct Block {
     /// The label after `BEGIN `.
     pub label: String,
     /// Whether the block has RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`, ...).
@@ -20,7 +20,7 @@ pub(crate) struct Block {
 /// A block starts at a line that reads `-----BEGIN <label>-----` (blanks around it
 /// allowed); text before, between and after blocks is ignored. A block without its END line
 /// ends the reading: what follows it is part of it.
-pub(crate) fn read(bytes: &[u8]) -> Option<Vec<Result<Block, String>>> {
+pub fn read(bytes: &[u8]) -> Option<Vec<Result<Block, String>>> {
     let text = std::str::from_utf8(bytes).ok()?;
     if !text.contains("-----BEGIN ") {
         return None;
@@ -52,7 +52,7 @@ pub(crate) fn read(bytes: &[u8]) -> Option<Vec<Result<Block, String>>> {
 }
 
 /// `der` as one PEM block labelled `label`: 64-character lines, each ending in `\n`.
-pub(crate) fn write(label: &str, der: &[u8]) -> String {
+pub fn write(label: &str, der: &[u8]) -> String {
     ::pem::encode_config(
         &::pem::Pem::new(label, der),
         ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),

@@ -7,8 +7,8 @@
 //! `.live` symlink, through which the live paths resolve, switches both files at once.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), certkeeper::store::Error> {
-//! use certkeeper::store::{PairSpec, Store};
+//! # fn main() -> Result<(), certkeeper_store::Error> {
+//! use certkeeper_store::{PairSpec, Store};
 //!
 //! let store = Store::open("/var/lib/certkeeper")?;
 //! let spec = PairSpec::new("www", "/etc/tls/www/fullchain.pem", "/etc/tls/www/privkey.pem");
@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod atomic;
+pub mod atomic;
 pub mod error;
 mod live;
 mod lock;
@@ -567,16 +567,19 @@ impl Locked<'_> {
                     .ok()
                     .map(|m| m.fingerprint)
             }
-            _ => crate::fsutil::read_regular(&spec.fullchain, crate::fsutil::MAX_FILE)
-                .ok()
-                .and_then(|pem| manifest::leaf_identity(&pem).ok())
-                .map(|leaf| leaf.fingerprint),
+            _ => certkeeper_base::fsutil::read_regular(
+                &spec.fullchain,
+                certkeeper_base::fsutil::MAX_FILE,
+            )
+            .ok()
+            .and_then(|pem| manifest::leaf_identity(&pem).ok())
+            .map(|leaf| leaf.fingerprint),
         };
         let restored =
             rollback::choose(&spec.name, &snaps.list()?, live_fingerprint.as_deref(), to)?;
         let record = snaps.record(&restored.id)?;
         let manifest = Manifest {
-            created: crate::text::rfc3339(OffsetDateTime::now_utc()),
+            created: certkeeper_base::text::rfc3339(OffsetDateTime::now_utc()),
             ..record.manifest
         };
         let source = snaps.path(&restored.id);
@@ -902,8 +905,8 @@ impl Locked<'_> {
         };
         let (chain, key) = (read(live::FULLCHAIN_FILE)?, read(live::PRIVKEY_FILE)?);
         let files = manifest::FileDigests {
-            fullchain: crate::text::sha256_hex(&chain),
-            privkey: crate::text::sha256_hex(&key),
+            fullchain: certkeeper_base::text::sha256_hex(&chain),
+            privkey: certkeeper_base::text::sha256_hex(&key),
         };
         let written = live::read_generation_manifest(dir).ok();
         let mut edited = Vec::new();

@@ -14,7 +14,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::live::{FULLCHAIN_FILE, MANIFEST_FILE, PRIVKEY_FILE};
 use super::manifest::Manifest;
-use crate::fsutil::MAX_FILE;
+use certkeeper_base::fsutil::MAX_FILE;
 
 /// One generation's files, each as its read ended.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ fn read_generation(live: &Path) -> LivePair {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        crate::fsutil::read_open(File::from(fd), MAX_FILE)
+        certkeeper_base::fsutil::read_open(File::from(fd), MAX_FILE)
     };
     let manifest = match read(MANIFEST_FILE) {
         Ok(bytes) => serde_json::from_slice(&bytes)

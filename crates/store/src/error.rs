@@ -179,9 +179,9 @@ impl Error {
     }
 
     /// [`Error::NotOurs`] when a regular file of certkeeper's may not be put at `path`
-    /// (see [`crate::fsutil::foreign_file`]).
+    /// (see [`certkeeper_base::fsutil::foreign_file`]).
     pub(crate) fn unless_file(path: &std::path::Path) -> Result<()> {
-        match crate::fsutil::foreign_file(path) {
+        match certkeeper_base::fsutil::foreign_file(path) {
             None => Ok(()),
             Some(what) => Err(Error::NotOurs {
                 path: path.to_owned(),
@@ -191,9 +191,9 @@ impl Error {
     }
 
     /// [`Error::NotOurs`] when `path` is neither absent nor a directory (followed through a
-    /// symlink when `follow`; see [`crate::fsutil::foreign_dir`]).
+    /// symlink when `follow`; see [`certkeeper_base::fsutil::foreign_dir`]).
     pub(crate) fn unless_dir(path: &std::path::Path, follow: bool) -> Result<()> {
-        match crate::fsutil::foreign_dir(path, follow) {
+        match certkeeper_base::fsutil::foreign_dir(path, follow) {
             None => Ok(()),
             Some(what) => Err(Error::NotOurs {
                 path: path.to_owned(),
@@ -203,9 +203,9 @@ impl Error {
     }
 
     /// [`Error::NotOurs`] when a device, FIFO or socket (or a link to one) is at `path`
-    /// (see [`crate::fsutil::special`]).
+    /// (see [`certkeeper_base::fsutil::special`]).
     pub(crate) fn if_special(path: &std::path::Path) -> Result<()> {
-        match crate::fsutil::special(path) {
+        match certkeeper_base::fsutil::special(path) {
             None => Ok(()),
             Some(what) => Err(Error::NotOurs {
                 path: path.to_owned(),

@@ -11,7 +11,7 @@
 //!   to write when it is not something certkeeper may replace (a device, a FIFO, a socket, a
 //!   link to one of them): every writer asks them first and refuses, changing nothing.
 //!
-//! Writing is the store's: `crate::store::StateDir` for everything under state_dir, the
+//! Writing is the store's (certkeeper-store): its `StateDir` for everything under state_dir, the
 //! store's live-pair machinery for certificates.
 
 use std::fs;

@@ -5,6 +5,9 @@
 //! instead of followed; files are opened with `O_NOFOLLOW`; data is fsynced before it is
 //! named, and the directory is fsynced after it is named. Each write is read back and its
 //! SHA-256 compared with what was intended.
+//!
+//! Outside the store only [`replace_file`] and [`Perm`] are used (the metrics textfile);
+//! everything else stays inside the crate.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -15,14 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{OFlags, RenameFlags};
 
 use super::error::{Error, Result};
-use crate::text::sha256_hex;
+use certkeeper_base::text::sha256_hex;
 
 /// Mode and ownership of a file to create; `None` leaves the owner or group of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Perm {
-    pub mode: u32,
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
+pub struct Perm {
+    pub(crate) mode: u32,
+    pub(crate) owner: Option<u32>,
+    pub(crate) group: Option<u32>,
 }
 
 impl Perm {
@@ -163,13 +166,7 @@ pub(crate) const TMP_PREFIX: &str = ".certkeeper-tmp-";
 /// fsynced. Without `durable` the fsyncs and the read-back are left out: a crash may then
 /// lose the new content, never mix it with the old. On error the temporary file is gone and
 /// the old file is intact.
-pub(crate) fn replace_file(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    perm: Perm,
-    durable: bool,
-) -> Result<()> {
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8], perm: Perm, durable: bool) -> Result<()> {
     // A device, FIFO or socket at the target (or a link to one) is not replaced: the rename
     // would swap it for a file without a word.
     Error::unless_file(&dir.join(name))?;
@@ -236,7 +233,7 @@ pub(crate) fn put_dir(
 
 /// Reads `path` without following a symlink at its last component.
 pub(crate) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    crate::fsutil::read_regular_nofollow(path, crate::fsutil::MAX_FILE)
+    certkeeper_base::fsutil::read_regular_nofollow(path, certkeeper_base::fsutil::MAX_FILE)
 }
 
 /// Reads and parses a JSON file without following a symlink at its last component.
@@ -284,7 +281,7 @@ pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
         Ok(m) if m.is_symlink() => Err(linked_dir(dir)),
         Ok(m) => Err(Error::NotOurs {
             path: dir.to_owned(),
-            what: crate::fsutil::kind_name(m.file_type()).to_owned(),
+            what: certkeeper_base::fsutil::kind_name(m.file_type()).to_owned(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -313,7 +310,7 @@ pub(crate) fn own_dir(dir: &Path) -> Result<bool> {
         Ok(m) if m.is_symlink() => Err(linked_dir(dir)),
         Ok(m) => Err(Error::NotOurs {
             path: dir.to_owned(),
-            what: crate::fsutil::kind_name(m.file_type()).to_owned(),
+            what: certkeeper_base::fsutil::kind_name(m.file_type()).to_owned(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("reading", dir, e)),
