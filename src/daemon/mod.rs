@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::renew::{self, Options, Outcome};
+use crate::pass::{self, Options, Outcome};
 use crate::schedule;
 use crate::state;
 use crate::text::rfc3339;
@@ -126,7 +126,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 stop: stop.clone(),
                 ..Options::default()
             };
-            let pass = renew::pass(config.clone(), &opts);
+            let pass = pass::pass(config.clone(), &opts);
             tokio::pin!(pass);
             let result = loop {
                 tokio::select! {
@@ -145,12 +145,12 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 Ok(done) => {
                     if !done.events.is_empty() {
                         if stop.is_cancelled() {
-                            renew::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
+                            pass::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
                                 .await;
                         } else {
                             let (config, events, at) = (config.clone(), done.events, done.started);
                             alerts.spawn(async move {
-                                renew::deliver(&config, &events, ALERT_BUDGET, at).await
+                                pass::deliver(&config, &events, ALERT_BUDGET, at).await
                             });
                         }
                     }
