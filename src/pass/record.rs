@@ -1,0 +1,169 @@
+//! Records and logs each certificate's outcome, and collects the alerts it raises.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::kept::Kept;
+use super::notify::alert_events;
+use super::{Options, Outcome};
+use crate::alert;
+use crate::config::Config;
+use crate::state::{self, CertState};
+use crate::store::StateDir;
+use crate::text::rfc3339;
+
+/// What records, logs and alerts each certificate's outcome in one pass.
+pub(super) struct Recorder<'a> {
+    pub(super) config: &'a Config,
+    pub(super) kept: &'a Kept,
+    pub(super) opts: &'a Options,
+    pub(super) now: OffsetDateTime,
+}
+
+impl Recorder<'_> {
+    /// Records and logs `name`'s outcome, adds the alerts it raises to `events`, and the
+    /// outcome to `outcomes`.
+    pub(super) fn done(
+        &self,
+        name: String,
+        outcome: Outcome,
+        events: &mut Vec<(alert::Event, bool)>,
+        outcomes: &mut BTreeMap<String, Outcome>,
+    ) {
+        finish(self, &name, &outcome, events);
+        outcomes.insert(name, outcome);
+    }
+}
+
+/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+fn finish(
+    recorder: &Recorder<'_>,
+    name: &str,
+    outcome: &Outcome,
+    events: &mut Vec<(alert::Event, bool)>,
+) {
+    let Recorder {
+        config,
+        kept,
+        opts,
+        now,
+    } = *recorder;
+    let state_dir = &kept.state_dir;
+    kept.outcome(name, outcome, now);
+    // Nothing happened to a certificate that was not due (or not tried): its record stays
+    // as it is, and it raises no alert.
+    let quiet = matches!(
+        outcome,
+        Outcome::NotDue { .. }
+            | Outcome::WouldRenew { .. }
+            | Outcome::WouldOrder { .. }
+            | Outcome::Stopped
+    );
+    if !opts.dry_run && !quiet {
+        let horizon = state::Horizon::new(now, config.renewal.retry_max);
+        let mut before = state::load(state_dir.path(), name, &horizon);
+        // What delivery remembered since (see `state::Alerted`), the later time of each.
+        for (event, t) in kept.alerted(name) {
+            let at = before.alerted.entry(event).or_insert(t);
+            *at = (*at).max(t);
+        }
+        record(state_dir, name, outcome, config, now, before.clone());
+        if !config.alerts.is_empty() {
+            events.extend(alert_events(config, name, outcome, &before, now));
+        }
+    }
+    log(name, outcome);
+}
+
+fn record(
+    state_dir: &StateDir,
+    name: &str,
+    outcome: &Outcome,
+    config: &Config,
+    now: OffsetDateTime,
+    mut s: CertState,
+) {
+    let t = now.unix_timestamp();
+    let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
+    match outcome {
+        Outcome::Renewed { done, .. } => {
+            s.succeeded(t, "renewed");
+            s.issued = config.certificate(name).map(|cert| state::IssuedWith {
+                fingerprint: done.fingerprint.clone(),
+                profile: cert.profile.clone(),
+            });
+        }
+        Outcome::Failed { error, retry_after } => {
+            s.failed(t, "failed", &error.message, initial, max);
+            s.last_cause = Some(error.kind);
+            // A rate-limiting CA said when: that time, not the usual ladder.
+            // A CA asking for longer than the cap is asked again after it.
+            if let Some(at) = retry_after {
+                let cap = crate::state::next_attempt_cap(max).as_secs() as i64;
+                s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
+            }
+        }
+        Outcome::RolledBack { cause, .. } => {
+            s.failed(t, "rolled_back", &cause.message, initial, max);
+            s.last_cause = Some(cause.kind);
+        }
+        Outcome::RollbackFailed {
+            cause, rollback, ..
+        } => {
+            s.failed(
+                t,
+                "rollback_failed",
+                &format!("{cause}; rollback failed: {rollback}"),
+                initial,
+                max,
+            );
+            s.last_cause = Some(cause.kind);
+        }
+        Outcome::NotDue { .. }
+        | Outcome::Backoff { .. }
+        | Outcome::WouldRenew { .. }
+        | Outcome::WouldOrder { .. }
+        | Outcome::Stopped => return,
+    }
+    if let Err(e) = state::save(state_dir, name, &s) {
+        tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
+    }
+}
+
+pub(super) fn log(name: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Renewed { source, done } => {
+            for w in &done.warnings {
+                tracing::warn!(cert = %name, "{w}");
+            }
+            tracing::info!(cert = %name, not_after = %done.not_after, snapshot = done.snapshot.as_deref().unwrap_or("-"), %source, "Renewed certificate.")
+        }
+        Outcome::RolledBack { cause, note, .. } => {
+            tracing::warn!(cert = %name, "Rolled back: the previous pair is live and served again. {cause}{}",
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
+        }
+        Outcome::RollbackFailed {
+            cause, rollback, ..
+        } => {
+            tracing::error!(cert = %name,
+                "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
+        }
+        Outcome::Failed { error, .. } => tracing::error!(cert = %name, "Renewal failed: {error}"),
+        Outcome::NotDue { renew_after } => {
+            tracing::debug!(cert = %name, renew_after = %rfc3339(*renew_after), "Not due.")
+        }
+        Outcome::Backoff { until } => {
+            tracing::warn!(cert = %name, until = %rfc3339(*until), "Waiting for the retry backoff after a failure.")
+        }
+        Outcome::Stopped => {
+            tracing::info!(cert = %name, "Stopped before it was done; the next pass takes it up.")
+        }
+        Outcome::WouldRenew { not_after, source } => {
+            tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
+        }
+        Outcome::WouldOrder { issuer, .. } => {
+            tracing::info!(cert = %name, %issuer, "Dry run: would order; the issuer has no staging_directory.")
+        }
+    }
+}
