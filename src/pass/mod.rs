@@ -10,6 +10,7 @@ mod notify;
 mod obtain;
 mod outcome;
 mod pending;
+mod plan;
 mod record;
 
 pub use notify::{EXPIRING_WITHIN, deliver};

@@ -5,17 +5,16 @@ use time::OffsetDateTime;
 
 use super::kept::Kept;
 use super::pending::{self, keep_now};
+use super::plan;
 use super::{Options, Outcome};
 use crate::config::{Certificate, Config};
-use crate::inventory::{self, Trust};
+use crate::inventory::Trust;
 use crate::issuer::Issuers;
 use crate::keys;
-use crate::material::{ISSUER_BACKDATE, check_new};
-use crate::schedule;
-use crate::state::{self, Cause, CauseKind};
-use crate::store;
-use crate::text::rfc3339;
-use crate::x509::{Cert, leaf_of_file};
+use crate::material::check_new;
+use crate::state::{Cause, CauseKind};
+use crate::store::{self, StateDir};
+use crate::x509::Cert;
 
 /// Checked material ready to be swapped in.
 pub(super) struct Ready {
@@ -32,7 +31,8 @@ pub(super) enum Step {
     Deploy(Box<Ready>),
 }
 
-/// Everything before the swap, for one certificate.
+/// Everything before the swap, for one certificate: plan, then obtain (kept material first,
+/// due or not, then the issuers in order), each result checked.
 pub(super) async fn prepare(
     config: &Config,
     kept: &Kept,
@@ -42,150 +42,123 @@ pub(super) async fn prepare(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Step {
-    let state_dir = &kept.state_dir;
-    // What sits where this certificate's files go is looked at before anything is written
-    // for it (a deploy of kept material, an issuance): a device, FIFO or socket there fails
-    // it then, with nothing issued or written. A certificate that is not due writes nothing
-    // and is not looked at (`config check` reports such paths for every certificate).
-    let refused = || {
-        let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
-        store::check_targets(state_dir, &spec, &cert.issuers)
-            .err()
-            .map(|e| {
-                Step::Done(Outcome::Failed {
-                    error: Cause::new(CauseKind::Deploy, e.to_string()),
-                    retry_after: None,
-                })
-            })
+    let mut live = match plan::look(config, kept, cert, trust, opts, now) {
+        Ok(live) => live,
+        Err(until) => return Step::Done(Outcome::Backoff { until }),
     };
-    let horizon = state::Horizon::new(now, config.renewal.retry_max);
-    let mut saved = state::load(state_dir.path(), &cert.name, &horizon);
-    saved.ari = kept.ari(&cert.name);
-    if !opts.force
-        && let Some(until) = schedule::retry_at(&saved, now)
-    {
-        return Step::Done(Outcome::Backoff { until });
-    }
-    // What `check` would say of the live pair (a forced renewal needs only its leaf); the
-    // live files are read once for both.
-    let (inspected, leaf) = match trust.filter(|_| !opts.force) {
-        Some(t) => {
-            let (entry, leaf) =
-                inventory::inspect_managed_leaf(config, cert, t, Some(saved.clone()), now);
-            (Some(entry), leaf)
-        }
-        None => (None, None),
-    };
-    let live_leaf = leaf.or_else(|| leaf_of_file(&cert.fullchain).ok());
-    let live_not_before = live_leaf.as_ref().map(|l| l.not_before);
+    let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
 
     // Material issued by an earlier pass that could not be deployed (or was rolled back)
     // goes first, due or not: it was ordered because the certificate was due then.
-    if let Some((fullchain, privkey)) = kept
-        .pending
-        .contains(&cert.name)
-        .then(|| pending::load(state_dir.path(), &cert.name))
-        .flatten()
-    {
-        match checked(
-            issuers,
-            cert,
-            fullchain,
-            privkey,
-            live_not_before,
-            now,
-            Origin {
-                name: "pending",
-                staging: false,
-            },
-        )
-        .await
-        {
-            Ok(mut ready) => {
-                if let Some(step) = refused() {
-                    return step;
-                }
-                ready.kept = true;
-                return Step::Deploy(ready);
-            }
-            Err(rejected) => {
-                tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
-                if !opts.dry_run {
-                    pending::remove(state_dir, &cert.name);
-                }
-            }
-        }
-    }
-
-    if !opts.force {
-        let broken = inspected.filter(|e| e.status == inventory::Status::Critical);
-        match (&live_leaf, broken) {
-            (_, Some(entry)) => {
-                tracing::info!(cert = %cert.name, "Due now: the live certificate is broken: {}", entry.problems.join("; "));
-            }
-            (Some(leaf), None) => {
-                if issuers.refresh_ari(cert, leaf, &mut saved, now).await {
-                    kept.set_ari(&cert.name, saved.ari.clone());
-                }
-                let due = schedule::decide(
-                    leaf,
-                    Some(&saved),
-                    cert.profile.as_deref(),
-                    config.renewal.before_expiry,
-                    now,
-                );
-                match due.source {
-                    schedule::DueSource::ProfileChanged => {
-                        tracing::info!(cert = %cert.name, profile = cert.profile.as_deref().unwrap_or("none"), "Due now: the configured profile is not the one the live certificate was ordered with.");
-                    }
-                    schedule::DueSource::Ari if due.now => {
-                        tracing::info!(cert = %cert.name, at = %rfc3339(due.at), "Due: inside the CA's renewal window.");
-                    }
-                    _ => {}
-                }
-                if !due.now {
-                    return Step::Done(Outcome::NotDue {
-                        renew_after: due.at,
-                    });
-                }
-            }
-            // No live certificate yet: due.
-            (None, None) => {}
-        }
-    }
-    if let Some(step) = refused() {
+    if let Some(step) = take_kept(kept, cert, issuers, live_not_before, opts, now).await {
         return step;
     }
 
-    // Known before ordering: every issuer dates a new certificate now or earlier, so a live
-    // leaf dated further in the future than issuers date back would make anything ordered
-    // now older material (see `check_new`).
-    if let Some(leaf) = &live_leaf
-        && leaf.not_before > now + ISSUER_BACKDATE
+    if !opts.force
+        && let Some(outcome) = plan::not_due(config, kept, cert, issuers, &mut live, now).await
     {
-        return Step::Done(Outcome::Failed {
-            error: Cause::new(
-                CauseKind::Local,
-                format!(
-                    "the live certificate's notBefore {} is later than now ({}); a certificate ordered now would be older material, which a deploy never puts over the live pair. Check this host's clock, or restore older material explicitly with `certkeeper rollback`",
-                    rfc3339(leaf.not_before),
-                    rfc3339(now)
-                ),
-            ),
-            retry_after: None,
-        });
+        return Step::Done(outcome);
     }
+    if let Some(step) = refused(&kept.state_dir, cert) {
+        return step;
+    }
+    if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
+        return Step::Done(outcome);
+    }
+    issue(kept, cert, issuers, live_not_before, opts, now).await
+}
 
+/// What sits where this certificate's files go is looked at before anything is written
+/// for it (a deploy of kept material, an issuance): a device, FIFO or socket there fails
+/// it then, with nothing issued or written. A certificate that is not due writes nothing
+/// and is not looked at (`config check` reports such paths for every certificate).
+fn refused(state_dir: &StateDir, cert: &Certificate) -> Option<Step> {
+    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
+    store::check_targets(state_dir, &spec, &cert.issuers)
+        .err()
+        .map(|e| {
+            Step::Done(Outcome::Failed {
+                error: Cause::new(CauseKind::Deploy, e.to_string()),
+                retry_after: None,
+            })
+        })
+}
+
+/// The material kept in `pending/` for `cert`, checked, ready to deploy; `None` when there
+/// is none or it is discarded (then the issuers are asked).
+async fn take_kept(
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    live_not_before: Option<OffsetDateTime>,
+    opts: &Options,
+    now: OffsetDateTime,
+) -> Option<Step> {
+    let state_dir = &kept.state_dir;
+    let (fullchain, privkey) = kept
+        .pending
+        .contains(&cert.name)
+        .then(|| pending::load(state_dir.path(), &cert.name))
+        .flatten()?;
+    let origin = Origin {
+        name: "pending",
+        staging: false,
+    };
+    match checked(
+        issuers,
+        cert,
+        fullchain,
+        privkey,
+        live_not_before,
+        now,
+        origin,
+    )
+    .await
+    {
+        Ok(mut ready) => {
+            if let Some(step) = refused(state_dir, cert) {
+                return Some(step);
+            }
+            ready.kept = true;
+            Some(Step::Deploy(ready))
+        }
+        Err(rejected) => {
+            tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
+            if !opts.dry_run {
+                pending::remove(state_dir, &cert.name);
+            }
+            None
+        }
+    }
+}
+
+/// The key the new certificate gets: the live one when `reuse_key` says so and it reads,
+/// a new one otherwise.
+fn new_key(cert: &Certificate) -> Result<rcgen::KeyPair, Cause> {
     let live_key = if cert.reuse_key {
         crate::fsutil::read_regular_text(&cert.privkey, crate::fsutil::MAX_FILE).ok()
     } else {
         None
     };
-    let key = match keys::for_renewal(cert.key, cert.reuse_key, live_key.as_deref()) {
+    keys::for_renewal(cert.key, cert.reuse_key, live_key.as_deref())
+        .map_err(|e| Cause::new(CauseKind::Local, e.to_string()))
+}
+
+/// Orders from `cert`'s issuers in order until one gives material, and checks it.
+async fn issue(
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    live_not_before: Option<OffsetDateTime>,
+    opts: &Options,
+    now: OffsetDateTime,
+) -> Step {
+    let state_dir = &kept.state_dir;
+    let key = match new_key(cert) {
         Ok(k) => k,
-        Err(e) => {
+        Err(error) => {
             return Step::Done(Outcome::Failed {
-                error: Cause::new(CauseKind::Local, e.to_string()),
+                error,
                 retry_after: None,
             });
         }
@@ -202,22 +175,13 @@ pub(super) async fn prepare(
         });
     }
     let privkey = crate::x509::pem::write("PRIVATE KEY", &key.serialize_der()).into_bytes();
-    let mut errors = Vec::new();
-    let mut kinds = Vec::new();
-    let mut retry_after: Option<OffsetDateTime> = None;
+    let mut failures = Failures::default();
     for issuer in &cert.issuers {
-        let issued = issuers.issue(issuer, cert, &key, now).await;
-        let fullchain = match issued {
+        let fullchain = match issuers.issue(issuer, cert, &key, now).await {
             Ok(f) => f.into_bytes(),
             Err(e) => {
                 tracing::warn!(cert = %cert.name, issuer = %issuer, "Issuer failed: {e}");
-                errors.push(format!("issuer {issuer}: {e}"));
-                kinds.push(e.kind());
-                // The latest time a rate-limiting CA named: before it, every issuer of the
-                // list would be tried again in vain.
-                if let Some(at) = e.retry_after().map(OffsetDateTime::from) {
-                    retry_after = Some(retry_after.map_or(at, |r| r.max(at)));
-                }
+                failures.add(issuer, &e);
                 continue;
             }
         };
@@ -226,6 +190,10 @@ pub(super) async fn prepare(
         let kept_now = !opts.dry_run
             && !issuers.issues_freely(issuer)
             && keep_now(state_dir, &cert.name, &fullchain, &privkey);
+        let origin = Origin {
+            name: issuer,
+            staging: opts.dry_run && issuers.orders_from_staging(issuer),
+        };
         return match checked(
             issuers,
             cert,
@@ -233,10 +201,7 @@ pub(super) async fn prepare(
             privkey,
             live_not_before,
             now,
-            Origin {
-                name: issuer,
-                staging: opts.dry_run && issuers.orders_from_staging(issuer),
-            },
+            origin,
         )
         .await
         {
@@ -255,16 +220,41 @@ pub(super) async fn prepare(
             }
         };
     }
-    // The kind of the whole: a CA's rate limit when one holds every issuer back, else the
-    // first issuer's (the one preferred).
-    let kind = match retry_after {
-        Some(_) => CauseKind::RateLimited,
-        None => kinds.first().copied().unwrap_or(CauseKind::Config),
-    };
-    Step::Done(Outcome::Failed {
-        error: Cause::new(kind, errors.join("; ")),
-        retry_after,
-    })
+    Step::Done(failures.outcome())
+}
+
+/// What the issuers that failed said, in order.
+#[derive(Default)]
+struct Failures {
+    errors: Vec<String>,
+    kinds: Vec<CauseKind>,
+    retry_after: Option<OffsetDateTime>,
+}
+
+impl Failures {
+    fn add(&mut self, issuer: &str, e: &crate::issuer::IssueError) {
+        self.errors.push(format!("issuer {issuer}: {e}"));
+        self.kinds.push(e.kind());
+        // The latest time a rate-limiting CA named: before it, every issuer of the
+        // list would be tried again in vain.
+        if let Some(at) = e.retry_after().map(OffsetDateTime::from) {
+            self.retry_after = Some(self.retry_after.map_or(at, |r| r.max(at)));
+        }
+    }
+
+    /// The failure of the whole.
+    fn outcome(self) -> Outcome {
+        // The kind of the whole: a CA's rate limit when one holds every issuer back, else
+        // the first issuer's (the one preferred).
+        let kind = match self.retry_after {
+            Some(_) => CauseKind::RateLimited,
+            None => self.kinds.first().copied().unwrap_or(CauseKind::Config),
+        };
+        Outcome::Failed {
+            error: Cause::new(kind, self.errors.join("; ")),
+            retry_after: self.retry_after,
+        }
+    }
 }
 
 /// Where new material comes from: an issuer's name (or `pending`), and whether it is a
