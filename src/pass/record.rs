@@ -6,33 +6,59 @@ use time::OffsetDateTime;
 
 use super::kept::Kept;
 use super::notify::alert_events;
-use super::{Options, Outcome};
+use super::{Options, Outcome, Pass};
 use crate::alert;
-use crate::config::Config;
+use crate::config::{Certificate, Config};
 use crate::state::{self, CertState};
 use crate::store::StateDir;
 use crate::text::rfc3339;
 
-/// What records, logs and alerts each certificate's outcome in one pass.
+/// What records, logs and alerts each certificate's outcome in one pass, and holds the
+/// outcomes and the alerts raised.
 pub(super) struct Recorder<'a> {
     pub(super) config: &'a Config,
     pub(super) kept: &'a Kept,
     pub(super) opts: &'a Options,
     pub(super) now: OffsetDateTime,
+    events: Vec<(alert::Event, bool)>,
+    outcomes: BTreeMap<String, Outcome>,
 }
 
-impl Recorder<'_> {
-    /// Records and logs `name`'s outcome, adds the alerts it raises to `events`, and the
-    /// outcome to `outcomes`.
-    pub(super) fn done(
-        &self,
-        name: String,
-        outcome: Outcome,
-        events: &mut Vec<(alert::Event, bool)>,
-        outcomes: &mut BTreeMap<String, Outcome>,
-    ) {
-        finish(self, &name, &outcome, events);
-        outcomes.insert(name, outcome);
+impl<'a> Recorder<'a> {
+    pub(super) fn new(
+        config: &'a Config,
+        kept: &'a Kept,
+        opts: &'a Options,
+        now: OffsetDateTime,
+    ) -> Recorder<'a> {
+        Recorder {
+            config,
+            kept,
+            opts,
+            now,
+            events: Vec::new(),
+            outcomes: BTreeMap::new(),
+        }
+    }
+
+    /// Records and logs `name`'s outcome, and holds it with the alerts it raises.
+    pub(super) fn done(&mut self, name: String, outcome: Outcome) {
+        let mut events = std::mem::take(&mut self.events);
+        finish(self, &name, &outcome, &mut events);
+        self.events = events;
+        self.outcomes.insert(name, outcome);
+    }
+
+    /// What the pass did: each of `selected`'s outcomes in config order, and the alerts.
+    pub(super) fn into_pass(mut self, selected: &[Certificate]) -> Pass {
+        Pass {
+            started: self.now,
+            outcomes: selected
+                .iter()
+                .filter_map(|c| self.outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
+                .collect(),
+            events: self.events,
+        }
     }
 }
 
@@ -43,12 +69,7 @@ fn finish(
     outcome: &Outcome,
     events: &mut Vec<(alert::Event, bool)>,
 ) {
-    let Recorder {
-        config,
-        kept,
-        opts,
-        now,
-    } = *recorder;
+    let (config, kept, opts, now) = (recorder.config, recorder.kept, recorder.opts, recorder.now);
     let state_dir = &kept.state_dir;
     kept.outcome(name, outcome, now);
     // Nothing happened to a certificate that was not due (or not tried): its record stays
