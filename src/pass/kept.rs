@@ -8,9 +8,10 @@ use super::Outcome;
 use crate::state;
 use crate::store::{self, StateDir};
 
-/// What a pass reads once and shares among its certificates: the kept renewal-information
-/// answers and pass record (caches, written back once at the end when they changed), and
-/// the names with material kept in `pending/`.
+/// What a pass reads once and shares among its certificates: each selected certificate's
+/// record (read once, under the lock; `record` writes it once), the kept
+/// renewal-information answers and pass record (caches, written back once at the end when
+/// they changed), and the names with material kept in `pending/`.
 pub(super) struct Kept {
     /// Where the pass writes.
     pub(super) state_dir: StateDir,
@@ -25,10 +26,21 @@ pub(super) struct Kept {
     /// Whether the alert memory changed: it is written back only then.
     pub(super) alerted_changed: std::sync::atomic::AtomicBool,
     pub(super) pending: std::collections::BTreeSet<String>,
+    /// Each selected certificate's record as the pass found it.
+    states: BTreeMap<String, state::CertState>,
+    horizon: state::Horizon,
 }
 
 impl Kept {
-    pub(super) fn load(state_dir: &StateDir, horizon: &state::Horizon) -> Kept {
+    pub(super) fn load<'n>(
+        state_dir: &StateDir,
+        horizon: &state::Horizon,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Kept {
+        let states = names
+            .into_iter()
+            .map(|n| (n.to_owned(), state::load(state_dir.path(), n, horizon)))
+            .collect();
         let pending = std::fs::read_dir(state_dir.join(&["pending"]))
             .into_iter()
             .flatten()
@@ -44,6 +56,16 @@ impl Kept {
             record_changed: Default::default(),
             alerted_changed: Default::default(),
             pending,
+            states,
+            horizon: *horizon,
+        }
+    }
+
+    /// `name`'s record as the pass found it (read from disk only for a name not selected).
+    pub(super) fn state(&self, name: &str) -> state::CertState {
+        match self.states.get(name) {
+            Some(s) => s.clone(),
+            None => state::load(self.state_dir.path(), name, &self.horizon),
         }
     }
 

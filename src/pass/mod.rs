@@ -151,9 +151,11 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         Some(store) => store.state_dir().clone(),
         None => StateDir::read_only(&config.state_dir),
     };
+    // Each selected certificate's record is read here once, under the lock.
     let kept = Arc::new(Kept::load(
         &state_dir,
         &state::Horizon::new(now, config.renewal.retry_max),
+        selected.iter().map(|c| c.name.as_str()),
     ));
     let mut record = Recorder::new(&config, &kept, opts, now);
     let shared = Shared::new(&config, &state_dir, &kept, now);

@@ -11,7 +11,7 @@ use crate::inventory::{self, Trust};
 use crate::issuer::Issuers;
 use crate::material::ISSUER_BACKDATE;
 use crate::schedule;
-use crate::state::{self, Cause, CauseKind, CertState};
+use crate::state::{Cause, CauseKind, CertState};
 use crate::text::rfc3339;
 use crate::x509::{Cert, leaf_of_file};
 
@@ -35,8 +35,7 @@ pub(super) fn look(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Result<Live, OffsetDateTime> {
-    let horizon = state::Horizon::new(now, config.renewal.retry_max);
-    let mut saved = state::load(kept.state_dir.path(), &cert.name, &horizon);
+    let mut saved = kept.state(&cert.name);
     saved.ari = kept.ari(&cert.name);
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)

@@ -82,8 +82,7 @@ fn finish(
             | Outcome::Stopped
     );
     if !opts.dry_run && !quiet {
-        let horizon = state::Horizon::new(now, config.renewal.retry_max);
-        let mut before = state::load(state_dir.path(), name, &horizon);
+        let mut before = kept.state(name);
         // What delivery remembered since (see `state::Alerted`), the later time of each.
         for (event, t) in kept.alerted(name) {
             let at = before.alerted.entry(event).or_insert(t);
