@@ -4,11 +4,11 @@ use time::OffsetDateTime;
 
 use super::{LOCK_POLL, Outcome};
 use crate::alert;
-use crate::config::{Config, EventKind};
-use crate::state::{self, CertState};
+use crate::config::{Certificate, Config, EventKind};
+use crate::state::{self, CauseKind, CertState};
 use crate::store::{self, Store};
 use crate::text::rfc3339;
-use crate::x509::leaf_of_file;
+use crate::x509::{Cert, leaf_of_file};
 
 /// Delivers a pass's alerts within `budget`, and notes which failures reached a channel so
 /// that they alert again only after `alert_repeat`.
@@ -115,10 +115,37 @@ pub(super) fn alert_events(
     let t = now.unix_timestamp();
     let due = |kind, cause| alert::due(&before.alerted, kind, cause, t, config.alert_repeat);
     let mut out = Vec::new();
-    let mut failed = true;
-    let main = match outcome {
+    out.extend(
+        own_event(cert, outcome, before, &due).map(|(mut e, recovery)| {
+            if e.not_after.is_none() {
+                e.not_after = live_not_after.clone();
+            }
+            (e, recovery)
+        }),
+    );
+    // A failure, a rollback or a backoff: the attempt failed.
+    if outcome.failed()
+        && let Some(leaf) = &live
+        && leaf.not_after - now < EXPIRING_WITHIN
+        && due(EventKind::Expiring, None)
+    {
+        let mut e = expiring(cert, outcome, before, leaf, now);
+        e.not_after = live_not_after;
+        out.push((e, false));
+    }
+    out
+}
+
+/// The event of the outcome itself, with whether it is a recovery: `renewed` always, a
+/// failure only when due again (see `alert_repeat`); `None` when it raises none.
+fn own_event(
+    cert: &Certificate,
+    outcome: &Outcome,
+    before: &CertState,
+    due: &dyn Fn(EventKind, Option<CauseKind>) -> bool,
+) -> Option<(alert::Event, bool)> {
+    match outcome {
         Outcome::Renewed { source, done } => {
-            failed = false;
             let mut e = alert::Event::new(
                 EventKind::Renewed,
                 cert,
@@ -165,51 +192,44 @@ pub(super) fn alert_events(
         Outcome::NotDue { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
-        | Outcome::Stopped => {
-            failed = false;
-            None
-        }
-    };
-    out.extend(main.map(|(mut e, recovery)| {
-        if e.not_after.is_none() {
-            e.not_after = live_not_after.clone();
-        }
-        (e, recovery)
-    }));
-    if failed
-        && let Some(leaf) = &live
-        && leaf.not_after - now < EXPIRING_WITHIN
-        && due(EventKind::Expiring, None)
-    {
-        let left = leaf.not_after - now;
-        let when = if left.is_negative() {
-            format!("expired {}h ago", (-left).whole_hours())
-        } else {
-            format!("expires in {}h", left.whole_hours())
-        };
-        let (last, last_kind) = match outcome {
-            Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind)),
-            Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
-                (cause.to_string(), Some(cause.kind))
-            }
-            _ => (
-                before.last_error.clone().unwrap_or_default(),
-                before.last_cause,
-            ),
-        };
-        let mut e = alert::Event::new(
-            EventKind::Expiring,
-            cert,
-            &format!(
-                "the live certificate {when} (notAfter {}) and its last renewal failed: {last}",
-                rfc3339(leaf.not_after)
-            ),
-        )
-        .with_cause(last_kind);
-        e.not_after = live_not_after;
-        out.push((e, false));
+        | Outcome::Stopped => None,
     }
-    out
+}
+
+/// `expiring`: the live `leaf` is close to its notAfter (or past it) and the last renewal
+/// failed.
+fn expiring(
+    cert: &Certificate,
+    outcome: &Outcome,
+    before: &CertState,
+    leaf: &Cert,
+    now: OffsetDateTime,
+) -> alert::Event {
+    let left = leaf.not_after - now;
+    let when = if left.is_negative() {
+        format!("expired {}h ago", (-left).whole_hours())
+    } else {
+        format!("expires in {}h", left.whole_hours())
+    };
+    let (last, last_kind) = match outcome {
+        Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind)),
+        Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
+            (cause.to_string(), Some(cause.kind))
+        }
+        _ => (
+            before.last_error.clone().unwrap_or_default(),
+            before.last_cause,
+        ),
+    };
+    alert::Event::new(
+        EventKind::Expiring,
+        cert,
+        &format!(
+            "the live certificate {when} (notAfter {}) and its last renewal failed: {last}",
+            rfc3339(leaf.not_after)
+        ),
+    )
+    .with_cause(last_kind)
 }
 
 /// How close to its notAfter a certificate whose renewal failed raises `expiring`.
