@@ -4,6 +4,14 @@
 //! order), check it, and hand it to the deploy pipeline (`crate::deploy`), which stages,
 //! reloads, verifies, and commits or rolls back. Due certificates are issued in parallel up
 //! to `renewal.concurrency`; one failure never stops the others.
+//!
+//! This file wires the stages, each in a file of its own: `plan` (the record and live pair,
+//! read once, and whether and why the certificate is due), `obtain` (kept material, then
+//! the issuers; each result checked into a `Ready`), `tasks` (plan and obtain for every
+//! certificate at once), `batch` (the hand-over to the deploy pipeline), `record` (the
+//! record, the log line, the alerts raised) and `notify` (the alert events and their
+//! delivery). `kept` holds what a pass reads once from the state directory, `pending` the
+//! material kept between passes, `outcome` what happened to one certificate.
 
 mod batch;
 mod kept;
@@ -18,13 +26,6 @@ mod tasks;
 pub use notify::{EXPIRING_WITHIN, deliver};
 pub use outcome::Outcome;
 
-use batch::Batch;
-use kept::Kept;
-use obtain::Ready;
-use pending::keep_now;
-use record::Recorder;
-use tasks::{Shared, join_all, spawn_all};
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -36,6 +37,13 @@ use crate::config::{Certificate, Config};
 use crate::deploy::pair_spec;
 use crate::state::{self, Cause, CauseKind};
 use crate::store::{self, StateDir, Store};
+
+use batch::Batch;
+use kept::Kept;
+use obtain::Ready;
+use pending::keep_now;
+use record::Recorder;
+use tasks::{Shared, join_all, spawn_all};
 
 /// What to do in a pass.
 #[derive(Clone, Debug, Default)]
