@@ -110,7 +110,13 @@ pub(super) fn alert_events(
     let Some(cert) = config.certificate(name) else {
         return Vec::new();
     };
-    let live = leaf_of_file(&cert.fullchain).ok();
+    // The live leaf matters only when the attempt failed (a failure, a rollback or a
+    // backoff): a renewal's event carries the new notAfter, and the others raise none.
+    let live = if outcome.failed() {
+        leaf_of_file(&cert.fullchain).ok()
+    } else {
+        None
+    };
     let live_not_after = live.as_ref().map(|l| rfc3339(l.not_after));
     let t = now.unix_timestamp();
     let due = |kind, cause| alert::due(&before.alerted, kind, cause, t, config.alert_repeat);
@@ -123,7 +129,6 @@ pub(super) fn alert_events(
             (e, recovery)
         }),
     );
-    // A failure, a rollback or a backoff: the attempt failed.
     if outcome.failed()
         && let Some(leaf) = &live
         && leaf.not_after - now < EXPIRING_WITHIN
