@@ -13,6 +13,7 @@ use crate::deploy;
 use crate::issuer::Issuers;
 use crate::store;
 use crate::text::rfc3339;
+use crate::x509::Cert;
 
 /// What goes to the deploy pipeline: an item per ready certificate, where its material came
 /// from, and the material not kept yet (kept when its deploy does not take it).
@@ -20,6 +21,8 @@ pub(super) struct Batch {
     pub(super) items: Vec<deploy::Item>,
     sources: BTreeMap<String, String>,
     unkept: BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+    /// Each item's new leaf: the live one once its deploy renews it.
+    leaves: BTreeMap<String, Cert>,
 }
 
 impl Batch {
@@ -37,6 +40,7 @@ impl Batch {
             items: Vec::new(),
             sources: BTreeMap::new(),
             unkept: BTreeMap::new(),
+            leaves: BTreeMap::new(),
         };
         for (name, r) in ready {
             match (locked, specs.get(&name), config.certificate(&name)) {
@@ -46,6 +50,7 @@ impl Batch {
                         let material = (r.fullchain.clone(), r.privkey.clone());
                         batch.unkept.insert(name.clone(), material);
                     }
+                    batch.leaves.insert(name.clone(), r.leaf.clone());
                     batch.items.push(deploy::Item {
                         cert: cert.clone(),
                         spec: spec.clone(),
@@ -82,6 +87,9 @@ impl Batch {
             };
             if renewed && still_kept {
                 pending::remove(&state_dir, &name);
+            }
+            if let Some(leaf) = self.leaves.remove(&name).filter(|_| renewed) {
+                record.renewed(&name, leaf);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
             record.done(name, outcome);

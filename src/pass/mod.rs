@@ -91,6 +91,9 @@ pub struct Pass {
     pub outcomes: Vec<(String, Outcome)>,
     /// The events to alert, each with whether it is a recovery.
     pub events: Vec<(alert::Event, bool)>,
+    /// The leaf each renewed certificate serves now (the one its deploy wrote), so that
+    /// what comes after the pass need not read it back.
+    pub renewed: BTreeMap<String, crate::x509::Cert>,
 }
 
 /// Waits for the state_dir lock without blocking the runtime, so that a stop request is
@@ -146,6 +149,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                         .map(|c| (c.name.clone(), Outcome::Stopped))
                         .collect(),
                     events: Vec::new(),
+                    renewed: BTreeMap::new(),
                 });
             };
             recover(&locked, &config, &specs, &mut unrecoverable);

@@ -12,6 +12,7 @@ use crate::config::{Certificate, Config};
 use crate::state::{self, CertState};
 use crate::store::StateDir;
 use crate::text::rfc3339;
+use crate::x509::Cert;
 
 /// What records, logs and alerts each certificate's outcome in one pass, and holds the
 /// outcomes and the alerts raised.
@@ -22,6 +23,8 @@ pub(super) struct Recorder<'a> {
     pub(super) now: OffsetDateTime,
     events: Vec<(alert::Event, bool)>,
     outcomes: BTreeMap<String, Outcome>,
+    /// The leaf each renewed certificate serves now.
+    renewed: BTreeMap<String, Cert>,
 }
 
 impl<'a> Recorder<'a> {
@@ -38,6 +41,7 @@ impl<'a> Recorder<'a> {
             now,
             events: Vec::new(),
             outcomes: BTreeMap::new(),
+            renewed: BTreeMap::new(),
         }
     }
 
@@ -49,6 +53,11 @@ impl<'a> Recorder<'a> {
         self.outcomes.insert(name, outcome);
     }
 
+    /// Notes the leaf `name` serves now that its deploy renewed it.
+    pub(super) fn renewed(&mut self, name: &str, leaf: Cert) {
+        self.renewed.insert(name.to_owned(), leaf);
+    }
+
     /// What the pass did: each of `selected`'s outcomes in config order, and the alerts.
     pub(super) fn into_pass(mut self, selected: &[Certificate]) -> Pass {
         Pass {
@@ -58,6 +67,7 @@ impl<'a> Recorder<'a> {
                 .filter_map(|c| self.outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
                 .collect(),
             events: self.events,
+            renewed: self.renewed,
         }
     }
 }
