@@ -21,6 +21,6 @@ pub mod issuer;
 pub mod keys;
 pub mod material;
 pub mod metrics;
-pub mod renew;
+pub mod pass;
 pub mod schedule;
 pub mod state;

@@ -27,7 +27,7 @@ pub struct Pass {
 impl Pass {
     /// The summary of a pass that took `duration` and ended at `finished`.
     pub fn of(
-        outcomes: &[(String, crate::renew::Outcome)],
+        outcomes: &[(String, crate::pass::Outcome)],
         duration: Duration,
         finished: time::OffsetDateTime,
     ) -> Pass {

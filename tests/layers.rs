@@ -22,7 +22,7 @@ const FLOORS: &[(&str, &[&str])] = &[
         "steps",
         &["schedule", "acme", "deploy", "issuer", "inventory"],
     ),
-    ("pass", &["renew", "metrics"]),
+    ("pass", &["pass", "metrics"]),
     ("top", &["daemon", "cli"]),
 ];
 

@@ -194,7 +194,7 @@ pub fn run() -> u8 {
             ref names,
         } => renew::run(
             &args.config,
-            crate::renew::Options {
+            crate::pass::Options {
                 force,
                 dry_run,
                 names: names.clone(),
@@ -205,7 +205,7 @@ pub fn run() -> u8 {
         Command::Run {
             once: true,
             metrics_listen: _,
-        } => renew::run(&args.config, crate::renew::Options::default(), None),
+        } => renew::run(&args.config, crate::pass::Options::default(), None),
         Command::Run {
             once: false,
             metrics_listen,

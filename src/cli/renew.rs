@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{known_names, load_config, print};
 use crate::metrics;
-use crate::renew::{self, Options, Outcome};
+use crate::pass::{self, Options, Outcome};
 use crate::text::rfc3339;
 
 /// Exit code when a certificate failed.
@@ -42,7 +42,7 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
         Err(code) => return code,
     };
     let config = Arc::new(config);
-    let result = runtime.block_on(renew::run(config.clone(), &opts));
+    let result = runtime.block_on(pass::run(config.clone(), &opts));
     let outcomes = match result {
         Ok(o) => o,
         Err(e) => {

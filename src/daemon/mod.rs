@@ -20,6 +20,7 @@
 mod http;
 mod notify;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::renew::{self, Options, Outcome};
+use crate::pass::{self, Options, Outcome};
 use crate::schedule;
 use crate::state;
 use crate::text::rfc3339;
-use crate::x509::leaf_of_file;
+use crate::x509::{Cert, leaf_of_file};
 
 pub use http::{CONTENT_TYPE, HEADER_TIMEOUT};
 pub use notify::Notifier;
@@ -126,7 +127,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 stop: stop.clone(),
                 ..Options::default()
             };
-            let pass = renew::pass(config.clone(), &opts);
+            let pass = pass::pass(config.clone(), &opts);
             tokio::pin!(pass);
             let result = loop {
                 tokio::select! {
@@ -141,24 +142,25 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 }
             };
             let finished = OffsetDateTime::now_utc();
-            let (outcomes, failure) = match result {
+            let (outcomes, renewed, failure) = match result {
                 Ok(done) => {
                     if !done.events.is_empty() {
                         if stop.is_cancelled() {
-                            renew::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
+                            pass::deliver(&config, &done.events, STOP_ALERT_BUDGET, done.started)
                                 .await;
                         } else {
                             let (config, events, at) = (config.clone(), done.events, done.started);
                             alerts.spawn(async move {
-                                renew::deliver(&config, &events, ALERT_BUDGET, at).await
+                                pass::deliver(&config, &events, ALERT_BUDGET, at).await
                             });
                         }
                     }
-                    (done.outcomes, None)
+                    (done.outcomes, done.renewed, None)
                 }
                 Err(e) => {
                     tracing::error!("The pass could not run: {e}");
-                    (Vec::new(), Some(format!("the pass could not run: {e}")))
+                    let failure = Some(format!("the pass could not run: {e}"));
+                    (Vec::new(), BTreeMap::new(), failure)
                 }
             };
             let pass_metrics = metrics::Pass::of(&outcomes, started.elapsed(), finished);
@@ -168,7 +170,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "Pass done: {summary}."
             );
-            moments = wake_moments(&config, &outcomes, finished);
+            moments = wake_moments(&config, &outcomes, &renewed, finished);
             wake = None;
             last = format!("Last pass {}: {summary}", rfc3339(finished));
             if stop.is_cancelled() {
@@ -286,10 +288,13 @@ fn reload(path: &Path, notifier: &Notifier) -> Option<Config> {
 
 /// The moments after a pass at which a certificate's state changes without any pass: when a
 /// not-due one becomes due, when a failed one's backoff ends, and when a renewed one will be
-/// due (by `before_expiry`; the pass then applies the CA's window, if any).
+/// due (by `before_expiry`; the pass then applies the CA's window, if any). A renewed
+/// certificate's leaf is the one the pass deployed (`renewed`), read from its file only
+/// when the pass did not say.
 fn wake_moments(
     config: &Config,
     outcomes: &[(String, Outcome)],
+    renewed: &BTreeMap<String, Cert>,
     now: OffsetDateTime,
 ) -> Vec<OffsetDateTime> {
     let mut out = Vec::new();
@@ -304,7 +309,10 @@ fn wake_moments(
                 schedule::retry_at(&state::load(&config.state_dir, name, &horizon), now)
             }
             Outcome::Renewed { .. } => config.certificate(name).and_then(|c| {
-                let leaf = leaf_of_file(&c.fullchain).ok()?;
+                let leaf = match renewed.get(name) {
+                    Some(leaf) => leaf.clone(),
+                    None => leaf_of_file(&c.fullchain).ok()?,
+                };
                 Some(schedule::due(&leaf, None, config.renewal.before_expiry, now).at)
             }),
             Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,

@@ -1,0 +1,285 @@
+//! One renewal pass, the same for `certkeeper renew` and each run of the daemon: recover
+//! interrupted swaps, find what is due (a live certificate that `check` calls CRITICAL is
+//! due now), get new material (issued-but-not-deployed material first, then the issuers in
+//! order), check it, and hand it to the deploy pipeline (`crate::deploy`), which stages,
+//! reloads, verifies, and commits or rolls back. Due certificates are issued in parallel up
+//! to `renewal.concurrency`; one failure never stops the others.
+//!
+//! This file wires the stages, each in a file of its own: `plan` (the record and live pair,
+//! read once, and whether and why the certificate is due), `obtain` (kept material, then
+//! the issuers; each result checked into a `Ready`), `tasks` (plan and obtain for every
+//! certificate at once), `batch` (the hand-over to the deploy pipeline), `record` (the
+//! record, the log line, the alerts raised) and `notify` (the alert events and their
+//! delivery). `kept` holds what a pass reads once from the state directory, `pending` the
+//! material kept between passes, `outcome` what happened to one certificate.
+
+mod batch;
+mod kept;
+mod notify;
+mod obtain;
+mod outcome;
+mod pending;
+mod plan;
+mod record;
+mod tasks;
+
+pub use notify::{EXPIRING_WITHIN, deliver};
+pub use outcome::Outcome;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert;
+use crate::config::{Certificate, Config};
+use crate::deploy::pair_spec;
+use crate::state::{self, Cause, CauseKind};
+use crate::store::{self, StateDir, Store};
+
+use batch::Batch;
+use kept::Kept;
+use obtain::Ready;
+use pending::keep_now;
+use record::Recorder;
+use tasks::{Shared, join_all, spawn_all};
+
+/// What to do in a pass.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Renew the selected certificates even when not due, ignoring the retry backoff.
+    pub force: bool,
+    /// Do everything up to the swap and change nothing on disk.
+    pub dry_run: bool,
+    /// Only these certificates (all when empty).
+    pub names: Vec<String>,
+    /// Asks the pass to stop early (the daemon's SIGTERM); never fires for `renew`.
+    ///
+    /// A pass that sees it stops waiting for issuers (their challenge records are removed, see
+    /// [`crate::acme::dns01::Published`]), deploys nothing it has not started, and lets a
+    /// deploy in flight finish: a group of certificates that is staged is always reloaded,
+    /// verified and committed or reverted, so a stop never leaves a half swap or an
+    /// unverified pair behind.
+    pub stop: CancellationToken,
+}
+
+/// Why a pass could not run at all.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store (state_dir, lock) is unusable.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Runs one pass, delivers its alerts (within [`alert::ONE_SHOT_BUDGET`]) and returns each
+/// selected certificate's outcome, in config order.
+pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Outcome)>, Error> {
+    let done = pass(config.clone(), opts).await?;
+    deliver(&config, &done.events, alert::ONE_SHOT_BUDGET, done.started).await;
+    Ok(done.outcomes)
+}
+
+/// What one pass did: each selected certificate's outcome in config order, and the alerts
+/// it raised, not yet delivered.
+#[derive(Debug)]
+pub struct Pass {
+    /// When the pass started (its clock for every decision).
+    pub started: OffsetDateTime,
+    /// Each selected certificate's outcome, in config order.
+    pub outcomes: Vec<(String, Outcome)>,
+    /// The events to alert, each with whether it is a recovery.
+    pub events: Vec<(alert::Event, bool)>,
+    /// The leaf each renewed certificate serves now (the one its deploy wrote), so that
+    /// what comes after the pass need not read it back.
+    pub renewed: BTreeMap<String, crate::x509::Cert>,
+}
+
+/// Waits for the state_dir lock without blocking the runtime, so that a stop request is
+/// seen while another process's pass holds it.
+async fn lock_waiting<'a>(
+    store: &'a Store,
+    stop: &CancellationToken,
+) -> Result<Option<store::Locked<'a>>, store::Error> {
+    let mut told = false;
+    loop {
+        match store.try_lock() {
+            Ok(l) => return Ok(Some(l)),
+            Err(store::Error::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if !told {
+            tracing::info!("Waiting for another certkeeper pass to finish.");
+            told = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOCK_POLL) => {}
+            _ = stop.cancelled() => return Ok(None),
+        }
+    }
+}
+
+/// How often a pass looks whether another process's pass has released the lock.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs one pass and returns what it did; the caller delivers the alerts (see [`deliver`]).
+pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
+    let now = OffsetDateTime::now_utc();
+    let selected: Vec<Certificate> = config
+        .certificates
+        .iter()
+        .filter(|c| opts.names.is_empty() || opts.names.contains(&c.name))
+        .cloned()
+        .collect();
+    let (specs, mut unrecoverable) = pair_specs(&selected);
+    // A dry run writes nothing: no state_dir is created, no lock taken, no recovery run.
+    let store = if opts.dry_run {
+        None
+    } else {
+        Some(Store::open(&config.state_dir)?)
+    };
+    let locked = match &store {
+        Some(store) => {
+            let Some(locked) = lock_waiting(store, &opts.stop).await? else {
+                return Ok(Pass {
+                    started: now,
+                    outcomes: selected
+                        .iter()
+                        .map(|c| (c.name.clone(), Outcome::Stopped))
+                        .collect(),
+                    events: Vec::new(),
+                    renewed: BTreeMap::new(),
+                });
+            };
+            recover(&locked, &config, &specs, &mut unrecoverable);
+            Some(locked)
+        }
+        None => None,
+    };
+
+    // Where this pass writes; a dry run's refuses every write.
+    let state_dir = match &store {
+        Some(store) => store.state_dir().clone(),
+        None => StateDir::read_only(&config.state_dir),
+    };
+    // Each selected certificate's record is read here once, under the lock.
+    let kept = Arc::new(Kept::load(
+        &state_dir,
+        &state::Horizon::new(now, config.renewal.retry_max),
+        selected.iter().map(|c| c.name.as_str()),
+    ));
+    let mut record = Recorder::new(&config, &kept, opts, now);
+    let shared = Shared::new(&config, &state_dir, &kept, now);
+    let (mut tasks, task_names) = spawn_all(&selected, unrecoverable, &shared, &mut record);
+    let (mut ready, stopping) = join_all(&mut tasks, &task_names, &opts.stop, &mut record).await;
+    if stopping {
+        stop_ready(ready.drain(..), &mut record).await;
+    }
+    // Deploys wait until every certificate is issued, so that those sharing a reload
+    // command are reloaded once.
+    let mut batch = Batch::of(
+        ready,
+        locked.is_some(),
+        &specs,
+        &shared.issuers,
+        &mut record,
+    )
+    .await;
+    // In config order, so that reload commands see the names as configured.
+    batch
+        .items
+        .sort_by_key(|i| selected.iter().position(|c| c.name == i.cert.name));
+    if let Some(locked) = &locked {
+        batch.deploy(locked, &mut record).await;
+    }
+    if !opts.dry_run {
+        kept.save();
+    }
+    if let Some(locked) = &locked {
+        kept.save_alerted(locked);
+    }
+    // The lock is released first: alerts never hold up another pass. Nothing under
+    // state_dir is written after this but under the lock again (see `remember_alerts`).
+    drop(locked);
+    Ok(record.into_pass(&selected))
+}
+
+/// After a stop: waits for the challenge records of abandoned orders to be removed, keeps
+/// the material that is ready (the next pass deploys it), and records it stopped.
+async fn stop_ready(ready: impl Iterator<Item = (String, Box<Ready>)>, record: &mut Recorder<'_>) {
+    crate::acme::dns01::settle(CLEANUP_BOUND).await;
+    for (name, r) in ready {
+        if !r.kept && !record.opts.dry_run {
+            keep_now(&record.kept.state_dir, &name, &r.fullchain, &r.privkey);
+        }
+        record.done(name, Outcome::Stopped);
+    }
+}
+
+/// Each selected certificate's pair spec; an owner or group that does not resolve fails
+/// its own certificate (the second map), and the others go on.
+fn pair_specs(
+    selected: &[Certificate],
+) -> (BTreeMap<String, store::PairSpec>, BTreeMap<String, Cause>) {
+    let mut specs = BTreeMap::new();
+    let mut unrecoverable: BTreeMap<String, Cause> = BTreeMap::new();
+    for cert in selected {
+        match pair_spec(cert) {
+            Ok(spec) => {
+                specs.insert(cert.name.clone(), spec);
+            }
+            Err(e) => {
+                unrecoverable.insert(
+                    cert.name.clone(),
+                    Cause::new(CauseKind::Config, e.to_string()),
+                );
+            }
+        }
+    }
+    (specs, unrecoverable)
+}
+
+/// Recovers interrupted swaps of the selected certificates, under the lock; a certificate
+/// whose recovery fails is added to `unrecoverable` (it fails, the others go on).
+fn recover(
+    locked: &store::Locked<'_>,
+    config: &Config,
+    specs: &BTreeMap<String, store::PairSpec>,
+    unrecoverable: &mut BTreeMap<String, Cause>,
+) {
+    // Over every configured certificate, a clean recovery puts the `clean` marker
+    // back at the end of the pass.
+    let recovered = if specs.len() == config.certificates.len() {
+        locked.recover_all(specs.values())
+    } else {
+        specs.values().map(|s| (s, locked.recover(s))).collect()
+    };
+    for (spec, recovered) in recovered {
+        match recovered {
+            Ok(r) if r.is_clean() => {}
+            Ok(r) => {
+                if let Some(undone) = &r.undone {
+                    tracing::warn!(cert = %spec.name, "Recovered an interrupted deploy: {undone}.");
+                }
+                for w in &r.warnings {
+                    tracing::warn!(cert = %spec.name, "{w}");
+                }
+                if !r.removed.is_empty() || !r.completed.is_empty() {
+                    tracing::warn!(cert = %spec.name, removed = r.removed.len(), completed = r.completed.len(), "Recovered an interrupted swap.");
+                }
+            }
+            // Reported as this certificate's failure; the others go on.
+            Err(e) => {
+                unrecoverable.insert(
+                    spec.name.clone(),
+                    Cause::new(CauseKind::Deploy, format!("recovery: {e}")),
+                );
+            }
+        }
+    }
+}
+
+/// How long a stopping pass waits for the challenge records of abandoned orders to be
+/// removed.
+const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(30);

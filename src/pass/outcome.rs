@@ -1,0 +1,135 @@
+//! What happened to one certificate in a pass.
+
+use time::OffsetDateTime;
+
+use crate::deploy;
+use crate::state::Cause;
+
+/// What happened to one certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not due; renews from `renew_after`.
+    NotDue {
+        /// When it becomes due.
+        renew_after: OffsetDateTime,
+    },
+    /// A previous failure's backoff has not run out.
+    Backoff {
+        /// When the next attempt is allowed.
+        until: OffsetDateTime,
+    },
+    /// Dry run: the certificate is due, and its issuer has no `staging_directory`, so
+    /// nothing was ordered (a dry run never spends a production CA's rate limits).
+    WouldOrder {
+        /// The issuer it would order from.
+        issuer: String,
+        /// The names it would order.
+        domains: Vec<String>,
+    },
+    /// The pass was asked to stop before this certificate was done; nothing changed on disk
+    /// for it (material already issued is kept and deployed by the next pass).
+    Stopped,
+    /// New material is live, reloaded, and served.
+    Renewed {
+        /// Where the material came from (an issuer name, or `pending`).
+        source: String,
+        /// What the deploy did.
+        done: deploy::Renewed,
+    },
+    /// New material was swapped in but refused (reload or verify failed); the previous
+    /// pair is live and served again. The material is kept for the next pass.
+    RolledBack {
+        /// Where the material came from.
+        source: String,
+        /// Why it was refused.
+        cause: Cause,
+        /// What the way back did worth knowing.
+        note: Option<String>,
+    },
+    /// New material was refused and the previous pair could not be put back and served:
+    /// someone must act.
+    RollbackFailed {
+        /// Where the material came from.
+        source: String,
+        /// Why it was refused.
+        cause: Cause,
+        /// What went wrong on the way back, and what is live now.
+        rollback: String,
+    },
+    /// Dry run: new material was obtained and checked, nothing was written.
+    WouldRenew {
+        /// The new leaf's notAfter (RFC 3339).
+        not_after: String,
+        /// The issuer that gave it.
+        source: String,
+    },
+    /// The renewal failed; nothing changed on disk for this certificate.
+    Failed {
+        /// Why, with the issuers' errors.
+        error: Cause,
+        /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`): the
+        /// next attempt waits until then instead of the usual backoff.
+        retry_after: Option<OffsetDateTime>,
+    },
+}
+
+impl Outcome {
+    /// Whether this makes the pass exit 1: a failure, a rollback (automatic or failed), or
+    /// a certificate still waiting out the backoff of an earlier failure.
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed { .. }
+                | Outcome::RolledBack { .. }
+                | Outcome::RollbackFailed { .. }
+                | Outcome::Backoff { .. }
+        )
+    }
+
+    /// The outcome as one word, for metrics: `not_due`, `backoff`, `renewed`,
+    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed` or `stopped`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::NotDue { .. } => "not_due",
+            Outcome::Stopped => "stopped",
+            Outcome::Backoff { .. } => "backoff",
+            Outcome::Renewed { .. } => "renewed",
+            Outcome::WouldRenew { .. } => "would_renew",
+            Outcome::WouldOrder { .. } => "would_order",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::RollbackFailed { .. } => "rollback_failed",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// The pass's outcome of a deploy; `kept` says whether the new material is kept for the
+    /// next pass (it is not when keeping it failed), so that a failure says so truly.
+    pub(super) fn from_deploy(source: String, outcome: deploy::Outcome, kept: bool) -> Outcome {
+        match outcome {
+            deploy::Outcome::Renewed(done) => Outcome::Renewed { source, done },
+            deploy::Outcome::RolledBack { cause, note } => Outcome::RolledBack {
+                source,
+                cause,
+                note,
+            },
+            deploy::Outcome::RollbackFailed { cause, rollback } => Outcome::RollbackFailed {
+                source,
+                cause,
+                rollback,
+            },
+            deploy::Outcome::Failed { error, .. } => Outcome::Failed {
+                error: Cause::new(
+                    error.kind,
+                    if kept {
+                        format!("{error} (the new material is kept and deployed on the next pass)")
+                    } else {
+                        format!(
+                            "{error} (the new material could not be kept; the next pass orders again)"
+                        )
+                    },
+                ),
+                retry_after: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Records and logs each certificate's outcome, and collects the alerts it raises.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::kept::Kept;
+use super::notify::alert_events;
+use super::{Options, Outcome, Pass};
+use crate::alert;
+use crate::config::{Certificate, Config};
+use crate::state::{self, CertState};
+use crate::store::StateDir;
+use crate::text::rfc3339;
+use crate::x509::Cert;
+
+/// What records, logs and alerts each certificate's outcome in one pass, and holds the
+/// outcomes and the alerts raised.
+pub(super) struct Recorder<'a> {
+    pub(super) config: &'a Config,
+    pub(super) kept: &'a Kept,
+    pub(super) opts: &'a Options,
+    pub(super) now: OffsetDateTime,
+    events: Vec<(alert::Event, bool)>,
+    outcomes: BTreeMap<String, Outcome>,
+    /// The leaf each renewed certificate serves now.
+    renewed: BTreeMap<String, Cert>,
+}
+
+impl<'a> Recorder<'a> {
+    pub(super) fn new(
+        config: &'a Config,
+        kept: &'a Kept,
+        opts: &'a Options,
+        now: OffsetDateTime,
+    ) -> Recorder<'a> {
+        Recorder {
+            config,
+            kept,
+            opts,
+            now,
+            events: Vec::new(),
+            outcomes: BTreeMap::new(),
+            renewed: BTreeMap::new(),
+        }
+    }
+
+    /// Records and logs `name`'s outcome, and holds it with the alerts it raises.
+    pub(super) fn done(&mut self, name: String, outcome: Outcome) {
+        let mut events = std::mem::take(&mut self.events);
+        finish(self, &name, &outcome, &mut events);
+        self.events = events;
+        self.outcomes.insert(name, outcome);
+    }
+
+    /// Notes the leaf `name` serves now that its deploy renewed it.
+    pub(super) fn renewed(&mut self, name: &str, leaf: Cert) {
+        self.renewed.insert(name.to_owned(), leaf);
+    }
+
+    /// What the pass did: each of `selected`'s outcomes in config order, and the alerts.
+    pub(super) fn into_pass(mut self, selected: &[Certificate]) -> Pass {
+        Pass {
+            started: self.now,
+            outcomes: selected
+                .iter()
+                .filter_map(|c| self.outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
+                .collect(),
+            events: self.events,
+            renewed: self.renewed,
+        }
+    }
+}
+
+/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+fn finish(
+    recorder: &Recorder<'_>,
+    name: &str,
+    outcome: &Outcome,
+    events: &mut Vec<(alert::Event, bool)>,
+) {
+    let (config, kept, opts, now) = (recorder.config, recorder.kept, recorder.opts, recorder.now);
+    let state_dir = &kept.state_dir;
+    kept.outcome(name, outcome, now);
+    // Nothing happened to a certificate that was not due (or not tried): its record stays
+    // as it is, and it raises no alert.
+    let quiet = matches!(
+        outcome,
+        Outcome::NotDue { .. }
+            | Outcome::WouldRenew { .. }
+            | Outcome::WouldOrder { .. }
+            | Outcome::Stopped
+    );
+    if !opts.dry_run && !quiet {
+        let mut before = kept.state(name);
+        // What delivery remembered since (see `state::Alerted`), the later time of each.
+        for (event, t) in kept.alerted(name) {
+            let at = before.alerted.entry(event).or_insert(t);
+            *at = (*at).max(t);
+        }
+        record(state_dir, name, outcome, config, now, before.clone());
+        if !config.alerts.is_empty() {
+            events.extend(alert_events(config, name, outcome, &before, now));
+        }
+    }
+    log(name, outcome);
+}
+
+fn record(
+    state_dir: &StateDir,
+    name: &str,
+    outcome: &Outcome,
+    config: &Config,
+    now: OffsetDateTime,
+    mut s: CertState,
+) {
+    let t = now.unix_timestamp();
+    let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
+    match outcome {
+        Outcome::Renewed { done, .. } => {
+            s.succeeded(t, "renewed");
+            s.issued = config.certificate(name).map(|cert| state::IssuedWith {
+                fingerprint: done.fingerprint.clone(),
+                profile: cert.profile.clone(),
+            });
+        }
+        Outcome::Failed { error, retry_after } => {
+            s.failed(t, "failed", &error.message, initial, max);
+            s.last_cause = Some(error.kind);
+            // A rate-limiting CA said when: that time, not the usual ladder.
+            // A CA asking for longer than the cap is asked again after it.
+            if let Some(at) = retry_after {
+                let cap = crate::state::next_attempt_cap(max).as_secs() as i64;
+                s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
+            }
+        }
+        Outcome::RolledBack { cause, .. } => {
+            s.failed(t, "rolled_back", &cause.message, initial, max);
+            s.last_cause = Some(cause.kind);
+        }
+        Outcome::RollbackFailed {
+            cause, rollback, ..
+        } => {
+            s.failed(
+                t,
+                "rollback_failed",
+                &format!("{cause}; rollback failed: {rollback}"),
+                initial,
+                max,
+            );
+            s.last_cause = Some(cause.kind);
+        }
+        Outcome::NotDue { .. }
+        | Outcome::Backoff { .. }
+        | Outcome::WouldRenew { .. }
+        | Outcome::WouldOrder { .. }
+        | Outcome::Stopped => return,
+    }
+    if let Err(e) = state::save(state_dir, name, &s) {
+        tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
+    }
+}
+
+pub(super) fn log(name: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Renewed { source, done } => {
+            for w in &done.warnings {
+                tracing::warn!(cert = %name, "{w}");
+            }
+            tracing::info!(cert = %name, not_after = %done.not_after, snapshot = done.snapshot.as_deref().unwrap_or("-"), %source, "Renewed certificate.")
+        }
+        Outcome::RolledBack { cause, note, .. } => {
+            tracing::warn!(cert = %name, "Rolled back: the previous pair is live and served again. {cause}{}",
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
+        }
+        Outcome::RollbackFailed {
+            cause, rollback, ..
+        } => {
+            tracing::error!(cert = %name,
+                "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
+        }
+        Outcome::Failed { error, .. } => tracing::error!(cert = %name, "Renewal failed: {error}"),
+        Outcome::NotDue { renew_after } => {
+            tracing::debug!(cert = %name, renew_after = %rfc3339(*renew_after), "Not due.")
+        }
+        Outcome::Backoff { until } => {
+            tracing::warn!(cert = %name, until = %rfc3339(*until), "Waiting for the retry backoff after a failure.")
+        }
+        Outcome::Stopped => {
+            tracing::info!(cert = %name, "Stopped before it was done; the next pass takes it up.")
+        }
+        Outcome::WouldRenew { not_after, source } => {
+            tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
+        }
+        Outcome::WouldOrder { issuer, .. } => {
+            tracing::info!(cert = %name, %issuer, "Dry run: would order; the issuer has no staging_directory.")
+        }
+    }
+}

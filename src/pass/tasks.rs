@@ -1,0 +1,167 @@
+//! Plan and obtain for every selected certificate at once, each in a task of its own, up
+//! to `renewal.concurrency`; one failure (or panic) never stops the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Outcome;
+use super::kept::Kept;
+use super::obtain::{Ready, Step, prepare};
+use super::record::Recorder;
+use crate::config::{Certificate, Config};
+use crate::inventory::Trust;
+use crate::issuer::Issuers;
+use crate::state::{Cause, CauseKind};
+use crate::store::StateDir;
+
+/// What every certificate's task shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    config: Arc<Config>,
+    kept: Arc<Kept>,
+    pub(super) issuers: Arc<Issuers>,
+    /// The roots that judge live chains; `None` when they cannot be read.
+    trust: Option<Arc<Trust>>,
+    /// At most `renewal.concurrency` certificates are planned and obtained at once.
+    limit: Arc<Semaphore>,
+    now: OffsetDateTime,
+}
+
+impl Shared {
+    pub(super) fn new(
+        config: &Arc<Config>,
+        state_dir: &StateDir,
+        kept: &Arc<Kept>,
+        now: OffsetDateTime,
+    ) -> Shared {
+        // The platform's roots, read once for the issuers and for judging live chains, and
+        // only when a chain needs them.
+        let system = Arc::new(crate::x509::TrustStore::system_on_demand());
+        let issuers = Arc::new(Issuers::new(
+            config.clone(),
+            state_dir.clone(),
+            system.clone(),
+            now,
+        ));
+        // What `check` would call CRITICAL is due now; without the roots that judges chains,
+        // only the dates decide.
+        let trust = match Trust::with_system(config, system) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                tracing::warn!("Broken live certificates are judged by their dates only: {e}");
+                None
+            }
+        };
+        Shared {
+            config: config.clone(),
+            kept: kept.clone(),
+            issuers,
+            trust,
+            limit: Arc::new(Semaphore::new(config.renewal.concurrency)),
+            now,
+        }
+    }
+}
+
+/// The tasks of a pass, each giving its certificate's name and step.
+pub(super) type Tasks = JoinSet<(String, Step)>;
+
+/// Starts each selected certificate's plan and obtain in a task of its own; one that failed
+/// already (its pair spec, its recovery) is recorded instead. Returns the tasks and the
+/// certificate each one is for.
+pub(super) fn spawn_all(
+    selected: &[Certificate],
+    mut unrecoverable: BTreeMap<String, Cause>,
+    shared: &Shared,
+    record: &mut Recorder<'_>,
+) -> (Tasks, HashMap<tokio::task::Id, String>) {
+    let mut tasks = JoinSet::new();
+    let mut task_names = HashMap::new();
+    for cert in selected.iter().cloned() {
+        if let Some(error) = unrecoverable.remove(&cert.name) {
+            let outcome = Outcome::Failed {
+                error,
+                retry_after: None,
+            };
+            record.done(cert.name.clone(), outcome);
+            continue;
+        }
+        let (s, opts) = (shared.clone(), record.opts.clone());
+        let task_name = cert.name.clone();
+        // Every log line of this certificate's work carries its name.
+        let span = tracing::info_span!("certificate", cert = %cert.name);
+        let handle = tasks.spawn(
+            async move {
+                let name = cert.name.clone();
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = s.limit.acquire_owned().await;
+                let trust = s.trust.as_deref();
+                let step =
+                    prepare(&s.config, &s.kept, &cert, &s.issuers, trust, &opts, s.now).await;
+                (name, step)
+            }
+            .instrument(span),
+        );
+        task_names.insert(handle.id(), task_name);
+    }
+    (tasks, task_names)
+}
+
+/// Waits for every task: each outcome is recorded as it comes, and the material ready to
+/// deploy is returned, with whether the pass was asked to stop meanwhile.
+pub(super) async fn join_all(
+    tasks: &mut Tasks,
+    task_names: &HashMap<tokio::task::Id, String>,
+    stop: &CancellationToken,
+    record: &mut Recorder<'_>,
+) -> (Vec<(String, Box<Ready>)>, bool) {
+    let mut ready: Vec<(String, Box<Ready>)> = Vec::new();
+    let mut stopping = false;
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next_with_id() => joined,
+            _ = stop.cancelled(), if !stopping => {
+                // Issuing stops here: dropping an order removes its challenge records
+                // (`Published`'s drop), which `dns01::settle` waits for below. What is
+                // ready is not deployed; it was kept and the next pass deploys it.
+                tracing::info!("Stopping: abandoning the orders in flight.");
+                stopping = true;
+                tasks.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        let (name, step) = match joined {
+            Err(e) if e.is_cancelled() => match task_names.get(&e.id()) {
+                Some(name) => (name.clone(), Step::Done(Outcome::Stopped)),
+                None => continue,
+            },
+            Ok((_, done)) => done,
+            // A panic is a bug, but it still counts as this certificate's failure.
+            Err(e) => match task_names.get(&e.id()) {
+                Some(name) => (
+                    name.clone(),
+                    Step::Done(Outcome::Failed {
+                        error: Cause::new(
+                            CauseKind::Local,
+                            format!("internal error, please report it: {e}"),
+                        ),
+                        retry_after: None,
+                    }),
+                ),
+                None => continue,
+            },
+        };
+        match step {
+            Step::Done(outcome) => record.done(name, outcome),
+            Step::Deploy(r) => ready.push((name, r)),
+        }
+    }
+    (ready, stopping)
+}
