@@ -555,11 +555,12 @@ pub(crate) struct Redirected {
 
 impl Redirected {
     fn new(url: &str, status: StatusCode, headers: &http::HeaderMap) -> Redirected {
-        let host = headers
-            .get(http::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| reqwest::Url::parse(url).ok()?.join(l.trim()).ok())
-            .and_then(|l| l.host_str().map(crate::text::escape_control));
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|from| {
+                certkeeper_dns::http::redirect_host(&from, headers.get(http::header::LOCATION))
+            })
+            .map(|host| crate::text::escape_control(&host));
         Redirected {
             url: url.to_owned(),
             status,

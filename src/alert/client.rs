@@ -166,7 +166,10 @@ impl Client {
         let mut rsp = req.send().await.map_err(|e| transport(e, redactor))?;
         let status = rsp.status();
         if status.is_redirection() {
-            let host = location_host(rsp.url(), rsp.headers().get(reqwest::header::LOCATION));
+            let host = certkeeper_dns::http::redirect_host(
+                rsp.url(),
+                rsp.headers().get(reqwest::header::LOCATION),
+            );
             return Err(DeliveryError::Redirect {
                 status: status.as_u16(),
                 host: host.map(|h| redactor.show(&h)),
@@ -223,19 +226,6 @@ fn transport(e: reqwest::Error, redactor: &Redactor) -> DeliveryError {
     DeliveryError::Transport(redactor.show(&text))
 }
 
-/// The host a redirect points to (a relative `Location` points to the request's own host),
-/// or `None` when the answer has no usable `Location`.
-fn location_host(
-    from: &reqwest::Url,
-    location: Option<&reqwest::header::HeaderValue>,
-) -> Option<String> {
-    let location = location?.to_str().ok()?;
-    from.join(location.trim())
-        .ok()?
-        .host_str()
-        .map(str::to_owned)
-}
-
 /// The start of `text`, at most [`EXCERPT`] characters, `…` when cut.
 pub fn excerpt(text: &str) -> String {
     let mut chars = text.chars();
@@ -278,13 +268,13 @@ mod tests {
     #[test]
     fn a_redirect_names_the_host_of_its_location_only() {
         let from = reqwest::Url::parse("https://hooks.example.com/services/T/B/token").unwrap();
-        let host = |l: &str| location_host(&from, Some(&l.parse().unwrap()));
+        let host = |l: &str| certkeeper_dns::http::redirect_host(&from, Some(&l.parse().unwrap()));
         assert_eq!(
             host("http://127.0.0.1:9/landing?key=x").as_deref(),
             Some("127.0.0.1")
         );
         assert_eq!(host("/elsewhere?x=1").as_deref(), Some("hooks.example.com"));
-        assert_eq!(location_host(&from, None), None);
+        assert_eq!(certkeeper_dns::http::redirect_host(&from, None), None);
         let redirect = DeliveryError::Redirect {
             status: 307,
             host: Some("127.0.0.1".into()),

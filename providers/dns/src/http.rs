@@ -6,7 +6,7 @@
 //!   must never take it to another host.
 //! - [`receive`]: reads an answer's body as it streams in, up to [`MAX_ANSWER`] bytes whatever
 //!   its `Content-Length` says, and turns a 3xx into [`Error::Redirect`] naming the target's
-//!   host only.
+//!   host only ([`redirect_host`]).
 //! - [`Pager`]: the bounds of one listing (pages read, items on a page, items kept).
 //! - [`within`]: one deadline for one operation, every request, retry and page included.
 
@@ -26,6 +26,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most one `present` or `cleanup` takes by default, every request, retry and page
 /// included.
 pub const OPERATION_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The host a redirect's `Location` points to, resolved against the request's URL `from` (a
+/// relative `Location` points to `from`'s own host), or `None` when there is no usable
+/// `Location`. Only the host: a Location's path and query may hold anything, a credential
+/// included. Every client that refuses redirects (providers, alerts, ACME) names the target
+/// through this.
+pub fn redirect_host(
+    from: &reqwest::Url,
+    location: Option<&reqwest::header::HeaderValue>,
+) -> Option<String> {
+    let location = location?.to_str().ok()?;
+    from.join(location.trim())
+        .ok()?
+        .host_str()
+        .map(str::to_owned)
+}
 
 /// A client builder with certkeeper's settings for a provider API: request and connect
 /// timeouts, no redirects followed, no `Referer`, certkeeper's `User-Agent`.
@@ -65,13 +81,7 @@ pub enum Failure {
 pub async fn receive(call: &str, mut response: reqwest::Response) -> Result<Answer, Failure> {
     let status = response.status();
     if status.is_redirection() {
-        // Only the host: a Location's path and query may hold anything.
-        let host = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|location| response.url().join(location).ok())
-            .and_then(|url| url.host_str().map(str::to_owned));
+        let host = redirect_host(response.url(), response.headers().get(LOCATION));
         return Err(Failure::Final(Error::Redirect {
             status: status.as_u16(),
             host,
