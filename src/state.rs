@@ -126,31 +126,6 @@ impl std::fmt::Display for CauseKind {
     }
 }
 
-/// Why a renewal failed: its kind, and the one line that says it to a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cause {
-    /// What kind of failure it was.
-    pub kind: CauseKind,
-    /// What went wrong, on one line.
-    pub message: String,
-}
-
-impl Cause {
-    /// A cause of `kind` saying `message`.
-    pub fn new(kind: CauseKind, message: impl Into<String>) -> Cause {
-        Cause {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 /// A kept renewal-information answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

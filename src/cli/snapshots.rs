@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{known_names, load_config, print};
 use crate::alert::{Alerts, Event, ONE_SHOT_BUDGET};
 use crate::config::{Config, EventKind};
-use crate::deploy::{Reloader, check_target, pair_spec};
+use crate::deploy::{Reloader, pair_spec, reload_and_check};
 use crate::store::{PairSpec, SnapshotInfo, Store};
 use crate::x509::leaf_of_file;
 
@@ -98,15 +98,7 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         }
     };
     let reloader = Reloader::for_certificate(&cert);
-    let served = runtime.block_on(async {
-        if let Some(Err(e)) = reloader.run_names(&[name]).await {
-            return Err(format!("reload failed: {e}"));
-        }
-        let leaf = leaf_of_file(&cert.fullchain)?;
-        check_target(&cert, &leaf, None)
-            .await
-            .map_err(|c| c.message)
-    });
+    let served = runtime.block_on(reload_and_check(&reloader, &cert));
     if let Err(cause) = served {
         eprintln!(
             "certkeeper: rollback {name}: snapshot {} was restored but refused: {cause}",
@@ -130,15 +122,7 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         };
         return match locked.revert(&spec, &staged) {
             Ok(_) => {
-                let back = runtime.block_on(async {
-                    if let Some(Err(e)) = reloader.run_names(&[name]).await {
-                        return Err(format!("reload failed: {e}"));
-                    }
-                    let leaf = leaf_of_file(&cert.fullchain)?;
-                    check_target(&cert, &leaf, None)
-                        .await
-                        .map_err(|c| c.message)
-                });
+                let back = runtime.block_on(reload_and_check(&reloader, &cert));
                 match back {
                     Ok(()) => eprintln!(
                         "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"

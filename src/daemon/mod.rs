@@ -363,8 +363,7 @@ mod tests {
             (
                 "b".to_owned(),
                 Outcome::Failed {
-                    error: crate::state::Cause::new(crate::state::CauseKind::Local, "x"),
-                    retry_after: None,
+                    error: crate::pass::Failure::Internal("x".into()),
                 },
             ),
             ("c".to_owned(), Outcome::NotDue { renew_after: t }),

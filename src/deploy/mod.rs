@@ -3,11 +3,13 @@
 //! reload → verify) in [`pipeline`], the reload command in [`reload`], and the check of what
 //! the service serves in [`verify`].
 
+mod failure;
 mod pipeline;
 pub mod reload;
 pub mod verify;
 
-pub use pipeline::{Item, Outcome, Reloader, Renewed, check_target, deploy_all};
+pub use failure::Failure;
+pub use pipeline::{Item, Outcome, Reloader, Renewed, check_target, deploy_all, reload_and_check};
 
 use crate::accounts;
 use crate::config;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use super::Failure;
 use super::{reload, verify};
 use crate::config::{self, Certificate};
-use crate::state::{Cause, CauseKind};
 use crate::store::{self, Locked, PairSpec, Staged};
 use crate::x509::{Cert, TrustStore, leaf_of_file};
 
@@ -39,7 +39,7 @@ pub struct Item {
 
 /// What became of one certificate's deploy. Alerts, metrics, state and exit codes follow
 /// from the variant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// The new pair is live, reloaded and served.
     Renewed(Renewed),
@@ -47,7 +47,7 @@ pub enum Outcome {
     /// again.
     RolledBack {
         /// Why the new pair was refused (reload or verify output).
-        cause: Cause,
+        cause: Failure,
         /// What the way back did worth knowing (a reload that failed again while the
         /// restored leaf was still served).
         note: Option<String>,
@@ -56,14 +56,14 @@ pub enum Outcome {
     /// act.
     RollbackFailed {
         /// Why the new pair was refused.
-        cause: Cause,
+        cause: Failure,
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
     /// Nothing was swapped (the stage itself failed); the live pair is unchanged.
     Failed {
         /// Why.
-        error: Cause,
+        error: Failure,
     },
 }
 
@@ -148,7 +148,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             Err(e) => out.push((
                 item.cert.name.clone(),
                 Outcome::Failed {
-                    error: Cause::new(CauseKind::Deploy, format!("deploy: {e}")),
+                    error: Failure::Stage(Arc::new(e)),
                 },
             )),
         }
@@ -160,7 +160,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
 
     let started = Instant::now();
     if let Some(Err(e)) = reload.run(&staged).await {
-        let cause = Cause::new(CauseKind::Reload, format!("reload failed: {e}"));
+        let cause = Failure::Reload(Arc::new(e));
         let failed = staged.into_iter().map(|p| (p, cause.clone())).collect();
         out.extend(revert_all(locked, &reload, failed).await);
         return out;
@@ -175,13 +175,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             Ok(()) => Some(p),
             Err(problem) => {
                 tracing::warn!(cert = %p.item.cert.name, "The reload damaged the deploy: {problem}.");
-                refused.push((
-                    p,
-                    Cause::new(
-                        CauseKind::Reload,
-                        format!("the reload command changed what certkeeper deployed: {problem}"),
-                    ),
-                ));
+                refused.push((p, Failure::Damaged(problem)));
                 None
             }
         })
@@ -227,7 +221,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
                     warnings: done.warnings,
                 }),
             )),
-            Err(e) => refused.push((p, Cause::new(CauseKind::Deploy, format!("commit: {e}")))),
+            Err(e) => refused.push((p, Failure::Commit(Arc::new(e)))),
         }
     }
     if !refused.is_empty() {
@@ -241,7 +235,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
 async fn revert_all(
     locked: &Locked<'_>,
     reload: &Reloader,
-    refused: Vec<(Pending, Cause)>,
+    refused: Vec<(Pending, Failure)>,
 ) -> Vec<(String, Outcome)> {
     let mut out = Vec::new();
     let mut reverted = Vec::new();
@@ -284,8 +278,7 @@ async fn revert_all(
             // Nothing was live before this certificate's first deploy: nothing to serve.
             return Ok(());
         }
-        let leaf =
-            leaf_of_file(&p.item.cert.fullchain).map_err(|e| Cause::new(CauseKind::Deploy, e))?;
+        let leaf = leaf_of_file(&p.item.cert.fullchain).map_err(|e| Failure::Live(Arc::new(e)))?;
         check_target(&p.item.cert, &leaf, None).await
     }))
     .await;
@@ -358,12 +351,12 @@ fn from_snapshot(r: &store::Reverted) -> String {
 
 /// Checks that the service of `cert` serves `expected` (and, with `trust`, a complete chain
 /// to it), then runs its health command; `Ok` when nothing is configured to check. A
-/// refusal is a [`CauseKind::Verify`].
+/// refusal is a [`Failure::Verify`].
 pub async fn check_target(
     cert: &Certificate,
     expected: &Cert,
     trust: Option<&TrustStore>,
-) -> Result<(), Cause> {
+) -> Result<(), Failure> {
     let Some(v) = &cert.verify else {
         return Ok(());
     };
@@ -371,7 +364,7 @@ pub async fn check_target(
     if let Some(connect) = &v.tls_connect {
         let served = verify::served(connect, &v.server_name, expected, trust, v.timeout)
             .await
-            .map_err(|e| Cause::new(CauseKind::Verify, format!("verify failed: {e}")))?;
+            .map_err(|e| Failure::Verify(Arc::new(e)))?;
         tracing::info!(cert = %cert.name, attempts = served.attempts, elapsed_ms = served.elapsed.as_millis() as u64,
             "Verified the served certificate.");
     }
@@ -383,9 +376,19 @@ pub async fn check_target(
             left.max(MIN_HEALTH_TIME),
         )
         .await
-        .map_err(|e| Cause::new(CauseKind::Verify, format!("verify failed: {e}")))?;
+        .map_err(|e| Failure::Verify(Arc::new(e)))?;
     }
     Ok(())
+}
+
+/// Reloads `cert`'s service (when it has a reload command) and checks that it serves the
+/// leaf of the live fullchain: the judgement of a manual rollback.
+pub async fn reload_and_check(reloader: &Reloader, cert: &Certificate) -> Result<(), Failure> {
+    if let Some(Err(e)) = reloader.run_names(&[cert.name.as_str()]).await {
+        return Err(Failure::Reload(Arc::new(e)));
+    }
+    let leaf = leaf_of_file(&cert.fullchain).map_err(|e| Failure::Live(Arc::new(e)))?;
+    check_target(cert, &leaf, None).await
 }
 
 /// The environment of a health command: which certificate, and the leaf it must see.

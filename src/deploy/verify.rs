@@ -311,7 +311,7 @@ pub async fn probe(
                     connect,
                     server_name,
                     index: i + 1,
-                    reason: escape_control(&reason),
+                    reason: escape_control(&reason.to_string()),
                 }
             })
         })

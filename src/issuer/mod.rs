@@ -16,7 +16,7 @@ use certkeeper_dns::DnsProvider;
 use crate::acme::{self, Acme, ProblemType};
 use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
 use crate::keys;
-use crate::state::{Cause, CauseKind};
+use crate::state::CauseKind;
 use crate::store::StateDir;
 use crate::x509::{self, Cert, TrustStore, leaf_of_file};
 use local_ca::LocalCa;
@@ -70,11 +70,6 @@ impl IssueError {
             IssueError::Acme(e) | IssueError::Staging { source: e, .. } => e.rate_limited_until(),
             _ => None,
         }
-    }
-
-    /// This error as the cause of a failed renewal.
-    pub fn cause(&self) -> Cause {
-        Cause::new(self.kind(), self.to_string())
     }
 }
 

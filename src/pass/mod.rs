@@ -14,6 +14,7 @@
 //! material kept between passes, `outcome` what happened to one certificate.
 
 mod batch;
+mod failure;
 mod kept;
 mod notify;
 mod obtain;
@@ -23,6 +24,7 @@ mod plan;
 mod record;
 mod tasks;
 
+pub use failure::Failure;
 pub use notify::{EXPIRING_WITHIN, deliver};
 pub use outcome::Outcome;
 
@@ -35,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert;
 use crate::config::{Certificate, Config};
 use crate::deploy::pair_spec;
-use crate::state::{self, Cause, CauseKind};
+use crate::state;
 use crate::store::{self, StateDir, Store};
 
 use batch::Batch;
@@ -221,19 +223,16 @@ async fn stop_ready(ready: impl Iterator<Item = (String, Box<Ready>)>, record: &
 /// its own certificate (the second map), and the others go on.
 fn pair_specs(
     selected: &[Certificate],
-) -> (BTreeMap<String, store::PairSpec>, BTreeMap<String, Cause>) {
+) -> (BTreeMap<String, store::PairSpec>, BTreeMap<String, Failure>) {
     let mut specs = BTreeMap::new();
-    let mut unrecoverable: BTreeMap<String, Cause> = BTreeMap::new();
+    let mut unrecoverable = BTreeMap::new();
     for cert in selected {
         match pair_spec(cert) {
             Ok(spec) => {
                 specs.insert(cert.name.clone(), spec);
             }
             Err(e) => {
-                unrecoverable.insert(
-                    cert.name.clone(),
-                    Cause::new(CauseKind::Config, e.to_string()),
-                );
+                unrecoverable.insert(cert.name.clone(), Failure::Spec(Arc::new(e)));
             }
         }
     }
@@ -246,7 +245,7 @@ fn recover(
     locked: &store::Locked<'_>,
     config: &Config,
     specs: &BTreeMap<String, store::PairSpec>,
-    unrecoverable: &mut BTreeMap<String, Cause>,
+    unrecoverable: &mut BTreeMap<String, Failure>,
 ) {
     // Over every configured certificate, a clean recovery puts the `clean` marker
     // back at the end of the pass.
@@ -271,10 +270,7 @@ fn recover(
             }
             // Reported as this certificate's failure; the others go on.
             Err(e) => {
-                unrecoverable.insert(
-                    spec.name.clone(),
-                    Cause::new(CauseKind::Deploy, format!("recovery: {e}")),
-                );
+                unrecoverable.insert(spec.name.clone(), Failure::Recovery(Arc::new(e)));
             }
         }
     }

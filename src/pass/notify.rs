@@ -172,13 +172,13 @@ fn own_event(
             let recovery = before.consecutive_failures > 0 || !before.alerted.is_empty();
             Some((e, recovery))
         }
-        Outcome::Failed { error, .. } => Some((EventKind::Failed, error.to_string(), error.kind))
+        Outcome::Failed { error, .. } => Some((EventKind::Failed, error.to_string(), error.kind()))
             .filter(|(k, _, c)| due(*k, Some(*c)))
             .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
         Outcome::RolledBack { source, cause, .. } => Some((
             EventKind::RolledBack,
             format!("the new certificate from {source} was refused and the previous pair is served again: {cause}"),
-            cause.kind,
+            cause.kind(),
         ))
         .filter(|(k, _, c)| due(*k, Some(*c)))
         .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
@@ -189,7 +189,7 @@ fn own_event(
         } => Some((
             EventKind::RollbackFailed,
             format!("the new certificate from {source} was refused, and {rollback}: {cause}"),
-            cause.kind,
+            cause.kind(),
         ))
         .filter(|(k, _, c)| due(*k, Some(*c)))
         .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
@@ -217,9 +217,9 @@ fn expiring(
         format!("expires in {}h", left.whole_hours())
     };
     let (last, last_kind) = match outcome {
-        Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind)),
+        Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind())),
         Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
-            (cause.to_string(), Some(cause.kind))
+            (cause.to_string(), Some(cause.kind()))
         }
         _ => (
             before.last_error.clone().unwrap_or_default(),

@@ -6,13 +6,12 @@ use time::OffsetDateTime;
 use super::kept::Kept;
 use super::pending::{self, keep_now};
 use super::plan;
-use super::{Options, Outcome};
+use super::{Failure, Options, Outcome};
 use crate::config::{Certificate, Config};
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
 use crate::keys;
 use crate::material::check_new;
-use crate::state::{Cause, CauseKind};
 use crate::store::{self, StateDir};
 use crate::x509::Cert;
 
@@ -78,8 +77,7 @@ fn refused(state_dir: &StateDir, cert: &Certificate) -> Option<Step> {
         .err()
         .map(|e| {
             Step::Done(Outcome::Failed {
-                error: Cause::new(CauseKind::Deploy, e.to_string()),
-                retry_after: None,
+                error: Failure::Targets(std::sync::Arc::new(e)),
             })
         })
 }
@@ -134,14 +132,14 @@ async fn take_kept(
 
 /// The key the new certificate gets: the live one when `reuse_key` says so and it reads,
 /// a new one otherwise.
-fn new_key(cert: &Certificate) -> Result<rcgen::KeyPair, Cause> {
+fn new_key(cert: &Certificate) -> Result<rcgen::KeyPair, Failure> {
     let live_key = if cert.reuse_key {
         crate::fsutil::read_regular_text(&cert.privkey, crate::fsutil::MAX_FILE).ok()
     } else {
         None
     };
     keys::for_renewal(cert.key, cert.reuse_key, live_key.as_deref())
-        .map_err(|e| Cause::new(CauseKind::Local, e.to_string()))
+        .map_err(|e| Failure::Key(std::sync::Arc::new(e)))
 }
 
 /// Orders from `cert`'s issuers in order until one gives material, and checks it.
@@ -157,10 +155,7 @@ async fn issue(
     let key = match new_key(cert) {
         Ok(k) => k,
         Err(error) => {
-            return Step::Done(Outcome::Failed {
-                error,
-                retry_after: None,
-            });
+            return Step::Done(Outcome::Failed { error });
         }
     };
     // A dry run orders only from a staging CA: without one, it stops here and says what it
@@ -175,13 +170,13 @@ async fn issue(
         });
     }
     let privkey = crate::x509::pem::write("PRIVATE KEY", &key.serialize_der()).into_bytes();
-    let mut failures = Failures::default();
+    let mut failures = Vec::new();
     for issuer in &cert.issuers {
         let fullchain = match issuers.issue(issuer, cert, &key, now).await {
             Ok(f) => f.into_bytes(),
             Err(e) => {
                 tracing::warn!(cert = %cert.name, issuer = %issuer, "Issuer failed: {e}");
-                failures.add(issuer, &e);
+                failures.push((issuer.clone(), e));
                 continue;
             }
         };
@@ -214,47 +209,17 @@ async fn issue(
                     pending::remove(state_dir, &cert.name);
                 }
                 Step::Done(Outcome::Failed {
-                    error: Cause::new(CauseKind::Material, format!("issuer {issuer}: {rejected}")),
-                    retry_after: None,
+                    error: Failure::Material {
+                        issuer: issuer.clone(),
+                        rejected,
+                    },
                 })
             }
         };
     }
-    Step::Done(failures.outcome())
-}
-
-/// What the issuers that failed said, in order.
-#[derive(Default)]
-struct Failures {
-    errors: Vec<String>,
-    kinds: Vec<CauseKind>,
-    retry_after: Option<OffsetDateTime>,
-}
-
-impl Failures {
-    fn add(&mut self, issuer: &str, e: &crate::issuer::IssueError) {
-        self.errors.push(format!("issuer {issuer}: {e}"));
-        self.kinds.push(e.kind());
-        // The latest time a rate-limiting CA named: before it, every issuer of the
-        // list would be tried again in vain.
-        if let Some(at) = e.retry_after().map(OffsetDateTime::from) {
-            self.retry_after = Some(self.retry_after.map_or(at, |r| r.max(at)));
-        }
-    }
-
-    /// The failure of the whole.
-    fn outcome(self) -> Outcome {
-        // The kind of the whole: a CA's rate limit when one holds every issuer back, else
-        // the first issuer's (the one preferred).
-        let kind = match self.retry_after {
-            Some(_) => CauseKind::RateLimited,
-            None => self.kinds.first().copied().unwrap_or(CauseKind::Config),
-        };
-        Outcome::Failed {
-            error: Cause::new(kind, self.errors.join("; ")),
-            retry_after: self.retry_after,
-        }
-    }
+    Step::Done(Outcome::Failed {
+        error: Failure::Issuers(failures),
+    })
 }
 
 /// Where new material comes from: an issuer's name (or `pending`), and whether it is a

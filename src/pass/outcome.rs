@@ -2,11 +2,11 @@
 
 use time::OffsetDateTime;
 
+use super::Failure;
 use crate::deploy;
-use crate::state::Cause;
 
 /// What happened to one certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// Not due; renews from `renew_after`.
     NotDue {
@@ -42,7 +42,7 @@ pub enum Outcome {
         /// Where the material came from.
         source: String,
         /// Why it was refused.
-        cause: Cause,
+        cause: deploy::Failure,
         /// What the way back did worth knowing.
         note: Option<String>,
     },
@@ -52,7 +52,7 @@ pub enum Outcome {
         /// Where the material came from.
         source: String,
         /// Why it was refused.
-        cause: Cause,
+        cause: deploy::Failure,
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
@@ -65,11 +65,10 @@ pub enum Outcome {
     },
     /// The renewal failed; nothing changed on disk for this certificate.
     Failed {
-        /// Why, with the issuers' errors.
-        error: Cause,
-        /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`): the
-        /// next attempt waits until then instead of the usual backoff.
-        retry_after: Option<OffsetDateTime>,
+        /// Why, with the issuers' errors. When the CA asked to be asked again (a
+        /// `rateLimited` answer's `Retry-After`, [`Failure::retry_after`]), the next
+        /// attempt waits until then instead of the usual backoff.
+        error: Failure,
     },
 }
 
@@ -117,18 +116,11 @@ impl Outcome {
                 cause,
                 rollback,
             },
-            deploy::Outcome::Failed { error, .. } => Outcome::Failed {
-                error: Cause::new(
-                    error.kind,
-                    if kept {
-                        format!("{error} (the new material is kept and deployed on the next pass)")
-                    } else {
-                        format!(
-                            "{error} (the new material could not be kept; the next pass orders again)"
-                        )
-                    },
-                ),
-                retry_after: None,
+            deploy::Outcome::Failed { error } => Outcome::Failed {
+                error: Failure::Deploy {
+                    failure: error,
+                    kept,
+                },
             },
         }
     }

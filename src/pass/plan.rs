@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 
+use super::Failure;
 use super::kept::Kept;
 use super::{Options, Outcome};
 use crate::config::{Certificate, Config};
@@ -11,7 +12,7 @@ use crate::inventory::{self, Trust};
 use crate::issuer::Issuers;
 use crate::material::ISSUER_BACKDATE;
 use crate::schedule;
-use crate::state::{Cause, CauseKind, CertState};
+use crate::state::CertState;
 use crate::text::rfc3339;
 use crate::x509::{Cert, leaf_of_file};
 
@@ -117,14 +118,9 @@ pub(super) async fn not_due(
 pub(super) fn too_new(live: Option<&Cert>, now: OffsetDateTime) -> Option<Outcome> {
     let leaf = live.filter(|leaf| leaf.not_before > now + ISSUER_BACKDATE)?;
     Some(Outcome::Failed {
-        error: Cause::new(
-            CauseKind::Local,
-            format!(
-                "the live certificate's notBefore {} is later than now ({}); a certificate ordered now would be older material, which a deploy never puts over the live pair. Check this host's clock, or restore older material explicitly with `certkeeper rollback`",
-                rfc3339(leaf.not_before),
-                rfc3339(now)
-            ),
-        ),
-        retry_after: None,
+        error: Failure::LiveTooNew {
+            not_before: leaf.not_before,
+            now,
+        },
     })
 }

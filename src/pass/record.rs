@@ -124,19 +124,19 @@ fn record(
                 profile: cert.profile.clone(),
             });
         }
-        Outcome::Failed { error, retry_after } => {
-            s.failed(t, "failed", &error.message, initial, max);
-            s.last_cause = Some(error.kind);
+        Outcome::Failed { error } => {
+            s.failed(t, "failed", &error.to_string(), initial, max);
+            s.last_cause = Some(error.kind());
             // A rate-limiting CA said when: that time, not the usual ladder.
             // A CA asking for longer than the cap is asked again after it.
-            if let Some(at) = retry_after {
+            if let Some(at) = error.retry_after() {
                 let cap = crate::state::next_attempt_cap(max).as_secs() as i64;
                 s.next_attempt = Some(at.unix_timestamp().clamp(t, t.saturating_add(cap)));
             }
         }
         Outcome::RolledBack { cause, .. } => {
-            s.failed(t, "rolled_back", &cause.message, initial, max);
-            s.last_cause = Some(cause.kind);
+            s.failed(t, "rolled_back", &cause.to_string(), initial, max);
+            s.last_cause = Some(cause.kind());
         }
         Outcome::RollbackFailed {
             cause, rollback, ..
@@ -148,7 +148,7 @@ fn record(
                 initial,
                 max,
             );
-            s.last_cause = Some(cause.kind);
+            s.last_cause = Some(cause.kind());
         }
         Outcome::NotDue { .. }
         | Outcome::Backoff { .. }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Failure;
 use super::Outcome;
 use super::kept::Kept;
 use super::obtain::{Ready, Step, prepare};
@@ -17,7 +18,6 @@ use super::record::Recorder;
 use crate::config::{Certificate, Config};
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
-use crate::state::{Cause, CauseKind};
 use crate::store::StateDir;
 
 /// What every certificate's task shares.
@@ -77,7 +77,7 @@ pub(super) type Tasks = JoinSet<(String, Step)>;
 /// certificate each one is for.
 pub(super) fn spawn_all(
     selected: &[Certificate],
-    mut unrecoverable: BTreeMap<String, Cause>,
+    mut unrecoverable: BTreeMap<String, Failure>,
     shared: &Shared,
     record: &mut Recorder<'_>,
 ) -> (Tasks, HashMap<tokio::task::Id, String>) {
@@ -85,10 +85,7 @@ pub(super) fn spawn_all(
     let mut task_names = HashMap::new();
     for cert in selected.iter().cloned() {
         if let Some(error) = unrecoverable.remove(&cert.name) {
-            let outcome = Outcome::Failed {
-                error,
-                retry_after: None,
-            };
+            let outcome = Outcome::Failed { error };
             record.done(cert.name.clone(), outcome);
             continue;
         }
@@ -148,11 +145,7 @@ pub(super) async fn join_all(
                 Some(name) => (
                     name.clone(),
                     Step::Done(Outcome::Failed {
-                        error: Cause::new(
-                            CauseKind::Local,
-                            format!("internal error, please report it: {e}"),
-                        ),
-                        retry_after: None,
+                        error: Failure::Internal(e.to_string()),
                     }),
                 ),
                 None => continue,

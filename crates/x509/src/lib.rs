@@ -14,7 +14,7 @@ pub mod pem;
 pub use chain::{ChainProblem, TrustStore, examine_chain, links_signed, native_root_store};
 pub use key::{KeyError, PrivateKey, key_matches};
 pub use names::{covers, uncovered};
-pub use parse::{Cert, Encoding, ParseError, leaf_of_file, read_certificates};
+pub use parse::{Cert, DerError, Encoding, FileError, ParseError, leaf_of_file, read_certificates};
 
 use std::fmt;
 

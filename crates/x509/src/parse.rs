@@ -35,6 +35,38 @@ pub enum ParseError {
     NotCertificate,
 }
 
+/// Why one DER certificate could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DerError {
+    /// The DER does not decode as an X.509 certificate.
+    #[error("{0}")]
+    Decode(String),
+    /// Bytes follow the certificate.
+    #[error("trailing bytes after the certificate")]
+    Trailing,
+}
+
+/// Why the leaf of a fullchain file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read (missing, not a regular file, too large).
+    #[error("reading {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no readable certificate.
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: ParseError,
+    },
+}
+
 /// One certificate with what certkeeper reports about it. Owns its DER.
 #[derive(Clone, Debug)]
 pub struct Cert {
@@ -62,7 +94,7 @@ pub struct Cert {
 
 impl Cert {
     /// Parses one DER certificate.
-    pub fn from_der(der: Vec<u8>) -> Result<Cert, String> {
+    pub fn from_der(der: Vec<u8>) -> Result<Cert, DerError> {
         // CA certificates repeat across chains (a thousand leaves share one intermediate):
         // each is parsed once per process.
         if let Some(known) = ca_cache::get(&der) {
@@ -75,10 +107,11 @@ impl Cert {
         Ok(cert)
     }
 
-    fn parse_der(der: Vec<u8>) -> Result<Cert, String> {
-        let (rest, x) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
+    fn parse_der(der: Vec<u8>) -> Result<Cert, DerError> {
+        let (rest, x) =
+            X509Certificate::from_der(&der).map_err(|e| DerError::Decode(e.to_string()))?;
         if !rest.is_empty() {
-            return Err("trailing bytes after the certificate".into());
+            return Err(DerError::Trailing);
         }
         let mut sans = Vec::new();
         if let Ok(Some(ext)) = x.subject_alternative_name() {
@@ -170,15 +203,22 @@ pub fn read_certificates(bytes: &[u8]) -> Result<(Vec<Cert>, Encoding), ParseErr
 
 /// The first certificate of the fullchain file at `path` (the leaf of a live pair); the
 /// error names the file and what is wrong.
-pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, String> {
+pub fn leaf_of_file(path: &std::path::Path) -> Result<Cert, FileError> {
     let bytes = certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        .map_err(|source| FileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let parse = |source| FileError::Parse {
+        path: path.to_owned(),
+        source,
+    };
     read_certificates(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(parse)?
         .0
         .into_iter()
         .next()
-        .ok_or_else(|| format!("{}: no certificate", path.display()))
+        .ok_or_else(|| parse(ParseError::NoCertificate))
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
