@@ -240,7 +240,8 @@ fn issued_material_is_kept_and_deployed_on_the_next_pass() {
     let run = dir.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.starts_with("www: renewed from pending"),
+        run.stdout
+            .starts_with("www: renewed from internal (issued by an earlier pass)"),
         "{run:?}"
     );
     assert_eq!(
@@ -704,7 +705,8 @@ fn a_refused_first_deploy_leaves_the_host_as_it_was_and_is_deployed_later() {
     let run = dir.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.starts_with("www: renewed from pending"),
+        run.stdout
+            .starts_with("www: renewed from internal (issued by an earlier pass)"),
         "{run:?}"
     );
     assert_eq!(

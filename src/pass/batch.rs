@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Outcome;
-use super::obtain::Ready;
+use super::check::Ready;
 use super::pending::{self, keep_now};
 use super::record::Recorder;
 use crate::deploy;
@@ -20,7 +20,8 @@ use crate::x509::Cert;
 pub(super) struct Batch {
     pub(super) items: Vec<deploy::Item>,
     sources: BTreeMap<String, String>,
-    unkept: BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+    /// By certificate: the issuer, the fullchain and the key.
+    unkept: BTreeMap<String, (String, Vec<u8>, Vec<u8>)>,
     /// Each item's new leaf: the live one once its deploy renews it.
     leaves: BTreeMap<String, Cert>,
 }
@@ -47,7 +48,7 @@ impl Batch {
                 (true, Some(spec), Some(cert)) => {
                     batch.sources.insert(name.clone(), r.source.clone());
                     if !r.kept {
-                        let material = (r.fullchain.clone(), r.privkey.clone());
+                        let material = (r.issuer.clone(), r.fullchain.clone(), r.privkey.clone());
                         batch.unkept.insert(name.clone(), material);
                     }
                     batch.leaves.insert(name.clone(), r.leaf.clone());
@@ -82,7 +83,9 @@ impl Batch {
             let renewed = matches!(done, deploy::Outcome::Renewed(_));
             let still_kept = match self.unkept.remove(&name) {
                 Some(_) if renewed => false,
-                Some((fullchain, privkey)) => keep_now(&state_dir, &name, &fullchain, &privkey),
+                Some((issuer, fullchain, privkey)) => {
+                    keep_now(&state_dir, &name, &issuer, &fullchain, &privkey)
+                }
                 None => pending::exists(&config.state_dir, &name),
             };
             if renewed && still_kept {
@@ -96,8 +99,8 @@ impl Batch {
         }
         // Groups not started because of a stop.
         for name in self.sources.into_keys() {
-            if let Some((fullchain, privkey)) = self.unkept.remove(&name) {
-                keep_now(&state_dir, &name, &fullchain, &privkey);
+            if let Some((issuer, fullchain, privkey)) = self.unkept.remove(&name) {
+                keep_now(&state_dir, &name, &issuer, &fullchain, &privkey);
             }
             record.done(name, Outcome::Stopped);
         }

@@ -14,6 +14,7 @@
 //! material kept between passes, `outcome` what happened to one certificate.
 
 mod batch;
+mod check;
 mod failure;
 mod kept;
 mod notify;
@@ -37,12 +38,14 @@ use tokio_util::sync::CancellationToken;
 use crate::alert;
 use crate::config::{Certificate, Config};
 use crate::deploy::pair_spec;
+use crate::inventory::Trust;
+use crate::issuer::Issuers;
 use crate::state;
 use crate::store::{self, StateDir, Store};
 
 use batch::Batch;
+use check::Ready;
 use kept::Kept;
-use obtain::Ready;
 use pending::keep_now;
 use record::Recorder;
 use tasks::{Shared, join_all, spawn_all};
@@ -207,13 +210,79 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     Ok(record.into_pass(&selected))
 }
 
+/// Where one certificate's way before the swap ends: with an outcome, or with checked
+/// material for the deploy.
+enum Step {
+    Done(Outcome),
+    Deploy(Box<Ready>),
+}
+
+/// One certificate's way to the deploy, the stages before the swap: plan (is it due, and
+/// why), obtain (kept material first, due or not, then the issuers in order) and check.
+async fn prepare(
+    config: &Config,
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    trust: Option<&Trust>,
+    opts: &Options,
+    now: OffsetDateTime,
+) -> Step {
+    let mut live = match plan::look(config, kept, cert, trust, opts, now) {
+        Ok(live) => live,
+        Err(until) => return Step::Done(Outcome::Backoff { until }),
+    };
+    let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
+    let failed = |error| Step::Done(Outcome::Failed { error });
+
+    // Material issued by an earlier pass that could not be deployed (or was rolled back)
+    // goes first, due or not: it was ordered because the certificate was due then.
+    if let Some(obtained) = obtain::kept_material(kept, cert) {
+        match check::material(issuers, cert, obtained, live_not_before, now).await {
+            Ok(ready) => {
+                return match check::targets(&kept.state_dir, cert) {
+                    Ok(()) => Step::Deploy(ready),
+                    Err(e) => failed(e),
+                };
+            }
+            Err(rejected) => obtain::discard_kept(kept, cert, opts, &rejected),
+        }
+    }
+    if !opts.force
+        && let Some(outcome) = plan::not_due(config, kept, cert, issuers, &mut live, now).await
+    {
+        return Step::Done(outcome);
+    }
+    if let Err(e) = check::targets(&kept.state_dir, cert) {
+        return failed(e);
+    }
+    if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
+        return Step::Done(outcome);
+    }
+    let obtained = match obtain::issue(kept, cert, issuers, opts, now).await {
+        Ok(obtained) => obtained,
+        Err(outcome) => return Step::Done(outcome),
+    };
+    let (source, was_kept) = (obtained.source.clone(), obtained.kept);
+    match check::material(issuers, cert, obtained, live_not_before, now).await {
+        Ok(ready) => Step::Deploy(ready),
+        Err(rejected) => Step::Done(obtain::refused(kept, cert, source, was_kept, rejected)),
+    }
+}
+
 /// After a stop: waits for the challenge records of abandoned orders to be removed, keeps
 /// the material that is ready (the next pass deploys it), and records it stopped.
 async fn stop_ready(ready: impl Iterator<Item = (String, Box<Ready>)>, record: &mut Recorder<'_>) {
     crate::acme::dns01::settle(CLEANUP_BOUND).await;
     for (name, r) in ready {
         if !r.kept && !record.opts.dry_run {
-            keep_now(&record.kept.state_dir, &name, &r.fullchain, &r.privkey);
+            keep_now(
+                &record.kept.state_dir,
+                &name,
+                &r.issuer,
+                &r.fullchain,
+                &r.privkey,
+            );
         }
         record.done(name, Outcome::Stopped);
     }

@@ -1,132 +1,78 @@
-//! Everything before the swap, for one certificate: kept material first, then the issuers
-//! in order, each result checked.
+//! Obtain: new material for one certificate, from `pending/` (issued by an earlier pass
+//! and not deployed) or from its issuers in order. Nothing here judges the material; the
+//! check stage (`check`) does.
 
 use time::OffsetDateTime;
 
 use super::kept::Kept;
 use super::pending::{self, keep_now};
-use super::plan;
 use super::{Failure, Options, Outcome};
-use crate::config::{Certificate, Config};
-use crate::inventory::Trust;
+use crate::config::Certificate;
 use crate::issuer::Issuers;
 use crate::keys;
-use crate::material::check_new;
-use crate::store::{self, StateDir};
-use crate::x509::Cert;
+use crate::material::Rejected;
 
-/// Checked material ready to be swapped in.
-pub(super) struct Ready {
+/// Material not checked yet, and where it came from.
+pub(super) struct Obtained {
     pub(super) fullchain: Vec<u8>,
     pub(super) privkey: Vec<u8>,
-    pub(super) leaf: Cert,
+    /// Where it is from, as lines and alerts say it: the issuer's name, and for kept
+    /// material that an earlier pass issued it.
     pub(super) source: String,
-    /// Whether the material is kept in `pending/` already (see [`pending`]).
+    /// The issuer's name (empty when kept material does not say).
+    pub(super) issuer: String,
+    /// Whether it is a staging CA's (a dry run's order): its chain ends at the CA's own root.
+    pub(super) staging: bool,
+    /// Whether it is kept in `pending/`.
     pub(super) kept: bool,
 }
 
-pub(super) enum Step {
-    Done(Outcome),
-    Deploy(Box<Ready>),
-}
-
-/// Everything before the swap, for one certificate: plan, then obtain (kept material first,
-/// due or not, then the issuers in order), each result checked.
-pub(super) async fn prepare(
-    config: &Config,
-    kept: &Kept,
-    cert: &Certificate,
-    issuers: &Issuers,
-    trust: Option<&Trust>,
-    opts: &Options,
-    now: OffsetDateTime,
-) -> Step {
-    let mut live = match plan::look(config, kept, cert, trust, opts, now) {
-        Ok(live) => live,
-        Err(until) => return Step::Done(Outcome::Backoff { until }),
-    };
-    let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
-
-    // Material issued by an earlier pass that could not be deployed (or was rolled back)
-    // goes first, due or not: it was ordered because the certificate was due then.
-    if let Some(step) = take_kept(kept, cert, issuers, live_not_before, opts, now).await {
-        return step;
-    }
-
-    if !opts.force
-        && let Some(outcome) = plan::not_due(config, kept, cert, issuers, &mut live, now).await
-    {
-        return Step::Done(outcome);
-    }
-    if let Some(step) = refused(&kept.state_dir, cert) {
-        return step;
-    }
-    if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
-        return Step::Done(outcome);
-    }
-    issue(kept, cert, issuers, live_not_before, opts, now).await
-}
-
-/// What sits where this certificate's files go is looked at before anything is written
-/// for it (a deploy of kept material, an issuance): a device, FIFO or socket there fails
-/// it then, with nothing issued or written. A certificate that is not due writes nothing
-/// and is not looked at (`config check` reports such paths for every certificate).
-fn refused(state_dir: &StateDir, cert: &Certificate) -> Option<Step> {
-    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
-    store::check_targets(state_dir, &spec, &cert.issuers)
-        .err()
-        .map(|e| {
-            Step::Done(Outcome::Failed {
-                error: Failure::Targets(std::sync::Arc::new(e)),
-            })
-        })
-}
-
-/// The material kept in `pending/` for `cert`, checked, ready to deploy; `None` when there
-/// is none or it is discarded (then the issuers are asked).
-async fn take_kept(
-    kept: &Kept,
-    cert: &Certificate,
-    issuers: &Issuers,
-    live_not_before: Option<OffsetDateTime>,
-    opts: &Options,
-    now: OffsetDateTime,
-) -> Option<Step> {
-    let state_dir = &kept.state_dir;
-    let (fullchain, privkey) = kept
+/// The material kept in `pending/` for `cert`, when there is any.
+pub(super) fn kept_material(kept: &Kept, cert: &Certificate) -> Option<Obtained> {
+    let material = kept
         .pending
         .contains(&cert.name)
-        .then(|| pending::load(state_dir.path(), &cert.name))
+        .then(|| pending::load(kept.state_dir.path(), &cert.name))
         .flatten()?;
-    let origin = Origin {
-        name: "pending",
+    // The issuer the record names, when it is still one of the certificate's.
+    let issuer = material.issuer.filter(|i| cert.issuers.contains(i));
+    Some(Obtained {
+        source: match &issuer {
+            Some(i) => format!("{i} (issued by an earlier pass)"),
+            None => "an earlier pass".into(),
+        },
+        issuer: issuer.unwrap_or_default(),
+        fullchain: material.fullchain,
+        privkey: material.privkey,
         staging: false,
-    };
-    match checked(
-        issuers,
-        cert,
-        fullchain,
-        privkey,
-        live_not_before,
-        now,
-        origin,
-    )
-    .await
-    {
-        Ok(mut ready) => {
-            if let Some(step) = refused(state_dir, cert) {
-                return Some(step);
-            }
-            ready.kept = true;
-            Some(Step::Deploy(ready))
-        }
-        Err(rejected) => {
-            tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {rejected}");
-            if !opts.dry_run {
-                pending::remove(state_dir, &cert.name);
-            }
-            None
-        }
+        kept: true,
+    })
+}
+
+/// Kept material the check refused is dropped; the issuers are asked instead.
+pub(super) fn discard_kept(kept: &Kept, cert: &Certificate, opts: &Options, why: &Rejected) {
+    tracing::warn!(cert = %cert.name, "Discarding undeployed material from an earlier pass: {why}");
+    if !opts.dry_run {
+        pending::remove(&kept.state_dir, &cert.name);
+    }
+}
+
+/// Material an issuer gave that the check refused: not kept for the next pass.
+pub(super) fn refused(
+    kept: &Kept,
+    cert: &Certificate,
+    issuer: String,
+    was_kept: bool,
+    why: Rejected,
+) -> Outcome {
+    if was_kept {
+        pending::remove(&kept.state_dir, &cert.name);
+    }
+    Outcome::Failed {
+        error: Failure::Material {
+            issuer,
+            rejected: why,
+        },
     }
 }
 
@@ -142,29 +88,23 @@ fn new_key(cert: &Certificate) -> Result<rcgen::KeyPair, Failure> {
         .map_err(|e| Failure::Key(std::sync::Arc::new(e)))
 }
 
-/// Orders from `cert`'s issuers in order until one gives material, and checks it.
-async fn issue(
+/// Orders from `cert`'s issuers in order until one gives material; `Err` with the outcome
+/// when none does (or a dry run would order from a production CA).
+pub(super) async fn issue(
     kept: &Kept,
     cert: &Certificate,
     issuers: &Issuers,
-    live_not_before: Option<OffsetDateTime>,
     opts: &Options,
     now: OffsetDateTime,
-) -> Step {
-    let state_dir = &kept.state_dir;
-    let key = match new_key(cert) {
-        Ok(k) => k,
-        Err(error) => {
-            return Step::Done(Outcome::Failed { error });
-        }
-    };
+) -> Result<Obtained, Outcome> {
+    let key = new_key(cert).map_err(|error| Outcome::Failed { error })?;
     // A dry run orders only from a staging CA: without one, it stops here and says what it
     // would order.
     if opts.dry_run
         && let Some(first) = cert.issuers.first()
         && issuers.needs_staging(first)
     {
-        return Step::Done(Outcome::WouldOrder {
+        return Err(Outcome::WouldOrder {
             issuer: first.clone(),
             domains: cert.domains.clone(),
         });
@@ -184,89 +124,17 @@ async fn issue(
         // a local CA's only when the deploy does not take it (issuing again costs nothing).
         let kept_now = !opts.dry_run
             && !issuers.issues_freely(issuer)
-            && keep_now(state_dir, &cert.name, &fullchain, &privkey);
-        let origin = Origin {
-            name: issuer,
-            staging: opts.dry_run && issuers.orders_from_staging(issuer),
-        };
-        return match checked(
-            issuers,
-            cert,
+            && keep_now(&kept.state_dir, &cert.name, issuer, &fullchain, &privkey);
+        return Ok(Obtained {
             fullchain,
             privkey,
-            live_not_before,
-            now,
-            origin,
-        )
-        .await
-        {
-            Ok(mut ready) => {
-                ready.kept = kept_now;
-                Step::Deploy(ready)
-            }
-            Err(rejected) => {
-                if kept_now {
-                    pending::remove(state_dir, &cert.name);
-                }
-                Step::Done(Outcome::Failed {
-                    error: Failure::Material {
-                        issuer: issuer.clone(),
-                        rejected,
-                    },
-                })
-            }
-        };
+            source: issuer.clone(),
+            issuer: issuer.clone(),
+            staging: opts.dry_run && issuers.orders_from_staging(issuer),
+            kept: kept_now,
+        });
     }
-    Step::Done(Outcome::Failed {
+    Err(Outcome::Failed {
         error: Failure::Issuers(failures),
     })
-}
-
-/// Where new material comes from: an issuer's name (or `pending`), and whether it is a
-/// staging CA's.
-#[derive(Clone, Copy)]
-struct Origin<'a> {
-    name: &'a str,
-    staging: bool,
-}
-
-/// New material checked against the roots `cert`'s issuers chain to, ready to swap in.
-async fn checked(
-    issuers: &Issuers,
-    cert: &Certificate,
-    fullchain: Vec<u8>,
-    privkey: Vec<u8>,
-    live_not_before: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-    origin: Origin<'_>,
-) -> Result<Box<Ready>, crate::material::Rejected> {
-    let Origin {
-        name: source,
-        staging,
-    } = origin;
-    let mut trust = issuers.trust_for(cert).await;
-    if staging {
-        // A staging CA's roots are not trusted anywhere: the chain it sent is checked whole
-        // and signed link by link up to its last certificate, which stands in for the root.
-        if let Ok((chain, _)) = crate::x509::read_certificates(&fullchain)
-            && let Some(top) = chain.into_iter().next_back()
-        {
-            trust.add(top);
-        }
-    }
-    let leaf = check_new(
-        &fullchain,
-        &privkey,
-        &cert.domains,
-        &trust,
-        live_not_before,
-        now,
-    )?;
-    Ok(Box::new(Ready {
-        fullchain,
-        privkey,
-        leaf,
-        source: source.to_owned(),
-        kept: false,
-    }))
 }

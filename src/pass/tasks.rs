@@ -12,9 +12,10 @@ use tracing::Instrument;
 
 use super::Failure;
 use super::Outcome;
+use super::check::Ready;
 use super::kept::Kept;
-use super::obtain::{Ready, Step, prepare};
 use super::record::Recorder;
+use super::{Step, prepare};
 use crate::config::{Certificate, Config};
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
