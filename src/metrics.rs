@@ -6,6 +6,7 @@
 //! failures. A state record the invoking user cannot read (a monitoring user, with state_dir
 //! private) leaves those samples out rather than reporting zeros that would look like facts.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -43,8 +44,19 @@ impl Pass {
     }
 }
 
-/// The metrics of every managed certificate (and of `pass`, when given), in the text format.
+/// The metrics of every managed certificate (and of `pass`, when given), in the text format,
+/// read from the live files and the state directory.
 pub fn render(config: &Config, pass: Option<&Pass>) -> String {
+    render_known(config, &BTreeMap::new(), pass)
+}
+
+/// [`render`] after a pass: what the pass knows of a certificate (`known`) is taken from it,
+/// not read back; only the certificates it did not look at are read from disk.
+pub fn render_known(
+    config: &Config,
+    known: &BTreeMap<String, crate::pass::Known>,
+    pass: Option<&Pass>,
+) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         if samples.is_empty() {
@@ -64,17 +76,36 @@ pub fn render(config: &Config, pass: Option<&Pass>) -> String {
     // When a pass last found each certificate not due: later than its record's last attempt,
     // that is its last look and its result is `ok`.
     let horizon = state::Horizon::of(config);
-    let looked = state::load_pass(&config.state_dir, &horizon);
+    let looked = std::cell::OnceCell::new();
     for cert in &config.certificates {
         let label = format!("name=\"{}\"", escape(&cert.name));
-        if let Ok(leaf) = leaf_of_file(&cert.fullchain) {
-            not_after.push((label.clone(), leaf.not_after.unix_timestamp().to_string()));
+        let facts = match known.get(&cert.name) {
+            Some(k) => Facts {
+                not_after: match k.leaf_known {
+                    true => k.not_after,
+                    false => leaf_of_file(&cert.fullchain).ok().map(|l| l.not_after),
+                },
+                record: Some(k.record.clone()),
+                not_due_at: k.not_due_at,
+            },
+            None => Facts {
+                not_after: leaf_of_file(&cert.fullchain).ok().map(|l| l.not_after),
+                record: state::load_if_readable(&config.state_dir, &cert.name, &horizon),
+                not_due_at: looked
+                    .get_or_init(|| state::load_pass(&config.state_dir, &horizon))
+                    .not_due
+                    .get(&cert.name)
+                    .copied(),
+            },
+        };
+        if let Some(t) = facts.not_after {
+            not_after.push((label.clone(), t.unix_timestamp().to_string()));
         }
-        let Some(s) = state::load_if_readable(&config.state_dir, &cert.name, &horizon) else {
+        let Some(s) = facts.record else {
             continue;
         };
-        let (last_attempt, last_result, cause) = match looked.not_due.get(&cert.name) {
-            Some(&t) if s.last_attempt.is_none_or(|a| t > a) => (Some(t), Some("ok"), None),
+        let (last_attempt, last_result, cause) = match facts.not_due_at {
+            Some(t) if s.last_attempt.is_none_or(|a| t > a) => (Some(t), Some("ok"), None),
             _ => (s.last_attempt, s.last_result.as_deref(), s.last_cause),
         };
         success.push((label.clone(), s.last_success.unwrap_or(0).to_string()));
@@ -160,6 +191,16 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()>
     use crate::store::atomic;
     atomic::replace_file(dir, name, text.as_bytes(), atomic::Perm::PUBLIC, true)
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// What the metrics say of one certificate, from a pass or from disk.
+struct Facts {
+    /// The live leaf's notAfter.
+    not_after: Option<time::OffsetDateTime>,
+    /// Its record (`None` when it cannot be read).
+    record: Option<state::CertState>,
+    /// When a pass last found it not due.
+    not_due_at: Option<i64>,
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the text format wants.

@@ -43,26 +43,26 @@ pub fn run(config_path: &Path, opts: Options, textfile: Option<&Path>) -> u8 {
     };
     let config = Arc::new(config);
     let result = runtime.block_on(pass::run(config.clone(), &opts));
-    let outcomes = match result {
-        Ok(o) => o,
+    let done = match result {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("certkeeper: renew: {e}");
             return FAILED;
         }
     };
+    let outcomes = &done.outcomes;
     let mut out = String::new();
-    for (name, outcome) in &outcomes {
+    for (name, outcome) in outcomes {
         out.push_str(&line(name, outcome));
         out.push('\n');
     }
     let mut printed = print(&out);
     if let Some(path) = textfile {
-        let pass = metrics::Pass::of(
-            &outcomes,
-            started.elapsed(),
-            time::OffsetDateTime::now_utc(),
-        );
-        if let Err(e) = metrics::write_textfile(path, &metrics::render(&config, Some(&pass))) {
+        let pass = metrics::Pass::of(outcomes, started.elapsed(), time::OffsetDateTime::now_utc());
+        if let Err(e) = metrics::write_textfile(
+            path,
+            &metrics::render_known(&config, &done.known, Some(&pass)),
+        ) {
             eprintln!(
                 "certkeeper: renew: cannot write the metrics to {}: {e}",
                 path.display()

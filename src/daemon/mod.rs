@@ -34,11 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::pass::{self, Options, Outcome};
+use crate::pass::{self, Options};
 use crate::schedule;
-use crate::state;
 use crate::text::rfc3339;
-use crate::x509::{Cert, leaf_of_file};
 
 pub use http::{CONTENT_TYPE, HEADER_TIMEOUT};
 pub use notify::Notifier;
@@ -142,7 +140,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 }
             };
             let finished = OffsetDateTime::now_utc();
-            let (outcomes, renewed, failure) = match result {
+            let (outcomes, known, failure) = match result {
                 Ok(done) => {
                     if !done.events.is_empty() {
                         if stop.is_cancelled() {
@@ -155,7 +153,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                             });
                         }
                     }
-                    (done.outcomes, done.renewed, None)
+                    (done.outcomes, done.known, None)
                 }
                 Err(e) => {
                     tracing::error!("The pass could not run: {e}");
@@ -170,7 +168,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "Pass done: {summary}."
             );
-            moments = wake_moments(&config, &outcomes, &renewed, finished);
+            moments = wake_moments(&known);
             wake = None;
             last = format!("Last pass {}: {summary}", rfc3339(finished));
             if stop.is_cancelled() {
@@ -288,38 +286,13 @@ fn reload(path: &Path, notifier: &Notifier) -> Option<Config> {
 
 /// The moments after a pass at which a certificate's state changes without any pass: when a
 /// not-due one becomes due, when a failed one's backoff ends, and when a renewed one will be
-/// due (by `before_expiry`; the pass then applies the CA's window, if any). A renewed
-/// certificate's leaf is the one the pass deployed (`renewed`), read from its file only
-/// when the pass did not say.
-fn wake_moments(
-    config: &Config,
-    outcomes: &[(String, Outcome)],
-    renewed: &BTreeMap<String, Cert>,
-    now: OffsetDateTime,
-) -> Vec<OffsetDateTime> {
-    let mut out = Vec::new();
-    for (name, outcome) in outcomes {
-        let moment = match outcome {
-            Outcome::NotDue { renew_after } => Some(*renew_after),
-            Outcome::Backoff { until } => Some(*until),
-            Outcome::Failed { .. }
-            | Outcome::RolledBack { .. }
-            | Outcome::RollbackFailed { .. } => {
-                let horizon = state::Horizon::new(now, config.renewal.retry_max);
-                schedule::retry_at(&state::load(&config.state_dir, name, &horizon), now)
-            }
-            Outcome::Renewed { .. } => config.certificate(name).and_then(|c| {
-                let leaf = match renewed.get(name) {
-                    Some(leaf) => leaf.clone(),
-                    None => leaf_of_file(&c.fullchain).ok()?,
-                };
-                Some(schedule::due(&leaf, None, config.renewal.before_expiry, now).at)
-            }),
-            Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,
-        };
-        out.extend(moment.map(|m| m + WAKE_MARGIN));
-    }
-    out
+/// due. The pass says each (`Known::next`); nothing is read back from disk.
+fn wake_moments(known: &BTreeMap<String, pass::Known>) -> Vec<OffsetDateTime> {
+    known
+        .values()
+        .filter_map(|k| k.next)
+        .map(|m| m + WAKE_MARGIN)
+        .collect()
 }
 
 /// "2 renewed, 5 not due", from a pass's counts.
@@ -354,6 +327,7 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pass::Outcome;
 
     #[test]
     fn summaries_count_outcomes_in_a_stable_order() {

@@ -78,12 +78,12 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-/// Runs one pass, delivers its alerts (within [`alert::ONE_SHOT_BUDGET`]) and returns each
-/// selected certificate's outcome, in config order.
-pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Vec<(String, Outcome)>, Error> {
+/// Runs one pass, delivers its alerts (within [`alert::ONE_SHOT_BUDGET`]) and returns what
+/// it did.
+pub async fn run(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let done = pass(config.clone(), opts).await?;
     deliver(&config, &done.events, alert::ONE_SHOT_BUDGET, done.started).await;
-    Ok(done.outcomes)
+    Ok(done)
 }
 
 /// What one pass did: each selected certificate's outcome in config order, and the alerts
@@ -96,9 +96,26 @@ pub struct Pass {
     pub outcomes: Vec<(String, Outcome)>,
     /// The events to alert, each with whether it is a recovery.
     pub events: Vec<(alert::Event, bool)>,
-    /// The leaf each renewed certificate serves now (the one its deploy wrote), so that
-    /// what comes after the pass need not read it back.
-    pub renewed: BTreeMap<String, crate::x509::Cert>,
+    /// What the pass knows of each selected certificate when it ends, so that what comes
+    /// after it (the daemon's next wake-up, the metrics) need not read it back from disk.
+    pub known: BTreeMap<String, Known>,
+}
+
+/// What a pass knows of one certificate when it ends.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// Its record, as the pass left it.
+    pub record: state::CertState,
+    /// When a pass last found it not due (unix seconds): this one, or an earlier one.
+    pub not_due_at: Option<i64>,
+    /// The live leaf's notAfter, when there is a live leaf: the one the deploy wrote, or
+    /// the one the plan read.
+    pub not_after: Option<OffsetDateTime>,
+    /// Whether the pass read (or wrote) the live leaf: when not (its recovery failed), it
+    /// does not know `not_after`.
+    pub leaf_known: bool,
+    /// When it next needs a pass: when it becomes due, or its backoff ends.
+    pub next: Option<OffsetDateTime>,
 }
 
 /// Waits for the state_dir lock without blocking the runtime, so that a stop request is
@@ -154,7 +171,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                         .map(|c| (c.name.clone(), Outcome::Stopped))
                         .collect(),
                     events: Vec::new(),
-                    renewed: BTreeMap::new(),
+                    known: BTreeMap::new(),
                 });
             };
             recover(&locked, &config, &specs, &mut unrecoverable);
@@ -217,6 +234,13 @@ enum Step {
     Deploy(Box<Ready>),
 }
 
+/// One certificate's way before the swap: where it ends, and the live leaf's notAfter
+/// (`None` when nothing is live).
+struct Prepared {
+    step: Step,
+    live: Option<OffsetDateTime>,
+}
+
 /// One certificate's way to the deploy, the stages before the swap: plan (is it due, and
 /// why), obtain (kept material first, due or not, then the issuers in order) and check.
 async fn prepare(
@@ -227,11 +251,33 @@ async fn prepare(
     trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
-) -> Step {
+) -> Prepared {
     let mut live = match plan::look(config, kept, cert, trust, opts, now) {
         Ok(live) => live,
-        Err(until) => return Step::Done(Outcome::Backoff { until }),
+        Err((until, leaf)) => {
+            return Prepared {
+                step: Step::Done(Outcome::Backoff { until }),
+                live: leaf.map(|l| l.not_after),
+            };
+        }
     };
+    let step = obtain_checked(config, kept, cert, issuers, opts, now, &mut live).await;
+    Prepared {
+        step,
+        live: live.leaf.as_ref().map(|l| l.not_after),
+    }
+}
+
+/// Obtain and check, after the plan.
+async fn obtain_checked(
+    config: &Config,
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    opts: &Options,
+    now: OffsetDateTime,
+    live: &mut plan::Live,
+) -> Step {
     let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
     let failed = |error| Step::Done(Outcome::Failed { error });
 
@@ -249,7 +295,7 @@ async fn prepare(
         }
     }
     if !opts.force
-        && let Some(outcome) = plan::not_due(config, kept, cert, issuers, &mut live, now).await
+        && let Some(outcome) = plan::not_due(config, kept, cert, issuers, live, now).await
     {
         return Step::Done(outcome);
     }

@@ -26,8 +26,8 @@ pub(super) struct Live {
     pub(super) leaf: Option<Cert>,
 }
 
-/// Reads what the pass knows of `cert`; `Err` with its end when the backoff of an earlier
-/// failure has not run out (the certificate's pass ends there).
+/// Reads what the pass knows of `cert`; `Err` with the end of the backoff of an earlier
+/// failure when it has not run out (the certificate's pass ends there), and the live leaf.
 pub(super) fn look(
     config: &Config,
     kept: &Kept,
@@ -35,13 +35,13 @@ pub(super) fn look(
     trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
-) -> Result<Live, OffsetDateTime> {
+) -> Result<Live, (OffsetDateTime, Option<Cert>)> {
     let mut saved = kept.state(&cert.name);
     saved.ari = kept.ari(&cert.name);
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)
     {
-        return Err(until);
+        return Err((until, leaf_of_file(&cert.fullchain).ok()));
     }
     // What `check` would say of the live pair (a forced renewal needs only its leaf); the
     // live files are read once for both.

@@ -6,9 +6,10 @@ use time::OffsetDateTime;
 
 use super::kept::Kept;
 use super::notify::alert_events;
-use super::{Options, Outcome, Pass};
+use super::{Known, Options, Outcome, Pass};
 use crate::alert;
 use crate::config::{Certificate, Config};
+use crate::schedule;
 use crate::state::{self, CertState};
 use crate::store::StateDir;
 use crate::text::rfc3339;
@@ -25,6 +26,8 @@ pub(super) struct Recorder<'a> {
     outcomes: BTreeMap<String, Outcome>,
     /// The leaf each renewed certificate serves now.
     renewed: BTreeMap<String, Cert>,
+    /// What is known of each certificate once its outcome is recorded.
+    known: BTreeMap<String, Known>,
 }
 
 impl<'a> Recorder<'a> {
@@ -42,14 +45,41 @@ impl<'a> Recorder<'a> {
             events: Vec::new(),
             outcomes: BTreeMap::new(),
             renewed: BTreeMap::new(),
+            known: BTreeMap::new(),
         }
+    }
+
+    /// Notes the notAfter of the leaf the plan found live for `name` (`None`: none).
+    pub(super) fn live(&mut self, name: &str, not_after: Option<OffsetDateTime>) {
+        let known = self.known.entry(name.to_owned()).or_default();
+        known.not_after = not_after;
+        known.leaf_known = true;
     }
 
     /// Records and logs `name`'s outcome, and holds it with the alerts it raises.
     pub(super) fn done(&mut self, name: String, outcome: Outcome) {
         let mut events = std::mem::take(&mut self.events);
-        finish(self, &name, &outcome, &mut events);
+        let record = finish(self, &name, &outcome, &mut events);
         self.events = events;
+        let renewed = self.renewed.get(&name);
+        let known = self.known.entry(name.clone()).or_default();
+        if let Some(leaf) = renewed {
+            known.not_after = Some(leaf.not_after);
+            known.leaf_known = true;
+        }
+        known.next = match &outcome {
+            Outcome::NotDue { renew_after } => Some(*renew_after),
+            Outcome::Backoff { until } => Some(*until),
+            Outcome::Failed { .. }
+            | Outcome::RolledBack { .. }
+            | Outcome::RollbackFailed { .. } => schedule::retry_at(&record, self.now),
+            // Due again by `before_expiry`; the pass then applies the CA's window, if any.
+            Outcome::Renewed { .. } => renewed.map(|leaf| {
+                schedule::due(leaf, None, self.config.renewal.before_expiry, self.now).at
+            }),
+            Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,
+        };
+        known.record = record;
         self.outcomes.insert(name, outcome);
     }
 
@@ -67,18 +97,26 @@ impl<'a> Recorder<'a> {
                 .filter_map(|c| self.outcomes.remove(&c.name).map(|o| (c.name.clone(), o)))
                 .collect(),
             events: self.events,
-            renewed: self.renewed,
+            known: {
+                let not_due = self.kept.record.lock().map(|r| r.not_due.clone());
+                let mut known = self.known;
+                for (name, k) in known.iter_mut() {
+                    k.not_due_at = not_due.as_ref().ok().and_then(|n| n.get(name).copied());
+                }
+                known
+            },
         }
     }
 }
 
-/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`.
+/// Records and logs one certificate's outcome, and adds the alerts it raises to `events`;
+/// returns its record as the pass leaves it.
 fn finish(
     recorder: &Recorder<'_>,
     name: &str,
     outcome: &Outcome,
     events: &mut Vec<(alert::Event, bool)>,
-) {
+) -> CertState {
     let (config, kept, opts, now) = (recorder.config, recorder.kept, recorder.opts, recorder.now);
     let state_dir = &kept.state_dir;
     kept.outcome(name, outcome, now);
@@ -98,12 +136,15 @@ fn finish(
             let at = before.alerted.entry(event).or_insert(t);
             *at = (*at).max(t);
         }
-        record(state_dir, name, outcome, config, now, before.clone());
+        let after = record(state_dir, name, outcome, config, now, before.clone());
         if !config.alerts.is_empty() {
             events.extend(alert_events(config, name, outcome, &before, now));
         }
+        log(name, outcome);
+        return after;
     }
     log(name, outcome);
+    kept.state(name)
 }
 
 fn record(
@@ -113,7 +154,7 @@ fn record(
     config: &Config,
     now: OffsetDateTime,
     mut s: CertState,
-) {
+) -> CertState {
     let t = now.unix_timestamp();
     let (initial, max) = (config.renewal.retry_initial, config.renewal.retry_max);
     match outcome {
@@ -154,11 +195,12 @@ fn record(
         | Outcome::Backoff { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
-        | Outcome::Stopped => return,
+        | Outcome::Stopped => return s,
     }
     if let Err(e) = state::save(state_dir, name, &s) {
         tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
     }
+    s
 }
 
 pub(super) fn log(name: &str, outcome: &Outcome) {

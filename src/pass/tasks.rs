@@ -15,7 +15,7 @@ use super::Outcome;
 use super::check::Ready;
 use super::kept::Kept;
 use super::record::Recorder;
-use super::{Step, prepare};
+use super::{Prepared, Step, prepare};
 use crate::config::{Certificate, Config};
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
@@ -71,7 +71,7 @@ impl Shared {
 }
 
 /// The tasks of a pass, each giving its certificate's name and step.
-pub(super) type Tasks = JoinSet<(String, Step)>;
+pub(super) type Tasks = JoinSet<(String, Prepared)>;
 
 /// Starts each selected certificate's plan and obtain in a task of its own; one that failed
 /// already (its pair spec, its recovery) is recorded instead. Returns the tasks and the
@@ -100,9 +100,9 @@ pub(super) fn spawn_all(
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = s.limit.acquire_owned().await;
                 let trust = s.trust.as_deref();
-                let step =
+                let prepared =
                     prepare(&s.config, &s.kept, &cert, &s.issuers, trust, &opts, s.now).await;
-                (name, step)
+                (name, prepared)
             }
             .instrument(span),
         );
@@ -140,7 +140,10 @@ pub(super) async fn join_all(
                 Some(name) => (name.clone(), Step::Done(Outcome::Stopped)),
                 None => continue,
             },
-            Ok((_, done)) => done,
+            Ok((_, (name, prepared))) => {
+                record.live(&name, prepared.live);
+                (name, prepared.step)
+            }
             // A panic is a bug, but it still counts as this certificate's failure.
             Err(e) => match task_names.get(&e.id()) {
                 Some(name) => (
