@@ -254,10 +254,10 @@ async fn prepare(
 ) -> Prepared {
     let mut live = match plan::look(config, kept, cert, trust, opts, now) {
         Ok(live) => live,
-        Err((until, leaf)) => {
+        Err((until, live)) => {
             return Prepared {
                 step: Step::Done(Outcome::Backoff { until }),
-                live: leaf.map(|l| l.not_after),
+                live,
             };
         }
     };

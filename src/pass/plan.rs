@@ -27,7 +27,8 @@ pub(super) struct Live {
 }
 
 /// Reads what the pass knows of `cert`; `Err` with the end of the backoff of an earlier
-/// failure when it has not run out (the certificate's pass ends there), and the live leaf.
+/// failure when it has not run out (the certificate's pass ends there), and the live leaf's
+/// notAfter.
 pub(super) fn look(
     config: &Config,
     kept: &Kept,
@@ -35,13 +36,14 @@ pub(super) fn look(
     trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
-) -> Result<Live, (OffsetDateTime, Option<Cert>)> {
+) -> Result<Live, (OffsetDateTime, Option<OffsetDateTime>)> {
     let mut saved = kept.state(&cert.name);
     saved.ari = kept.ari(&cert.name);
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)
     {
-        return Err((until, leaf_of_file(&cert.fullchain).ok()));
+        let live = leaf_of_file(&cert.fullchain).ok().map(|l| l.not_after);
+        return Err((until, live));
     }
     // What `check` would say of the live pair (a forced renewal needs only its leaf); the
     // live files are read once for both.
