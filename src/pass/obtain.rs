@@ -73,7 +73,7 @@ pub(super) async fn prepare(
 /// it then, with nothing issued or written. A certificate that is not due writes nothing
 /// and is not looked at (`config check` reports such paths for every certificate).
 fn refused(state_dir: &StateDir, cert: &Certificate) -> Option<Step> {
-    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
+    let spec = cert.live_spec();
     store::check_targets(state_dir, &spec, &cert.issuers)
         .err()
         .map(|e| {
