@@ -10,6 +10,7 @@ mod check;
 mod config;
 mod daemon;
 mod deploy;
+mod files;
 mod fuzz;
 mod hostile;
 mod layers;
