@@ -17,6 +17,7 @@ mod layers;
 mod logs;
 mod metrics;
 mod providers;
+mod recipes;
 mod renew;
 mod renew_acme;
 mod snapshots;
