@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::config::{self, BeforeExpiry, Config, Issuer};
 use crate::issuer::local_ca::LocalCa;
-use crate::store::manifest;
+use crate::store::{Derived, manifest};
 use crate::text::{rfc3339, sha256_hex};
 use crate::x509::{
     Cert, Encoding, ParseError, PrivateKey, Severity, TrustStore, examine_chain, key_matches,
@@ -235,13 +235,20 @@ pub fn inspect_managed_leaf(
     e.domains = cert.domains.clone();
     // One generation's three files when certkeeper wrote the pair (a renewal beside this
     // read never mixes two), the paths one by one otherwise.
-    let (chain_read, key_read, manifest_read) =
-        match crate::store::read_live_pair(&cert.name, &cert.fullchain, &cert.privkey) {
-            Some(pair) => (pair.fullchain, pair.privkey, pair.manifest),
+    let spec = cert.live_spec();
+    let derived: Vec<(Derived, &Path)> = spec
+        .derived()
+        .into_iter()
+        .map(|(d, p)| (d, p.as_path()))
+        .collect();
+    let (chain_read, key_read, manifest_read, derived_read) =
+        match crate::store::read_live_files(&cert.name, &cert.fullchain, &cert.privkey, &derived) {
+            Some(pair) => (pair.fullchain, pair.privkey, pair.manifest, pair.derived),
             None => (
                 read_limited(&cert.fullchain),
                 read_limited(&cert.privkey),
                 manifest::read_live(&cert.name, &cert.fullchain),
+                derived.iter().map(|&(d, p)| (d, read_limited(p))).collect(),
             ),
         };
     let chain_bytes = live_or_problem(&mut e, "fullchain", &cert.fullchain, chain_read);
@@ -337,6 +344,9 @@ pub fn inspect_managed_leaf(
             }
             Err(err) => e.critical(format!("privkey: {err}")),
         }
+    }
+    for ((d, read), (_, path)) in derived_read.into_iter().zip(&derived) {
+        check_derived(&mut e, d, path, read, chain_bytes.as_deref(), leaf.as_ref());
     }
     if let (Some(chain), Some(key)) = (&chain_bytes, &key_bytes) {
         integrity(
@@ -620,6 +630,74 @@ fn examine_chain_file(
         e.critical(p.to_string());
     }
     Some(leaf)
+}
+
+/// Checks a derived live file against the live pair: `cert` holds the leaf alone, `chain`
+/// the certificates after it, `combined` the fullchain and a key that matches the leaf. A
+/// mismatch is CRITICAL and names the file; a `combined` file this user may not read (it has
+/// the key's mode) is not checked, as the key.
+fn check_derived(
+    e: &mut Entry,
+    d: Derived,
+    path: &Path,
+    read: io::Result<Vec<u8>>,
+    fullchain: Option<&[u8]>,
+    leaf: Option<&Cert>,
+) {
+    let which = d.key();
+    if d.holds_key()
+        && read
+            .as_ref()
+            .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied)
+    {
+        e.problems.push(format!(
+            "{which} not checked: {} is not readable by this user",
+            path.display()
+        ));
+        return;
+    }
+    let Some(bytes) = live_or_problem(e, which, path, read) else {
+        return;
+    };
+    // The fullchain's own problems are reported already.
+    let Some(Ok((expected, _))) = fullchain.map(read_certificates) else {
+        return;
+    };
+    let ders = |certs: &[Cert]| certs.iter().map(|c| c.der.clone()).collect::<Vec<_>>();
+    let found = match read_certificates(&bytes) {
+        Ok((certs, _)) => ders(&certs),
+        // An intermediates-only file of a chain with none is empty.
+        Err(ParseError::Empty | ParseError::NoCertificate) => Vec::new(),
+        Err(err) => {
+            e.critical(format!("{which} {}: {err}", path.display()));
+            return;
+        }
+    };
+    let expected = ders(&expected);
+    let (want, what): (&[Vec<u8>], &str) = match d {
+        Derived::Cert => (&expected[..1], "the leaf of the fullchain alone"),
+        Derived::Chain => (&expected[1..], "the intermediates of the fullchain alone"),
+        Derived::Combined => (&expected[..], "the fullchain's certificates"),
+    };
+    if found != want {
+        e.critical(format!(
+            "{which} mismatch: {} does not hold {what} (it has {} certificate(s), the fullchain {}); renew or rollback rewrites it",
+            path.display(),
+            found.len(),
+            expected.len()
+        ));
+        return;
+    }
+    if d.holds_key() {
+        match (PrivateKey::from_bytes(&bytes), leaf) {
+            (Ok(key), Some(leaf)) if !key_matches(leaf, &key) => e.critical(format!(
+                "{which} mismatch: the key in {} does not belong to the leaf",
+                path.display()
+            )),
+            (Err(err), _) => e.critical(format!("{which} {}: {err}", path.display())),
+            _ => {}
+        }
+    }
 }
 
 fn integrity(

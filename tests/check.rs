@@ -578,6 +578,9 @@ fn integrity_is_checked_against_the_manifest() {
         files: FileDigests {
             fullchain: sha256_hex(leaf.fullchain().as_bytes()),
             privkey: sha256_hex(leaf.key_pem.as_bytes()),
+            cert: None,
+            chain: None,
+            combined: None,
         },
         key_matches_leaf: Some(true),
         chain_signed: None,

@@ -1150,6 +1150,7 @@ fn crash_harness(harness: Harness, kills: u64, max_delay: u64) {
         let live_dir = root.path().join("live");
         if round % 10 == 3 || round % 10 == 7 {
             let _ = fs::remove_dir_all(&live_dir);
+            let _ = fs::remove_dir_all(root.path().join("haproxy"));
             let _ = fs::remove_dir_all(root.path().join("state/snapshots"));
             fs::create_dir_all(&live_dir).expect("live dir");
             if round % 10 == 7 {
@@ -1201,10 +1202,35 @@ fn crash_harness(harness: Harness, kills: u64, max_delay: u64) {
                         "round {round}: mixed pair {ic:?}/{ik:?}, manifest ok {manifest_ok}"
                     ));
                 }
+                // The derived files are those of this very pair; plain files not adopted yet
+                // (a kill before the adoption) have none beside them.
+                let managed = fs::symlink_metadata(&spec.fullchain).is_ok_and(|m| m.is_symlink());
+                for d in certkeeper::store::Derived::ALL {
+                    let path = spec.derived_path(d).expect("all five configured");
+                    let want = d.content(c, k).expect("pool pair");
+                    let found = fs::read(path).ok();
+                    if found.as_ref() != Some(&want) && (managed || found.is_some()) {
+                        mismatches += 1;
+                        problems.push(format!(
+                            "round {round}: {} is not derived from live pair {ic:?}",
+                            d.key()
+                        ));
+                    }
+                }
                 ic
             }
             (Err(_), Err(_)) => {
                 empty += 1;
+                for d in certkeeper::store::Derived::ALL {
+                    let path = spec.derived_path(d).expect("all five configured");
+                    if fs::metadata(path).is_ok() {
+                        mismatches += 1;
+                        problems.push(format!(
+                            "round {round}: no pair is live but {} is there",
+                            d.key()
+                        ));
+                    }
+                }
                 None
             }
             _ => {
@@ -1252,6 +1278,10 @@ fn crash_harness(harness: Harness, kills: u64, max_delay: u64) {
         }
         let mut leftovers = crash_leftovers(&live_dir, &root.path().join("state/snapshots/crash"));
         leftovers.extend(temporaries_under(&root.path().join("state")));
+        // Only the link to the combined file lives in its directory.
+        if root.path().join("haproxy").is_dir() {
+            leftovers.extend(certkeeper_entries(&root.path().join("haproxy")));
+        }
         if let Ok(read) = fs::read_dir(root.path().join("state/journal")) {
             leftovers.extend(
                 read.filter_map(|e| e.ok())
@@ -1290,6 +1320,9 @@ fn parse_begin(line: &str) -> (usize, Option<usize>) {
     (new, previous)
 }
 
+/// The harness's certificate has all five live files (the derived ones in the fullchain's
+/// directory and, for `combined`, in another one), so that a kill is checked to leave every
+/// one of them from the same pair.
 fn crash_spec(root: &Path) -> PairSpec {
     let mut spec = PairSpec::new(
         "crash",
@@ -1297,6 +1330,9 @@ fn crash_spec(root: &Path) -> PairSpec {
         root.join("live/privkey.pem"),
     );
     spec.keep_snapshots = 3;
+    spec.cert = Some(root.join("live/cert.pem"));
+    spec.chain = Some(root.join("live/chain.pem"));
+    spec.combined = Some(root.join("haproxy/combined.pem"));
     spec
 }
 
@@ -1375,6 +1411,9 @@ fn pipeline_certificate(spec: &PairSpec, refused: &str) -> certkeeper::config::C
         key: certkeeper::config::KeyType::EcdsaP256,
         fullchain: spec.fullchain.clone(),
         privkey: spec.privkey.clone(),
+        cert: spec.cert.clone(),
+        chain: spec.chain.clone(),
+        combined: spec.combined.clone(),
         mode: None,
         owner: None,
         group: None,

@@ -408,6 +408,12 @@ pub struct Certificate {
     pub fullchain: PathBuf,
     /// Live private key path.
     pub privkey: PathBuf,
+    /// Live path of the leaf alone (`cert`), if wanted.
+    pub cert: Option<PathBuf>,
+    /// Live path of the intermediates alone (`chain`), if wanted.
+    pub chain: Option<PathBuf>,
+    /// Live path of the fullchain followed by the key (`combined`), if wanted.
+    pub combined: Option<PathBuf>,
     /// Private key mode; `None` keeps the live key's mode (adopted files keep theirs), and a
     /// first deploy gets [`DEFAULT_KEY_MODE`].
     pub mode: Option<u32>,
@@ -423,6 +429,35 @@ pub struct Certificate {
     pub reload: Option<Reload>,
     /// How to check that the new leaf is served.
     pub verify: Option<VerifyTarget>,
+}
+
+impl Certificate {
+    /// Where the store writes this certificate's files: the pair and the derived files the
+    /// config names (mode, owner and snapshots are added by the deploy, which resolves
+    /// accounts).
+    pub fn live_spec(&self) -> crate::store::PairSpec {
+        let mut spec = crate::store::PairSpec::new(&self.name, &self.fullchain, &self.privkey);
+        spec.cert = self.cert.clone();
+        spec.chain = self.chain.clone();
+        spec.combined = self.combined.clone();
+        spec
+    }
+
+    /// Every live file as its config key and path: `fullchain`, `privkey`, then the derived
+    /// files configured.
+    pub fn files(&self) -> Vec<(&'static str, &PathBuf)> {
+        let mut out = vec![("fullchain", &self.fullchain), ("privkey", &self.privkey)];
+        for (key, path) in [
+            ("cert", &self.cert),
+            ("chain", &self.chain),
+            ("combined", &self.combined),
+        ] {
+            if let Some(p) = path {
+                out.push((key, p));
+            }
+        }
+        out
+    }
 }
 
 /// A reload command.
@@ -538,10 +573,14 @@ impl Config {
             problems.push(format!("state_dir: {e}"));
         }
         for (n, c) in self.certificates.iter().enumerate() {
-            let spec = crate::store::PairSpec::new(&c.name, &c.fullchain, &c.privkey);
+            let spec = c.live_spec();
             if let Err(e) = crate::store::check_live_targets(&spec) {
                 let which = match &e {
-                    crate::store::Error::NotOurs { path, .. } if *path == c.privkey => "privkey",
+                    crate::store::Error::NotOurs { path, .. } => c
+                        .files()
+                        .into_iter()
+                        .find(|(_, p)| *p == path)
+                        .map_or("fullchain", |(key, _)| key),
                     _ => "fullchain",
                 };
                 problems.push(format!("certificates[{n}].{which}: {e}"));

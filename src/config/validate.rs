@@ -130,7 +130,7 @@ impl Validator<'_> {
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
         let state_real = std::fs::canonicalize(&state_dir).ok();
         for (n, cert) in certificates.iter().enumerate() {
-            for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
+            for (which, file) in cert.files() {
                 if self.dirs.inside(file, &state_dir, state_real.as_deref()) {
                     self.problem(
                         &KeyPath::key("certificates").with_index(n).with_key(which),
@@ -633,15 +633,25 @@ impl Validator<'_> {
                         ),
                     );
                 }
-                for (file, which) in [(&cert.fullchain, "fullchain"), (&cert.privkey, "privkey")] {
-                    if let Some((first, its)) = files.insert(self.dirs.key(file), (n, which)) {
-                        self.problem(
+                for (which, file) in cert.files() {
+                    match files.insert(self.dirs.key(file), (n, which)) {
+                        // Reported once, by the check of the pair itself.
+                        Some((first, "fullchain")) if first == n && which == "privkey" => {}
+                        Some((first, its)) if first == n => self.problem(
+                            &path.with_key(which),
+                            format!(
+                                "{} is also this certificate's {its}; give each file its own path",
+                                file.display()
+                            ),
+                        ),
+                        Some((first, its)) => self.problem(
                             &path.with_key(which),
                             format!(
                                 "{} is also certificates[{first}].{its}; each certificate needs files of its own",
                                 file.display()
                             ),
-                        );
+                        ),
+                        None => {}
                     }
                 }
                 out.push(cert);
@@ -762,6 +772,9 @@ impl Validator<'_> {
                 "privkey and fullchain are the same file; give each its own path",
             );
         }
+        let cert = self.live_file(&path.with_key("cert"), c.cert);
+        let chain = self.live_file(&path.with_key("chain"), c.chain);
+        let combined = self.live_file(&path.with_key("combined"), c.combined);
         let mode = self.mode(&path.with_key("mode"), c.mode);
         let owner = self.account(&path.with_key("owner"), c.owner);
         let group = self.account(&path.with_key("group"), c.group);
@@ -843,6 +856,9 @@ impl Validator<'_> {
             key: key?,
             fullchain: fullchain?,
             privkey: privkey?,
+            cert: cert?,
+            chain: chain?,
+            combined: combined?,
             mode: mode?,
             owner: owner?,
             group: group?,
@@ -851,6 +867,33 @@ impl Validator<'_> {
             reload,
             verify: verify?,
         })
+    }
+
+    /// An optional live file's path (`cert`, `chain`, `combined`): `Some(None)` when not
+    /// set, `None` when set but unusable (reported).
+    fn live_file(&mut self, path: &KeyPath, value: Option<String>) -> Option<Option<PathBuf>> {
+        match value {
+            None => Some(None),
+            Some(s) => {
+                let s = self.non_empty(path, s)?;
+                let resolved = self.resolve(&s);
+                if resolved
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .is_none_or(|f| f.starts_with(".certkeeper"))
+                {
+                    self.problem(
+                        path,
+                        format!(
+                            "{} is not a usable file name: names starting with .certkeeper are certkeeper's own; name a file",
+                            resolved.display()
+                        ),
+                    );
+                    return None;
+                }
+                Some(Some(resolved))
+            }
+        }
     }
 
     fn domains(&mut self, path: &KeyPath, domains: Option<Vec<String>>) -> Option<Vec<String>> {

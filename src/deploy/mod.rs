@@ -18,11 +18,7 @@ use crate::store::PairSpec;
 /// The store's description of a configured certificate's live pair. Fails when `owner` or
 /// `group` names an account that does not exist.
 pub fn pair_spec(cert: &config::Certificate) -> Result<PairSpec, SpecError> {
-    let mut spec = PairSpec::new(
-        cert.name.clone(),
-        cert.fullchain.clone(),
-        cert.privkey.clone(),
-    );
+    let mut spec: PairSpec = cert.live_spec();
     spec.mode = cert.mode;
     spec.keep_snapshots = cert.keep_snapshots;
     let fail = |field: &'static str| {

@@ -70,6 +70,6 @@ pub(super) async fn material(
 /// it then, with nothing issued or written. A certificate that is not due writes nothing
 /// and is not looked at (`config check` reports such paths for every certificate).
 pub(super) fn targets(state_dir: &StateDir, cert: &Certificate) -> Result<(), Failure> {
-    let spec = store::PairSpec::new(&cert.name, &cert.fullchain, &cert.privkey);
+    let spec = cert.live_spec();
     store::check_targets(state_dir, &spec, &cert.issuers).map_err(|e| Failure::Targets(Arc::new(e)))
 }

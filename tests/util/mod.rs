@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod nginx;
 mod pairs;
 pub mod pebble;
+pub mod servers;
 pub mod sinks;
 
 pub use pairs::*;

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod atomic;
+mod derived;
 pub mod error;
 mod live;
 mod lock;
@@ -40,10 +41,11 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+pub use derived::Derived;
 pub use error::{Error, Result};
 pub use lock::LOCK_FILE;
 pub use manifest::Manifest;
-pub use reader::{LivePair, read_live_pair};
+pub use reader::{LivePair, read_live_files, read_live_pair};
 pub use recovery::Recovered;
 pub use snapshot::SnapshotInfo;
 pub use stage::Reverted;
@@ -81,6 +83,13 @@ pub struct PairSpec {
     pub group: Option<u32>,
     /// Snapshots kept ([`DEFAULT_KEEP_SNAPSHOTS`] unless set); older ones are pruned.
     pub keep_snapshots: usize,
+    /// Absolute path of a live file holding the leaf alone, if wanted.
+    pub cert: Option<PathBuf>,
+    /// Absolute path of a live file holding the intermediates alone, if wanted.
+    pub chain: Option<PathBuf>,
+    /// Absolute path of a live file holding the fullchain then the key, if wanted; it has
+    /// the key's mode, owner and group.
+    pub combined: Option<PathBuf>,
 }
 
 impl PairSpec {
@@ -98,7 +107,27 @@ impl PairSpec {
             owner: None,
             group: None,
             keep_snapshots: DEFAULT_KEEP_SNAPSHOTS,
+            cert: None,
+            chain: None,
+            combined: None,
         }
+    }
+
+    /// The live path of a derived file, if it has one.
+    pub fn derived_path(&self, d: Derived) -> Option<&PathBuf> {
+        match d {
+            Derived::Cert => self.cert.as_ref(),
+            Derived::Chain => self.chain.as_ref(),
+            Derived::Combined => self.combined.as_ref(),
+        }
+    }
+
+    /// The derived files that have a live path, with it, in [`Derived::ALL`] order.
+    pub fn derived(&self) -> Vec<(Derived, &PathBuf)> {
+        Derived::ALL
+            .into_iter()
+            .filter_map(|d| self.derived_path(d).map(|p| (d, p)))
+            .collect()
     }
 }
 
@@ -499,7 +528,11 @@ impl Locked<'_> {
         Layout::new(spec)?.check_targets(true)?;
         // A first deploy may target directories that do not exist yet (as certbot creates
         // live/<name>/): they are made 0755, like /etc/ssl/certs.
-        for file in [&spec.fullchain, &spec.privkey] {
+        let derived = spec.derived();
+        let files = [&spec.fullchain, &spec.privkey]
+            .into_iter()
+            .chain(derived.iter().map(|(_, p)| *p));
+        for file in files {
             if let Some(dir) = file.parent().filter(|d| !d.exists()) {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -578,11 +611,19 @@ impl Locked<'_> {
         let restored =
             rollback::choose(&spec.name, &snaps.list()?, live_fingerprint.as_deref(), to)?;
         let record = snaps.record(&restored.id)?;
+        let source = snaps.path(&restored.id);
+        // A snapshot taken before certkeeper derived files gets them derived from its pair,
+        // so that every file the config names follows the restored pair.
+        let read = |file: &str| {
+            let path = source.join(file);
+            atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
+        };
+        let (chain, key) = (read(live::FULLCHAIN_FILE)?, read(live::PRIVKEY_FILE)?);
         let manifest = Manifest {
             created: certkeeper_base::text::rfc3339(OffsetDateTime::now_utc()),
             ..record.manifest
-        };
-        let source = snaps.path(&restored.id);
+        }
+        .with_derived(&chain, &key);
         let mut staged = self.stage_with(&layout, spec, |n, _, key_perm| {
             layout
                 .link_generation(n, &source, &manifest, key_perm)
@@ -904,17 +945,30 @@ impl Locked<'_> {
             atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
         };
         let (chain, key) = (read(live::FULLCHAIN_FILE)?, read(live::PRIVKEY_FILE)?);
-        let files = manifest::FileDigests {
-            fullchain: certkeeper_base::text::sha256_hex(&chain),
-            privkey: certkeeper_base::text::sha256_hex(&key),
-        };
+        // Every file of the generation as it really is, derived ones included.
+        let files = manifest::FileDigests::read_dir(dir)?;
         let written = live::read_generation_manifest(dir).ok();
         let mut edited = Vec::new();
         if let Some(w) = &written {
-            for (path, now, then) in [
-                (&layout.fullchain, &files.fullchain, &w.files.fullchain),
-                (&layout.privkey, &files.privkey, &w.files.privkey),
-            ] {
+            let mut compared = vec![
+                (
+                    &layout.fullchain,
+                    Some(&files.fullchain),
+                    Some(&w.files.fullchain),
+                ),
+                (
+                    &layout.privkey,
+                    Some(&files.privkey),
+                    Some(&w.files.privkey),
+                ),
+            ];
+            for (d, path) in &layout.derived {
+                compared.push((path, files.derived(*d), w.files.derived(*d)));
+            }
+            for (path, now, then) in compared {
+                let (Some(now), Some(then)) = (now, then) else {
+                    continue;
+                };
                 if now != then {
                     edited.push(format!(
                         "{} was changed outside certkeeper (sha256 {}…, certkeeper wrote {}…)",
@@ -926,9 +980,13 @@ impl Locked<'_> {
             }
         }
         let manifest = match written {
-            Some(w) if edited.is_empty() => w,
+            Some(w) if edited.is_empty() && w.files == files => w,
             _ => match Manifest::describe(&spec.name, &chain, &key, OffsetDateTime::now_utc()) {
-                Ok(m) => m,
+                // The snapshot keeps the files as they are, and records them so.
+                Ok(m) => Manifest {
+                    files: files.clone(),
+                    ..m
+                },
                 Err(e) => {
                     let mut what = edited.join("; ");
                     if !what.is_empty() {

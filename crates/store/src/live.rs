@@ -5,15 +5,17 @@
 //!
 //! ```text
 //! D/.certkeeper-N.gen-000007/{fullchain.pem,privkey.pem,manifest.json}   one immutable pair
+//!                             {cert.pem,chain.pem,combined.pem}          derived from it
 //! D/.certkeeper-N.live -> .certkeeper-N.gen-000007                       the commit point
 //! D/<fullchain>        -> .certkeeper-N.live/fullchain.pem
 //! <privkey>            -> .certkeeper-N.live/privkey.pem   (absolute if in another directory)
 //! D/.certkeeper-N.manifest.json -> .certkeeper-N.live/manifest.json
+//! <cert>, <chain>, <combined>  -> .certkeeper-N.live/cert.pem, ...      (those configured)
 //! D/.certkeeper-N.tmp-<hex>                                               a link being placed
 //! ```
 //!
 //! A swap writes a new generation, then renames a new `.live` link over the old one. Every
-//! path resolves through `.live`, so at every instant all three name the same generation.
+//! path resolves through `.live`, so at every instant all of them name the same generation.
 
 use std::fs;
 use std::io;
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::PairSpec;
 use super::atomic::{self, Perm};
+use super::derived::Derived;
 use super::error::{Error, Result};
 use super::manifest::{self, Manifest};
 
@@ -42,6 +45,8 @@ pub(crate) struct Layout {
     pub fullchain: PathBuf,
     pub privkey: PathBuf,
     pub manifest: PathBuf,
+    /// The derived files that have a live path, with it.
+    pub derived: Vec<(Derived, PathBuf)>,
 }
 
 /// What the live paths hold now.
@@ -77,7 +82,12 @@ impl Layout {
             name: spec.name.clone(),
             reason: reason.to_owned(),
         };
-        for (what, path) in [("fullchain", &spec.fullchain), ("privkey", &spec.privkey)] {
+        let mut paths = vec![("fullchain", &spec.fullchain), ("privkey", &spec.privkey)];
+        paths.extend(spec.derived().into_iter().map(|(d, p)| (d.key(), p)));
+        for (i, &(what, path)) in paths.iter().enumerate() {
+            if let Some((other, _)) = paths[..i].iter().find(|(_, p)| *p == path) {
+                return Err(invalid(&format!("{other} and {what} are the same path")));
+            }
             if !path.is_absolute() {
                 return Err(invalid(&format!("{what} must be an absolute path")));
             }
@@ -91,15 +101,18 @@ impl Layout {
                 Some(_) => {}
             }
         }
-        if spec.fullchain == spec.privkey {
-            return Err(invalid("fullchain and privkey are the same path"));
-        }
+        let manifest = manifest::live_path(&spec.name, &spec.fullchain);
         Ok(Layout {
             name: spec.name.clone(),
             dir: atomic::parent(&spec.fullchain).to_owned(),
             fullchain: spec.fullchain.clone(),
             privkey: spec.privkey.clone(),
-            manifest: manifest::live_path(&spec.name, &spec.fullchain),
+            manifest,
+            derived: spec
+                .derived()
+                .into_iter()
+                .map(|(d, p)| (d, p.clone()))
+                .collect(),
         })
     }
 
@@ -124,30 +137,42 @@ impl Layout {
         ))
     }
 
-    /// Each live path with the link target certkeeper gives it.
-    pub fn links(&self) -> [(PathBuf, PathBuf); 3] {
-        let via_live =
-            |file: &str| PathBuf::from(format!(".certkeeper-{}.live", self.name)).join(file);
-        let key_target = if atomic::parent(&self.privkey) == self.dir {
-            via_live(PRIVKEY_FILE)
-        } else {
-            self.live_link().join(PRIVKEY_FILE)
+    /// Each live path with the link target certkeeper gives it: relative beside the
+    /// fullchain, absolute from another directory.
+    pub fn links(&self) -> Vec<(PathBuf, PathBuf)> {
+        let target = |path: &Path, file: &str| {
+            if atomic::parent(path) == self.dir {
+                PathBuf::from(format!(".certkeeper-{}.live", self.name)).join(file)
+            } else {
+                self.live_link().join(file)
+            }
         };
-        [
-            (self.fullchain.clone(), via_live(FULLCHAIN_FILE)),
-            (self.privkey.clone(), key_target),
-            (self.manifest.clone(), via_live(MANIFEST_FILE)),
-        ]
+        let mut out = vec![
+            (
+                self.fullchain.clone(),
+                target(&self.fullchain, FULLCHAIN_FILE),
+            ),
+            (self.privkey.clone(), target(&self.privkey, PRIVKEY_FILE)),
+            (self.manifest.clone(), target(&self.manifest, MANIFEST_FILE)),
+        ];
+        for (d, path) in &self.derived {
+            out.push((path.clone(), target(path, d.file_name())));
+        }
+        out
     }
 
-    /// The directories that hold names of this pair (one, or two when the key is elsewhere).
+    /// The directories that hold names of this pair: the fullchain's first, then each other
+    /// live file's, once each.
     pub fn dirs(&self) -> Vec<PathBuf> {
-        let key_dir = atomic::parent(&self.privkey).to_owned();
-        if key_dir == self.dir {
-            vec![self.dir.clone()]
-        } else {
-            vec![self.dir.clone(), key_dir]
+        let mut out = vec![self.dir.clone()];
+        let others = std::iter::once(&self.privkey).chain(self.derived.iter().map(|(_, p)| p));
+        for path in others {
+            let dir = atomic::parent(path).to_owned();
+            if !out.contains(&dir) {
+                out.push(dir);
+            }
         }
+        out
     }
 
     /// Classifies a file name found in one of [`Layout::dirs`].
@@ -334,13 +359,21 @@ impl Layout {
         Ok(highest.max(self.live_generation()?.unwrap_or(0)) + 1)
     }
 
-    /// Reads both live paths (through the links) and compares their SHA-256 with `files`:
-    /// what readers see now must be the pair that was meant.
+    /// Reads every live path (through the links) and compares its SHA-256 with `files`:
+    /// what readers see now must be the pair that was meant, and the files derived from it.
     pub fn read_back(&self, files: &manifest::FileDigests) -> Result<()> {
-        for (path, digest) in [
+        let mut expected = vec![
             (&self.fullchain, &files.fullchain),
             (&self.privkey, &files.privkey),
-        ] {
+        ];
+        for (d, path) in &self.derived {
+            // A generation written before certkeeper derived files has no digest for them;
+            // none of its own is then live at that path.
+            if let Some(digest) = files.derived(*d) {
+                expected.push((path, digest));
+            }
+        }
+        for (path, digest) in expected {
             let bytes =
                 certkeeper_base::fsutil::read_regular(path, certkeeper_base::fsutil::MAX_FILE)
                     .map_err(|e| Error::io("reading back", path, e))?;
@@ -371,6 +404,7 @@ impl Layout {
         let result = (|| {
             atomic::create_file(&dir.join(FULLCHAIN_FILE), fullchain, chain_perm)?;
             atomic::create_file(&dir.join(PRIVKEY_FILE), privkey, key_perm)?;
+            write_derived(&dir, fullchain, privkey, manifest, chain_perm, key_perm)?;
             write_manifest(&dir, manifest)?;
             // The generation's own entries must be durable before `.live` names it; its
             // entry in the parent becomes durable with the fsync that commits the switch.
@@ -380,7 +414,10 @@ impl Layout {
     }
 
     /// Makes generation `n` from the files of a snapshot, hard-linked where possible.
-    /// The key gets `key_perm`; every file is read back against `manifest`.
+    /// The key (and the combined file) get `key_perm`; every file is read back against
+    /// `manifest`. A derived file the snapshot does not hold (taken before certkeeper
+    /// derived them) is derived again from the snapshot's pair: `manifest` records its
+    /// digest (see [`Manifest::with_derived`]).
     pub fn link_generation(
         &self,
         n: u64,
@@ -399,6 +436,38 @@ impl Layout {
                 atomic::link_or_copy(&snapshot_dir.join(file), &to)?;
                 if file == PRIVKEY_FILE {
                     apply_perm(&to, key_perm)?;
+                }
+                atomic::check_digest(&to, digest)?;
+            }
+            let mut pair: Option<(Vec<u8>, Vec<u8>)> = None;
+            for d in Derived::ALL {
+                let Some(digest) = manifest.files.derived(d) else {
+                    continue;
+                };
+                let (from, to) = (snapshot_dir.join(d.file_name()), dir.join(d.file_name()));
+                if fs::symlink_metadata(&from).is_ok() {
+                    atomic::link_or_copy(&from, &to)?;
+                    if d.holds_key() {
+                        apply_perm(&to, key_perm)?;
+                    }
+                } else {
+                    if pair.is_none() {
+                        let read = |file: &str| {
+                            let path = dir.join(file);
+                            atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
+                        };
+                        pair = Some((read(FULLCHAIN_FILE)?, read(PRIVKEY_FILE)?));
+                    }
+                    let (chain, key) = pair
+                        .as_ref()
+                        .map(|(c, k)| (c.as_slice(), k.as_slice()))
+                        .unwrap_or_default();
+                    let bytes = d.content(chain, key).unwrap_or_default();
+                    let perm = match d.holds_key() {
+                        true => key_perm,
+                        false => Perm::PUBLIC,
+                    };
+                    atomic::create_file(&to, &bytes, perm)?;
                 }
                 atomic::check_digest(&to, digest)?;
             }
@@ -496,6 +565,32 @@ impl Layout {
 /// Reads the manifest stored in a generation directory.
 pub(crate) fn read_generation_manifest(dir: &Path) -> Result<Manifest> {
     atomic::read_json_nofollow(&dir.join(MANIFEST_FILE))
+}
+
+/// Writes the derived files of the pair into generation `dir`, each checked against the
+/// digest `manifest` records for it (a manifest without one gets no such file).
+fn write_derived(
+    dir: &Path,
+    fullchain: &[u8],
+    privkey: &[u8],
+    manifest: &Manifest,
+    chain_perm: Perm,
+    key_perm: Perm,
+) -> Result<()> {
+    for d in Derived::ALL {
+        let Some(digest) = manifest.files.derived(d) else {
+            continue;
+        };
+        let path = dir.join(d.file_name());
+        let bytes = d.content(fullchain, privkey).unwrap_or_default();
+        let perm = match d.holds_key() {
+            true => key_perm,
+            false => chain_perm,
+        };
+        atomic::create_file(&path, &bytes, perm)?;
+        atomic::check_digest(&path, digest)?;
+    }
+    Ok(())
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {

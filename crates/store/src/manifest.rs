@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::derived::Derived;
 use super::error::Error;
+use super::live::{FULLCHAIN_FILE, PRIVKEY_FILE};
 use certkeeper_base::text::{rfc3339, sha256_hex};
 
 /// The version written into new manifests.
@@ -72,13 +74,24 @@ impl Manifest {
             created: rfc3339(created),
             not_after: leaf.not_after,
             fingerprint: leaf.fingerprint,
-            files: FileDigests {
-                fullchain: sha256_hex(fullchain),
-                privkey: sha256_hex(privkey),
-            },
+            files: FileDigests::of(fullchain, privkey),
             key_matches_leaf: Some(key_matches_leaf(chain.first(), privkey)),
             chain_signed: Some(!chain.is_empty() && certkeeper_x509::links_signed(&chain)),
         })
+    }
+
+    /// This manifest with a digest for every derived file it lacks, derived from the pair
+    /// it describes (`fullchain` and `privkey`: a snapshot taken before certkeeper derived
+    /// files, restored now).
+    pub fn with_derived(mut self, fullchain: &[u8], privkey: &[u8]) -> Manifest {
+        let all = FileDigests::of(fullchain, privkey);
+        for d in Derived::ALL {
+            let slot = self.files.derived_mut(d);
+            if slot.is_none() {
+                *slot = all.derived(d).cloned();
+            }
+        }
+        self
     }
 
     /// Whether this manifest describes exactly these bytes (both SHA-256 digests match):
@@ -125,7 +138,9 @@ pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
     })
 }
 
-/// SHA-256 digests of the two files of a pair, lower-case hex.
+/// SHA-256 digests of the files of a pair, lower-case hex: the fullchain, the key, and the
+/// files derived from them (absent from generations and snapshots written before certkeeper
+/// derived them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDigests {
@@ -133,6 +148,89 @@ pub struct FileDigests {
     pub fullchain: String,
     /// Digest of the private key file.
     pub privkey: String,
+    /// Digest of the leaf-only file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Digest of the intermediates-only file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// Digest of the fullchain-and-key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined: Option<String>,
+}
+
+impl FileDigests {
+    /// The digests of a pair and of every file derived from it.
+    pub fn of(fullchain: &[u8], privkey: &[u8]) -> FileDigests {
+        let mut files = FileDigests {
+            fullchain: sha256_hex(fullchain),
+            privkey: sha256_hex(privkey),
+            cert: None,
+            chain: None,
+            combined: None,
+        };
+        for d in Derived::ALL {
+            *files.derived_mut(d) = d.content(fullchain, privkey).map(|c| sha256_hex(&c));
+        }
+        files
+    }
+
+    /// The digest recorded for a derived file, if any.
+    pub fn derived(&self, d: Derived) -> Option<&String> {
+        match d {
+            Derived::Cert => self.cert.as_ref(),
+            Derived::Chain => self.chain.as_ref(),
+            Derived::Combined => self.combined.as_ref(),
+        }
+    }
+
+    pub(crate) fn derived_mut(&mut self, d: Derived) -> &mut Option<String> {
+        match d {
+            Derived::Cert => &mut self.cert,
+            Derived::Chain => &mut self.chain,
+            Derived::Combined => &mut self.combined,
+        }
+    }
+
+    /// Each file recorded, as its name inside a generation or snapshot with its digest.
+    pub(crate) fn entries(&self) -> Vec<(&'static str, &String)> {
+        let mut out = vec![
+            (FULLCHAIN_FILE, &self.fullchain),
+            (PRIVKEY_FILE, &self.privkey),
+        ];
+        for d in Derived::ALL {
+            if let Some(digest) = self.derived(d) {
+                out.push((d.file_name(), digest));
+            }
+        }
+        out
+    }
+
+    /// The digests of the files in a generation or snapshot directory `dir`, read without
+    /// following links: the pair must be there; a derived file that is not is recorded as
+    /// absent.
+    pub(crate) fn read_dir(dir: &Path) -> Result<FileDigests, Error> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            super::atomic::read_nofollow(&path).map_err(|e| Error::io("reading", &path, e))
+        };
+        let mut files = FileDigests {
+            fullchain: sha256_hex(&read(FULLCHAIN_FILE)?),
+            privkey: sha256_hex(&read(PRIVKEY_FILE)?),
+            cert: None,
+            chain: None,
+            combined: None,
+        };
+        for d in Derived::ALL {
+            let path = dir.join(d.file_name());
+            *files.derived_mut(d) = match super::atomic::read_nofollow(&path) {
+                Ok(bytes) => Some(sha256_hex(&bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("reading", &path, e)),
+            };
+        }
+        Ok(files)
+    }
 }
 
 /// Where the manifest of a certificate's live pair is kept.

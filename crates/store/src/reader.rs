@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
+use super::derived::Derived;
 use super::live::{FULLCHAIN_FILE, MANIFEST_FILE, PRIVKEY_FILE};
 use super::manifest::Manifest;
 use certkeeper_base::fsutil::MAX_FILE;
@@ -25,12 +26,25 @@ pub struct LivePair {
     pub privkey: io::Result<Vec<u8>>,
     /// The manifest written with them.
     pub manifest: io::Result<Option<Manifest>>,
+    /// Each derived file asked for: read from the same generation when its live path is
+    /// certkeeper's link, from the path as it is otherwise.
+    pub derived: Vec<(Derived, io::Result<Vec<u8>>)>,
 }
 
 /// Reads the live pair of certificate `name` as one generation, when its live paths are
 /// certkeeper's links into generations; `None` otherwise (plain files, not written by
 /// certkeeper, or not yet): the caller reads the paths as they are.
 pub fn read_live_pair(name: &str, fullchain: &Path, privkey: &Path) -> Option<LivePair> {
+    read_live_files(name, fullchain, privkey, &[])
+}
+
+/// [`read_live_pair`], with the derived files at `derived` read from the same generation.
+pub fn read_live_files(
+    name: &str,
+    fullchain: &Path,
+    privkey: &Path,
+    derived: &[(Derived, &Path)],
+) -> Option<LivePair> {
     let dir = fullchain.parent()?;
     let live = PathBuf::from(format!(".certkeeper-{name}.live"));
     let points_into = |path: &Path, file: &str| {
@@ -42,8 +56,12 @@ pub fn read_live_pair(name: &str, fullchain: &Path, privkey: &Path) -> Option<Li
     }
     // A generation may be pruned between opening `.live` and reading from it (a renewal
     // beside this read): then the next one is read.
+    let ours: Vec<(Derived, &Path, bool)> = derived
+        .iter()
+        .map(|&(d, path)| (d, path, points_into(path, d.file_name())))
+        .collect();
     for _ in 0..3 {
-        let pair = read_generation(&dir.join(&live));
+        let pair = read_generation(&dir.join(&live), &ours);
         let gone = |r: &io::Result<Vec<u8>>| {
             r.as_ref()
                 .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
@@ -52,10 +70,13 @@ pub fn read_live_pair(name: &str, fullchain: &Path, privkey: &Path) -> Option<Li
             return Some(pair);
         }
     }
-    Some(read_generation(&dir.join(&live)))
+    Some(read_generation(&dir.join(&live), &ours))
 }
 
-fn read_generation(live: &Path) -> LivePair {
+/// The files of the generation `live` names; each derived file whose flag is false is read
+/// at its path instead.
+fn read_generation(live: &Path, derived: &[(Derived, &Path, bool)]) -> LivePair {
+    let by_path = |path: &Path| certkeeper_base::fsutil::read_regular(path, MAX_FILE);
     let generation = match rustix::fs::open(
         live,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -68,6 +89,10 @@ fn read_generation(live: &Path) -> LivePair {
                 fullchain: Err(err()),
                 privkey: Err(err()),
                 manifest: Err(err()),
+                derived: derived
+                    .iter()
+                    .map(|&(d, path, ours)| (d, if ours { Err(err()) } else { by_path(path) }))
+                    .collect(),
             };
         }
     };
@@ -91,5 +116,18 @@ fn read_generation(live: &Path) -> LivePair {
         fullchain: read(FULLCHAIN_FILE),
         privkey: read(PRIVKEY_FILE),
         manifest,
+        derived: derived
+            .iter()
+            .map(|&(d, path, ours)| {
+                (
+                    d,
+                    if ours {
+                        read(d.file_name())
+                    } else {
+                        by_path(path)
+                    },
+                )
+            })
+            .collect(),
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::atomic;
 use super::error::Result;
-use super::live::{self, Entry, FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
+use super::live::{self, Entry, Layout};
 use super::snapshot::Snapshots;
 use certkeeper_base::text::sha256_hex;
 
@@ -166,12 +166,7 @@ fn restorable(layout: &Layout, named: Option<u64>) -> Result<Option<u64>> {
         }
         let dir = layout.generation_dir(n);
         let whole = live::read_generation_manifest(&dir).is_ok_and(|m| {
-            [
-                (FULLCHAIN_FILE, &m.files.fullchain),
-                (PRIVKEY_FILE, &m.files.privkey),
-            ]
-            .iter()
-            .all(|(file, digest)| {
+            m.files.entries().iter().all(|(file, digest)| {
                 atomic::read_nofollow(&dir.join(file)).is_ok_and(|b| &sha256_hex(&b) == *digest)
             })
         });

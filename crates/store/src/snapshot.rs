@@ -1,6 +1,7 @@
 //! Snapshots: earlier live pairs kept under `state_dir/snapshots/<name>/<id>/`.
 //!
-//! A snapshot holds `fullchain.pem` and `privkey.pem` as hard links to the files of the
+//! A snapshot holds `fullchain.pem`, `privkey.pem` and the files derived from them
+//! (`cert.pem`, `chain.pem`, `combined.pem`, when the generation had them) as hard links to the files of the
 //! generation it was taken from (no data copied) or, where `state_dir` is on another file
 //! system, as fsynced copies; and `snapshot.json`, a [`SnapshotRecord`] with the pair's
 //! [`Manifest`]. It is built under `.tmp-<id>-<hex>` and renamed to `<id>` in one step, so
@@ -16,7 +17,6 @@ use time::OffsetDateTime;
 
 use super::atomic::{self, Perm};
 use super::error::{Error, Result};
-use super::live::{FULLCHAIN_FILE, PRIVKEY_FILE};
 use super::manifest::{FileDigests, Manifest};
 
 /// The record file inside a snapshot directory.
@@ -192,10 +192,7 @@ impl Snapshots {
         atomic::create_dir(&tmp, SNAPSHOT_DIR_MODE)?;
         let result = (|| {
             let mut linked = true;
-            for (file, digest) in [
-                (FULLCHAIN_FILE, &manifest.files.fullchain),
-                (PRIVKEY_FILE, &manifest.files.privkey),
-            ] {
+            for (file, digest) in manifest.files.entries() {
                 linked &= atomic::link_or_copy(&generation_dir.join(file), &tmp.join(file))?;
                 atomic::check_digest(&tmp.join(file), digest)?;
             }
@@ -276,12 +273,9 @@ impl Snapshots {
     }
 }
 
-/// Checks both files of a snapshot against their recorded digests.
+/// Checks every file of a snapshot against its recorded digest.
 fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
-    for (file, expected) in [
-        (FULLCHAIN_FILE, &files.fullchain),
-        (PRIVKEY_FILE, &files.privkey),
-    ] {
+    for (file, expected) in files.entries() {
         let bytes = atomic::read_nofollow(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
         let actual = certkeeper_base::text::sha256_hex(&bytes);
         if &actual != expected {
@@ -327,6 +321,9 @@ mod tests {
             files: Some(FileDigests {
                 fullchain: "cd".into(),
                 privkey: "ef".into(),
+                cert: None,
+                chain: None,
+                combined: None,
             }),
             linked: true,
             verified: false,

@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{self, Perm};
 use super::error::{Error, Result};
-use super::live::{FULLCHAIN_FILE, Layout, PRIVKEY_FILE};
+use super::live::{Layout, PRIVKEY_FILE};
 use super::manifest::FileDigests;
 use super::snapshot::Snapshots;
-use certkeeper_base::text::sha256_hex;
 
 /// The journal format version written.
 const JOURNAL_VERSION: u32 = 1;
@@ -256,12 +255,10 @@ pub(crate) fn revert(
     })
 }
 
-/// Whether a generation directory still holds exactly these files.
+/// Whether a generation directory still holds exactly these files (derived ones included).
 fn generation_matches(dir: &Path, files: &FileDigests) -> bool {
-    let digest = |file: &str| atomic::read_nofollow(&dir.join(file)).map(|b| sha256_hex(&b));
     fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
-        && digest(FULLCHAIN_FILE).is_ok_and(|d| d == files.fullchain)
-        && digest(PRIVKEY_FILE).is_ok_and(|d| d == files.privkey)
+        && FileDigests::read_dir(dir).is_ok_and(|now| &now == files)
 }
 
 /// The id of the stage's snapshot when it still holds exactly `files`.
