@@ -21,7 +21,8 @@ const CERTBOT_PACKAGE: &str = "certbot";
 /// A certbot configuration directory holding one real lineage for `a.example.test` and
 /// `b.example.test`, issued by `pebble` over DNS-01 through a manual auth hook.
 struct Certbot {
-    dir: Dir,
+    /// Holds the lineage (and the hooks, work and log directories) until the test ends.
+    _dir: Dir,
     config_dir: PathBuf,
 }
 
@@ -82,7 +83,10 @@ PY
             });
         let run = Run::from(out);
         assert_eq!(run.code, 0, "certbot failed: {run:?}\n{}", pebble.logs());
-        Certbot { dir, config_dir }
+        Certbot {
+            _dir: dir,
+            config_dir,
+        }
     }
 
     fn live(&self) -> PathBuf {
