@@ -416,14 +416,18 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 /// Walks the discover paths recursively in a stable order and hands each file to `emit`,
 /// leaving out certkeeper's own internal files and the `exclude`d ones (the managed live
 /// files). Symbolic links to files are followed, each file once; links to directories are
-/// not (no loops). Returns the paths that could not be read, as errors to report.
+/// not (no loops). certbot's layout is understood: a lineage directory (`live/<name>/`) is
+/// handed over once as a whole, and `archive/` beside `live/` is skipped (it holds every old
+/// version `live/` once pointed to). Returns the paths that could not be read, as errors to
+/// report.
 pub fn discover(
     paths: &[PathBuf],
     exclude: &HashSet<FileId>,
-    mut emit: impl FnMut(PathBuf),
+    mut emit: impl FnMut(Found),
 ) -> Vec<String> {
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
+    let mut lineages = HashSet::new();
     let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
     while let Some(path) = stack.pop() {
         // certkeeper's own files and generation directories are reported through the
@@ -443,11 +447,35 @@ pub fn discover(
             }
         };
         if meta.is_dir() {
+            let root = paths.contains(&path);
+            if !root && is_certbot_archive(&path) {
+                continue;
+            }
+            let lineage = is_certbot_lineage(&path);
             match fs::read_dir(&path) {
                 Ok(rd) => {
                     let mut children: Vec<PathBuf> =
                         rd.filter_map(|d| d.ok().map(|d| d.path())).collect();
                     children.sort();
+                    if lineage {
+                        // The lineage's own files are examined together, once, unless
+                        // certkeeper manages them (then they are reported as managed).
+                        let own: Vec<FileId> = LINEAGE_FILES
+                            .iter()
+                            .filter_map(|f| file_id(&path.join(f)))
+                            .collect();
+                        let managed = own.iter().any(|id| exclude.contains(id));
+                        let again = !lineages.insert((meta.dev(), meta.ino()));
+                        seen.extend(own);
+                        children.retain(|c| {
+                            !c.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| LINEAGE_FILES.contains(&n))
+                        });
+                        if !managed && !again {
+                            emit(Found::Lineage(path.clone()));
+                        }
+                    }
                     stack.extend(children.into_iter().rev());
                 }
                 Err(e) => errors.push(format!("{}: {}", path.display(), io_reason(&e))),
@@ -466,9 +494,124 @@ pub fn discover(
         if !target.is_file() || exclude.contains(&id) || !seen.insert(id) {
             continue;
         }
-        emit(path);
+        emit(Found::File(path));
     }
     errors
+}
+
+/// What the walk of the discover paths found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A file that may hold certificates.
+    File(PathBuf),
+    /// A certbot lineage directory (`live/<name>/`): `cert.pem`, `chain.pem`, `fullchain.pem`
+    /// and `privkey.pem` are one certificate.
+    Lineage(PathBuf),
+}
+
+/// Whether `dir` is a certbot lineage: `cert.pem` with `chain.pem` or `fullchain.pem` beside
+/// it (links or files; a dangling link still marks the layout, and is reported).
+pub fn is_certbot_lineage(dir: &Path) -> bool {
+    let present = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
+    present("cert.pem") && (present("chain.pem") || present("fullchain.pem"))
+}
+
+/// Whether `dir` is certbot's `archive/` (every version it ever issued, which `live/` links
+/// to): a directory of that name with `live/` beside it.
+fn is_certbot_archive(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| n == "archive")
+        && dir
+            .parent()
+            .is_some_and(|p| fs::symlink_metadata(p.join("live")).is_ok_and(|m| m.is_dir()))
+}
+
+/// Examines a certbot lineage as one certificate: `cert.pem` (the leaf) followed by
+/// `chain.pem` (its intermediates) is the chain; `fullchain.pem` must hold the same leaf,
+/// and `privkey.pem`, when this user may read it, must match it.
+pub fn inspect_lineage(
+    dir: &Path,
+    trust: &Trust,
+    before_expiry: BeforeExpiry,
+    now: OffsetDateTime,
+) -> Entry {
+    let cert_path = dir.join("cert.pem");
+    let mut e = Entry::new(dir.display().to_string(), false, cert_path.clone());
+    let cert = live_or_problem(&mut e, "cert.pem", &cert_path, read_limited(&cert_path));
+    let chain_path = dir.join("chain.pem");
+    let chain = match read_limited(&chain_path) {
+        Ok(b) => Some(b),
+        // Without chain.pem, fullchain.pem alone is the certificate.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => live_or_problem(&mut e, "chain.pem", &chain_path, Err(err)),
+    };
+    let full_path = dir.join("fullchain.pem");
+    let full = match read_limited(&full_path) {
+        Ok(b) => Some(b),
+        Err(err) if err.kind() == io::ErrorKind::NotFound && chain.is_some() => None,
+        Err(err) => live_or_problem(&mut e, "fullchain.pem", &full_path, Err(err)),
+    };
+    let bytes = match (&cert, &chain, &full) {
+        (Some(cert), Some(chain), _) => {
+            let mut b = cert.clone();
+            if !b.ends_with(b"\n") {
+                b.push(b'\n');
+            }
+            b.extend_from_slice(chain);
+            Some(b)
+        }
+        (Some(_), None, Some(full)) => {
+            e.path = full_path.clone();
+            Some(full.clone())
+        }
+        _ => None,
+    };
+    let due = |leaf: &Cert| crate::schedule::due(leaf, None, before_expiry, now);
+    let leaf = bytes.and_then(|bytes| {
+        examine_chain_file(
+            &mut e,
+            &bytes,
+            &trust.discovered,
+            &due,
+            before_expiry,
+            now,
+            Examined {
+                managed: false,
+                links_signed: false,
+            },
+        )
+    });
+    let Some(leaf) = leaf else {
+        return e;
+    };
+    e.domains = leaf.sans.clone();
+    if let Some(full) = &full {
+        let same = read_certificates(full)
+            .ok()
+            .and_then(|(certs, _)| certs.into_iter().next())
+            .is_some_and(|first| first.fingerprint == leaf.fingerprint);
+        if !same {
+            e.critical("fullchain.pem does not start with the leaf of cert.pem");
+        }
+    }
+    let key_path = dir.join("privkey.pem");
+    match read_limited(&key_path) {
+        Ok(bytes) => match PrivateKey::from_bytes(&bytes) {
+            Ok(key) => {
+                let matches = key_matches(&leaf, &key);
+                e.key_match = Some(matches);
+                if !matches {
+                    e.critical("key mismatch: privkey.pem does not belong to the leaf of cert.pem");
+                }
+            }
+            Err(err) => e.critical(format!("privkey.pem: {err}")),
+        },
+        // A monitoring user may not read keys; that is not a fault.
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(err) => {
+            live_or_problem(&mut e, "privkey.pem", &key_path, Err(err));
+        }
+    }
+    e
 }
 
 /// The whole inventory of a config: managed certificates in config order (only `names`
@@ -500,7 +643,7 @@ pub fn inventory(
         let before = config.renewal.before_expiry;
         // The walk feeds the workers as it goes, so reading and checking files overlaps
         // with listing directories.
-        let (tx, rx) = mpsc::sync_channel::<(usize, PathBuf)>(1024);
+        let (tx, rx) = mpsc::sync_channel::<(usize, Found)>(1024);
         let rx = Mutex::new(rx);
         let (errors, mut found) = std::thread::scope(|scope| {
             let walker = scope.spawn(move || {
@@ -520,8 +663,14 @@ pub fn inventory(
                                 Ok(rx) => rx.recv(),
                                 Err(_) => break,
                             };
-                            let Ok((n, path)) = next else { break };
-                            if let Some(e) = inspect_file(&path, trust, before, now) {
+                            let Ok((n, found)) = next else { break };
+                            let entry = match found {
+                                Found::File(path) => inspect_file(&path, trust, before, now),
+                                Found::Lineage(dir) => {
+                                    Some(inspect_lineage(&dir, trust, before, now))
+                                }
+                            };
+                            if let Some(e) = entry {
                                 out.push((n, e));
                             }
                         }
@@ -779,6 +928,9 @@ fn io_reason(err: &io::Error) -> String {
         _ => err.to_string(),
     }
 }
+
+/// The files of a certbot lineage directory, examined together.
+const LINEAGE_FILES: [&str; 4] = ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"];
 
 fn has_cert_extension(path: &Path) -> bool {
     path.extension()

@@ -12,6 +12,7 @@ pub use certkeeper_x509 as x509;
 pub mod accounts;
 pub mod acme;
 pub mod alert;
+pub mod certbot;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -458,6 +458,7 @@ async fn an_unreachable_ca_is_a_clear_error() {
         staging_directory: None,
         max_concurrent_requests: None,
         orders_per_minute: None,
+        certbot_account: None,
     };
     let started = Instant::now();
     let err = Acme::open_with(
@@ -524,6 +525,7 @@ async fn a_failing_ca_is_retried_honouring_retry_after_and_its_answer_kept() {
         staging_directory: None,
         max_concurrent_requests: None,
         orders_per_minute: None,
+        certbot_account: None,
     };
     let state = Dir::new();
     let started = Instant::now();

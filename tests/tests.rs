@@ -6,6 +6,7 @@
 mod acme;
 mod acme_fake;
 mod alerts;
+mod certbot;
 mod check;
 mod config;
 mod daemon;

@@ -6,11 +6,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
+use super::certbot_account::{CertbotAccount, Resign};
 use super::http::Http;
 use super::retry::{self, Backoff};
 use super::{Error, acme_error};
@@ -30,6 +32,8 @@ pub(crate) struct Opened {
     pub(crate) account: Account,
     pub(crate) created: bool,
     pub(crate) file: Option<PathBuf>,
+    /// certbot's account, when the issuer names one (its key signs every request).
+    pub(crate) certbot: Option<Arc<CertbotAccount>>,
 }
 
 /// Loads the stored account, or creates one (stored when `state_dir` is writable).
@@ -41,6 +45,32 @@ pub(crate) async fn open(
     backoff: &Backoff,
 ) -> Result<Opened, Error> {
     check_issuer_name(issuer_name)?;
+    if let Some(dir) = &cfg.certbot_account {
+        let certbot = Arc::new(CertbotAccount::read(dir)?);
+        let http = Resign {
+            inner: http.clone(),
+            account: certbot.clone(),
+        };
+        let credentials = certbot.credentials(&cfg.directory)?;
+        let account = retry::retrying!(backoff, "load certbot's account", {
+            let credentials = clone_credentials(&credentials)?;
+            Account::builder_with_http(Box::new(http.clone()))
+                .from_credentials(credentials)
+                .await
+        })
+        .map_err(|e| acme_error("load certbot's account", e))?;
+        tracing::debug!(
+            issuer = issuer_name,
+            account = account.id(),
+            "Using certbot's ACME account."
+        );
+        return Ok(Opened {
+            account,
+            created: false,
+            file: Some(dir.clone()),
+            certbot: Some(certbot),
+        });
+    }
     let path = account_path(state_dir.path(), issuer_name);
     let persist = state_dir.is_writable();
     if let Some(credentials) = read(&path, &cfg.directory)? {
@@ -60,6 +90,7 @@ pub(crate) async fn open(
             account,
             created: false,
             file: Some(path),
+            certbot: None,
         });
     }
 
@@ -111,6 +142,7 @@ pub(crate) async fn open(
         account,
         created: true,
         file: persist.then_some(path),
+        certbot: None,
     })
 }
 

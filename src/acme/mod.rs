@@ -13,6 +13,7 @@
 //!   ([`Tuning::poll_timeout`] and its neighbours), never instant-acme's default.
 
 mod account;
+mod certbot_account;
 pub mod dns01;
 mod http;
 mod order;
@@ -45,6 +46,8 @@ pub struct Acme {
     account_file: Option<PathBuf>,
     tuning: Tuning,
     orders_per_minute: Option<u32>,
+    /// certbot's account, when the issuer uses it: its key answers the challenges.
+    certbot: Option<Arc<certbot_account::CertbotAccount>>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -176,6 +179,7 @@ impl Acme {
             account: opened.account,
             created: opened.created,
             account_file: opened.file,
+            certbot: opened.certbot,
             tuning,
             orders_per_minute: cfg.orders_per_minute,
         })

@@ -161,7 +161,10 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
             pending.push((
                 Challenge {
                     domain,
-                    value: challenge.key_authorization().dns_value(),
+                    value: match &acme.certbot {
+                        Some(certbot) => certbot.dns_value(&challenge.token),
+                        None => challenge.key_authorization().dns_value(),
+                    },
                 },
                 challenge.url.clone(),
             ));

@@ -23,6 +23,9 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
             return INVALID;
         }
     }
+    for line in certbot_renews(&config) {
+        tracing::warn!("{line}");
+    }
     print!("{}", summary(&config));
     if !online {
         return 0;
@@ -57,6 +60,27 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
         );
         INVALID
     }
+}
+
+/// One warning for each managed live path inside a certbot lineage that certbot still renews
+/// (its `renewal/<name>.conf` exists): two tools would replace the same files.
+pub fn certbot_renews(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, c) in config.certificates.iter().enumerate() {
+        for (key, path) in [("fullchain", &c.fullchain), ("privkey", &c.privkey)] {
+            if let Some(conf) = crate::certbot::renewing(path) {
+                out.push(crate::text::escape_line(&format!(
+                    "{}: certificates[{i}].{key}: {} is in a certbot lineage that certbot still renews ({}); once certkeeper renewed it, disable certbot's renewal: systemctl disable --now certbot.timer (or remove that renewal config)",
+                    config.source.display(),
+                    path.display(),
+                    conf.display()
+                )));
+                // One line a certificate: its privkey lies in the same lineage.
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Adds one item of the summary as one line, whatever the config's paths and names hold.

@@ -6,6 +6,7 @@ mod alert;
 mod check;
 mod completions;
 mod config_check;
+mod import;
 mod logfmt;
 mod online;
 mod renew;
@@ -132,6 +133,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a config fragment for what another tool manages, reading its files only
+    /// (exit 0 all imported, 1 some left out, 2 nothing readable); needs no config.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print the completion script for a shell to stdout (exit 0); needs no config.
     Completions {
         /// The shell.
@@ -149,6 +156,19 @@ pub enum AlertCommand {
     Test {
         /// Channel names (a channel's `name`, or its type: `slack`, `webhook-2`, ...).
         channels: Vec<String>,
+    },
+}
+
+/// `import` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// certbot's lineages and accounts: an issuer per ACME server and account (reusing
+    /// certbot's account), a certificate per lineage, a comment for what does not carry over.
+    /// certbot's files are only read.
+    Certbot {
+        /// certbot's configuration directory (default /etc/letsencrypt).
+        #[arg(long, value_name = "DIR")]
+        config_dir: Option<PathBuf>,
     },
 }
 
@@ -224,6 +244,9 @@ pub fn run() -> u8 {
         Command::Alert {
             command: AlertCommand::Test { ref channels },
         } => alert::test(&args.config, channels),
+        Command::Import {
+            command: ImportCommand::Certbot { ref config_dir },
+        } => import::certbot(&import::config_dir(config_dir.clone())),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
     }

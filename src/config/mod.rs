@@ -128,6 +128,9 @@ pub struct AcmeIssuer {
     pub max_concurrent_requests: Option<usize>,
     /// New orders per minute per account; `None`: no limit.
     pub orders_per_minute: Option<u32>,
+    /// certbot's account directory (`accounts/<server>/<id>/`) to use instead of a
+    /// certkeeper account, read only, while `state_dir` holds no account for this issuer.
+    pub certbot_account: Option<PathBuf>,
 }
 
 /// External account binding credentials.
@@ -552,6 +555,17 @@ impl Config {
             }
         }
         for (key, i) in &self.issuers {
+            if let Issuer::Acme(AcmeIssuer {
+                certbot_account: Some(dir),
+                ..
+            }) = i
+                && let Err(e) = crate::certbot::read_account(dir)
+            {
+                problems.push(format!(
+                    "issuers.{key}.certbot_account: {}; name certbot's account directory (accounts/<server>/<id>/, `certkeeper import certbot` prints it) or remove the key to register a new account",
+                    crate::text::escape_line(&e.to_string())
+                ));
+            }
             if let Issuer::Acme(AcmeIssuer {
                 trust_roots: Some(path),
                 ..

@@ -66,6 +66,7 @@ pub struct Acme {
     pub staging_directory: Option<String>,
     pub max_concurrent_requests: Option<u64>,
     pub orders_per_minute: Option<u64>,
+    pub certbot_account: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -234,6 +234,24 @@ impl Validator<'_> {
                         }
                         Some(n) => Some(n as u32),
                     };
+                    if a.certbot_account.is_some() && eab.is_some() {
+                        self.problem(
+                            &path.with_key("certbot_account"),
+                            "certbot's account is registered already and needs no external account binding; remove eab".to_owned(),
+                        );
+                        return None;
+                    }
+                    let certbot_account = match a.certbot_account {
+                        Some(dir) if dir.trim().is_empty() => {
+                            self.problem(
+                                &path.with_key("certbot_account"),
+                                "is empty; name certbot's account directory (accounts/<server>/<id>/) or remove the key".to_owned(),
+                            );
+                            return None;
+                        }
+                        Some(dir) => Some(self.resolve(&dir)),
+                        None => None,
+                    };
                     Some(Issuer::Acme(AcmeIssuer {
                         directory,
                         contact,
@@ -242,6 +260,7 @@ impl Validator<'_> {
                         staging_directory,
                         max_concurrent_requests,
                         orders_per_minute,
+                        certbot_account,
                     }))
                 }),
                 Some("local-ca") => self.de::<raw::LocalCa>(&path, value).and_then(|c| {

@@ -273,6 +273,8 @@ impl Issuers {
             }
             let staging = AcmeIssuer {
                 directory: cfg.staging_directory.clone().unwrap_or_default(),
+                // certbot's account belongs to the production CA.
+                certbot_account: None,
                 ..cfg.clone()
             };
             tracing::info!(issuer = %name, directory = %staging.directory, "Dry run: ordering from the staging CA.");

@@ -82,6 +82,7 @@ impl Pebble {
             // Pebble 2.x deadlocks under concurrent requests on one account.
             max_concurrent_requests: Some(1),
             orders_per_minute: None,
+            certbot_account: None,
         }
     }
 
