@@ -67,6 +67,21 @@ const API: &str = "  - name: api
     privkey: /etc/tls/api/privkey.pem
 ";
 
+/// A certificate whose reload command leaves a process behind, as `haproxy -sf` or
+/// `apachectl -k graceful` on a stopped Apache do: a new session (so that certkeeper's own
+/// clean-up of the command's process group cannot reach it) that would live ten minutes.
+const LEAVES_A_CHILD: &str = "  - name: child
+    domains: [child.example.test]
+    issuer: internal
+    fullchain: /etc/tls/child/fullchain.pem
+    privkey: /etc/tls/child/privkey.pem
+    reload:
+      command:
+        - /bin/sh
+        - -c
+        - 'setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /etc/tls/child.pid'
+";
+
 /// nginx's site for `www`, on the container's loopback.
 const SITE: &str = "\
 server {
@@ -88,6 +103,7 @@ fn units_run_under_a_real_systemd() {
     install(&c);
     first_pair(&c);
     oneshot_renews_and_nginx_serves_the_new_leaf(&c);
+    oneshot_ends_what_its_reload_command_left_running(&c);
     broken_nginx_fails_the_oneshot_and_keeps_the_old_leaf(&c);
     daemon_starts_reloads_and_stops(&c);
     timer_has_a_next_elapse(&c);
@@ -136,15 +152,7 @@ fn first_pair(c: &Container) {
 }
 
 fn oneshot_renews_and_nginx_serves_the_new_leaf(c: &Container) {
-    // Due on every pass (before_expiry longer than the validity), so the plain
-    // `certkeeper renew` of the unit renews.
-    write_config(
-        c,
-        &format!(
-            "{}{DEPLOY}",
-            FIRST.replace("before_expiry: 30d", "before_expiry: 100d")
-        ),
-    );
+    write_config(c, &always_due());
     let old = on_disk(c);
     let run = start(c, "certkeeper.service");
     let st = show(c, "certkeeper.service");
@@ -168,7 +176,27 @@ fn oneshot_renews_and_nginx_serves_the_new_leaf(c: &Container) {
     c.must("journalctl -u certkeeper.service --no-pager | grep -q 'www: renewed'");
 }
 
+/// README, "Running it": a process a reload command starts lives in certkeeper's control
+/// group, and systemd kills it when the oneshot's pass ends.
+fn oneshot_ends_what_its_reload_command_left_running(c: &Container) {
+    write_config(c, &format!("{}{LEAVES_A_CHILD}", always_due()));
+    let run = start(c, "certkeeper.service");
+    assert_eq!(run.code, 0, "{run:?}\n{}", journal(c, "certkeeper.service"));
+    let pid = c.must("cat /etc/tls/child.pid");
+    let pid = pid.trim();
+    assert!(
+        pid.parse::<u32>().is_ok(),
+        "the reload command did not record its child: {pid:?}"
+    );
+    let alive = c.sh(&format!("kill -0 {pid}"));
+    assert_ne!(
+        alive.code, 0,
+        "the process the reload command left (pid {pid}) outlived the oneshot"
+    );
+}
+
 fn broken_nginx_fails_the_oneshot_and_keeps_the_old_leaf(c: &Container) {
+    write_config(c, &always_due());
     let old = on_disk(c);
     assert_eq!(served(c), old);
     c.must("echo 'this_is_not_an_nginx_directive on;' > /etc/nginx/conf.d/broken.conf");
@@ -286,6 +314,15 @@ fn timer_has_a_next_elapse(c: &Container) {
     );
 }
 
+/// `www`, deployed to nginx and due on every pass (before_expiry longer than the validity),
+/// so that the unit's plain `certkeeper renew` renews it.
+fn always_due() -> String {
+    format!(
+        "{}{DEPLOY}",
+        FIRST.replace("before_expiry: 30d", "before_expiry: 100d")
+    )
+}
+
 /// `systemctl start UNIT` (for a oneshot: until its pass ended).
 fn start(c: &Container, unit: &str) -> crate::util::Run {
     c.sh(&format!("systemctl start {unit}"))
@@ -361,5 +398,40 @@ fn wait_for(c: &Container, script: &str, context: impl Fn() -> String) {
             context()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue point 10: the units and the README say why reload commands should go through
+/// `systemctl reload` (what `oneshot_ends_what_its_reload_command_left_running` shows).
+#[test]
+fn units_and_readme_say_why_reloads_go_through_systemctl() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let running = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Running it"))
+        .expect("README has a \"Running it\" section");
+    let mut texts = vec![("README.md, Running it".to_owned(), running.to_owned())];
+    for unit in ["certkeeper.service", "certkeeper-daemon.service"] {
+        let text = std::fs::read_to_string(root.join("deploy").join(unit)).expect("unit");
+        // Only the comments: the explanation is for the reader of the unit.
+        let comments: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .collect();
+        texts.push((format!("deploy/{unit}"), comments.join(" ")));
+    }
+    for (name, text) in texts {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for needle in [
+            "Reload commands should go through `systemctl reload SERVICE`",
+            "`haproxy -sf`",
+            "`apachectl -k graceful` while Apache is stopped",
+            "control group",
+            "systemd kills it",
+        ] {
+            assert!(text.contains(needle), "{name} does not say {needle:?}");
+        }
     }
 }
