@@ -4,7 +4,8 @@
 //! certificates' directory to `ReadWritePaths=`), and runs them beside Debian's nginx:
 //!
 //! 1. the oneshot (`certkeeper.service`) renews, its `systemctl reload nginx` runs from
-//!    inside the sandbox, and nginx serves the new leaf;
+//!    inside the sandbox, and nginx serves the new leaf; a process that a reload command
+//!    leaves running is killed when the pass ends (why reloads go through `systemctl`);
 //! 2. with nginx's config broken, the oneshot fails (unit "failed") and nginx still serves the
 //!    old leaf, which is the one on disk;
 //! 3. the notify daemon (`certkeeper-daemon.service`) becomes active; `systemctl reload`
@@ -14,8 +15,8 @@
 //!
 //! The container has no network (`--private-network`) and uses the local CA. The test needs
 //! root and the Debian packages `mmdebstrap` and `systemd-container`, and fails without them.
-//! The first run builds the root file system (about a minute with a near mirror); later runs
-//! boot the cached one in about a second.
+//! The first run builds the root file system (about two minutes); later runs boot the cached
+//! one in about a second and take a few seconds in all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -434,4 +435,88 @@ fn units_and_readme_say_why_reloads_go_through_systemctl() {
             assert!(text.contains(needle), "{name} does not say {needle:?}");
         }
     }
+}
+
+/// CI (and the README's second command, the same line) installs the host packages the boot
+/// test needs.
+#[test]
+fn ci_installs_what_the_boot_test_needs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [".ci/run", "README.md"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("apt-get update && apt-get install -y "))
+            .unwrap_or_else(|| panic!("{file} has no apt-get install line"));
+        let packages: Vec<&str> = line
+            .split("install -y ")
+            .nth(1)
+            .and_then(|r| r.split(" &&").next())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        for p in nspawn::HOST_PACKAGES.split_whitespace() {
+            assert!(packages.contains(&p), "{file} does not install {p}: {line}");
+        }
+    }
+}
+
+/// The container is Debian 12 whatever the host runs: the host's Debian entries are kept
+/// with the release renamed, everything else (another distribution's suites, source
+/// entries, disabled stanzas, CD-ROMs) is left out.
+#[test]
+fn host_apt_sources_are_renamed_to_bookworm() {
+    let list = "\
+# a comment
+deb http://mirror.example/debian trixie main contrib
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian-security trixie-security main
+deb-src http://mirror.example/debian trixie main
+deb https://vendor.example/apt nodistro main
+deb cdrom:[Debian]/ trixie main
+";
+    assert_eq!(
+        nspawn::rewrite_one_line(list, "trixie"),
+        "deb http://mirror.example/debian bookworm main contrib\n\
+         deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+         http://mirror.example/debian-security bookworm-security main\n"
+    );
+    let sources = "\
+Types: deb deb-src
+URIs: http://mirror.example/debian
+Suites: trixie trixie-updates sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian
+Suites: trixie-backports
+Components: main
+Enabled: no
+
+Types: deb-src
+URIs: http://mirror.example/debian
+Suites: trixie
+Components: main
+
+Types: deb
+URIs: https://vendor.example/apt
+Suites: nodistro
+Components: main
+";
+    assert_eq!(
+        nspawn::rewrite_deb822(sources, "trixie"),
+        "Types: deb\n\
+         URIs: http://mirror.example/debian\n\
+         Suites: bookworm bookworm-updates\n\
+         Components: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+    );
+    // On bookworm itself nothing changes but the dropped entries.
+    assert_eq!(
+        nspawn::rewrite_one_line(
+            "deb http://m.example/debian bookworm-updates main\n",
+            "bookworm"
+        ),
+        "deb http://m.example/debian bookworm-updates main\n"
+    );
 }
