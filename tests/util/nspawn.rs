@@ -407,8 +407,8 @@ fn require(binary: &str, package: &str) {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()));
     assert!(
         found,
-        "{binary} is missing: the systemd boot test needs it; install the Debian packages \
-         with `apt-get install -y {HOST_PACKAGES}` (it comes from {package})"
+        "{binary} is missing: the systemd boot test needs it; install the Debian package \
+         {package} (CI's apt-get line installs {HOST_PACKAGES})"
     );
 }
 
