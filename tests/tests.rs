@@ -23,5 +23,6 @@ mod renew;
 mod renew_acme;
 mod snapshots;
 mod store;
+mod systemd_boot;
 mod units;
 mod util;

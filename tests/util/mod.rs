@@ -7,6 +7,7 @@ pub mod challtestsrv;
 pub mod fake_acme;
 pub mod fixtures;
 pub mod nginx;
+pub mod nspawn;
 mod pairs;
 pub mod pebble;
 pub mod servers;
