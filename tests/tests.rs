@@ -9,6 +9,7 @@ mod alerts;
 mod check;
 mod config;
 mod daemon;
+mod day_one_checks;
 mod deploy;
 mod fuzz;
 mod hostile;

@@ -75,8 +75,16 @@ fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
     }
 }
 
+/// The plugin's status: the worst of what was checked; UNKNOWN only when there were
+/// certificates and none of them could be checked (a monitoring user who may read nothing),
+/// as Nagios reads UNKNOWN: the plugin could not tell.
 fn worst(entries: &[Entry]) -> Status {
-    entries.iter().map(|e| e.status).max().unwrap_or(Status::Ok)
+    let checked = entries.iter().filter(|e| e.status != Status::Unknown);
+    match checked.map(|e| e.status).max() {
+        Some(status) => status,
+        None if entries.is_empty() => Status::Ok,
+        None => Status::Unknown,
+    }
 }
 
 /// The JSON array of `check --json`.
@@ -88,16 +96,22 @@ fn json_text(entries: &[Entry]) -> String {
 /// A Nagios summary line, then one row per certificate.
 fn table(entries: &[Entry]) -> String {
     let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
-    let (crit, warn, ok) = (
+    let (crit, warn, ok, unknown) = (
         count(Status::Critical),
         count(Status::Warning),
         count(Status::Ok),
+        count(Status::Unknown),
     );
     let mut out = format!(
-        "CERTKEEPER {} - {} certificate{}: {crit} critical, {warn} warning, {ok} ok\n",
+        "CERTKEEPER {} - {} certificate{}: {crit} critical, {warn} warning, {ok} ok{}\n",
         worst(entries).as_str().to_uppercase(),
         entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
+        if entries.len() == 1 { "" } else { "s" },
+        if unknown > 0 {
+            format!(", {unknown} not checked")
+        } else {
+            String::new()
+        }
     );
     if entries.is_empty() {
         return out;
@@ -143,6 +157,16 @@ fn table(entries: &[Entry]) -> String {
         );
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    // What this user could not read, apart from the problems: not a fault of the files.
+    for e in entries {
+        for n in &e.not_checked {
+            out.push_str(&format!(
+                "not checked: {}: {}\n",
+                one_line(&e.name),
+                one_line(n)
+            ));
+        }
     }
     out
 }
@@ -210,6 +234,12 @@ fn report(e: &Entry) -> String {
                 None => "not checked".into(),
             },
         );
+    }
+    if !e.not_checked.is_empty() {
+        out.push_str("  not checked:\n");
+        for n in &e.not_checked {
+            out.push_str(&format!("    - {}\n", one_line(n)));
+        }
     }
     if e.problems.is_empty() {
         out.push_str("  no problems\n");
