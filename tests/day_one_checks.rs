@@ -133,3 +133,120 @@ fn check_is_unknown_when_nothing_could_be_checked_and_the_checked_status_otherwi
     let run = check_as_nobody(&dir, true);
     assert_eq!(run.code, 2, "{run:?}");
 }
+
+/// Where Debian keeps Apache's control script; the test needs the real one.
+fn apache2ctl() -> &'static str {
+    const PATH: &str = "/usr/sbin/apache2ctl";
+    assert!(
+        std::path::Path::new(PATH).exists(),
+        "{PATH} is missing: install the Debian package apache2"
+    );
+    PATH
+}
+
+#[test]
+fn an_apache_syntax_error_alerts_with_the_line_that_says_why() {
+    use crate::util::sinks::{Behaviour, Sink, Vendor};
+    let ctl = apache2ctl();
+    let dir = Dir::new();
+    // A config Apache reads up to the typo on line 8, as `apache2ctl -t` runs it.
+    let conf = dir.write(
+        "apache/site.conf",
+        "ServerRoot /etc/apache2\n\
+         LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n\
+         Listen 127.0.0.1:8\n\
+         ErrorLog /dev/null\n\
+         PidFile apache.pid\n\
+         \n\
+         # the typo\n\
+         SSLCertificateFiel /etc/tls/www/fullchain.pem\n",
+    );
+    let sink = Sink::start(Vendor::Webhook, None, Behaviour::Normal);
+    let base = local_ca(&["www"]);
+    dir.config(&base);
+    assert_eq!(dir.run(&["renew"]).code, 0);
+    dir.config(&format!(
+        "{base}    reload: {{ command: [{ctl}, -t, -f, {conf}] }}\n\
+         alerts:\n  - type: webhook\n    url: {url}\n    on: [failed, rolled_back, rollback_failed]\n",
+        conf = conf.display(),
+        url = sink.url(),
+    ));
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let header = format!("AH00526: Syntax error on line 8 of {}:", conf.display());
+    let cause = "Invalid command 'SSLCertificateFiel', perhaps misspelled";
+    let line = run
+        .stdout
+        .lines()
+        .position(|l| l.starts_with("www: "))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    let rest: Vec<&str> = run.stdout.lines().skip(line).collect();
+    assert!(
+        rest.iter().any(|l| l.contains(&header)) && rest.iter().any(|l| l.contains(cause)),
+        "{run:?}"
+    );
+    let got = sink.accepted();
+    assert!(!got.is_empty(), "no alert: {:?}", sink.requests());
+    for r in &got {
+        let event = r.json.clone().unwrap();
+        let message = event["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{header} | {cause}")) && !message.contains('\n'),
+            "{message}"
+        );
+        assert!(message.chars().count() <= 501, "{message}");
+        // The header is the body's `timestamp` as unix seconds, as the README says.
+        let body_time = time::OffsetDateTime::parse(
+            event["timestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(
+            r.header("x-certkeeper-timestamp"),
+            Some(body_time.unix_timestamp().to_string().as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_measured_wait_is_printed_rounded() {
+    use crate::util::pebble::Pebble;
+    let pebble = Pebble::start().await;
+    let dir = Dir::new();
+    // A hook that publishes nothing: the record never shows, the wait is measured.
+    dir.config(&format!(
+        "state_dir: state\n\
+         issuers:\n  pebble:\n    type: acme\n    directory: {directory}\n    trust_roots: {roots}\n    max_concurrent_requests: 1\n\
+         dns_providers:\n  silent:\n    type: exec\n    command: [/bin/true]\n\
+         dns:\n  resolvers: [\"{dns}\"]\n  propagation_timeout: 1s\n  poll_interval: 1s\n\
+         certificates:\n  - name: www\n    domains: [www.rounded.example.com]\n    issuer: pebble\n    dns_provider: silent\n    \
+         fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n",
+        directory = pebble.directory,
+        roots = pebble.trust_roots.display(),
+        dns = pebble.dns,
+    ));
+    let run = tokio::task::spawn_blocking(move || {
+        let run = dir.run(&["renew"]);
+        drop(dir);
+        run
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 1, "{run:?}");
+    let at = run
+        .stdout
+        .find(" within ")
+        .unwrap_or_else(|| panic!("{run:?}"));
+    let shown = run.stdout[at + " within ".len()..]
+        .split(' ')
+        .next()
+        .unwrap();
+    // At least the 1 s timeout, to the millisecond: `1.004s`, never `1.004381266s`.
+    let number = shown.strip_suffix('s').unwrap_or_else(|| panic!("{run:?}"));
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    assert!(whole.parse::<u64>().unwrap() >= 1, "{run:?}");
+    assert!(
+        frac.len() <= 3 && frac.bytes().all(|b| b.is_ascii_digit()),
+        "{shown}: {run:?}"
+    );
+}

@@ -477,7 +477,7 @@ impl Transport {
     fn timed_out(url: &str, after: Duration) -> Transport {
         Transport {
             url: url.to_owned(),
-            reason: format!("no answer within {after:?}"),
+            reason: format!("no answer within {}", crate::text::seconds(after)),
         }
     }
 

@@ -242,7 +242,8 @@ pub enum Error {
     },
     /// The hook ran longer than its timeout and was killed.
     #[error(
-        "{action} hook did not finish within {timeout:?} and was killed{}",
+        "{action} hook did not finish within {} and was killed{}",
+        certkeeper_base::text::seconds(*.timeout),
         divided(stderr)
     )]
     TimedOut {
