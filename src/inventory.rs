@@ -171,7 +171,7 @@ impl Trust {
         for (key, issuer) in &config.issuers {
             let files = extra.entry(key.clone()).or_default();
             match issuer {
-                Issuer::Acme(a) => files.extend(a.trust_roots.clone()),
+                Issuer::Acme(a) => files.extend(a.trust_roots.iter().cloned()),
                 Issuer::LocalCa(_) => {
                     let root = LocalCa::root_path(&config.state_dir, key);
                     // The local CA exists only once it has issued; until then there is

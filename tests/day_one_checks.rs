@@ -250,3 +250,216 @@ async fn a_measured_wait_is_printed_rounded() {
         "{shown}: {run:?}"
     );
 }
+
+/// `config check` of `yaml` (written as the test's config): its run and the config's path.
+fn config_check(dir: &Dir, yaml: &str, args: &[&str]) -> Run {
+    dir.config(yaml);
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    dir.run(&all)
+}
+
+/// The 1-based line of the first line of `yaml` that contains `needle`.
+fn line_of(yaml: &str, needle: &str) -> usize {
+    yaml.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+fn with_reload(program: &str) -> String {
+    format!(
+        "{}    reload:\n      command: [\"{program}\", \"-s\", \"reload\"]\n",
+        local_ca(&["www"])
+    )
+}
+
+#[test]
+fn config_check_finds_a_reload_program_that_is_not_there() {
+    let dir = Dir::new();
+    let yaml = with_reload("/usr/sbin/ngnix");
+    let run = config_check(&dir, &yaml, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "certkeeper: {}:{}: certificates[0].reload.command: /usr/sbin/ngnix does not exist; fix the path or install the program\n",
+            dir.join("config.yaml").display(),
+            line_of(&yaml, "command:")
+        ),
+        "{run:?}"
+    );
+    // For a config meant for another host, the environment is not looked at.
+    let run = config_check(&dir, &yaml, &["--no-environment"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Nothing was written: no state_dir, no live files.
+    assert!(!dir.join("state").exists() && !dir.join("live").exists());
+
+    // A bare name is looked up on PATH, as the runtime does.
+    let run = config_check(&dir, &with_reload("ngnix-certkeeper-surely-missing"), &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("certificates[0].reload.command: program ngnix-certkeeper-surely-missing is not found in any directory of PATH"), "{run:?}");
+    let run = config_check(&dir, &with_reload("true"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn config_check_refuses_programs_that_cannot_run_and_runs_none() {
+    use std::os::unix::fs::symlink;
+    let dir = Dir::new();
+    // A real program that would leave a mark if it were run.
+    let mark = dir.join("ran");
+    let good = dir.write("bin/good", format!("#!/bin/sh\ntouch {}\n", mark.display()));
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plain = dir.write("bin/plain", "#!/bin/sh\ntouch ran\n");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir_all(dir.join("bin/dir")).unwrap();
+    let fifo = dir.join("bin/fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    symlink(dir.join("bin/loop-a"), dir.join("bin/loop-b")).unwrap();
+    symlink(dir.join("bin/loop-b"), dir.join("bin/loop-a")).unwrap();
+    let p = |rel: &str| dir.join(rel).display().to_string();
+    let cases = [
+        (p("bin/dir"), "is a directory, not a program"),
+        (p("bin/fifo"), "is a FIFO, not a program"),
+        (p("bin/loop-a"), "is a loop of symbolic links"),
+        (p("bin/plain"), "is not executable by this user"),
+        (
+            format!("{}/x", p("bin/plain")),
+            "a part of its path is not a directory",
+        ),
+        ("../bin/good".to_owned(), "is a relative path"),
+    ];
+    for (program, why) in &cases {
+        // Reload, health check and exec hook alike.
+        for yaml in [
+            with_reload(program),
+            format!(
+                "{}    verify:\n      command: [\"{program}\"]\n",
+                local_ca(&["www"])
+            ),
+        ] {
+            let run = config_check(&dir, &yaml, &[]);
+            assert_eq!(run.code, 2, "{program}: {run:?}");
+            assert_eq!(run.stderr.lines().count(), 1, "{program}: {run:?}");
+            assert!(
+                run.stderr.contains(&format!(
+                    ":{}: certificates[0].",
+                    line_of(&yaml, "command:")
+                )) && run.stderr.contains(why),
+                "{program}: {run:?}"
+            );
+        }
+    }
+    let hook = |program: &str| {
+        format!(
+            "state_dir: state\nissuers:\n  le:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n\
+             dns_providers:\n  hook:\n    type: exec\n    command: [\"{program}\"]\n\
+             certificates:\n  - name: www\n    domains: [www.test]\n    issuer: le\n    dns_provider: hook\n    \
+             fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n"
+        )
+    };
+    let yaml = hook(&p("bin/plain"));
+    let run = config_check(&dir, &yaml, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            ":{}: dns_providers.hook.command: ",
+            line_of(&yaml, "command:")
+        )) && run.stderr.contains("is not executable by this user"),
+        "{run:?}"
+    );
+    for yaml in [with_reload(&p("bin/good")), hook(&p("bin/good"))] {
+        let run = config_check(&dir, &yaml, &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    assert!(!mark.exists(), "config check ran a program");
+}
+
+#[test]
+fn secret_file_and_trust_roots_errors_carry_their_line() {
+    let dir = Dir::new();
+    let yaml = format!(
+        "{}alerts:\n  - type: webhook\n    url_file: missing-url\n",
+        local_ca(&["www"])
+    );
+    let run = config_check(&dir, &yaml, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "certkeeper: {}:{}: alerts[0].url: cannot read secret file ",
+            dir.join("config.yaml").display(),
+            line_of(&yaml, "url_file")
+        )),
+        "{run:?}"
+    );
+    let yaml = "state_dir: state\nissuers:\n  le:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n    \
+                trust_roots:\n      - roots-a.pem\n      - roots-b.pem\ncertificates: []\n";
+    dir.write("roots-a.pem", "");
+    let run = config_check(&dir, yaml, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "certkeeper: {}:{}: issuers.le.trust_roots: cannot read {}",
+            dir.join("config.yaml").display(),
+            line_of(yaml, "roots-b.pem"),
+            dir.join("roots-b.pem").display()
+        )),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn trust_roots_takes_a_list_and_check_anchors_in_every_file() {
+    let dir = Dir::new();
+    // Two local CAs make two roots; then an ACME issuer trusts them through trust_roots.
+    dir.config(
+        "state_dir: state\nissuers:\n  internal:\n    type: local-ca\n  other:\n    type: local-ca\n\
+         certificates:\n  - name: www\n    domains: [www.test]\n    issuer: internal\n    \
+         fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n  \
+         - name: api\n    domains: [api.test]\n    issuer: other\n    \
+         fullchain: live/api/fullchain.pem\n    privkey: live/api/privkey.pem\n",
+    );
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    std::fs::copy(
+        dir.join("state/ca/internal/root.pem"),
+        dir.join("internal.pem"),
+    )
+    .unwrap();
+    std::fs::copy(dir.join("state/ca/other/root.pem"), dir.join("other.pem")).unwrap();
+    let acme = |roots: &str| {
+        format!(
+            "state_dir: state\nissuers:\n  le:\n    type: acme\n    directory: https://127.0.0.1:9/dir\n    trust_roots: {roots}\n\
+             dns_providers:\n  hook:\n    type: exec\n    command: [/bin/true]\n\
+             certificates:\n  - name: www\n    domains: [www.test]\n    issuer: le\n    dns_provider: hook\n    \
+             fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n"
+        )
+    };
+    // The root of www's chain second in the list: trusted.
+    let run = config_check(&dir, &acme("[other.pem, internal.pem]"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            ", trust_roots {}, {}",
+            dir.join("other.pem").display(),
+            dir.join("internal.pem").display()
+        )),
+        "{run:?}"
+    );
+    let (code, entries) = dir.check_json();
+    assert_eq!(
+        (code, &entries[0]["status"]),
+        (0, &Value::from("ok")),
+        "{entries:?}"
+    );
+    // One file, as before, still works; the wrong root alone leaves the chain untrusted.
+    dir.config(&acme("internal.pem"));
+    assert_eq!(dir.check_json().0, 0);
+    dir.config(&acme("[other.pem]"));
+    let (code, entries) = dir.check_json();
+    assert_eq!(code, 2, "{entries:?}");
+}
