@@ -149,6 +149,16 @@ impl Entry {
     }
 }
 
+/// A root file of the config that could not be used: the key that names it and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TrustError {
+    /// The key that names the file (`issuers.le.trust_roots[1]`).
+    pub key: config::KeyPath,
+    /// What is wrong with it.
+    pub message: String,
+}
+
 /// Trust stores for the certificates of one config: the system roots plus, per set of
 /// issuers, their `trust_roots` and local CA roots. Built once per command.
 pub struct Trust {
@@ -160,13 +170,13 @@ pub struct Trust {
 impl Trust {
     /// Loads the system roots and every extra root the config names. An unreadable
     /// `trust_roots` file is an error that names its issuer.
-    pub fn load(config: &Config) -> Result<Trust, String> {
+    pub fn load(config: &Config) -> Result<Trust, TrustError> {
         Self::with_system(config, Arc::new(TrustStore::system_on_demand()))
     }
 
     /// As [`Trust::load`], starting from the given system store (loaded once by the caller
     /// that needs it elsewhere too; tests pass an empty one).
-    pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, String> {
+    pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, TrustError> {
         let mut extra: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for (key, issuer) in &config.issuers {
             let files = extra.entry(key.clone()).or_default();
@@ -181,23 +191,38 @@ impl Trust {
                         Ok(_) => files.push(root),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) => {
-                            return Err(format!(
-                                "issuers.{key}: cannot read the local CA root {} ({}); run as a user that can read state_dir, or as root",
-                                root.display(),
-                                io_reason(&e)
-                            ));
+                            return Err(TrustError {
+                                key: config::KeyPath::key("issuers").with_key(key),
+                                message: format!(
+                                    "cannot read the local CA root {} ({}); run as a user that can read state_dir, or as root",
+                                    root.display(),
+                                    io_reason(&e)
+                                ),
+                            });
                         }
                     }
                 }
             }
         }
-        let build = |issuers: &[String]| -> Result<TrustStore, String> {
+        let build = |issuers: &[String]| -> Result<TrustStore, TrustError> {
             let mut store = TrustStore::layered(&system);
             for issuer in issuers {
-                for file in extra.get(issuer).into_iter().flatten() {
-                    store
-                        .add_pem_file(file)
-                        .map_err(|e| format!("issuers.{issuer}.trust_roots: {e}"))?;
+                let files = extra.get(issuer).map(Vec::as_slice).unwrap_or_default();
+                for (n, file) in files.iter().enumerate() {
+                    store.add_pem_file(file).map_err(|e| {
+                        let key = config::KeyPath::key("issuers")
+                            .with_key(issuer)
+                            .with_key("trust_roots");
+                        TrustError {
+                            // The list item's own line when there are several.
+                            key: if files.len() > 1 {
+                                key.with_index(n)
+                            } else {
+                                key
+                            },
+                            message: e.to_string(),
+                        }
+                    })?;
                 }
             }
             Ok(store)

@@ -462,4 +462,18 @@ fn trust_roots_takes_a_list_and_check_anchors_in_every_file() {
     dir.config(&acme("[other.pem]"));
     let (code, entries) = dir.check_json();
     assert_eq!(code, 2, "{entries:?}");
+    // A list item that is not a root bundle: UNKNOWN, naming the item and its line.
+    dir.write("not-pem.pem", "not a certificate\n");
+    let yaml = acme("\n      - other.pem\n      - not-pem.pem");
+    dir.config(&yaml);
+    let run = dir.run(&["check"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "certkeeper: {}:{}: issuers.le.trust_roots[1]: ",
+            dir.join("config.yaml").display(),
+            line_of(&yaml, "not-pem.pem")
+        )),
+        "{run:?}"
+    );
 }

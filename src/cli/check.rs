@@ -69,7 +69,18 @@ fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
     match Trust::load(&config) {
         Ok(trust) => Some((config, trust)),
         Err(e) => {
-            eprintln!("certkeeper: {}: {e}", config_path.display());
+            // file:line: key: message, as every other config error.
+            let err = crate::config::ConfigError {
+                file: config_path.to_owned(),
+                problems: vec![crate::config::Problem {
+                    line: config.line_of(&e.key),
+                    path: e.key.to_string(),
+                    message: e.message,
+                }],
+            };
+            for line in err.lines() {
+                eprintln!("certkeeper: {line}");
+            }
             None
         }
     }

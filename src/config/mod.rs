@@ -479,6 +479,14 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// The line of the config file where `path` is written (or its nearest written
+    /// ancestor), read again from [`Config::source`]; `None` when it cannot be read.
+    pub fn line_of(&self, path: &KeyPath) -> Option<usize> {
+        let text =
+            crate::fsutil::read_regular_text(&self.source, crate::fsutil::MAX_CONFIG).ok()?;
+        locate::line_of(&text, path)
+    }
+
     /// The files each issuer's chains are anchored to (`trust_roots`), for chain checks.
     pub fn trust_root_files(&self, issuers: &[String]) -> Vec<PathBuf> {
         issuers
