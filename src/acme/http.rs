@@ -740,7 +740,7 @@ mod tests {
         )
         .unwrap();
         let err = http.request(get_request(&url)).await.err().unwrap();
-        assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+        assert!(err.to_string().contains("no answer within 0.3s"), "{err}");
         // The gate was released: the next request is answered by the same rule, not stuck
         // (a bound 100 times the timeout, so that only a stuck gate reaches it).
         let err = tokio::time::timeout(Duration::from_secs(30), http.request(get_request(&url)))

@@ -528,7 +528,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("cleanup hook did not finish within 500ms and was killed\n"),
+            text.starts_with("cleanup hook did not finish within 0.5s and was killed\n"),
             "{text}"
         );
         assert!(text.contains("\nstarted\n"), "{text}");
