@@ -34,6 +34,9 @@ pub enum Status {
     Warning,
     /// Broken or about to break.
     Critical,
+    /// Nothing could be checked: this user may not read the files (see
+    /// [`Entry::not_checked`]).
+    Unknown,
 }
 
 impl Status {
@@ -43,10 +46,11 @@ impl Status {
             Status::Ok => "ok",
             Status::Warning => "warning",
             Status::Critical => "critical",
+            Status::Unknown => "unknown",
         }
     }
 
-    /// The Nagios exit code: 0, 1 or 2.
+    /// The Nagios exit code: 0, 1, 2 or 3.
     pub fn exit_code(self) -> u8 {
         self as u8
     }
@@ -88,10 +92,13 @@ pub struct Entry {
     /// Whether the private key matches the leaf: checked on the key, or, when this user may
     /// not read the key, as the manifest recorded it at deploy; `null` when unknown.
     pub key_match: Option<bool>,
-    /// `ok`, `warning` or `critical`.
+    /// `ok`, `warning`, `critical`, or `unknown` when nothing could be checked.
     pub status: Status,
     /// Short descriptions of what is wrong; empty when ok.
     pub problems: Vec<String>,
+    /// What this user could not read and so did not check (a monitoring user and a 0600
+    /// key); never a problem of the certificate itself.
+    pub not_checked: Vec<String>,
 }
 
 impl Entry {
@@ -115,6 +122,16 @@ impl Entry {
             key_match: None,
             status: Status::Ok,
             problems: Vec::new(),
+            not_checked: Vec::new(),
+        }
+    }
+
+    /// What could not be read was not checked. When that left nothing checked (no problem
+    /// found either), the status is `unknown`.
+    fn unchecked(&mut self, text: impl Into<String>, nothing_checked: bool) {
+        self.not_checked.push(text.into());
+        if nothing_checked && self.problems.is_empty() {
+            self.status = Status::Unknown;
         }
     }
 
@@ -132,6 +149,16 @@ impl Entry {
     }
 }
 
+/// A root file of the config that could not be used: the key that names it and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TrustError {
+    /// The key that names the file (`issuers.le.trust_roots[1]`).
+    pub key: config::KeyPath,
+    /// What is wrong with it.
+    pub message: String,
+}
+
 /// Trust stores for the certificates of one config: the system roots plus, per set of
 /// issuers, their `trust_roots` and local CA roots. Built once per command.
 pub struct Trust {
@@ -143,18 +170,18 @@ pub struct Trust {
 impl Trust {
     /// Loads the system roots and every extra root the config names. An unreadable
     /// `trust_roots` file is an error that names its issuer.
-    pub fn load(config: &Config) -> Result<Trust, String> {
+    pub fn load(config: &Config) -> Result<Trust, TrustError> {
         Self::with_system(config, Arc::new(TrustStore::system_on_demand()))
     }
 
     /// As [`Trust::load`], starting from the given system store (loaded once by the caller
     /// that needs it elsewhere too; tests pass an empty one).
-    pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, String> {
+    pub fn with_system(config: &Config, system: Arc<TrustStore>) -> Result<Trust, TrustError> {
         let mut extra: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for (key, issuer) in &config.issuers {
             let files = extra.entry(key.clone()).or_default();
             match issuer {
-                Issuer::Acme(a) => files.extend(a.trust_roots.clone()),
+                Issuer::Acme(a) => files.extend(a.trust_roots.iter().cloned()),
                 Issuer::LocalCa(_) => {
                     let root = LocalCa::root_path(&config.state_dir, key);
                     // The local CA exists only once it has issued; until then there is
@@ -164,23 +191,38 @@ impl Trust {
                         Ok(_) => files.push(root),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) => {
-                            return Err(format!(
-                                "issuers.{key}: cannot read the local CA root {} ({}); run as a user that can read state_dir, or as root",
-                                root.display(),
-                                io_reason(&e)
-                            ));
+                            return Err(TrustError {
+                                key: config::KeyPath::key("issuers").with_key(key),
+                                message: format!(
+                                    "cannot read the local CA root {} ({}); run as a user that can read state_dir, or as root",
+                                    root.display(),
+                                    io_reason(&e)
+                                ),
+                            });
                         }
                     }
                 }
             }
         }
-        let build = |issuers: &[String]| -> Result<TrustStore, String> {
+        let build = |issuers: &[String]| -> Result<TrustStore, TrustError> {
             let mut store = TrustStore::layered(&system);
             for issuer in issuers {
-                for file in extra.get(issuer).into_iter().flatten() {
-                    store
-                        .add_pem_file(file)
-                        .map_err(|e| format!("issuers.{issuer}.trust_roots: {e}"))?;
+                let files = extra.get(issuer).map(Vec::as_slice).unwrap_or_default();
+                for (n, file) in files.iter().enumerate() {
+                    store.add_pem_file(file).map_err(|e| {
+                        let key = config::KeyPath::key("issuers")
+                            .with_key(issuer)
+                            .with_key("trust_roots");
+                        TrustError {
+                            // The list item's own line when there are several.
+                            key: if files.len() > 1 {
+                                key.with_index(n)
+                            } else {
+                                key
+                            },
+                            message: e.to_string(),
+                        }
+                    })?;
                 }
             }
             Ok(store)
@@ -251,7 +293,14 @@ pub fn inspect_managed_leaf(
                 derived.iter().map(|&(d, p)| (d, read_limited(p))).collect(),
             ),
         };
-    let chain_bytes = live_or_problem(&mut e, "fullchain", &cert.fullchain, chain_read);
+    let chain_denied = chain_read
+        .as_ref()
+        .is_err_and(|err| err.kind() == io::ErrorKind::PermissionDenied);
+    let chain_bytes = if chain_denied {
+        None
+    } else {
+        live_or_problem(&mut e, "fullchain", &cert.fullchain, chain_read)
+    };
     // A private key this user may not read (a monitoring user; keys are 0600) is not
     // checked, which is not a fault: certkeeper checked it against the leaf when it deployed
     // the pair the manifest describes.
@@ -269,7 +318,7 @@ pub fn inspect_managed_leaf(
                 .and_then(|m| m.key_matches_leaf)
         });
         e.key_match = recorded;
-        e.problems.push(match recorded {
+        e.not_checked.push(match recorded {
             Some(true) => "privkey not checked: not readable by this user (the manifest records that certkeeper matched it to the leaf when it wrote this pair)".to_owned(),
             Some(false) => "privkey not checked: not readable by this user, and the manifest records that it did NOT match the leaf when this pair was written".to_owned(),
             None => "privkey not checked: not readable by this user".to_owned(),
@@ -358,6 +407,17 @@ pub fn inspect_managed_leaf(
             manifest_read,
         );
     }
+    if chain_denied {
+        // Said last, so that a problem found in what could be read (a missing key) keeps
+        // its status.
+        e.unchecked(
+            format!(
+                "fullchain not checked: {} is not readable by this user",
+                cert.fullchain.display()
+            ),
+            true,
+        );
+    }
     (e, leaf)
 }
 
@@ -374,6 +434,14 @@ pub fn inspect_file(
     let looks_like_cert = has_cert_extension(path);
     let bytes = match read_limited(path) {
         Ok(b) => b,
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            // A file this user may not read is not known to be a certificate, nor broken.
+            if !looks_like_cert {
+                return None;
+            }
+            e.unchecked("not checked: not readable by this user", true);
+            return Some(e);
+        }
         Err(err) if looks_like_cert => {
             e.critical(format!("unreadable: {}", io_reason(&err)));
             return Some(e);
@@ -419,12 +487,12 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 /// not (no loops). certbot's layout is understood: a lineage directory (`live/<name>/`) is
 /// handed over once as a whole, and `archive/` beside `live/` is skipped (it holds every old
 /// version `live/` once pointed to). Returns the paths that could not be read, as errors to
-/// report.
+/// report, each with whether it was only this user's permission that kept it closed.
 pub fn discover(
     paths: &[PathBuf],
     exclude: &HashSet<FileId>,
     mut emit: impl FnMut(Found),
-) -> Vec<String> {
+) -> Vec<(String, bool)> {
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
     let mut lineages = HashSet::new();
@@ -442,7 +510,7 @@ pub fn discover(
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                errors.push(format!("{}: {}", path.display(), io_reason(&e)));
+                errors.push(unreadable(&path, &e));
                 continue;
             }
         };
@@ -478,7 +546,7 @@ pub fn discover(
                     }
                     stack.extend(children.into_iter().rev());
                 }
-                Err(e) => errors.push(format!("{}: {}", path.display(), io_reason(&e))),
+                Err(e) => errors.push(unreadable(&path, &e)),
             }
             continue;
         }
@@ -682,13 +750,17 @@ pub fn inventory(
             let found: Vec<(usize, Entry)> = workers.into_iter().flat_map(join).collect();
             (errors, found)
         });
-        for err in errors {
+        for (err, denied) in errors {
             let mut e = Entry::new(
                 err.clone(),
                 false,
                 PathBuf::from(err.split(": ").next().unwrap_or("")),
             );
-            e.critical(format!("discover: {err}"));
+            if denied {
+                e.unchecked(format!("discover: {err}"), true);
+            } else {
+                e.critical(format!("discover: {err}"));
+            }
             entries.push(e);
         }
         found.sort_by_key(|(n, _)| *n);
@@ -919,6 +991,14 @@ fn live_or_problem(
 /// [`fsutil::MAX_FILE`] bytes.
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
     crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE)
+}
+
+/// A discover path that could not be read, and whether only permission kept it closed.
+fn unreadable(path: &Path, err: &io::Error) -> (String, bool) {
+    (
+        format!("{}: {}", path.display(), io_reason(err)),
+        err.kind() == io::ErrorKind::PermissionDenied,
+    )
 }
 
 fn io_reason(err: &io::Error) -> String {

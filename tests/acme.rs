@@ -453,7 +453,7 @@ async fn an_unreachable_ca_is_a_clear_error() {
     let issuer = certkeeper::config::AcmeIssuer {
         directory: url.clone(),
         contact: vec![],
-        trust_roots: None,
+        trust_roots: Vec::new(),
         eab: None,
         staging_directory: None,
         max_concurrent_requests: None,
@@ -520,7 +520,7 @@ async fn a_failing_ca_is_retried_honouring_retry_after_and_its_answer_kept() {
     let issuer = certkeeper::config::AcmeIssuer {
         directory: url.clone(),
         contact: vec![],
-        trust_roots: None,
+        trust_roots: Vec::new(),
         eab: None,
         staging_directory: None,
         max_concurrent_requests: None,

@@ -529,7 +529,8 @@ fn unreadable_files_as_a_monitoring_user() {
         (run, entries)
     };
 
-    // A fullchain the user cannot read: nothing can be checked, CRITICAL.
+    // A fullchain the user cannot read: nothing can be checked, UNKNOWN (Nagios: the
+    // plugin could not tell), and it is no problem of the certificate.
     let mut host = Host::new();
     host.good("www", &["example.test"], 60);
     host.write_config();
@@ -537,13 +538,7 @@ fn unreadable_files_as_a_monitoring_user() {
     let chain = host.dir.join("live/www/fullchain.pem");
     std::fs::set_permissions(&chain, std::fs::Permissions::from_mode(0o000)).unwrap();
     let (run, entries) = run_check(&host);
-    assert_one(run.code, &entries[0], "critical", 2, "fullchain unreadable");
-    assert!(
-        problems(&entries[0])
-            .iter()
-            .any(|p| p.contains("permission denied")),
-        "{run:?}"
-    );
+    assert_not_checked(run.code, &entries[0], "unknown", 3, "fullchain not checked");
 
     // A private key the user cannot read (keys are 0600): not checked, not a fault.
     let mut host = Host::new();
@@ -553,12 +548,30 @@ fn unreadable_files_as_a_monitoring_user() {
     let key = host.dir.join("live/www/privkey.pem");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
     let (run, entries) = run_check(&host);
-    assert_one(
+    assert_not_checked(
         run.code,
         &entries[0],
         "ok",
         0,
         "privkey not checked: not readable by this user",
+    );
+}
+
+/// An entry whose problems are empty and whose `not_checked` holds one item with `needle`.
+fn assert_not_checked(code: i32, entry: &Value, status: &str, exit: i32, needle: &str) {
+    assert_eq!(entry["status"], status, "{entry:#}");
+    assert_eq!(code, exit, "{entry:#}");
+    assert!(problems(entry).is_empty(), "{entry:#}");
+    let n: Vec<&str> = entry["not_checked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        n.iter().filter(|p| p.contains(needle)).count(),
+        1,
+        "expected one item containing {needle:?}: {n:?}"
     );
 }
 
@@ -695,6 +708,7 @@ fn json_schema_is_stable() {
             "name",
             "not_after",
             "not_before",
+            "not_checked",
             "path",
             "privkey",
             "problems",

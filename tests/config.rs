@@ -548,8 +548,12 @@ fn environment_problems_name_the_key_and_never_the_secret() {
     assert_eq!(
         run.stderr.trim(),
         format!(
-            "certkeeper: {}: dns_providers.cf.api_token: environment variable CF_TOKEN is not set",
-            dir.join("config.yaml").display()
+            "certkeeper: {}:{}: dns_providers.cf.api_token: environment variable CF_TOKEN is not set",
+            dir.join("config.yaml").display(),
+            BASE.lines()
+                .position(|l| l.contains("api_token_env"))
+                .unwrap()
+                + 1
         )
     );
     let run = Run::from(

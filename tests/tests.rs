@@ -10,6 +10,7 @@ mod certbot;
 mod check;
 mod config;
 mod daemon;
+mod day_one_checks;
 mod deploy;
 mod files;
 mod fuzz;

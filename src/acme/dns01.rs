@@ -58,8 +58,9 @@ pub enum Error {
     },
     /// The record did not become visible in time.
     #[error(
-        "TXT {fqdn} with the challenge value was not visible at {} within {waited:?} (last answer: {last}); check that dns provider {provider} publishes to the zone these servers answer for, or raise dns.propagation_timeout",
-        list(.servers)
+        "TXT {fqdn} with the challenge value was not visible at {} within {} (last answer: {last}); check that dns provider {provider} publishes to the zone these servers answer for, or raise dns.propagation_timeout",
+        list(.servers),
+        crate::text::seconds(*.waited)
     )]
     PropagationTimeout {
         /// The provider's config key.

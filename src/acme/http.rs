@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -154,7 +154,7 @@ fn paused_answer(server: &str, until: SystemTime) -> BytesResponse {
 impl Http {
     /// A client trusting the system roots plus every certificate in `trust_roots`.
     pub(crate) fn new(
-        trust_roots: Option<&Path>,
+        trust_roots: &[PathBuf],
         connect_timeout: Duration,
         request_timeout: Duration,
         max_concurrent: Option<usize>,
@@ -162,7 +162,7 @@ impl Http {
         // Unreadable system roots leave only the configured ones; a directory served with a
         // public certificate then fails with a clear TLS error naming the unknown issuer.
         let mut roots = crate::x509::native_root_store();
-        if let Some(path) = trust_roots {
+        for path in trust_roots {
             let err = |reason: String| Error::TrustRoots {
                 path: path.to_owned(),
                 reason,
@@ -212,7 +212,7 @@ impl Http {
         tuning: &super::Tuning,
     ) -> Result<Http, Error> {
         Http::new(
-            cfg.trust_roots.as_deref(),
+            &cfg.trust_roots,
             tuning.connect_timeout,
             tuning.request_timeout,
             cfg.max_concurrent_requests,
@@ -477,7 +477,7 @@ impl Transport {
     fn timed_out(url: &str, after: Duration) -> Transport {
         Transport {
             url: url.to_owned(),
-            reason: format!("no answer within {after:?}"),
+            reason: format!("no answer within {}", crate::text::seconds(after)),
         }
     }
 
@@ -711,20 +711,8 @@ mod tests {
     async fn with_max_concurrent_requests_1_requests_go_one_at_a_time() {
         let (url, _, most) = counting_server(false).await;
         // Two clients, as two issuers using the same CA have: they share the server's gate.
-        let one = Http::new(
-            None,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            Some(1),
-        )
-        .unwrap();
-        let two = Http::new(
-            None,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            Some(1),
-        )
-        .unwrap();
+        let one = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), Some(1)).unwrap();
+        let two = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), Some(1)).unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let http = if i % 2 == 0 { one.clone() } else { two.clone() };
@@ -745,14 +733,14 @@ mod tests {
     async fn a_stalled_body_times_out_and_frees_the_gate() {
         let (url, _, _) = counting_server(true).await;
         let http = Http::new(
-            None,
+            &[],
             Duration::from_secs(5),
             Duration::from_millis(300),
             Some(1),
         )
         .unwrap();
         let err = http.request(get_request(&url)).await.err().unwrap();
-        assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+        assert!(err.to_string().contains("no answer within 0.3s"), "{err}");
         // The gate was released: the next request is answered by the same rule, not stuck
         // (a bound 100 times the timeout, so that only a stuck gate reaches it).
         let err = tokio::time::timeout(Duration::from_secs(30), http.request(get_request(&url)))
@@ -812,7 +800,7 @@ mod tests {
     #[tokio::test]
     async fn every_request_names_certkeeper_in_its_user_agent() {
         let (url, seen) = scripted_server(|_| OK).await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let http = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
         http.get(&url).await.unwrap();
         // A request that names its library keeps it after certkeeper's name.
         let mut req = get_request(&url);
@@ -853,7 +841,7 @@ mod tests {
         for (status, answer) in answers {
             let (url, seen) = scripted_server(answer).await;
             let http =
-                Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+                Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
             let mut req = get_request(&url);
             *req.method_mut() = http::Method::POST;
             let err = http.request(req).await.err().expect("a 3xx is an error");
@@ -875,7 +863,7 @@ mod tests {
             _ => OK,
         })
         .await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let http = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
         let first = http.request(get_request(&url)).await.unwrap();
         assert_eq!(first.parts.status, StatusCode::TOO_MANY_REQUESTS);
         let paused_at = std::time::Instant::now();
@@ -906,7 +894,7 @@ mod tests {
             _ => OK,
         })
         .await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let http = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
         let first = http.request(get_request(&url)).await.unwrap();
         assert_eq!(first.parts.status, StatusCode::SERVICE_UNAVAILABLE);
         let started = std::time::Instant::now();
@@ -930,7 +918,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_limit_requests_to_one_ca_overlap() {
         let (url, _, most) = counting_server(false).await;
-        let http = Http::new(None, Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
+        let http = Http::new(&[], Duration::from_secs(5), Duration::from_secs(5), None).unwrap();
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 let http = http.clone();

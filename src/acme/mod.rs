@@ -369,7 +369,7 @@ pub enum Error {
         source: instant_acme::Error,
     },
     /// The CA did not finish in time.
-    #[error("timed out waiting for the CA to {step} (limit {limit:?})")]
+    #[error("timed out waiting for the CA to {step} (limit {})", crate::text::seconds(*.limit))]
     Timeout {
         /// What it was waiting for.
         step: &'static str,

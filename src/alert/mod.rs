@@ -382,18 +382,22 @@ fn notifier(channel: &Channel) -> Result<Box<dyn Notifier>, String> {
     })
 }
 
-/// `text` on one line: the first line, and the first line of any command output it
-/// carries between divider lines; control characters escaped; at most [`MAX_MESSAGE`]
-/// characters.
+/// `text` on one line: the first line, and the lines of any command output it carries
+/// between divider lines that say what failed ([`crate::text::error_lines`]: from the first
+/// line with `emerg`, `error`, `AH0`, `fatal`..., or else the last lines), joined by ` | `;
+/// control characters escaped; at most [`MAX_MESSAGE`] characters.
 pub fn one_line(text: &str) -> String {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let mut out = lines.next().unwrap_or_default().to_owned();
     let mut rest = lines.skip_while(|l| !l.starts_with("-----"));
-    if rest.next().is_some()
-        && let Some(first) = rest.find(|l| !l.starts_with("-----"))
-    {
-        out.push_str(": ");
-        out.push_str(first);
+    if rest.next().is_some() {
+        let output: Vec<&str> = rest.take_while(|l| !l.starts_with("-----")).collect();
+        let budget = MAX_MESSAGE.saturating_sub(out.chars().count() + 2);
+        let picked = crate::text::error_lines(&output.join("\n"), budget);
+        if !picked.is_empty() {
+            out.push_str(": ");
+            out.push_str(&picked);
+        }
     }
     let mut out = crate::text::escape_control(&out);
     if out.chars().count() > MAX_MESSAGE {

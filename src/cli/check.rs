@@ -69,14 +69,33 @@ fn prepare(config_path: &Path, names: &[String]) -> Option<(Config, Trust)> {
     match Trust::load(&config) {
         Ok(trust) => Some((config, trust)),
         Err(e) => {
-            eprintln!("certkeeper: {}: {e}", config_path.display());
+            // file:line: key: message, as every other config error.
+            let err = crate::config::ConfigError {
+                file: config_path.to_owned(),
+                problems: vec![crate::config::Problem {
+                    line: config.line_of(&e.key),
+                    path: e.key.to_string(),
+                    message: e.message,
+                }],
+            };
+            for line in err.lines() {
+                eprintln!("certkeeper: {line}");
+            }
             None
         }
     }
 }
 
+/// The plugin's status: the worst of what was checked; UNKNOWN only when there were
+/// certificates and none of them could be checked (a monitoring user who may read nothing),
+/// as Nagios reads UNKNOWN: the plugin could not tell.
 fn worst(entries: &[Entry]) -> Status {
-    entries.iter().map(|e| e.status).max().unwrap_or(Status::Ok)
+    let checked = entries.iter().filter(|e| e.status != Status::Unknown);
+    match checked.map(|e| e.status).max() {
+        Some(status) => status,
+        None if entries.is_empty() => Status::Ok,
+        None => Status::Unknown,
+    }
 }
 
 /// The JSON array of `check --json`.
@@ -88,16 +107,22 @@ fn json_text(entries: &[Entry]) -> String {
 /// A Nagios summary line, then one row per certificate.
 fn table(entries: &[Entry]) -> String {
     let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
-    let (crit, warn, ok) = (
+    let (crit, warn, ok, unknown) = (
         count(Status::Critical),
         count(Status::Warning),
         count(Status::Ok),
+        count(Status::Unknown),
     );
     let mut out = format!(
-        "CERTKEEPER {} - {} certificate{}: {crit} critical, {warn} warning, {ok} ok\n",
+        "CERTKEEPER {} - {} certificate{}: {crit} critical, {warn} warning, {ok} ok{}\n",
         worst(entries).as_str().to_uppercase(),
         entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
+        if entries.len() == 1 { "" } else { "s" },
+        if unknown > 0 {
+            format!(", {unknown} not checked")
+        } else {
+            String::new()
+        }
     );
     if entries.is_empty() {
         return out;
@@ -143,6 +168,16 @@ fn table(entries: &[Entry]) -> String {
         );
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    // What this user could not read, apart from the problems: not a fault of the files.
+    for e in entries {
+        for n in &e.not_checked {
+            out.push_str(&format!(
+                "not checked: {}: {}\n",
+                one_line(&e.name),
+                one_line(n)
+            ));
+        }
     }
     out
 }
@@ -210,6 +245,12 @@ fn report(e: &Entry) -> String {
                 None => "not checked".into(),
             },
         );
+    }
+    if !e.not_checked.is_empty() {
+        out.push_str("  not checked:\n");
+        for n in &e.not_checked {
+            out.push_str(&format!("    - {}\n", one_line(n)));
+        }
     }
     if e.problems.is_empty() {
         out.push_str("  no problems\n");

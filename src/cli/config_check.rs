@@ -14,14 +14,12 @@ pub fn run(config_path: &Path, environment: bool, online: bool) -> u8 {
     let Ok(config) = load_config(config_path) else {
         return INVALID;
     };
-    if environment {
-        let problems = config.preflight();
-        if !problems.is_empty() {
-            for p in &problems {
-                eprintln!("certkeeper: {}: {p}", config_path.display());
-            }
-            return INVALID;
+    if environment && let Err(err) = config.preflight() {
+        // Each line escaped: config values (paths, names) are echoed.
+        for line in err.lines() {
+            eprintln!("certkeeper: {line}");
         }
+        return INVALID;
     }
     for line in certbot_renews(&config) {
         tracing::warn!("{line}");
@@ -105,10 +103,16 @@ pub fn summary(config: &Config) -> String {
             Issuer::Acme(a) => format!(
                 "acme {}{}{}",
                 a.directory,
-                a.trust_roots
-                    .as_ref()
-                    .map(|t| format!(", trust_roots {}", t.display()))
-                    .unwrap_or_default(),
+                if a.trust_roots.is_empty() {
+                    String::new()
+                } else {
+                    let files: Vec<String> = a
+                        .trust_roots
+                        .iter()
+                        .map(|t| t.display().to_string())
+                        .collect();
+                    format!(", trust_roots {}", files.join(", "))
+                },
                 if a.eab.is_some() { ", eab" } else { "" }
             ),
             Issuer::LocalCa(c) => format!("local-ca, validity {}", format_duration(c.validity)),

@@ -10,6 +10,7 @@ mod cron;
 mod duration;
 mod error;
 mod locate;
+mod program;
 mod raw;
 mod secret;
 mod validate;
@@ -115,8 +116,9 @@ pub struct AcmeIssuer {
     pub directory: String,
     /// Contact URLs (`mailto:`).
     pub contact: Vec<String>,
-    /// Extra roots trusted for the directory's TLS and as anchors for issued chains.
-    pub trust_roots: Option<PathBuf>,
+    /// Extra roots trusted for the directory's TLS and as anchors for issued chains: PEM
+    /// bundles (`trust_roots:` takes one file or a list).
+    pub trust_roots: Vec<PathBuf>,
     /// External account binding.
     pub eab: Option<Eab>,
     /// Where `renew --dry-run` orders (the CA's staging environment); without it a dry run
@@ -515,67 +517,105 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// The line of the config file where `path` is written (or its nearest written
+    /// ancestor), read again from [`Config::source`]; `None` when it cannot be read.
+    pub fn line_of(&self, path: &KeyPath) -> Option<usize> {
+        let text =
+            crate::fsutil::read_regular_text(&self.source, crate::fsutil::MAX_CONFIG).ok()?;
+        locate::line_of(&text, path)
+    }
+
     /// The files each issuer's chains are anchored to (`trust_roots`), for chain checks.
     pub fn trust_root_files(&self, issuers: &[String]) -> Vec<PathBuf> {
         issuers
             .iter()
-            .filter_map(|i| match self.issuers.get(i) {
+            .flat_map(|i| match self.issuers.get(i) {
                 Some(Issuer::Acme(a)) => a.trust_roots.clone(),
-                _ => None,
+                _ => Vec::new(),
             })
             .collect()
     }
 
-    /// Checks what validation cannot: that referenced files exist and secrets resolve.
-    /// Returns one line per problem, naming the key path; secrets' values are never shown.
-    pub fn preflight(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut secret = |path: String, src: &SecretSource| {
-            if let Err(e) = src.resolve() {
-                problems.push(format!("{path}: {e}"));
-            }
+    /// Checks what validation cannot, without side effects: that secrets resolve, that
+    /// referenced files exist, that every configured program (reload and health commands,
+    /// exec DNS hooks) is an executable file found as the runtime finds it. Every problem
+    /// names its key and, where the config file can be read again, its line; secrets' values
+    /// are never shown.
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        let mut found: Vec<(KeyPath, String, String)> = Vec::new();
+        // `at` is the key as written (to find its line), `shown` the name in the message.
+        let mut push = |at: KeyPath, shown: String, message: String| {
+            found.push((at, shown, message));
+        };
+        let secret_key = |base: &KeyPath, name: &str, src: &SecretSource| match src {
+            SecretSource::Env(_) => base.with_key(&format!("{name}_env")),
+            SecretSource::File(_) => base.with_key(&format!("{name}_file")),
         };
         for (key, p) in &self.dns_providers {
-            if let DnsProvider::Api { secrets, .. } = p {
-                for (name, src) in secrets {
-                    secret(format!("dns_providers.{key}.{name}"), src);
+            let base = KeyPath::key("dns_providers").with_key(key);
+            match p {
+                DnsProvider::Api { secrets, .. } => {
+                    for (name, src) in secrets {
+                        if let Err(e) = src.resolve() {
+                            push(
+                                secret_key(&base, name, src),
+                                format!("dns_providers.{key}.{name}"),
+                                e,
+                            );
+                        }
+                    }
+                }
+                DnsProvider::Exec { command, .. } => {
+                    if let Some(Err(e)) = command.first().map(|p| program::check(p, true)) {
+                        let at = base.with_key("command");
+                        push(at.with_index(0), format!("dns_providers.{key}.command"), e);
+                    }
                 }
             }
         }
         for (key, i) in &self.issuers {
-            if let Issuer::Acme(a) = i
-                && let Some(eab) = &a.eab
+            let Issuer::Acme(a) = i else { continue };
+            let base = KeyPath::key("issuers").with_key(key);
+            if let Some(eab) = &a.eab
+                && let Err(e) = eab.hmac_key.resolve()
             {
-                secret(format!("issuers.{key}.eab.hmac_key"), &eab.hmac_key);
+                let at = secret_key(&base.with_key("eab"), "hmac_key", &eab.hmac_key);
+                push(at, format!("issuers.{key}.eab.hmac_key"), e);
+            }
+            if let Some(dir) = &a.certbot_account
+                && let Err(e) = crate::certbot::read_account(dir)
+            {
+                push(
+                    base.with_key("certbot_account"),
+                    format!("issuers.{key}.certbot_account"),
+                    format!(
+                        "{}; name certbot's account directory (accounts/<server>/<id>/, `certkeeper import certbot` prints it) or remove the key to register a new account",
+                        crate::text::escape_line(&e.to_string())
+                    ),
+                );
+            }
+            for (n, path) in a.trust_roots.iter().enumerate() {
+                if let Err(e) = crate::fsutil::read_regular(path, crate::fsutil::MAX_FILE) {
+                    let at = base.with_key("trust_roots");
+                    let at = if a.trust_roots.len() > 1 {
+                        at.with_index(n)
+                    } else {
+                        at
+                    };
+                    push(
+                        at,
+                        format!("issuers.{key}.trust_roots"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                }
             }
         }
         for (n, a) in self.alerts.iter().enumerate() {
+            let base = KeyPath::key("alerts").with_index(n);
             for (key, src) in a.channel.secrets() {
-                secret(format!("alerts[{n}].{key}"), src);
-            }
-        }
-        for (key, i) in &self.issuers {
-            if let Issuer::Acme(AcmeIssuer {
-                certbot_account: Some(dir),
-                ..
-            }) = i
-                && let Err(e) = crate::certbot::read_account(dir)
-            {
-                problems.push(format!(
-                    "issuers.{key}.certbot_account: {}; name certbot's account directory (accounts/<server>/<id>/, `certkeeper import certbot` prints it) or remove the key to register a new account",
-                    crate::text::escape_line(&e.to_string())
-                ));
-            }
-            if let Issuer::Acme(AcmeIssuer {
-                trust_roots: Some(path),
-                ..
-            }) = i
-                && let Err(e) = std::fs::metadata(path)
-            {
-                problems.push(format!(
-                    "issuers.{key}.trust_roots: cannot read {}: {e}",
-                    path.display()
-                ));
+                if let Err(e) = src.resolve() {
+                    push(secret_key(&base, key, src), format!("alerts[{n}].{key}"), e);
+                }
             }
         }
         // Where certkeeper writes: nothing it must not replace (a device, FIFO, socket).
@@ -584,9 +624,10 @@ impl Config {
                 path: self.state_dir.clone(),
                 what,
             };
-            problems.push(format!("state_dir: {e}"));
+            push(KeyPath::key("state_dir"), "state_dir".into(), e.to_string());
         }
         for (n, c) in self.certificates.iter().enumerate() {
+            let base = KeyPath::key("certificates").with_index(n);
             let spec = c.live_spec();
             if let Err(e) = crate::store::check_live_targets(&spec) {
                 let which = match &e {
@@ -597,33 +638,63 @@ impl Config {
                         .map_or("fullchain", |(key, _)| key),
                     _ => "fullchain",
                 };
-                problems.push(format!("certificates[{n}].{which}: {e}"));
+                push(
+                    base.with_key(which),
+                    format!("certificates[{n}].{which}"),
+                    e.to_string(),
+                );
             }
-        }
-        for (key, p) in &self.dns_providers {
-            if let DnsProvider::Exec { command, .. } = p
-                && let Some(program) = command.first()
-                && program.contains('/')
-                && std::fs::metadata(program).is_err()
-            {
-                problems.push(format!(
-                    "dns_providers.{key}.command: {program} does not exist"
-                ));
+            let programs = [
+                ("reload", c.reload.as_ref().map(|r| &r.command)),
+                ("verify", c.verify.as_ref().and_then(|v| v.command.as_ref())),
+            ];
+            for (section, command) in programs {
+                if let Some(Err(e)) = command
+                    .and_then(|c| c.first())
+                    .map(|p| program::check(p, false))
+                {
+                    let at = base.with_key(section).with_key("command");
+                    push(
+                        at.with_index(0),
+                        format!("certificates[{n}].{section}.command"),
+                        e,
+                    );
+                }
             }
-        }
-        // Resolved again at each pass, where an unknown one fails only its certificate.
-        for (n, c) in self.certificates.iter().enumerate() {
+            // Resolved again at each pass, where an unknown one fails only its certificate.
             if let Some(Err(e)) = c.owner.as_deref().map(crate::accounts::uid) {
-                problems.push(format!("certificates[{n}].owner: {e}"));
+                push(
+                    base.with_key("owner"),
+                    format!("certificates[{n}].owner"),
+                    e.to_string(),
+                );
             }
             if let Some(Err(e)) = c.group.as_deref().map(crate::accounts::gid) {
-                problems.push(format!("certificates[{n}].group: {e}"));
+                push(
+                    base.with_key("group"),
+                    format!("certificates[{n}].group"),
+                    e.to_string(),
+                );
             }
         }
-        // Each problem echoes config values (paths, names): one line of printable text.
-        problems
-            .iter()
-            .map(|p| crate::text::escape_line(p))
-            .collect()
+        if found.is_empty() {
+            return Ok(());
+        }
+        // The text was read and parsed a moment ago; without it, the problems go without lines.
+        let text = crate::fsutil::read_regular_text(&self.source, crate::fsutil::MAX_CONFIG)
+            .unwrap_or_default();
+        let mut problems: Vec<Problem> = found
+            .into_iter()
+            .map(|(at, shown, message)| Problem {
+                line: locate::line_of(&text, &at),
+                path: shown,
+                message,
+            })
+            .collect();
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(ConfigError {
+            file: self.source.clone(),
+            problems,
+        })
     }
 }

@@ -61,7 +61,7 @@ pub struct Acme {
     pub _kind: String,
     pub directory: Option<String>,
     pub contact: Option<Vec<String>>,
-    pub trust_roots: Option<String>,
+    pub trust_roots: Option<OneOrMany>,
     pub eab: Option<Eab>,
     pub staging_directory: Option<String>,
     pub max_concurrent_requests: Option<u64>,

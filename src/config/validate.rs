@@ -255,7 +255,11 @@ impl Validator<'_> {
                     Some(Issuer::Acme(AcmeIssuer {
                         directory,
                         contact,
-                        trust_roots: a.trust_roots.map(|t| self.resolve(&t)),
+                        trust_roots: match a.trust_roots {
+                            None => Vec::new(),
+                            Some(OneOrMany::One(t)) => vec![self.resolve(&t)],
+                            Some(OneOrMany::Many(ts)) => ts.iter().map(|t| self.resolve(t)).collect(),
+                        },
                         eab,
                         staging_directory,
                         max_concurrent_requests,

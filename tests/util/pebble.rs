@@ -76,7 +76,7 @@ impl Pebble {
         AcmeIssuer {
             directory: self.directory.clone(),
             contact: vec!["mailto:ops@example.com".into()],
-            trust_roots: Some(self.trust_roots.clone()),
+            trust_roots: vec![self.trust_roots.clone()],
             eab: None,
             staging_directory: None,
             // Pebble 2.x deadlocks under concurrent requests on one account.

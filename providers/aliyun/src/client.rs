@@ -219,7 +219,10 @@ fn retryable(e: &CallError) -> bool {
 fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = if e.is_timeout() {
-        format!("no answer within {REQUEST_TIMEOUT:?}: {e}")
+        format!(
+            "no answer within {}: {e}",
+            certkeeper_base::text::seconds(REQUEST_TIMEOUT)
+        )
     } else {
         e.to_string()
     };

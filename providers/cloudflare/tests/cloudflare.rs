@@ -1005,7 +1005,7 @@ async fn one_deadline_bounds_each_operation() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "removing the record did not finish within 500ms (every request, retry and page \
+        "removing the record did not finish within 0.5s (every request, retry and page \
          included); the API is too slow or not answering"
     );
     assert!(start.elapsed() < Duration::from_secs(5));

@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                "removing the record did not finish within 10ms (every request, retry and \
+                "removing the record did not finish within 0.01s (every request, retry and \
                  page included); the API is too slow or not answering"
             )
         );

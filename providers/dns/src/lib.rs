@@ -167,8 +167,9 @@ pub enum Error {
     },
     /// One operation (every request, retry and page of it) did not end within its deadline.
     #[error(
-        "{operation} did not finish within {deadline:?} (every request, retry and page \
-         included); the API is too slow or not answering"
+        "{operation} did not finish within {} (every request, retry and page \
+         included); the API is too slow or not answering",
+        certkeeper_base::text::seconds(*.deadline)
     )]
     Deadline {
         /// What was being done.

@@ -242,7 +242,8 @@ pub enum Error {
     },
     /// The hook ran longer than its timeout and was killed.
     #[error(
-        "{action} hook did not finish within {timeout:?} and was killed{}",
+        "{action} hook did not finish within {} and was killed{}",
+        certkeeper_base::text::seconds(*.timeout),
         divided(stderr)
     )]
     TimedOut {
@@ -527,7 +528,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("cleanup hook did not finish within 500ms and was killed\n"),
+            text.starts_with("cleanup hook did not finish within 0.5s and was killed\n"),
             "{text}"
         );
         assert!(text.contains("\nstarted\n"), "{text}");
