@@ -56,6 +56,12 @@ pub struct CertState {
     /// The ACME profile the live leaf was ordered with, as configured then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued: Option<IssuedWith>,
+    /// The live pair (SHA-256 of its leaf, hex) that went live without a reload and
+    /// verification that passed: a first deploy whose reload or verification failed (there
+    /// was nothing to go back to), or `renew --no-reload`. The next pass reloads and
+    /// verifies it, without ordering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unserved: Option<String>,
 }
 
 /// What kind of failure stopped a renewal: a small fixed set, the same in the state record,

@@ -207,7 +207,11 @@ async fn a_dry_run_account_is_never_written() {
 
 #[tokio::test]
 async fn external_account_binding_is_sent() {
-    let pebble = Pebble::start_with(Options { eab: true }).await;
+    let pebble = Pebble::start_with(Options {
+        eab: true,
+        ..Default::default()
+    })
+    .await;
     let state = Dir::new();
     // Without EAB, a CA that requires it refuses.
     let err = Acme::open(

@@ -82,7 +82,13 @@ PY
                 panic!("certbot cannot run ({e}); install it: apt-get install -y {CERTBOT_PACKAGE}")
             });
         let run = Run::from(out);
-        assert_eq!(run.code, 0, "certbot failed: {run:?}\n{}", pebble.logs());
+        assert_eq!(
+            run.code,
+            0,
+            "certbot failed: {run:?}\n--- its log\n{}\n--- pebble\n{}",
+            std::fs::read_to_string(dir.join("logs/letsencrypt.log")).unwrap_or_default(),
+            pebble.logs()
+        );
         Certbot {
             _dir: dir,
             config_dir,
@@ -213,7 +219,11 @@ fn for_pebble(fragment: &str, pebble: &Pebble) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_certbot_prints_a_fragment_that_checks_and_reuses_certbots_account() {
-    let pebble = Pebble::start().await;
+    let pebble = Pebble::start_with(crate::util::pebble::Options {
+        keep_nonces: true,
+        ..Default::default()
+    })
+    .await;
     let certbot = Certbot::issue(&pebble);
     let before = snapshot(&certbot.config_dir);
     let account = certbot.account_dir();
@@ -240,18 +250,14 @@ async fn import_certbot_prints_a_fragment_that_checks_and_reuses_certbots_accoun
         "{f}"
     );
     assert!(f.contains("    key: ecdsa-p256\n"), "{f}");
-    for (key, file) in [("fullchain", "fullchain.pem"), ("privkey", "privkey.pem")] {
+    for (key, file) in [
+        ("fullchain", "fullchain.pem"),
+        ("privkey", "privkey.pem"),
+        ("cert", "cert.pem"),
+        ("chain", "chain.pem"),
+    ] {
         assert!(
             f.contains(&format!("    {key}: \"{}\"\n", live.join(file).display())),
-            "{key}: {f}"
-        );
-    }
-    for (key, file) in [("cert", "cert.pem"), ("chain", "chain.pem")] {
-        assert!(
-            f.contains(&format!(
-                "    # {key}: \"{}\"  # uncomment to keep certbot's {file} current\n",
-                live.join(file).display()
-            )),
             "{key}: {f}"
         );
     }
@@ -323,6 +329,16 @@ async fn import_certbot_prints_a_fragment_that_checks_and_reuses_certbots_accoun
     assert_eq!(renew.code, 0, "{renew:?}\n{}", pebble.logs());
     assert_eq!(new_accounts(&pebble), accounts_before, "{}", pebble.logs());
     assert!(!host.join("state/accounts").exists());
+    // certbot's cert.pem and chain.pem follow the renewed pair.
+    let first = |p: &std::path::Path| {
+        let (certs, _) = certkeeper::x509::read_certificates(&std::fs::read(p).unwrap()).unwrap();
+        certs.into_iter().map(|c| c.fingerprint).collect::<Vec<_>>()
+    };
+    let fullchain = first(&live.join("fullchain.pem"));
+    assert_eq!(first(&live.join("cert.pem")), fullchain[..1]);
+    assert_eq!(first(&live.join("chain.pem")), fullchain[1..]);
+    let check = host.run(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
 }
 
 /// How many accounts Pebble registered so far, from its log.

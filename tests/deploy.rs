@@ -627,6 +627,14 @@ fn rollback_command_reloads_and_verifies() {
             .starts_with("rolled back by `certkeeper rollback` to snapshot "),
         "{event}"
     );
+    // The alert names the snapshot it restored, as a field.
+    let named = event["message"].as_str().unwrap()
+        ["rolled back by `certkeeper rollback` to snapshot ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(event["snapshot"], named.as_str(), "{event}");
     assert!(host.live("www") == a, "rollback did not restore A: {run:?}");
     host.settled("www", &fingerprint_of(&a));
     assert_eq!(
@@ -661,6 +669,54 @@ fn rollback_command_reloads_and_verifies() {
         "the pair live before is not live: {run:?}"
     );
     assert_eq!(host.served("www"), fingerprint_of(&a));
+}
+
+/// With nginx's config broken, a rollback cannot reload: nginx keeps serving what it loaded,
+/// so the restored snapshot is refused and the pair live before goes back. That pair is
+/// served all along: `rollback` says so (the same judgement as a pass's revert), and
+/// neither says ROLLBACK FAILED nor alerts `rollback_failed`.
+#[test]
+fn a_rollback_with_a_broken_service_config_tells_what_is_served() {
+    let host = Host::new(&["www"]);
+    host.config(&Reload::new(host.nginx.reload_argv()), "3s");
+    host.renew_ok(&[]);
+    host.renew_ok(&["--force"]);
+    let b = fingerprint_of(&host.live("www"));
+    host.settled("www", &b);
+
+    host.nginx.break_config();
+    let sink = Sink::start(Vendor::Webhook, None, Behaviour::Normal);
+    host.alert_to(&sink, "rolled_back, rollback_failed");
+    let run = host.run(&["rollback", "www"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stderr.contains("ROLLBACK FAILED"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("was restored but refused: verify failed: ")
+            && run.stderr.contains(
+                "the pair that was live before is live and served again; nothing changed"
+            ),
+        "{run:?}"
+    );
+    assert_eq!(fingerprint_of(&host.live("www")), b);
+    assert_eq!(host.served("www"), b);
+    assert!(
+        sink.accepted()
+            .iter()
+            .all(|r| r.json.as_ref().unwrap()["event"] != "rollback_failed"),
+        "{:?}",
+        sink.requests()
+    );
+
+    // A pass in the same state agrees: the restored certificate is served.
+    let run = host.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let outcome = outcome_of(&run, "www: ROLLED BACK: ");
+    assert!(
+        outcome.contains("the restored certificate is served"),
+        "{run:?}"
+    );
+    assert_eq!(host.served("www"), b);
 }
 
 #[test]
@@ -790,4 +846,64 @@ fn a_refused_certificate_is_rolled_back_alone_in_its_reload_group() {
     assert_ne!(a_new, a_old);
     host.settled("a", &a_new);
     host.settled("b", &b_old);
+}
+
+/// A service being set up: certkeeper issues its first pair before nginx can start (nginx
+/// needs the files), the reload fails, and the new pair stays in place; nginx starts on it,
+/// and the next pass reloads and verifies it, without ordering.
+#[test]
+fn a_first_deploy_to_a_stopped_nginx_keeps_the_pair_and_the_next_pass_serves_it() {
+    let dir = Dir::new();
+    let nginx_dir = dir.join("nginx");
+    let reload = serde_json::to_string(&Nginx::reload_argv_in(&nginx_dir)).unwrap();
+    let config = |port: u16| {
+        format!(
+            "state_dir: state\n\
+             issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n\
+             renewal:\n  retry: {{ initial: 1h, max: 1d }}\n\
+             certificates:\n  - name: www\n    domains: [www.test]\n    issuer: internal\n    \
+             fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n    \
+             reload: {{ command: {reload}, timeout: 5s }}\n    \
+             verify: {{ tls_connect: \"127.0.0.1:{port}\", server_name: www.test, timeout: 3s }}\n"
+        )
+    };
+    // Nothing listens yet where the service will.
+    dir.config(&config(crate::util::pebble::free_tcp_port()));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.starts_with(
+            "www: FAILED: the new certificate from internal is live and stays in place"
+        ) && run.stdout.contains("reload failed: "),
+        "{run:?}"
+    );
+    let live = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    let fingerprint = leaf_fingerprint(&live);
+
+    // The service starts on the kept pair; the next pass reloads and verifies it.
+    let nginx = Nginx::start(
+        &nginx_dir,
+        &[Site::new(
+            "www.test",
+            dir.join("live/www/fullchain.pem"),
+            dir.join("live/www/privkey.pem"),
+        )],
+    );
+    dir.config(&config(nginx.port));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("www: renewed from the pair an earlier pass deployed"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        live,
+        "a new pair was ordered"
+    );
+    assert_eq!(nginx.served("www.test"), fingerprint);
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
 }

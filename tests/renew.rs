@@ -670,49 +670,109 @@ fn check_as_a_monitoring_user_on_a_local_ca_host_is_ok() {
 }
 
 #[test]
-fn a_refused_first_deploy_leaves_the_host_as_it_was_and_is_deployed_later() {
+fn a_refused_first_deploy_keeps_the_new_pair_and_a_later_pass_reloads_it_without_ordering() {
     let dir = Dir::new();
     let verify = |cmd: &str| format!("    verify: {{ command: [{cmd}], timeout: 1s }}\n");
     dir.config(&config(&cert("www", "internal", &verify("/bin/false"))));
     let run = dir.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stdout.starts_with("www: ROLLED BACK: ")
+        run.stdout.starts_with(
+            "www: FAILED: the new certificate from internal is live and stays in place (nothing was live before"
+        ) && run
+            .stdout
+            .contains("verify failed: the health check did not pass")
             && run
                 .stdout
-                .contains("nothing was live before; the live paths are gone again")
-            && run
-                .stdout
-                .contains("Cause: verify failed: the health check did not pass"),
+                .contains("the next pass reloads and verifies it again without ordering"),
         "{run:?}"
     );
-    assert!(!dir.join("live/www/fullchain.pem").exists());
-    assert!(!dir.join("live/www/privkey.pem").exists());
-    assert!(
-        std::fs::read_dir(dir.join("live/www"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "leftovers in the live directory"
-    );
-    let kept = std::fs::read(dir.join("state/pending/www/fullchain.pem")).unwrap();
+    // Nothing better to go back to: the new, checked pair stays live.
+    let live = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    assert!(dir.join("live/www/privkey.pem").exists());
+    assert!(!dir.join("state/pending/www").exists(), "{run:?}");
     let state: Value =
         serde_json::from_slice(&std::fs::read(dir.join("state/state/www.json")).unwrap()).unwrap();
-    assert_eq!(state["last_result"], "rolled_back");
+    assert_eq!(state["last_result"], "failed");
+    assert_eq!(state["last_cause"], "verify");
+    let fingerprint = {
+        let (certs, _) = certkeeper::x509::read_certificates(&live).unwrap();
+        certs[0].fingerprint.clone()
+    };
+    assert_eq!(state["unserved"], fingerprint.as_str());
 
-    // Once the service is healthy and the backoff allows, the kept material goes live.
+    // The next pass, backoff or not, verifies the same pair again: nothing is ordered.
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.starts_with("www: FAILED: "), "{run:?}");
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        live
+    );
+
+    // Once the service is healthy, the next pass (not forced, within the backoff) serves
+    // it: the same pair, no new order.
     dir.config(&config(&cert("www", "internal", &verify("/bin/true"))));
-    let run = dir.run(&["renew", "--force"]);
+    let run = dir.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .starts_with("www: renewed from internal (issued by an earlier pass)"),
+            .starts_with("www: renewed from the pair an earlier pass deployed"),
         "{run:?}"
     );
     assert_eq!(
         std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
-        kept
+        live
     );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/state/www.json")).unwrap()).unwrap();
+    assert_eq!(state["last_result"], "renewed");
+    assert!(state.get("unserved").is_none(), "{state}");
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+}
+
+#[test]
+fn renew_no_reload_swaps_in_and_the_next_pass_reloads_and_verifies() {
+    let dir = Dir::new();
+    let marker = dir.join("reloaded");
+    let reload = format!(
+        "    reload: {{ command: [sh, -c, 'echo x >> {}'] }}\n",
+        marker.display()
+    );
+    dir.config(&config(&cert("www", "internal", &reload)));
+    let run = dir.run(&["renew", "--no-reload"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("www: renewed from internal")
+            && run
+                .stdout
+                .contains("not reloaded or verified (--no-reload)"),
+        "{run:?}"
+    );
+    assert!(!marker.exists(), "--no-reload reloaded: {run:?}");
+    let live = std::fs::read(dir.join("live/www/fullchain.pem")).unwrap();
+    // The next pass reloads it, without ordering.
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("www: renewed from the pair an earlier pass deployed"),
+        "{run:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n");
+    assert_eq!(
+        std::fs::read(dir.join("live/www/fullchain.pem")).unwrap(),
+        live
+    );
+    // And then nothing more.
+    let run = dir.run(&["renew"]);
+    assert!(run.stdout.starts_with("www: not due"), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n");
+    // --no-reload and --dry-run do not go together.
+    let run = dir.run(&["renew", "--no-reload", "--dry-run"]);
+    assert_eq!(run.code, 2, "{run:?}");
 }
 
 /// Every file under `dir` with its size, modification time and inode: what a write changes.
@@ -781,4 +841,39 @@ fn a_pass_that_renews_nothing_writes_nothing_per_certificate() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(std::fs::symlink_metadata(&leftover).is_err(), "{run:?}");
     assert!(dir.join("state/clean").is_file());
+}
+
+/// A failed reload's output is printed once on stdout (the outcome's line) and once in the
+/// log (the outcome's log line), not again by every step that saw it; and a certificate with
+/// neither reload nor verify logs no "Reloaded and verified".
+#[test]
+fn a_failed_commands_output_is_printed_once_and_nothing_unchecked_is_called_verified() {
+    let dir = Dir::new();
+    let fail = dir.join("fail");
+    let reload = format!(
+        "    reload: {{ command: [sh, -c, 'echo UNIQUE-RELOAD-OUTPUT >&2; exit $(cat {} 2>/dev/null || echo 0)'] }}\n",
+        fail.display()
+    );
+    dir.config(&config(&cert("www", "internal", &reload)));
+    let run = dir.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    std::fs::write(&fail, "1").unwrap();
+    let run = dir.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stdout.matches("UNIQUE-RELOAD-OUTPUT").count(),
+        1,
+        "{run:?}"
+    );
+    assert_eq!(
+        run.stderr.matches("UNIQUE-RELOAD-OUTPUT").count(),
+        1,
+        "{run:?}"
+    );
+
+    let plain = Dir::new();
+    plain.config(&config(&cert("www", "internal", "")));
+    let run = plain.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("Reloaded and verified"), "{run:?}");
 }

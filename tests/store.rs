@@ -1386,6 +1386,8 @@ fn crash_child(root: &Path, harness: Harness) {
                 let outcomes = runtime.block_on(certkeeper::deploy::deploy_all(
                     &locked,
                     vec![item],
+                    Vec::new(),
+                    false,
                     &Default::default(),
                 ));
                 match &outcomes[0].1 {

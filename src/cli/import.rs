@@ -223,18 +223,10 @@ fn render(
         let _ = writeln!(o, "    privkey: {}", path("privkey"));
         let _ = writeln!(
             o,
-            "    # certbot also keeps the leaf alone (cert.pem) and the intermediates (chain.pem):"
+            "    # certbot's leaf alone and intermediates alone, kept current with the pair:"
         );
-        let _ = writeln!(
-            o,
-            "    # cert: {}  # uncomment to keep certbot's cert.pem current",
-            path("cert")
-        );
-        let _ = writeln!(
-            o,
-            "    # chain: {}  # uncomment to keep certbot's chain.pem current",
-            path("chain")
-        );
+        let _ = writeln!(o, "    cert: {}", path("cert"));
+        let _ = writeln!(o, "    chain: {}", path("chain"));
         let (provider, notes) = not_carried(&l.conf);
         let _ = writeln!(o, "    dns_provider: {provider}");
         for note in notes {

@@ -80,6 +80,10 @@ pub enum Command {
         /// Do everything up to the swap and change nothing on disk.
         #[arg(long)]
         dry_run: bool,
+        /// Swap new pairs in without reloading or verifying the services (a first issuance
+        /// before the service runs); the next pass reloads and verifies them.
+        #[arg(long, conflicts_with = "dry_run")]
+        no_reload: bool,
         /// After the pass, write the metrics (as `certkeeper metrics` prints them, plus the
         /// pass's duration and outcomes) to this file, atomically, for node_exporter's
         /// textfile collector.
@@ -210,6 +214,7 @@ pub fn run() -> u8 {
         Command::Renew {
             force,
             dry_run,
+            no_reload,
             ref textfile,
             ref names,
         } => renew::run(
@@ -217,6 +222,7 @@ pub fn run() -> u8 {
             crate::pass::Options {
                 force,
                 dry_run,
+                no_reload,
                 names: names.clone(),
                 stop: Default::default(),
             },

@@ -109,6 +109,11 @@ fn line(name: &str, outcome: &Outcome) -> String {
                     "; the plain files found at the live paths were adopted and are links into certkeeper's generations now",
                 );
             }
+            if done.unverified {
+                out.push_str(
+                    "; not reloaded or verified (--no-reload): the next pass reloads and verifies it",
+                );
+            }
             for w in &done.warnings {
                 out.push_str(&format!("; WARNING: {w}"));
             }
@@ -135,6 +140,12 @@ fn line(name: &str, outcome: &Outcome) -> String {
             )
         }
         Outcome::Failed { error, .. } => format!("{name}: FAILED: {error}"),
+        Outcome::Unserved { source, cause, .. } => {
+            format!(
+                "{name}: FAILED: {}",
+                crate::pass::unserved_message(source, cause)
+            )
+        }
         Outcome::WouldOrder { issuer, domains } => format!(
             "{name}: due; would order {} from {issuer}; dry run without a staging_directory for {issuer}, so nothing was ordered",
             domains.join(", ")

@@ -99,46 +99,19 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
     };
     let reloader = Reloader::for_certificate(&cert);
     let served = runtime.block_on(reload_and_check(&reloader, &cert));
-    if let Err(cause) = served {
-        eprintln!(
-            "certkeeper: rollback {name}: snapshot {} was restored but refused: {cause}",
-            restored.id
-        );
-        // The way back failed too: said loudly, and alerted.
-        let failed = |what: &str| {
-            tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {what}");
-            eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {what}");
-            let message = format!(
-                "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {what}",
-                restored.id
-            );
-            alert(
-                &runtime,
-                &config,
-                &cert,
-                EventKind::RollbackFailed,
-                &message,
-            );
-        };
-        return match locked.revert(&spec, &staged) {
-            Ok(_) => {
-                let back = runtime.block_on(reload_and_check(&reloader, &cert));
-                match back {
-                    Ok(()) => eprintln!(
-                        "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"
-                    ),
-                    Err(e) => failed(&format!(
-                        "the pair that was live before is back on disk but not served: {e}"
-                    )),
-                }
-                FAILED
-            }
-            Err(e) => {
-                failed(&e.to_string());
-                FAILED
-            }
-        };
-    }
+    let note = match served {
+        Ok(note) => note,
+        Err(cause) => {
+            let restore = Restore {
+                locked: &locked,
+                spec: &spec,
+                staged: &staged,
+                restored: &restored,
+                reloader: &reloader,
+            };
+            return refused(&runtime, &config, &cert, &restore, cause);
+        }
+    };
     let done = match locked.commit(&spec, staged) {
         Ok(d) => d,
         Err(e) => {
@@ -160,6 +133,8 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         restored.id, done.manifest.not_after, done.manifest.fingerprint
     );
     match (&cert.reload, &cert.verify) {
+        // The reload failed, and the service still serves the restored certificate.
+        _ if note.is_some() => out.push_str(&format!("; {}", note.as_deref().unwrap_or_default())),
         (Some(_), Some(_)) => out.push_str("; reloaded, and the restored certificate is served"),
         (Some(_), None) => out.push_str("; reloaded (no verify target configured)"),
         (None, Some(_)) => {
@@ -183,10 +158,78 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
     if cert.verify.is_some() {
         event.push_str("; the restored certificate is served");
     }
-    alert(&runtime, &config, &cert, EventKind::RolledBack, &event);
+    alert(
+        &runtime,
+        &config,
+        &cert,
+        EventKind::RolledBack,
+        &event,
+        &restored.id,
+    );
     // The rollback is done either way; an output that could not be written is still a
     // failure to report.
     if printed { 0 } else { FAILED }
+}
+
+/// A rollback staged and waiting for its verdict.
+struct Restore<'a> {
+    locked: &'a crate::store::Locked<'a>,
+    spec: &'a PairSpec,
+    staged: &'a crate::store::Staged,
+    restored: &'a SnapshotInfo,
+    reloader: &'a Reloader,
+}
+
+/// A restored snapshot the service does not serve: the pair that was live before goes back
+/// (and is judged as the restored one was); when that fails too, it is said loudly and
+/// alerted.
+fn refused(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    cert: &crate::config::Certificate,
+    restore: &Restore<'_>,
+    cause: crate::deploy::Failure,
+) -> u8 {
+    let name = cert.name.as_str();
+    eprintln!(
+        "certkeeper: rollback {name}: snapshot {} was restored but refused: {cause}",
+        restore.restored.id
+    );
+    // The way back failed too: said loudly, and alerted.
+    let failed = |what: &str| {
+        tracing::error!(cert = %name, "ROLLBACK FAILED, act now: {what}");
+        eprintln!("certkeeper: rollback {name}: ROLLBACK FAILED: {what}");
+        let message = format!(
+            "`certkeeper rollback` restored snapshot {} but it was refused ({cause}), and {what}",
+            restore.restored.id
+        );
+        alert(
+            runtime,
+            config,
+            cert,
+            EventKind::RollbackFailed,
+            &message,
+            &restore.restored.id,
+        );
+    };
+    match restore.locked.revert(restore.spec, restore.staged) {
+        Ok(_) => {
+            let back = runtime.block_on(reload_and_check(restore.reloader, cert));
+            match back {
+                Ok(_) => eprintln!(
+                    "certkeeper: rollback {name}: the pair that was live before is live and served again; nothing changed"
+                ),
+                Err(e) => failed(&format!(
+                    "the pair that was live before is back on disk but not served: {e}"
+                )),
+            }
+            FAILED
+        }
+        Err(e) => {
+            failed(&e.to_string());
+            FAILED
+        }
+    }
 }
 
 /// Delivers one event about an operator's rollback to the channels that take it (no
@@ -197,12 +240,14 @@ fn alert(
     cert: &crate::config::Certificate,
     kind: EventKind,
     message: &str,
+    snapshot: &str,
 ) {
     let alerts = Alerts::new(config);
     if !alerts.wants(kind) {
         return;
     }
     let mut event = Event::new(kind, cert, message);
+    event.snapshot = Some(snapshot.to_owned());
     event.not_after = leaf_of_file(&cert.fullchain)
         .ok()
         .map(|l| crate::text::rfc3339(l.not_after));

@@ -9,7 +9,10 @@ pub mod reload;
 pub mod verify;
 
 pub use failure::Failure;
-pub use pipeline::{Item, Outcome, Reloader, Renewed, check_target, deploy_all, reload_and_check};
+pub use pipeline::{
+    Item, Outcome, Reloader, Renewed, Retry, check_target, deploy_all, judge_served,
+    reload_and_check,
+};
 
 use crate::accounts;
 use crate::config;

@@ -60,6 +60,15 @@ pub enum Outcome {
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
+    /// Nothing whole was live before, so there was nothing to go back to: the new pair
+    /// stays live, but its reload or verification failed. The next pass reloads and
+    /// verifies it again, without ordering.
+    Unserved {
+        /// Why it is not known to be served.
+        cause: Failure,
+        /// What the deploy did.
+        done: Renewed,
+    },
     /// Nothing was swapped (the stage itself failed); the live pair is unchanged.
     Failed {
         /// Why.
@@ -80,6 +89,22 @@ pub struct Renewed {
     pub adopted: bool,
     /// What an operator should know (a live file that had been edited in place).
     pub warnings: Vec<String>,
+    /// Swapped in without reload or verification (`renew --no-reload`).
+    pub unverified: bool,
+}
+
+impl Renewed {
+    /// A pair an earlier deploy left live, now served.
+    fn of_live(leaf: &Cert) -> Renewed {
+        Renewed {
+            not_after: crate::text::rfc3339(leaf.not_after),
+            fingerprint: leaf.fingerprint.clone(),
+            snapshot: None,
+            adopted: false,
+            warnings: Vec::new(),
+            unverified: false,
+        }
+    }
 }
 
 impl Outcome {
@@ -90,31 +115,58 @@ impl Outcome {
             Outcome::Renewed(_) => "renewed",
             Outcome::RolledBack { .. } => "rolled_back",
             Outcome::RollbackFailed { .. } => "rollback_failed",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Unserved { .. } | Outcome::Failed { .. } => "failed",
         }
     }
 }
 
+/// A certificate whose live pair an earlier deploy left in place unserved (nothing whole was
+/// live before it, and its reload or verification failed): reloaded and verified again with
+/// its group, nothing staged.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// The configured certificate.
+    pub cert: Certificate,
+    /// The live leaf, which the service must serve.
+    pub leaf: Cert,
+    /// The roots the served chain must reach.
+    pub trust: Arc<TrustStore>,
+}
+
 /// Deploys every item: grouped by reload command, each group staged, reloaded once, and
-/// verified. Returns each item's name and outcome, in no particular order; the items of
-/// groups not started when `stop` is requested are left out (their material stays kept for
-/// the next pass), while a group in flight always finishes.
+/// verified; the `retries` of a group are reloaded and verified with it. With `no_reload`,
+/// items are swapped in and committed without reload or verification. Returns each name
+/// and outcome, in no particular order; the items of groups not started when `stop` is
+/// requested are left out (their material stays kept for the next pass), while a group in
+/// flight always finishes.
 pub async fn deploy_all(
     locked: &Locked<'_>,
     items: Vec<Item>,
+    retries: Vec<Retry>,
+    no_reload: bool,
     stop: &CancellationToken,
 ) -> Vec<(String, Outcome)> {
-    let mut groups: BTreeMap<Option<Vec<String>>, Vec<Item>> = BTreeMap::new();
+    type Group = (Vec<Item>, Vec<Retry>);
+    let mut groups: BTreeMap<Option<Vec<String>>, Group> = BTreeMap::new();
     for item in items {
         let key = item.cert.reload.as_ref().map(|r| r.command.clone());
-        groups.entry(key).or_default().push(item);
+        groups.entry(key).or_default().0.push(item);
+    }
+    for retry in retries {
+        let key = retry.cert.reload.as_ref().map(|r| r.command.clone());
+        groups.entry(key).or_default().1.push(retry);
     }
     let mut out = Vec::new();
-    for (_, group) in groups {
+    for (_, (items, retries)) in groups {
         if stop.is_cancelled() {
             break;
         }
-        out.extend(deploy_group(locked, group).await);
+        let staged = stage_group(locked, items, &mut out);
+        if no_reload {
+            out.extend(commit_unverified(locked, staged).await);
+        } else {
+            out.extend(deploy_group(locked, staged, retries).await);
+        }
     }
     out
 }
@@ -125,11 +177,16 @@ struct Pending {
     staged: Staged,
 }
 
-/// Deploys items that share one reload command (or have none).
-async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Outcome)> {
-    let mut out = Vec::new();
-    let mut staged = Vec::new();
-    // All of the group's pairs are staged together: their fsyncs are batched.
+/// Pairs refused after the swap, each with why.
+type Refused = Vec<(Pending, Failure)>;
+
+/// Stages a group's pairs together (their fsyncs are batched); a pair that fails to stage
+/// gets its outcome in `out`.
+fn stage_group(
+    locked: &Locked<'_>,
+    items: Vec<Item>,
+    out: &mut Vec<(String, Outcome)>,
+) -> Vec<Pending> {
     let results = tokio::task::block_in_place(|| {
         let pairs: Vec<(&store::PairSpec, &[u8], &[u8])> = items
             .iter()
@@ -137,6 +194,7 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             .collect();
         locked.stage_all(&pairs)
     });
+    let mut staged = Vec::new();
     for (item, result) in items.into_iter().zip(results) {
         match result {
             Ok(s) => {
@@ -153,16 +211,57 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             )),
         }
     }
-    if staged.is_empty() {
+    staged
+}
+
+/// `renew --no-reload`: the staged pairs are committed as they are, neither reloaded nor
+/// verified.
+async fn commit_unverified(locked: &Locked<'_>, staged: Vec<Pending>) -> Vec<(String, Outcome)> {
+    let (mut out, refused) = commit(locked, staged, |mut done| {
+        done.unverified = true;
+        Outcome::Renewed(done)
+    });
+    if !refused.is_empty() {
+        out.extend(revert_all(locked, &Reloader { reload: None }, refused).await);
+    }
+    out
+}
+
+/// Deploys one group of staged pairs that share one reload command (or have none), with the
+/// group's retries.
+async fn deploy_group(
+    locked: &Locked<'_>,
+    staged: Vec<Pending>,
+    retries: Vec<Retry>,
+) -> Vec<(String, Outcome)> {
+    let mut out = Vec::new();
+    if staged.is_empty() && retries.is_empty() {
         return out;
     }
-    let reload = Reloader::for_group(&staged);
+    let (reload, names, checked) = {
+        let certs: Vec<&Certificate> = staged
+            .iter()
+            .map(|p| &p.item.cert)
+            .chain(retries.iter().map(|r| &r.cert))
+            .collect();
+        let names: Vec<String> = certs.iter().map(|c| c.name.clone()).collect();
+        // Whether anything is reloaded or verified at all.
+        let checked = certs
+            .iter()
+            .any(|c| c.reload.is_some() || c.verify.is_some());
+        (Reloader::for_group(&certs), names, checked)
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
 
     let started = Instant::now();
-    if let Some(Err(e)) = reload.run(&staged).await {
+    if let Some(Err(e)) = reload.run_names(&names).await {
         let cause = Failure::Reload(Arc::new(e));
+        for r in retries {
+            let done = Renewed::of_live(&r.leaf);
+            out.push((r.cert.name.clone(), unserved(cause.clone(), done)));
+        }
         let failed = staged.into_iter().map(|p| (p, cause.clone())).collect();
-        out.extend(revert_all(locked, &reload, failed).await);
+        out.extend(refuse(locked, &reload, failed).await);
         return out;
     }
 
@@ -186,11 +285,27 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             .map(|p| check_target(&p.item.cert, &p.item.leaf, Some(&p.item.trust))),
     )
     .await;
-    tracing::info!(
-        certificates = staged.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "Reloaded and verified."
-    );
+    let retried = join_all(
+        retries
+            .iter()
+            .map(|r| check_target(&r.cert, &r.leaf, Some(&r.trust))),
+    )
+    .await;
+    if checked {
+        tracing::info!(
+            certificates = names.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Reloaded and verified."
+        );
+    }
+    for (r, verdict) in retries.into_iter().zip(retried) {
+        let done = Renewed::of_live(&r.leaf);
+        let outcome = match verdict {
+            Ok(()) => Outcome::Renewed(done),
+            Err(cause) => unserved(cause, done),
+        };
+        out.push((r.cert.name.clone(), outcome));
+    }
     let mut accepted = Vec::new();
     for (p, verdict) in staged.into_iter().zip(verdicts) {
         match verdict {
@@ -198,8 +313,29 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
             Ok(()) => accepted.push(p),
         }
     }
-    // Commit removes the journal, which cannot be undone; a failure there leaves the stage
-    // open, and it is reverted like a refused pair. The group's commits share one sync.
+    let (done, failed) = commit(locked, accepted, Outcome::Renewed);
+    out.extend(done);
+    refused.extend(failed);
+    if !refused.is_empty() {
+        out.extend(refuse(locked, &reload, refused).await);
+    }
+    out
+}
+
+/// The outcome of a pair left in place unserved.
+fn unserved(cause: Failure, done: Renewed) -> Outcome {
+    Outcome::Unserved { cause, done }
+}
+
+/// Commits staged pairs (the group's commits share one sync); each committed one's outcome
+/// is `outcome` of what the deploy did, and those whose commit failed are returned to be
+/// reverted. Commit removes the journal, which cannot be undone; a failure there leaves the
+/// stage open.
+fn commit(
+    locked: &Locked<'_>,
+    accepted: Vec<Pending>,
+    outcome: impl Fn(Renewed) -> Outcome,
+) -> (Vec<(String, Outcome)>, Refused) {
     let committed = tokio::task::block_in_place(|| {
         locked.commit_all(
             accepted
@@ -208,24 +344,66 @@ async fn deploy_group(locked: &Locked<'_>, items: Vec<Item>) -> Vec<(String, Out
                 .collect(),
         )
     });
+    let mut out = Vec::new();
+    let mut refused = Vec::new();
     for (p, result) in accepted.into_iter().zip(committed) {
-        let name = p.item.cert.name.clone();
         match result {
             Ok(done) => out.push((
-                name,
-                Outcome::Renewed(Renewed {
+                p.item.cert.name.clone(),
+                outcome(Renewed {
                     not_after: done.manifest.not_after,
                     fingerprint: done.manifest.fingerprint,
                     snapshot: done.snapshot.map(|s| s.id),
                     adopted: done.adopted,
                     warnings: done.warnings,
+                    unverified: false,
                 }),
             )),
             Err(e) => refused.push((p, Failure::Commit(Arc::new(e)))),
         }
     }
-    if !refused.is_empty() {
-        out.extend(revert_all(locked, &reload, refused).await);
+    (out, refused)
+}
+
+/// Refused pairs: one that replaced nothing whole, refused by its reload or verification,
+/// stays in place (there is nothing better to go back to; the next pass reloads and
+/// verifies it again); the others are reverted.
+async fn refuse(
+    locked: &Locked<'_>,
+    reload: &Reloader,
+    refused: Vec<(Pending, Failure)>,
+) -> Vec<(String, Outcome)> {
+    let (first, others): (Vec<_>, Vec<_>) = refused.into_iter().partition(|(p, cause)| {
+        p.staged.previous.is_none() && matches!(cause, Failure::Reload(_) | Failure::Verify(_))
+    });
+    let mut out = Vec::new();
+    let mut revert = others;
+    let causes: BTreeMap<String, Failure> = first
+        .iter()
+        .map(|(p, c)| (p.item.cert.name.clone(), c.clone()))
+        .collect();
+    let (kept, failed) = commit(
+        locked,
+        first.into_iter().map(|(p, _)| p).collect(),
+        Outcome::Renewed,
+    );
+    for (name, outcome) in kept {
+        let (Outcome::Renewed(done), Some(cause)) = (outcome, causes.get(&name)) else {
+            continue;
+        };
+        tracing::warn!(cert = %name, "Nothing was live before: the new pair stays in place, unserved; the next pass reloads and verifies it again.");
+        out.push((name, unserved(cause.clone(), done)));
+    }
+    // A pair whose commit failed goes back with the cause it was refused for.
+    for (p, commit_failure) in failed {
+        let cause = causes
+            .get(&p.item.cert.name)
+            .cloned()
+            .unwrap_or(commit_failure);
+        revert.push((p, cause));
+    }
+    if !revert.is_empty() {
+        out.extend(revert_all(locked, reload, revert).await);
     }
     out
 }
@@ -263,28 +441,26 @@ async fn revert_all(
     if reverted.is_empty() {
         return out;
     }
-    let pendings: Vec<&Pending> = reverted.iter().map(|(p, _, _)| p).collect();
-    let reloaded = reload.run_for(&pendings).await;
-    // The output is in the cause already when the first reload failed the same way.
-    let reload_note = match &reloaded {
-        Some(Err(e)) => Some(format!(
-            "the reload after the revert failed too: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        )),
-        _ => None,
-    };
-    let checks = join_all(reverted.iter().map(|(p, _, r)| async move {
-        if !r.restored {
-            // Nothing was live before this certificate's first deploy: nothing to serve.
-            return Ok(());
+    let names: Vec<&str> = reverted
+        .iter()
+        .map(|(p, _, _)| p.item.cert.name.as_str())
+        .collect();
+    let reloaded = reload.run_names(&names).await.map(|r| r.map_err(Arc::new));
+    let checks = join_all(reverted.iter().map(|(p, _, r)| {
+        let reloaded = &reloaded;
+        async move {
+            if !r.restored {
+                // Nothing was live before this certificate's first deploy: nothing to serve.
+                return Ok(None);
+            }
+            let leaf =
+                leaf_of_file(&p.item.cert.fullchain).map_err(|e| Failure::Live(Arc::new(e)))?;
+            judge_served(&p.item.cert, &leaf, reloaded).await
         }
-        let leaf = leaf_of_file(&p.item.cert.fullchain).map_err(|e| Failure::Live(Arc::new(e)))?;
-        check_target(&p.item.cert, &leaf, None).await
     }))
     .await;
     for ((p, cause, r), check) in reverted.into_iter().zip(checks) {
         let name = p.item.cert.name.clone();
-        let verified = p.item.cert.verify.is_some();
         // The reload after the revert may have damaged the restored pair as the first one
         // damaged the new pair.
         let damaged = match r.restored {
@@ -300,36 +476,35 @@ async fn revert_all(
             continue;
         }
         let outcome = match check {
-            // Nothing was live before this first deploy: there is nothing to serve, and the
+            // Nothing was live before this deploy, and the new pair could not stay: the
             // host is as it was.
-            Ok(()) if !r.restored => Outcome::RolledBack {
+            Ok(_) if !r.restored => Outcome::RolledBack {
                 cause,
                 note: Some("nothing was live before; the live paths are gone again".into()),
+            },
+            Err(Failure::Reload(e)) => Outcome::RollbackFailed {
+                cause,
+                rollback: format!(
+                    "the previous pair is back on disk{}, but {}",
+                    from_snapshot(&r),
+                    reload_failed_again(&e)
+                ),
             },
             Err(e) => Outcome::RollbackFailed {
                 cause,
                 rollback: format!(
                     "the previous pair is back on disk{}, but it is not served: {e}{}",
                     from_snapshot(&r),
-                    reload_note
-                        .as_ref()
-                        .map(|n| format!("; {n}"))
-                        .unwrap_or_default()
+                    match &reloaded {
+                        Some(Err(e)) => format!("; {}", reload_failed_again(e)),
+                        _ => String::new(),
+                    }
                 ),
             },
-            // Without a verify target, a failed reload leaves the service's state unknown.
-            Ok(()) if !verified && reload_note.is_some() => Outcome::RollbackFailed {
+            Ok(note) => Outcome::RolledBack {
                 cause,
-                rollback: format!(
-                    "the previous pair is back on disk{}, but {}",
-                    from_snapshot(&r),
-                    reload_note.clone().unwrap_or_default()
-                ),
-            },
-            Ok(()) => Outcome::RolledBack {
-                cause,
-                note: match (&reload_note, r.from_snapshot.as_deref()) {
-                    (Some(n), _) => Some(format!("{n}; the restored certificate is served")),
+                note: match (note, r.from_snapshot.as_deref()) {
+                    (Some(n), _) => Some(n),
                     (None, Some(id)) => Some(format!(
                         "the previous generation was gone; restored from snapshot {id}"
                     )),
@@ -340,6 +515,38 @@ async fn revert_all(
         out.push((name, outcome));
     }
     out
+}
+
+/// Whether the service serves `leaf`, the pair now live, after a reload that gave
+/// `reloaded`: the one judgement of a revert and of a manual rollback. A failed reload
+/// fails it only when nothing shows what the service serves (no `verify`); with a verify
+/// target, what the service serves decides, and the failed reload is a note (a service
+/// whose new config is broken keeps serving what it loaded before).
+pub async fn judge_served(
+    cert: &Certificate,
+    leaf: &Cert,
+    reloaded: &Option<Result<(), Arc<reload::CommandError>>>,
+) -> Result<Option<String>, Failure> {
+    match reloaded {
+        Some(Err(e)) if cert.verify.is_none() => Err(Failure::Reload(e.clone())),
+        Some(Err(e)) => {
+            check_target(cert, leaf, None).await?;
+            Ok(Some(format!(
+                "{}; the restored certificate is served",
+                reload_failed_again(e)
+            )))
+        }
+        _ => check_target(cert, leaf, None).await.map(|()| None),
+    }
+}
+
+/// A failed reload on the way back, in a few words (its output is in the cause already when
+/// the first reload failed the same way).
+fn reload_failed_again(e: &reload::CommandError) -> String {
+    format!(
+        "the reload after the revert failed too: {}",
+        e.to_string().lines().next().unwrap_or_default()
+    )
 }
 
 fn from_snapshot(r: &store::Reverted) -> String {
@@ -381,14 +588,19 @@ pub async fn check_target(
     Ok(())
 }
 
-/// Reloads `cert`'s service (when it has a reload command) and checks that it serves the
-/// leaf of the live fullchain: the judgement of a manual rollback.
-pub async fn reload_and_check(reloader: &Reloader, cert: &Certificate) -> Result<(), Failure> {
-    if let Some(Err(e)) = reloader.run_names(&[cert.name.as_str()]).await {
-        return Err(Failure::Reload(Arc::new(e)));
-    }
+/// Reloads `cert`'s service (when it has a reload command) and judges whether it serves the
+/// leaf of the live fullchain ([`judge_served`], as a revert does): the judgement of a manual
+/// rollback. `Ok` with a note when the reload failed but the restored leaf is served.
+pub async fn reload_and_check(
+    reloader: &Reloader,
+    cert: &Certificate,
+) -> Result<Option<String>, Failure> {
+    let reloaded = reloader
+        .run_names(&[cert.name.as_str()])
+        .await
+        .map(|r| r.map_err(Arc::new));
     let leaf = leaf_of_file(&cert.fullchain).map_err(|e| Failure::Live(Arc::new(e)))?;
-    check_target(cert, &leaf, None).await
+    judge_served(cert, &leaf, &reloaded).await
 }
 
 /// The environment of a health command: which certificate, and the leaf it must see.
@@ -416,11 +628,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    fn for_group(staged: &[Pending]) -> Reloader {
-        let reload = staged.first().and_then(|p| p.item.cert.reload.clone());
+    fn for_group(certs: &[&Certificate]) -> Reloader {
+        let reload = certs.first().and_then(|c| c.reload.clone());
         let reload = reload.map(|mut r| {
-            for p in staged {
-                if let Some(other) = &p.item.cert.reload {
+            for c in certs {
+                if let Some(other) = &c.reload {
                     r.timeout = r.timeout.max(other.timeout);
                 }
             }
@@ -436,16 +648,6 @@ impl Reloader {
         }
     }
 
-    async fn run(&self, staged: &[Pending]) -> Option<Result<(), reload::CommandError>> {
-        let refs: Vec<&Pending> = staged.iter().collect();
-        self.run_for(&refs).await
-    }
-
-    async fn run_for(&self, staged: &[&Pending]) -> Option<Result<(), reload::CommandError>> {
-        let names: Vec<&str> = staged.iter().map(|p| p.item.cert.name.as_str()).collect();
-        self.run_names(&names).await
-    }
-
     /// Runs the reload command, if there is one, for the named certificates (passed in
     /// `CERTKEEPER_CERTIFICATES`, space-separated). `None` when nothing is configured.
     pub async fn run_names(&self, names: &[&str]) -> Option<Result<(), reload::CommandError>> {
@@ -458,7 +660,13 @@ impl Reloader {
                 elapsed_ms = ran.elapsed.as_millis() as u64,
                 "Reloaded the service."
             ),
-            Err(e) => tracing::warn!(certificates = names.len(), "Reload failed: {e}"),
+            // The output is in the outcome's line: only its first line here, so that a
+            // failed reload's output is printed once.
+            Err(e) => tracing::warn!(
+                certificates = names.len(),
+                "Reload failed: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
         }
         Some(result.map(|_| ()))
     }

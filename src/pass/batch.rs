@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Outcome;
-use super::check::Ready;
 use super::pending::{self, keep_now};
 use super::record::Recorder;
+use super::tasks::Joined;
 use crate::deploy;
 use crate::issuer::Issuers;
 use crate::store;
@@ -19,6 +19,8 @@ use crate::x509::Cert;
 /// from, and the material not kept yet (kept when its deploy does not take it).
 pub(super) struct Batch {
     pub(super) items: Vec<deploy::Item>,
+    /// Live pairs to reload and verify again.
+    retries: Vec<deploy::Retry>,
     sources: BTreeMap<String, String>,
     /// By certificate: the issuer, the fullchain and the key.
     unkept: BTreeMap<String, (String, Vec<u8>, Vec<u8>)>,
@@ -26,11 +28,14 @@ pub(super) struct Batch {
     leaves: BTreeMap<String, Cert>,
 }
 
+/// Where a live pair that is reloaded and verified again comes from, as lines say it.
+const AN_EARLIER_DEPLOY: &str = "the pair an earlier pass deployed";
+
 impl Batch {
-    /// The batch of the `ready` material; without the lock (a dry run), each is recorded
-    /// as what it would renew instead.
+    /// The batch of the `joined` material and retries; without the lock (a dry run), each
+    /// is recorded as what it would renew instead.
     pub(super) async fn of(
-        ready: Vec<(String, Box<Ready>)>,
+        joined: Joined,
         locked: bool,
         specs: &BTreeMap<String, store::PairSpec>,
         issuers: &Issuers,
@@ -39,11 +44,32 @@ impl Batch {
         let config = record.config;
         let mut batch = Batch {
             items: Vec::new(),
+            retries: Vec::new(),
             sources: BTreeMap::new(),
             unkept: BTreeMap::new(),
             leaves: BTreeMap::new(),
         };
-        for (name, r) in ready {
+        for (name, leaf) in joined.retries {
+            match (locked, config.certificate(&name)) {
+                (true, Some(cert)) => {
+                    batch.sources.insert(name.clone(), AN_EARLIER_DEPLOY.into());
+                    batch.leaves.insert(name.clone(), (*leaf).clone());
+                    batch.retries.push(deploy::Retry {
+                        cert: cert.clone(),
+                        leaf: *leaf,
+                        trust: Arc::new(issuers.trust_for(cert).await),
+                    });
+                }
+                _ => {
+                    let outcome = Outcome::WouldRenew {
+                        not_after: rfc3339(leaf.not_after),
+                        source: AN_EARLIER_DEPLOY.into(),
+                    };
+                    record.done(name, outcome);
+                }
+            }
+        }
+        for (name, r) in joined.ready {
             match (locked, specs.get(&name), config.certificate(&name)) {
                 (true, Some(spec), Some(cert)) => {
                     batch.sources.insert(name.clone(), r.source.clone());
@@ -76,11 +102,17 @@ impl Batch {
     /// Deploys the batch under the lock and records each outcome; material the deploy did
     /// not take is kept for the next pass, and kept material that went live is dropped.
     pub(super) async fn deploy(mut self, locked: &store::Locked<'_>, record: &mut Recorder<'_>) {
-        let (config, stop) = (record.config, &record.opts.stop);
+        let (config, opts) = (record.config, record.opts);
         let state_dir = record.kept.state_dir.clone();
-        for (name, done) in deploy::deploy_all(locked, self.items, stop).await {
+        let done =
+            deploy::deploy_all(locked, self.items, self.retries, opts.no_reload, &opts.stop).await;
+        for (name, done) in done {
             let source = self.sources.remove(&name).unwrap_or_default();
-            let renewed = matches!(done, deploy::Outcome::Renewed(_));
+            // The material is live (served, or left in place unserved).
+            let renewed = matches!(
+                done,
+                deploy::Outcome::Renewed(_) | deploy::Outcome::Unserved { .. }
+            );
             let still_kept = match self.unkept.remove(&name) {
                 Some(_) if renewed => false,
                 Some((issuer, fullchain, privkey)) => {

@@ -27,7 +27,7 @@ mod tasks;
 
 pub use failure::Failure;
 pub use notify::{EXPIRING_WITHIN, deliver};
-pub use outcome::Outcome;
+pub use outcome::{Outcome, unserved_message};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +57,9 @@ pub struct Options {
     pub force: bool,
     /// Do everything up to the swap and change nothing on disk.
     pub dry_run: bool,
+    /// Swap new pairs in without reload or verification (a first issuance by hand, before
+    /// the service runs); the next pass reloads and verifies them.
+    pub no_reload: bool,
     /// Only these certificates (all when empty).
     pub names: Vec<String>,
     /// Asks the pass to stop early (the daemon's SIGTERM); never fires for `renew`.
@@ -194,14 +197,17 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let mut record = Recorder::new(&config, &kept, opts, now);
     let shared = Shared::new(&config, &state_dir, &kept, now);
     let (mut tasks, task_names) = spawn_all(&selected, unrecoverable, &shared, &mut record);
-    let (mut ready, stopping) = join_all(&mut tasks, &task_names, &opts.stop, &mut record).await;
-    if stopping {
-        stop_ready(ready.drain(..), &mut record).await;
+    let mut joined = join_all(&mut tasks, &task_names, &opts.stop, &mut record).await;
+    if joined.stopping {
+        stop_ready(joined.ready.drain(..), &mut record).await;
+        for (name, _) in joined.retries.drain(..) {
+            record.done(name, Outcome::Stopped);
+        }
     }
     // Deploys wait until every certificate is issued, so that those sharing a reload
     // command are reloaded once.
     let mut batch = Batch::of(
-        ready,
+        joined,
         locked.is_some(),
         &specs,
         &shared.issuers,
@@ -232,6 +238,9 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
 enum Step {
     Done(Outcome),
     Deploy(Box<Ready>),
+    /// The live pair went live unserved (see `state::CertState::unserved`): reload and
+    /// verify it again, with its group.
+    Reload(Box<crate::x509::Cert>),
 }
 
 /// One certificate's way before the swap: where it ends, and the live leaf's notAfter
@@ -254,10 +263,16 @@ async fn prepare(
 ) -> Prepared {
     let mut live = match plan::look(config, kept, cert, trust, opts, now) {
         Ok(live) => live,
-        Err((until, live)) => {
+        Err(plan::Early::Backoff { until, live }) => {
             return Prepared {
                 step: Step::Done(Outcome::Backoff { until }),
                 live,
+            };
+        }
+        Err(plan::Early::Unserved(leaf)) => {
+            return Prepared {
+                live: Some(leaf.not_after),
+                step: Step::Reload(leaf),
             };
         }
     };

@@ -175,6 +175,21 @@ fn own_event(
         Outcome::Failed { error, .. } => Some((EventKind::Failed, error.to_string(), error.kind()))
             .filter(|(k, _, c)| due(*k, Some(*c)))
             .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
+        Outcome::Unserved {
+            source,
+            cause,
+            done,
+        } => Some((
+            EventKind::Failed,
+            super::unserved_message(source, cause),
+            cause.kind(),
+        ))
+        .filter(|(k, _, c)| due(*k, Some(*c)))
+        .map(|(k, m, c)| {
+            let mut e = alert::Event::new(k, cert, &m).with_cause(Some(c));
+            e.not_after = Some(done.not_after.clone());
+            (e, false)
+        }),
         Outcome::RolledBack { source, cause, .. } => Some((
             EventKind::RolledBack,
             format!("the new certificate from {source} was refused and the previous pair is served again: {cause}"),

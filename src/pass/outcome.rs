@@ -56,6 +56,17 @@ pub enum Outcome {
         /// What went wrong on the way back, and what is live now.
         rollback: String,
     },
+    /// Nothing whole was live before, so the new pair stays live although its reload or
+    /// verification failed (there is nothing better to go back to); the next pass reloads
+    /// and verifies it again, without ordering. A failure: exit 1, alerted.
+    Unserved {
+        /// Where the material came from.
+        source: String,
+        /// Why it is not known to be served.
+        cause: deploy::Failure,
+        /// What the deploy did.
+        done: deploy::Renewed,
+    },
     /// Dry run: new material was obtained and checked, nothing was written.
     WouldRenew {
         /// The new leaf's notAfter (RFC 3339).
@@ -72,6 +83,14 @@ pub enum Outcome {
     },
 }
 
+/// What an `Unserved` outcome says, the same on the CLI line, in the log, the record and
+/// the alert.
+pub fn unserved_message(source: &str, cause: &deploy::Failure) -> String {
+    format!(
+        "the new certificate from {source} is live and stays in place (nothing was live before, so there is nothing to go back to), but it is not known to be served: {cause}; the next pass reloads and verifies it again without ordering"
+    )
+}
+
 impl Outcome {
     /// Whether this makes the pass exit 1: a failure, a rollback (automatic or failed), or
     /// a certificate still waiting out the backoff of an earlier failure.
@@ -79,6 +98,7 @@ impl Outcome {
         matches!(
             self,
             Outcome::Failed { .. }
+                | Outcome::Unserved { .. }
                 | Outcome::RolledBack { .. }
                 | Outcome::RollbackFailed { .. }
                 | Outcome::Backoff { .. }
@@ -97,7 +117,7 @@ impl Outcome {
             Outcome::WouldOrder { .. } => "would_order",
             Outcome::RolledBack { .. } => "rolled_back",
             Outcome::RollbackFailed { .. } => "rollback_failed",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Failed { .. } | Outcome::Unserved { .. } => "failed",
         }
     }
 
@@ -106,6 +126,11 @@ impl Outcome {
     pub(super) fn from_deploy(source: String, outcome: deploy::Outcome, kept: bool) -> Outcome {
         match outcome {
             deploy::Outcome::Renewed(done) => Outcome::Renewed { source, done },
+            deploy::Outcome::Unserved { cause, done } => Outcome::Unserved {
+                source,
+                cause,
+                done,
+            },
             deploy::Outcome::RolledBack { cause, note } => Outcome::RolledBack {
                 source,
                 cause,

@@ -26,9 +26,19 @@ pub(super) struct Live {
     pub(super) leaf: Option<Cert>,
 }
 
-/// Reads what the pass knows of `cert`; `Err` with the end of the backoff of an earlier
-/// failure when it has not run out (the certificate's pass ends there), and the live leaf's
-/// notAfter.
+/// Where the plan of a certificate ends before it is judged due or not.
+pub(super) enum Early {
+    /// The backoff of an earlier failure has not run out; with the live leaf's notAfter.
+    Backoff {
+        until: OffsetDateTime,
+        live: Option<OffsetDateTime>,
+    },
+    /// The live pair went live unserved: it is reloaded and verified again, backoff or not
+    /// (that costs no order).
+    Unserved(Box<Cert>),
+}
+
+/// Reads what the pass knows of `cert`; `Err` when its plan ends early ([`Early`]).
 pub(super) fn look(
     config: &Config,
     kept: &Kept,
@@ -36,14 +46,22 @@ pub(super) fn look(
     trust: Option<&Trust>,
     opts: &Options,
     now: OffsetDateTime,
-) -> Result<Live, (OffsetDateTime, Option<OffsetDateTime>)> {
+) -> Result<Live, Early> {
     let mut saved = kept.state(&cert.name);
     saved.ari = kept.ari(&cert.name);
+    if !opts.force
+        && !opts.no_reload
+        && let Some(unserved) = &saved.unserved
+        && let Ok(leaf) = leaf_of_file(&cert.fullchain)
+        && leaf.fingerprint == *unserved
+    {
+        return Err(Early::Unserved(Box::new(leaf)));
+    }
     if !opts.force
         && let Some(until) = schedule::retry_at(&saved, now)
     {
         let live = leaf_of_file(&cert.fullchain).ok().map(|l| l.not_after);
-        return Err((until, live));
+        return Err(Early::Backoff { until, live });
     }
     // What `check` would say of the live pair (a forced renewal needs only its leaf); the
     // live files are read once for both.

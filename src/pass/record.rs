@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::kept::Kept;
 use super::notify::alert_events;
-use super::{Known, Options, Outcome, Pass};
+use super::{Known, Options, Outcome, Pass, unserved_message};
 use crate::alert;
 use crate::config::{Certificate, Config};
 use crate::schedule;
@@ -71,6 +71,7 @@ impl<'a> Recorder<'a> {
             Outcome::NotDue { renew_after } => Some(*renew_after),
             Outcome::Backoff { until } => Some(*until),
             Outcome::Failed { .. }
+            | Outcome::Unserved { .. }
             | Outcome::RolledBack { .. }
             | Outcome::RollbackFailed { .. } => schedule::retry_at(&record, self.now),
             // Due again by `before_expiry`; the pass then applies the CA's window, if any.
@@ -164,6 +165,25 @@ fn record(
                 fingerprint: done.fingerprint.clone(),
                 profile: cert.profile.clone(),
             });
+            // Swapped in without reload or verification: the next pass does both, when
+            // there is anything to do.
+            let checked = config
+                .certificate(name)
+                .is_some_and(|c| c.reload.is_some() || c.verify.is_some());
+            s.unserved = (done.unverified && checked).then(|| done.fingerprint.clone());
+        }
+        Outcome::Unserved {
+            source,
+            cause,
+            done,
+        } => {
+            s.failed(t, "failed", &unserved_message(source, cause), initial, max);
+            s.last_cause = Some(cause.kind());
+            s.issued = config.certificate(name).map(|cert| state::IssuedWith {
+                fingerprint: done.fingerprint.clone(),
+                profile: cert.profile.clone(),
+            });
+            s.unserved = Some(done.fingerprint.clone());
         }
         Outcome::Failed { error } => {
             s.failed(t, "failed", &error.to_string(), initial, max);
@@ -222,6 +242,9 @@ pub(super) fn log(name: &str, outcome: &Outcome) {
                 "ROLLBACK FAILED, act now: {rollback}. It started with: {cause}. Check the service and its files; `certkeeper verify {name}` shows what is live, `certkeeper snapshots {name}` what can be restored with `certkeeper rollback {name} --to ID`.")
         }
         Outcome::Failed { error, .. } => tracing::error!(cert = %name, "Renewal failed: {error}"),
+        Outcome::Unserved { source, cause, .. } => {
+            tracing::error!(cert = %name, "Renewal failed: {}", unserved_message(source, cause))
+        }
         Outcome::NotDue { renew_after } => {
             tracing::debug!(cert = %name, renew_after = %rfc3339(*renew_after), "Not due.")
         }

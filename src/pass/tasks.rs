@@ -20,6 +20,7 @@ use crate::config::{Certificate, Config};
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
 use crate::store::StateDir;
+use crate::x509::Cert;
 
 /// What every certificate's task shares.
 #[derive(Clone)]
@@ -111,15 +112,26 @@ pub(super) fn spawn_all(
     (tasks, task_names)
 }
 
-/// Waits for every task: each outcome is recorded as it comes, and the material ready to
-/// deploy is returned, with whether the pass was asked to stop meanwhile.
+/// What the tasks left for the deploy.
+pub(super) struct Joined {
+    /// The material ready to deploy, by certificate.
+    pub(super) ready: Vec<(String, Box<Ready>)>,
+    /// The live leaves to reload and verify again (see `Step::Reload`).
+    pub(super) retries: Vec<(String, Box<Cert>)>,
+    /// Whether the pass was asked to stop meanwhile.
+    pub(super) stopping: bool,
+}
+
+/// Waits for every task: each outcome is recorded as it comes, and what is left for the
+/// deploy is returned.
 pub(super) async fn join_all(
     tasks: &mut Tasks,
     task_names: &HashMap<tokio::task::Id, String>,
     stop: &CancellationToken,
     record: &mut Recorder<'_>,
-) -> (Vec<(String, Box<Ready>)>, bool) {
+) -> Joined {
     let mut ready: Vec<(String, Box<Ready>)> = Vec::new();
+    let mut retries = Vec::new();
     let mut stopping = false;
     loop {
         let joined = tokio::select! {
@@ -158,7 +170,12 @@ pub(super) async fn join_all(
         match step {
             Step::Done(outcome) => record.done(name, outcome),
             Step::Deploy(r) => ready.push((name, r)),
+            Step::Reload(leaf) => retries.push((name, leaf)),
         }
     }
-    (ready, stopping)
+    Joined {
+        ready,
+        retries,
+        stopping,
+    }
 }

@@ -103,6 +103,14 @@ impl Nginx {
         argv
     }
 
+    /// [`Nginx::reload_argv`] of an nginx in `dir` that may not run yet (a service being
+    /// set up): it fails until one runs there.
+    pub fn reload_argv_in(dir: &Path) -> Vec<String> {
+        let mut argv = base_argv(&binary(), dir);
+        argv.extend(["-s".into(), "reload".into()]);
+        argv
+    }
+
     /// Writes an executable script that appends a line to `counter` and then execs
     /// [`Nginx::reload_argv`]; returns its path. The counter's line count is how many
     /// reloads ran.

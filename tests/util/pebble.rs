@@ -29,6 +29,10 @@ pub const EAB_HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3M
 pub struct Options {
     /// Require external account binding (with [`EAB_KID`]/[`EAB_HMAC`]).
     pub eab: bool,
+    /// Never reject a nonce (Pebble rejects 5% of good nonces by default, which clients
+    /// must survive; Debian 12's certbot crashes on any error answer under Python 3.11,
+    /// certbot issue 9539, so a test that makes a lineage with it turns that off).
+    pub keep_nonces: bool,
 }
 
 /// A running Pebble + challtestsrv pair.
@@ -203,6 +207,7 @@ async fn try_start(pebble_bin: &Path, chall_bin: &Path, opts: Options) -> Result
         .args(["-dnsserver", &dns.to_string()])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env_remove("PEBBLE_WFE_NONCEREJECT")
+        .envs(opts.keep_nonces.then_some(("PEBBLE_WFE_NONCEREJECT", "0")))
         .stdin(Stdio::null())
         .stdout(log("pebble.log"))
         .stderr(log("pebble.log"))
