@@ -496,6 +496,28 @@ fn the_same_failure_alerts_once_per_alert_repeat_and_recovery_always_alerts() {
     secrets.assert_absent(&run);
 }
 
+/// A health check that passes only for the leaf live now (its fingerprint kept in a file):
+/// a new pair fails it, the restored one passes, so a deploy is rolled back.
+fn pinned_health(dir: &Dir, name: &str) -> String {
+    let live = std::fs::read(dir.join(&format!("live/{name}/fullchain.pem"))).unwrap();
+    let (certs, _) = certkeeper::x509::read_certificates(&live).unwrap();
+    let pin = dir.write(&format!("{name}.pin"), &certs[0].fingerprint);
+    format!(
+        "    verify: {{ command: [sh, -c, 'test \"$CERTKEEPER_FINGERPRINT\" = \"$(cat {})\"'], timeout: 1s }}\n",
+        pin.display()
+    )
+}
+
+/// A reload command that fails every other time it runs, first time failing: the reload of
+/// a new pair fails, the one after the revert succeeds.
+fn flip_flop_reload(dir: &Dir) -> String {
+    let flag = dir.join("reload.flag");
+    format!(
+        "    reload: {{ command: [sh, -c, 'if [ -e {f} ]; then rm {f}; else touch {f}; exit 1; fi'], timeout: 5s }}\n",
+        f = flag.display()
+    )
+}
+
 /// Each failure says its kind, the same in the metric's `cause` label and the alert's
 /// `cause_kind`: a DNS provider that fails (its token is missing; the fake CA needs no
 /// record, so it fails where it is built), a CA that refuses the order, and a service that
@@ -523,15 +545,14 @@ fn failures_say_their_kind_in_the_metric_and_the_alert() {
             root.display()
         )
     };
+    // The verified certificate has a pair live first, so that its refusal is a rollback.
+    dir.config(&config("", &cert("verify", "internal", "")).replace("alerts:\n", ""));
+    assert_eq!(dir.run(&["renew"]).code, 0);
     let certs = format!(
         "{}{}{}",
         cert("dns", "open", "").replace("dns_provider: hook", "dns_provider: failing"),
         cert("ca", "refusing", ""),
-        cert(
-            "verify",
-            "internal",
-            "    verify: { command: [/bin/false], timeout: 1s }\n"
-        ),
+        cert("verify", "internal", &pinned_health(&dir, "verify")),
     );
     let yaml = config(&alerts, &certs)
         .replace(
@@ -547,7 +568,7 @@ fn failures_say_their_kind_in_the_metric_and_the_alert() {
             "dns_providers:\n  failing:\n    type: cloudflare\n    api_token_env: CERTKEEPER_TEST_NO_SUCH_TOKEN\n",
         );
     dir.config(&yaml);
-    let run = secrets.run(&dir, &["renew"]);
+    let run = secrets.run(&dir, &["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     let expected = [("dns", "dns"), ("ca", "ca_refused"), ("verify", "verify")];
     let samples = crate::metrics::parse(&dir.run(&["metrics"]).stdout);
@@ -606,12 +627,15 @@ fn rollbacks_of_different_kinds_alert_separately() {
         config(&alerts, &cert("www", "internal", extra))
             .replace("alerts:\n", "alert_repeat: 1h\nalerts:\n")
     };
-    let reload = "    reload: { command: [/bin/false], timeout: 5s }\n";
-    let verify = "    verify: { command: [/bin/false], timeout: 1s }\n";
-    dir.config(&yaml(reload));
-    let run = secrets.run(&dir, &["renew"]);
+    // A pair live first, so that each refusal is a rollback.
+    dir.config(&yaml(""));
+    assert_eq!(secrets.run(&dir, &["renew"]).code, 0);
+    let reload = flip_flop_reload(&dir);
+    let verify = pinned_health(&dir, "www");
+    dir.config(&yaml(&reload));
+    let run = secrets.run(&dir, &["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
-    dir.config(&yaml(verify));
+    dir.config(&yaml(&verify));
     let run = secrets.run(&dir, &["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     let run = secrets.run(&dir, &["renew", "--force"]);
@@ -619,6 +643,7 @@ fn rollbacks_of_different_kinds_alert_separately() {
     let kinds: Vec<(String, String)> = sink
         .accepted()
         .iter()
+        .filter(|r| r.json.as_ref().is_some_and(|v| v["event"] != "renewed"))
         .map(|r| {
             let v = r.json.clone().unwrap_or(Value::Null);
             (

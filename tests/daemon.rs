@@ -543,7 +543,7 @@ fn run_once_is_one_renew_pass_with_its_exit_codes() {
     let run = dir.run(&["run", "--once"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("web: not due"), "{run:?}");
-    // A refused reload is rolled back: exit 1, as `renew`.
+    // A refused reload fails the pass: exit 1, as `renew` (a first deploy stays in place).
     local_config(
         &dir,
         "0 0 0 1 1 *",
@@ -554,13 +554,18 @@ fn run_once_is_one_renew_pass_with_its_exit_codes() {
     );
     let run = dir.run(&["run", "--once"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("bad: ROLLED BACK"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("bad: FAILED: the new certificate from internal is live and stays in place"),
+        "{run:?}"
+    );
 }
 
 #[test]
 fn the_daemon_wakes_when_a_backoff_ends_not_on_the_next_tick() {
     let dir = Dir::new();
-    // The first reload fails (the new certificate is rolled back), later ones work.
+    // The first reload fails (the first pair stays in place, unserved, until a pass reloads
+    // it), later ones work.
     let reload = write_script(
         &dir.join("flaky-reload"),
         &format!(
@@ -585,7 +590,7 @@ fn the_daemon_wakes_when_a_backoff_ends_not_on_the_next_tick() {
         );
     dir.config(&yaml);
     let mut daemon = Daemon::start(dir.path(), &[], &[]);
-    daemon.wait_log("Pass done: 1 rolled back.", 1, Duration::from_secs(20));
+    daemon.wait_log("Pass done: 1 failed.", 1, Duration::from_secs(20));
     daemon.wait_log("Pass done: 1 renewed.", 1, Duration::from_secs(20));
     assert_eq!(
         daemon.log().matches("Pass done:").count(),

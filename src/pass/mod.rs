@@ -23,6 +23,7 @@ mod outcome;
 mod pending;
 mod plan;
 mod record;
+mod start;
 mod tasks;
 
 pub use failure::Failure;
@@ -37,7 +38,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert;
 use crate::config::{Certificate, Config};
-use crate::deploy::pair_spec;
 use crate::inventory::Trust;
 use crate::issuer::Issuers;
 use crate::state;
@@ -48,6 +48,7 @@ use check::Ready;
 use kept::Kept;
 use pending::keep_now;
 use record::Recorder;
+use start::{lock_waiting, pair_specs, recover};
 use tasks::{Shared, join_all, spawn_all};
 
 /// What to do in a pass.
@@ -104,6 +105,21 @@ pub struct Pass {
     pub known: BTreeMap<String, Known>,
 }
 
+impl Pass {
+    /// A pass stopped before it took the lock: nothing done.
+    fn stopped(started: OffsetDateTime, selected: &[Certificate]) -> Pass {
+        Pass {
+            started,
+            outcomes: selected
+                .iter()
+                .map(|c| (c.name.clone(), Outcome::Stopped))
+                .collect(),
+            events: Vec::new(),
+            known: BTreeMap::new(),
+        }
+    }
+}
+
 /// What a pass knows of one certificate when it ends.
 #[derive(Clone, Debug, Default)]
 pub struct Known {
@@ -120,33 +136,6 @@ pub struct Known {
     /// When it next needs a pass: when it becomes due, or its backoff ends.
     pub next: Option<OffsetDateTime>,
 }
-
-/// Waits for the state_dir lock without blocking the runtime, so that a stop request is
-/// seen while another process's pass holds it.
-async fn lock_waiting<'a>(
-    store: &'a Store,
-    stop: &CancellationToken,
-) -> Result<Option<store::Locked<'a>>, store::Error> {
-    let mut told = false;
-    loop {
-        match store.try_lock() {
-            Ok(l) => return Ok(Some(l)),
-            Err(store::Error::Locked { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        if !told {
-            tracing::info!("Waiting for another certkeeper pass to finish.");
-            told = true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(LOCK_POLL) => {}
-            _ = stop.cancelled() => return Ok(None),
-        }
-    }
-}
-
-/// How often a pass looks whether another process's pass has released the lock.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs one pass and returns what it did; the caller delivers the alerts (see [`deliver`]).
 pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
@@ -167,15 +156,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let locked = match &store {
         Some(store) => {
             let Some(locked) = lock_waiting(store, &opts.stop).await? else {
-                return Ok(Pass {
-                    started: now,
-                    outcomes: selected
-                        .iter()
-                        .map(|c| (c.name.clone(), Outcome::Stopped))
-                        .collect(),
-                    events: Vec::new(),
-                    known: BTreeMap::new(),
-                });
+                return Ok(Pass::stopped(now, &selected));
             };
             recover(&locked, &config, &specs, &mut unrecoverable);
             Some(locked)
@@ -199,10 +180,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     let (mut tasks, task_names) = spawn_all(&selected, unrecoverable, &shared, &mut record);
     let mut joined = join_all(&mut tasks, &task_names, &opts.stop, &mut record).await;
     if joined.stopping {
-        stop_ready(joined.ready.drain(..), &mut record).await;
-        for (name, _) in joined.retries.drain(..) {
-            record.done(name, Outcome::Stopped);
-        }
+        stop_ready(&mut joined, &mut record).await;
     }
     // Deploys wait until every certificate is issued, so that those sharing a reload
     // command are reloaded once.
@@ -332,10 +310,14 @@ async fn obtain_checked(
 }
 
 /// After a stop: waits for the challenge records of abandoned orders to be removed, keeps
-/// the material that is ready (the next pass deploys it), and records it stopped.
-async fn stop_ready(ready: impl Iterator<Item = (String, Box<Ready>)>, record: &mut Recorder<'_>) {
+/// the material that is ready (the next pass deploys it), and records it stopped, with the
+/// retries not run.
+async fn stop_ready(joined: &mut tasks::Joined, record: &mut Recorder<'_>) {
     crate::acme::dns01::settle(CLEANUP_BOUND).await;
-    for (name, r) in ready {
+    for (name, _) in joined.retries.drain(..) {
+        record.done(name, Outcome::Stopped);
+    }
+    for (name, r) in joined.ready.drain(..) {
         if !r.kept && !record.opts.dry_run {
             keep_now(
                 &record.kept.state_dir,
@@ -346,63 +328,6 @@ async fn stop_ready(ready: impl Iterator<Item = (String, Box<Ready>)>, record: &
             );
         }
         record.done(name, Outcome::Stopped);
-    }
-}
-
-/// Each selected certificate's pair spec; an owner or group that does not resolve fails
-/// its own certificate (the second map), and the others go on.
-fn pair_specs(
-    selected: &[Certificate],
-) -> (BTreeMap<String, store::PairSpec>, BTreeMap<String, Failure>) {
-    let mut specs = BTreeMap::new();
-    let mut unrecoverable = BTreeMap::new();
-    for cert in selected {
-        match pair_spec(cert) {
-            Ok(spec) => {
-                specs.insert(cert.name.clone(), spec);
-            }
-            Err(e) => {
-                unrecoverable.insert(cert.name.clone(), Failure::Spec(Arc::new(e)));
-            }
-        }
-    }
-    (specs, unrecoverable)
-}
-
-/// Recovers interrupted swaps of the selected certificates, under the lock; a certificate
-/// whose recovery fails is added to `unrecoverable` (it fails, the others go on).
-fn recover(
-    locked: &store::Locked<'_>,
-    config: &Config,
-    specs: &BTreeMap<String, store::PairSpec>,
-    unrecoverable: &mut BTreeMap<String, Failure>,
-) {
-    // Over every configured certificate, a clean recovery puts the `clean` marker
-    // back at the end of the pass.
-    let recovered = if specs.len() == config.certificates.len() {
-        locked.recover_all(specs.values())
-    } else {
-        specs.values().map(|s| (s, locked.recover(s))).collect()
-    };
-    for (spec, recovered) in recovered {
-        match recovered {
-            Ok(r) if r.is_clean() => {}
-            Ok(r) => {
-                if let Some(undone) = &r.undone {
-                    tracing::warn!(cert = %spec.name, "Recovered an interrupted deploy: {undone}.");
-                }
-                for w in &r.warnings {
-                    tracing::warn!(cert = %spec.name, "{w}");
-                }
-                if !r.removed.is_empty() || !r.completed.is_empty() {
-                    tracing::warn!(cert = %spec.name, removed = r.removed.len(), completed = r.completed.len(), "Recovered an interrupted swap.");
-                }
-            }
-            // Reported as this certificate's failure; the others go on.
-            Err(e) => {
-                unrecoverable.insert(spec.name.clone(), Failure::Recovery(Arc::new(e)));
-            }
-        }
     }
 }
 

@@ -2,7 +2,8 @@
 
 use time::OffsetDateTime;
 
-use super::{LOCK_POLL, Outcome};
+use super::Outcome;
+use super::start::LOCK_POLL;
 use crate::alert;
 use crate::config::{Certificate, Config, EventKind};
 use crate::state::{self, CauseKind, CertState};
