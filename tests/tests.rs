@@ -6,6 +6,7 @@
 mod acme;
 mod acme_fake;
 mod alerts;
+mod ca_retry_after;
 mod certbot;
 mod check;
 mod config;
