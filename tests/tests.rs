@@ -5,6 +5,7 @@
 
 mod acme;
 mod acme_fake;
+mod alert_client;
 mod alerts;
 mod ca_retry_after;
 mod certbot;
