@@ -42,8 +42,8 @@ pub enum IssueError {
     #[error(transparent)]
     LocalCa(Arc<local_ca::Error>),
     /// The DNS provider could not be built (its secrets, its settings).
-    #[error("{0}")]
-    DnsProvider(String),
+    #[error(transparent)]
+    DnsProvider(Arc<dns::Error>),
     /// The certificate signing request could not be made.
     #[error(transparent)]
     Key(Arc<keys::Error>),
@@ -188,7 +188,7 @@ impl Issuers {
                     .ok_or(IssueError::Config("no dns_provider for an acme issuer"))?;
                 let provider = self
                     .dns_provider(provider_key)
-                    .map_err(IssueError::DnsProvider)?;
+                    .map_err(|e| IssueError::DnsProvider(Arc::new(e)))?;
                 let csr_der =
                     keys::csr_der(key, &cert.domains).map_err(|e| IssueError::Key(Arc::new(e)))?;
                 let live = leaf_of_file(&cert.fullchain).ok();
@@ -359,7 +359,7 @@ impl Issuers {
 
     /// The DNS provider configured under `key`, built once per pass and shared by every
     /// order that uses it.
-    pub fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, String> {
+    pub fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, dns::Error> {
         self.providers.get(&self.config, key)
     }
 
@@ -456,7 +456,16 @@ mod tests {
             }));
         assert_eq!(dns_timeout.kind(), CauseKind::Dns);
         assert_eq!(dns_timeout.retry_after(), None);
-        assert_eq!(IssueError::DnsProvider("x".into()).kind(), CauseKind::Dns);
+        let unreadable = IssueError::DnsProvider(Arc::new(dns::Error::Secret {
+            key: "cf".into(),
+            name: "api_token",
+            reason: "cannot read /run/secrets/cf: no such file".into(),
+        }));
+        assert_eq!(unreadable.kind(), CauseKind::Dns);
+        assert_eq!(
+            unreadable.to_string(),
+            "dns_providers.cf: api_token: cannot read /run/secrets/cf: no such file"
+        );
         assert_eq!(
             IssueError::Config("not configured").kind(),
             CauseKind::Config
