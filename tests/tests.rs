@@ -5,7 +5,9 @@
 
 mod acme;
 mod acme_fake;
+mod alert_client;
 mod alerts;
+mod ca_retry_after;
 mod certbot;
 mod check;
 mod config;

@@ -432,8 +432,10 @@ impl Authority {
     }
 }
 
-/// The TXT values at `name` as one server answers now (CNAMEs followed by the resolver).
-async fn txt_values(resolver: &TokioResolver, name: &str) -> Result<Vec<String>, String> {
+/// The TXT values at `name` as one server answers now (CNAMEs followed by the resolver); no
+/// such name, or no TXT record there, is no values. The error is the resolver's own, kept
+/// whole (a timeout, a refusal), for the propagation check's last word.
+async fn txt_values(resolver: &TokioResolver, name: &str) -> Result<Vec<String>, NetError> {
     match resolver.lookup(name, RecordType::TXT).await {
         Ok(answer) => Ok(answer
             .answers()
@@ -449,7 +451,7 @@ async fn txt_values(resolver: &TokioResolver, name: &str) -> Result<Vec<String>,
             })
             .collect()),
         Err(e) if is_no_records(&e) => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 

@@ -457,13 +457,21 @@ fn nonce_problem(
     Ok(instant_acme::Error::Api(serde_json::from_value(doc)?))
 }
 
-/// Reads `Retry-After` as seconds or an HTTP date.
+/// Reads `Retry-After` as seconds or an HTTP date, at most
+/// [`crate::state::RETRY_AFTER_MAX`] from now: a CA is never waited for longer, and an
+/// absurd number of seconds cannot overflow the clock. A date in the past is returned as it
+/// is; whoever waits for it does not wait.
 pub(crate) fn retry_after(value: Option<&http::HeaderValue>) -> Option<SystemTime> {
     let value = value?.to_str().ok()?.trim();
+    let now = SystemTime::now();
+    let latest = now + crate::state::RETRY_AFTER_MAX;
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(SystemTime::now() + Duration::from_secs(secs));
+        let asked = Duration::from_secs(secs).min(crate::state::RETRY_AFTER_MAX);
+        return Some(now + asked);
     }
-    httpdate::parse_http_date(value).ok()
+    httpdate::parse_http_date(value)
+        .ok()
+        .map(|at| at.min(latest))
 }
 
 /// The request never got an answer: connection refused, DNS, TLS, timeout.
@@ -652,6 +660,15 @@ mod tests {
             None
         );
         assert_eq!(retry_after(None), None);
+        // Absurd values are cut to the longest wait, never an overflow.
+        for absurd in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            let at = retry_after(Some(&http::HeaderValue::from_static(absurd))).unwrap();
+            let d = at.duration_since(now).unwrap();
+            assert!(
+                d <= crate::state::RETRY_AFTER_MAX + Duration::from_secs(1),
+                "{absurd}: {d:?}"
+            );
+        }
     }
 
     /// A loopback HTTP/1.1 server that counts requests in progress: each answer is sent in

@@ -462,16 +462,40 @@ impl Error {
         }
     }
 
-    /// When the CA asked, with a `rateLimited` problem, to be asked again; `None` for any
-    /// other error.
-    pub fn rate_limited_until(&self) -> Option<std::time::SystemTime> {
+    /// When the CA, in the answer that ended the step, asked to be asked again
+    /// (`Retry-After` on a `rateLimited` problem, a 503, any error answer, newNonce's
+    /// included); `None` for any other error, and for a time already past.
+    pub fn retry_after(&self) -> Option<std::time::SystemTime> {
         match self {
-            Error::Refused { retry_after, .. }
-                if self.problem_type() == Some(ProblemType::RateLimited) =>
-            {
-                *retry_after
-            }
+            Error::Refused {
+                retry_after: Some(at),
+                ..
+            } if *at > std::time::SystemTime::now() => Some(*at),
             _ => None,
+        }
+    }
+
+    /// Whether the CA refused because of a rate limit: a `rateLimited` problem, or a 429
+    /// without a problem type (a proxy's page, a bare newNonce answer).
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            Error::Refused { status, .. } => match self.problem_type() {
+                Some(kind) => kind == ProblemType::RateLimited,
+                None => *status == Some(429),
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether the CA's server failed rather than refused: a 5xx answer, or a
+    /// `serverInternal` problem.
+    pub fn is_server_error(&self) -> bool {
+        match self {
+            Error::Refused { status, .. } => {
+                status.is_some_and(|s| (500..600).contains(&s))
+                    || self.problem_type() == Some(ProblemType::ServerInternal)
+            }
+            _ => false,
         }
     }
 }

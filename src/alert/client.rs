@@ -5,8 +5,17 @@
 //! Every channel's URL carries its credential, so the client never follows a redirect and
 //! never sends `Referer`: a 3xx is a failure that names its status and the host it points to,
 //! nothing more (a 307 would re-send the signed body elsewhere, a 302 would turn the POST into
-//! a GET that any server answers 200). An answer is read only as far as what can be shown
-//! ([`MAX_BODY`]), then the connection is dropped, whatever its length says.
+//! a GET that any server answers 200). These settings, and the `User-Agent`, come from the
+//! builder every HTTP client of certkeeper that carries a secret shares
+//! (`certkeeper_dns::http::client_builder`), with shorter timeouts of its own (an alert never
+//! holds a pass) and the TLS setup of the rest of certkeeper.
+//!
+//! An answer is read only as far as what can be shown ([`MAX_BODY`]), then the connection is
+//! dropped, whatever its length says. This is why the providers' reader
+//! (`certkeeper_dns::http::receive`, which refuses an answer past 1 MiB) is not used here: a
+//! vendor's answer matters only by its status and its start, so an alert is delivered when a
+//! generic webhook answers 200 with a body without end (`receive` would call that a failure),
+//! and no more than 4 KiB is ever read.
 
 use std::fmt;
 use std::time::Duration;
@@ -126,12 +135,11 @@ impl Client {
     pub fn new() -> Client {
         let roots = crate::x509::native_root_store();
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = reqwest::Client::builder()
+        // No redirects, no Referer, certkeeper's User-Agent: the shared settings; the
+        // timeouts are the alerts' own.
+        let builder = certkeeper_dns::http::client_builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")));
+            .connect_timeout(CONNECT_TIMEOUT);
         let builder = match rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
         {
@@ -175,12 +183,11 @@ impl Client {
                 host: host.map(|h| redactor.show(&h)),
             });
         }
-        let retry_after = rsp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        // Seconds or an HTTP date, read as the providers read it.
+        let retry_after = certkeeper_dns::http::retry_after(
+            rsp.headers().get(reqwest::header::RETRY_AFTER),
+            std::time::SystemTime::now(),
+        );
         // Only what can be shown is read, chunk by chunk, whatever content-length says; the
         // rest is left unread and the connection dropped with `rsp`.
         let mut bytes = Vec::new();

@@ -174,7 +174,22 @@ pub struct Endpoint {
     pub kind: &'static str,
     /// The events it takes.
     pub on: Vec<EventKind>,
-    notifier: Result<Box<dyn Notifier>, String>,
+    notifier: Result<Box<dyn Notifier>, ChannelError>,
+}
+
+/// Why a channel cannot send at all.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// A secret of its section could not be read (the message names the key and the
+    /// secret's source, never its value).
+    #[error("{key}: {reason}")]
+    Secret {
+        /// The key in the channel's section (`webhook_url`, `secret`).
+        key: &'static str,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 /// Every channel of a config, with one HTTP client.
@@ -289,7 +304,7 @@ impl Alerts {
         let notifier = match &channel.notifier {
             Ok(n) => n,
             Err(e) => {
-                report.result = Err(e.clone());
+                report.result = Err(e.to_string());
                 log_failure(&report);
                 return report;
             }
@@ -348,9 +363,11 @@ fn log_failure(report: &Report) {
     );
 }
 
-fn notifier(channel: &Channel) -> Result<Box<dyn Notifier>, String> {
-    let resolve =
-        |key: &str, src: &config::SecretSource| src.resolve().map_err(|e| format!("{key}: {e}"));
+fn notifier(channel: &Channel) -> Result<Box<dyn Notifier>, ChannelError> {
+    let resolve = |key: &'static str, src: &config::SecretSource| {
+        src.resolve()
+            .map_err(|reason| ChannelError::Secret { key, reason })
+    };
     Ok(match channel {
         Channel::Slack { webhook_url } => Box::new(slack::Slack {
             url: resolve("webhook_url", webhook_url)?,

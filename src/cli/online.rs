@@ -69,8 +69,7 @@ async fn check_provider(config: &Config, key: &str) -> Result<String, String> {
         return Ok("not used by any certificate; not checked".into());
     };
     let domain = domain.trim_start_matches("*.");
-    let provider =
-        dns::build(config, key).map_err(|e| e.replace(&format!("dns_providers.{key}: "), ""))?;
+    let provider = dns::build(config, key).map_err(|e| e.detail())?;
     let record = TxtRecord {
         fqdn: format!("_certkeeper-check.{domain}."),
         value: format!("certkeeper-check-{}", std::process::id()),

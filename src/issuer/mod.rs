@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use certkeeper_dns::DnsProvider;
 
-use crate::acme::{self, Acme, ProblemType};
+use crate::acme::{self, Acme};
 use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
 use crate::keys;
 use crate::state::CauseKind;
@@ -42,8 +42,8 @@ pub enum IssueError {
     #[error(transparent)]
     LocalCa(Arc<local_ca::Error>),
     /// The DNS provider could not be built (its secrets, its settings).
-    #[error("{0}")]
-    DnsProvider(String),
+    #[error(transparent)]
+    DnsProvider(Arc<dns::Error>),
     /// The certificate signing request could not be made.
     #[error(transparent)]
     Key(Arc<keys::Error>),
@@ -63,11 +63,13 @@ impl IssueError {
         }
     }
 
-    /// When the CA asked to be asked again (a `rateLimited` answer's `Retry-After`), on any
-    /// step: opening the account (newNonce, newAccount) or the order.
+    /// When the CA asked to be asked again (the `Retry-After` of its last answer: a
+    /// `rateLimited` problem, a 429 or 5xx once the client's own retries ran out), on any
+    /// step: opening the account (newNonce, newAccount) or the order. The kind stays what
+    /// the answer was ([`IssueError::kind`]).
     pub fn retry_after(&self) -> Option<std::time::SystemTime> {
         match self {
-            IssueError::Acme(e) | IssueError::Staging { source: e, .. } => e.rate_limited_until(),
+            IssueError::Acme(e) | IssueError::Staging { source: e, .. } => e.retry_after(),
             _ => None,
         }
     }
@@ -89,9 +91,9 @@ impl From<local_ca::Error> for IssueError {
 fn acme_kind(e: &acme::Error) -> CauseKind {
     use acme::Error as E;
     match e {
-        E::Refused { .. } if e.problem_type() == Some(ProblemType::RateLimited) => {
-            CauseKind::RateLimited
-        }
+        E::Refused { .. } if e.is_rate_limited() => CauseKind::RateLimited,
+        // The CA's server failed (a 503 during maintenance, a proxy's 502): not a refusal.
+        E::Refused { .. } if e.is_server_error() => CauseKind::Network,
         E::Refused { .. }
         | E::NoDns01 { .. }
         | E::Authorization { .. }
@@ -186,7 +188,7 @@ impl Issuers {
                     .ok_or(IssueError::Config("no dns_provider for an acme issuer"))?;
                 let provider = self
                     .dns_provider(provider_key)
-                    .map_err(IssueError::DnsProvider)?;
+                    .map_err(|e| IssueError::DnsProvider(Arc::new(e)))?;
                 let csr_der =
                     keys::csr_der(key, &cert.domains).map_err(|e| IssueError::Key(Arc::new(e)))?;
                 let live = leaf_of_file(&cert.fullchain).ok();
@@ -357,7 +359,7 @@ impl Issuers {
 
     /// The DNS provider configured under `key`, built once per pass and shared by every
     /// order that uses it.
-    pub fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, String> {
+    pub fn dns_provider(&self, key: &str) -> Result<Arc<dyn DnsProvider>, dns::Error> {
         self.providers.get(&self.config, key)
     }
 
@@ -394,27 +396,38 @@ impl Issuers {
 mod tests {
     use super::*;
 
-    fn refused(kind: &str) -> acme::Error {
+    use std::time::{Duration, SystemTime};
+
+    fn answered(status: u16, kind: Option<&str>, retry_after: Option<SystemTime>) -> acme::Error {
         acme::Error::Refused {
             step: "new account",
-            status: Some(429),
-            kind: Some(kind.to_owned()),
+            status: Some(status),
+            kind: kind.map(str::to_owned),
             detail: "slow down".into(),
             subproblems: vec![],
             attempts: 1,
-            retry_after: Some(std::time::SystemTime::UNIX_EPOCH),
+            retry_after,
         }
+    }
+
+    fn refused(kind: &str) -> acme::Error {
+        answered(429, Some(kind), Some(in_an_hour()))
+    }
+
+    fn in_an_hour() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(3600)
     }
 
     #[test]
     fn kinds_tell_a_rate_limit_from_a_refusal_from_the_network() {
         let limited = IssueError::from(refused("urn:ietf:params:acme:error:rateLimited"));
         assert_eq!(limited.kind(), CauseKind::RateLimited);
-        assert_eq!(
-            limited.retry_after(),
-            Some(std::time::SystemTime::UNIX_EPOCH)
-        );
-        let other = IssueError::from(refused("urn:ietf:params:acme:error:unauthorized"));
+        assert!(limited.retry_after().is_some());
+        let other = IssueError::from(answered(
+            403,
+            Some("urn:ietf:params:acme:error:unauthorized"),
+            None,
+        ));
         assert_eq!(other.kind(), CauseKind::CaRefused);
         assert_eq!(other.retry_after(), None);
         let staging = IssueError::Staging {
@@ -443,7 +456,41 @@ mod tests {
             }));
         assert_eq!(dns_timeout.kind(), CauseKind::Dns);
         assert_eq!(dns_timeout.retry_after(), None);
-        assert_eq!(IssueError::DnsProvider("x".into()).kind(), CauseKind::Dns);
+        let unreadable = IssueError::DnsProvider(Arc::new(dns::Error::Secret {
+            key: "cf".into(),
+            name: "api_token",
+            reason: "cannot read /run/secrets/cf: no such file".into(),
+        }));
+        assert_eq!(unreadable.kind(), CauseKind::Dns);
+        assert_eq!(
+            unreadable.to_string(),
+            "dns_providers.cf: api_token: cannot read /run/secrets/cf: no such file"
+        );
+    }
+
+    /// Any answer's `Retry-After` sets the next attempt; the kind stays the answer's.
+    #[test]
+    fn retry_after_of_any_answer_is_kept_with_its_kind() {
+        let at = in_an_hour();
+        let unavailable = IssueError::from(answered(503, None, Some(at)));
+        assert_eq!(unavailable.kind(), CauseKind::Network);
+        assert_eq!(unavailable.retry_after(), Some(at));
+        let internal = IssueError::from(answered(
+            500,
+            Some("urn:ietf:params:acme:error:serverInternal"),
+            Some(at),
+        ));
+        assert_eq!(internal.kind(), CauseKind::Network);
+        let bare_429 = IssueError::from(answered(429, None, Some(at)));
+        assert_eq!(bare_429.kind(), CauseKind::RateLimited);
+        assert_eq!(bare_429.retry_after(), Some(at));
+        // A time already past is no plan: the usual backoff applies.
+        let past = IssueError::from(answered(503, None, Some(SystemTime::UNIX_EPOCH)));
+        assert_eq!(past.retry_after(), None);
+    }
+
+    #[test]
+    fn config_errors_are_config() {
         assert_eq!(
             IssueError::Config("not configured").kind(),
             CauseKind::Config

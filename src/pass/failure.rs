@@ -59,13 +59,19 @@ pub enum Failure {
 
 impl Failure {
     /// The kind alerts, metrics and backoff see: for issuers, a CA's rate limit when one
-    /// holds every issuer back, else the first issuer's (the one preferred).
+    /// holds every issuer back, else the first issuer's (the one preferred). A `Retry-After`
+    /// alone (on a 503) does not make a failure a rate limit.
     pub fn kind(&self) -> CauseKind {
         match self {
-            Failure::Issuers(tried) => match self.retry_after() {
-                Some(_) => CauseKind::RateLimited,
-                None => tried.first().map_or(CauseKind::Config, |(_, e)| e.kind()),
-            },
+            Failure::Issuers(tried) => {
+                match tried
+                    .iter()
+                    .any(|(_, e)| e.kind() == CauseKind::RateLimited)
+                {
+                    true => CauseKind::RateLimited,
+                    false => tried.first().map_or(CauseKind::Config, |(_, e)| e.kind()),
+                }
+            }
             Failure::Material { .. } => CauseKind::Material,
             Failure::Key(_) | Failure::LiveTooNew { .. } | Failure::Internal(_) => CauseKind::Local,
             Failure::Spec(_) => CauseKind::Config,
@@ -74,8 +80,8 @@ impl Failure {
         }
     }
 
-    /// When the CA asked to be asked again: the latest time a rate-limiting CA named
-    /// (before it, every issuer of the list would be tried again in vain).
+    /// When the CA asked to be asked again: the latest `Retry-After` a CA sent (a rate
+    /// limit, a 503; before it, every issuer of the list would be tried again in vain).
     pub fn retry_after(&self) -> Option<OffsetDateTime> {
         match self {
             Failure::Issuers(tried) => tried

@@ -339,6 +339,7 @@ impl FakeAcme {
             remaining: count,
             retry_after,
             refusal: None,
+            unavailable: None,
         });
     }
 
@@ -351,6 +352,32 @@ impl FakeAcme {
             remaining: count,
             retry_after: Duration::ZERO,
             refusal: Some((status, kind.to_owned())),
+            unavailable: None,
+        });
+    }
+
+    /// Answers the next `count` requests whose path starts with `path_prefix` with `status`
+    /// and `Retry-After: retry_after` (sent as given: seconds or an HTTP date), as a CA in
+    /// maintenance or the proxy in front of it does; the body is a problem document of
+    /// `kind` when given, else an HTML page. Checked like [`FakeAcme::rate_limit`].
+    pub fn unavailable(
+        &self,
+        path_prefix: &str,
+        count: u32,
+        status: u16,
+        kind: Option<&str>,
+        retry_after: &str,
+    ) {
+        self.shared.lock().rate_limits.push(RateLimit {
+            prefix: path_prefix.to_owned(),
+            remaining: count,
+            retry_after: Duration::ZERO,
+            refusal: None,
+            unavailable: Some(Unavailable {
+                status,
+                kind: kind.map(str::to_owned),
+                retry_after: retry_after.to_owned(),
+            }),
         });
     }
 
@@ -467,6 +494,15 @@ struct RateLimit {
     retry_after: Duration,
     /// Answered instead of `rateLimited`: (status, problem type), no `Retry-After`.
     refusal: Option<(u16, String)>,
+    /// Answered instead of `rateLimited`: [`FakeAcme::unavailable`].
+    unavailable: Option<Unavailable>,
+}
+
+#[derive(Clone)]
+struct Unavailable {
+    status: u16,
+    kind: Option<String>,
+    retry_after: String,
 }
 
 struct Account {
@@ -854,8 +890,24 @@ impl Ctx<'_> {
         limit.remaining -= 1;
         let wait = limit.retry_after;
         let refusal = limit.refusal.clone();
+        let unavailable = limit.unavailable.clone();
         if limit.remaining == 0 {
             self.st.rate_limits.remove(i);
+        }
+        if let Some(u) = unavailable {
+            let answer = match &u.kind {
+                Some(kind) => problem(u.status, kind, &format!("{path} is unavailable")),
+                None => Response {
+                    status: u.status,
+                    headers: vec![("Content-Type".into(), "text/html".into())],
+                    body: format!(
+                        "<html><body><h1>{} Service Unavailable</h1></body></html>",
+                        u.status
+                    )
+                    .into_bytes(),
+                },
+            };
+            return Err(answer.with_header("Retry-After", &u.retry_after));
         }
         if let Some((status, kind)) = refusal {
             return Err(problem(status, &kind, &format!("{path} is refused here")));

@@ -60,11 +60,10 @@ impl Manifest {
         privkey: &[u8],
         created: OffsetDateTime,
     ) -> Result<Manifest, Error> {
-        let bad = |reason: String| Error::BadCertificate {
+        let leaf = leaf_identity(fullchain).map_err(|e| Error::BadCertificate {
             name: name.to_owned(),
-            reason,
-        };
-        let leaf = leaf_identity(fullchain).map_err(bad)?;
+            reason: e.to_string(),
+        })?;
         let chain = certkeeper_x509::read_certificates(fullchain)
             .map(|(certs, _)| certs)
             .unwrap_or_default();
@@ -118,20 +117,37 @@ pub struct LeafIdentity {
     pub fingerprint: String,
 }
 
+/// Why the first certificate of a fullchain is not usable.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LeafError {
+    /// The file holds no PEM block.
+    #[error("no PEM block found")]
+    NoPem,
+    /// The first PEM block cannot be decoded.
+    #[error("bad PEM: {0}")]
+    Pem(String),
+    /// The first PEM block is something else (a key, a CSR).
+    #[error("first PEM block is {label:?}, not a CERTIFICATE")]
+    NotACertificate {
+        /// Its label.
+        label: String,
+    },
+    /// The block is not an X.509 certificate.
+    #[error("bad certificate: {0}")]
+    Certificate(#[from] x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
 /// Parses the first certificate of a PEM fullchain; the error says why it is not usable.
-pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, String> {
+pub fn leaf_identity(fullchain: &[u8]) -> Result<LeafIdentity, LeafError> {
     let first = certkeeper_x509::pem::read(fullchain)
         .and_then(|blocks| blocks.into_iter().next())
-        .ok_or_else(|| "no PEM block found".to_owned())?
-        .map_err(|e| format!("bad PEM: {e}"))?;
+        .ok_or(LeafError::NoPem)?
+        .map_err(LeafError::Pem)?;
     if first.label != "CERTIFICATE" {
-        return Err(format!(
-            "first PEM block is {:?}, not a CERTIFICATE",
-            first.label
-        ));
+        return Err(LeafError::NotACertificate { label: first.label });
     }
-    let (_, cert) = x509_parser::parse_x509_certificate(&first.der)
-        .map_err(|e| format!("bad certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&first.der)?;
     Ok(LeafIdentity {
         not_after: rfc3339(cert.validity().not_after.to_datetime()),
         fingerprint: sha256_hex(&first.der),

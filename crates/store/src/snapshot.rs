@@ -129,7 +129,9 @@ impl Snapshots {
                 return info;
             }
         };
-        info.problem = verify_files(&dir, &record.manifest.files).err();
+        info.problem = verify_files(&dir, &record.manifest.files)
+            .err()
+            .map(|e| e.to_string());
         info.intact = info.problem.is_none();
         if info.intact {
             info.problem = record.unverified.clone();
@@ -273,13 +275,43 @@ impl Snapshots {
     }
 }
 
+/// Why a file of a snapshot does not match its record.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file cannot be read (missing, a link, too large).
+    #[error("{file}: {source}")]
+    Unreadable {
+        /// The file's name in the snapshot.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file's digest is not the recorded one.
+    #[error("{file} has sha256 {actual}, recorded {expected}")]
+    Digest {
+        /// The file's name in the snapshot.
+        file: &'static str,
+        /// Its digest now.
+        actual: String,
+        /// The digest recorded.
+        expected: String,
+    },
+}
+
 /// Checks every file of a snapshot against its recorded digest.
-fn verify_files(dir: &Path, files: &FileDigests) -> Result<(), String> {
+fn verify_files(dir: &Path, files: &FileDigests) -> std::result::Result<(), FileError> {
     for (file, expected) in files.entries() {
-        let bytes = atomic::read_nofollow(&dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
+        let bytes = atomic::read_nofollow(&dir.join(file))
+            .map_err(|source| FileError::Unreadable { file, source })?;
         let actual = certkeeper_base::text::sha256_hex(&bytes);
         if &actual != expected {
-            return Err(format!("{file} has sha256 {actual}, recorded {expected}"));
+            return Err(FileError::Digest {
+                file,
+                actual,
+                expected: expected.clone(),
+            });
         }
     }
     Ok(())

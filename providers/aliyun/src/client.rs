@@ -6,7 +6,11 @@
 //! Throttling, 5xx answers and transport failures are retried with exponential backoff and
 //! jitter (certkeeper's one `RetryPolicy`); every other error is returned at once (a 4xx
 //! other than throttling does not get better by asking again, and retrying it only hides the
-//! cause — acme.sh #3585).
+//! cause — acme.sh #3585). Alidns's documentation does not promise a `Retry-After` on
+//! throttling (`Throttling.*`, HTTP 400 or 429) or on 503; when an answer has one (seconds
+//! or an HTTP date: the gateway in front of the API may add it), the next attempt waits at
+//! least that long, and a wait past [`MAX_RETRY_AFTER`] ends the retries at once with the
+//! vendor's error rather than hold the operation.
 
 use std::error::Error as StdError;
 use std::process;
@@ -15,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use certkeeper_dns::Error as DnsError;
 use certkeeper_dns::http::Failure;
-use certkeeper_dns::retry::{Retry, RetryPolicy};
+use certkeeper_dns::retry::{Retry, RetryAfter, RetryPolicy};
 use reqwest::Url;
 use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
@@ -33,9 +37,15 @@ pub(crate) const MAX_ATTEMPTS: u32 = 5;
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// The longest `Retry-After` waited for; a server asking more ends the retries.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How a call is retried: certkeeper's one policy with the numbers above (waits spread by
-/// jitter, never past them).
-const RETRY: RetryPolicy = RetryPolicy::new(MAX_ATTEMPTS, FIRST_BACKOFF).max_backoff(MAX_BACKOFF);
+/// jitter, never past them; a server's `Retry-After` honoured up to [`MAX_RETRY_AFTER`]).
+const RETRY: RetryPolicy = RetryPolicy::new(MAX_ATTEMPTS, FIRST_BACKOFF)
+    .max_backoff(MAX_BACKOFF)
+    .retry_after(RetryAfter::AtLeast {
+        limit: MAX_RETRY_AFTER,
+    });
 /// How long one request may take.
 pub(crate) use certkeeper_dns::http::REQUEST_TIMEOUT;
 
@@ -117,9 +127,9 @@ impl Client {
     ) -> Result<T, CallError> {
         let mut retry = Retry::new(RETRY);
         loop {
-            let result = self.attempt(action, params, retry.failed() + 1).await;
+            let (result, retry_after) = self.attempt(action, params, retry.failed() + 1).await;
             match result {
-                Err(e) if retryable(&e) => match retry.next(None) {
+                Err(e) if retryable(&e) => match retry.next(retry_after) {
                     Some(wait) => tokio::time::sleep(wait).await,
                     None => return Err(e),
                 },
@@ -128,12 +138,27 @@ impl Client {
         }
     }
 
-    /// One signed request, with its own nonce and timestamp.
+    /// One signed request, with its own nonce and timestamp: its result, and the answer's
+    /// `Retry-After` when it has one.
     async fn attempt<T: DeserializeOwned>(
         &self,
         action: &str,
         params: &[(&str, &str)],
         attempt: u32,
+    ) -> (Result<T, CallError>, Option<Duration>) {
+        let mut retry_after = None;
+        let result = self
+            .attempt_inner(action, params, attempt, &mut retry_after)
+            .await;
+        (result, retry_after)
+    }
+
+    async fn attempt_inner<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+        attempt: u32,
+        retry_after: &mut Option<Duration>,
     ) -> Result<T, CallError> {
         let nonce = nonce();
         let timestamp = timestamp(SystemTime::now());
@@ -171,6 +196,7 @@ impl Client {
             Err(Failure::Transport(e)) => return Err(transport(e)),
             Err(Failure::Final(e)) => return Err(CallError::Final(e)),
         };
+        *retry_after = answer.retry_after;
         let status = answer.status.as_u16();
         let bytes = answer.body;
         if (200..300).contains(&status) {

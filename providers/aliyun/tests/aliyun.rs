@@ -716,3 +716,94 @@ async fn one_deadline_bounds_each_operation() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// A server answering the first `throttled` requests `400 Throttling.User` with `Retry-After:
+/// <retry_after()>` (Alidns's documentation promises none; the gateway in front of it may add
+/// one), then `DescribeDomains` with `example.com` and `AddDomainRecord` with a record; it
+/// notes when each request came.
+fn throttling(
+    throttled: usize,
+    retry_after: impl Fn() -> String + Send + Sync + 'static,
+) -> (Server, Arc<Mutex<Vec<Instant>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let server = Server::start(move |req: &Request| {
+        let n = {
+            let mut seen = s.lock().unwrap();
+            seen.push(Instant::now());
+            seen.len()
+        };
+        if n <= throttled {
+            let body = serde_json::json!({
+                "RequestId": "0F4E6E5B-0000-4000-8000-000000000001",
+                "Code": "Throttling.User",
+                "Message": "Request was denied due to user flow control.",
+            });
+            return Response::json(400, &body).with_header("Retry-After", &retry_after());
+        }
+        let form = req.form();
+        let action = form
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.as_str());
+        let body = match action {
+            Some("DescribeDomains") => serde_json::json!({
+                "TotalCount": 1, "PageNumber": 1, "PageSize": 100,
+                "Domains": {"Domain": [{"DomainName": "example.com"}]},
+            }),
+            _ => serde_json::json!({"RequestId": "r", "RecordId": "9999985"}),
+        };
+        Response::json(200, &body)
+    });
+    (server, seen)
+}
+
+fn gap(seen: &Mutex<Vec<Instant>>, i: usize) -> Duration {
+    let seen = seen.lock().unwrap();
+    seen[i + 1].duration_since(seen[i])
+}
+
+/// Throttling with `Retry-After` (seconds) is retried no sooner than the server asked; the
+/// backoff alone would have asked again within half a second.
+#[tokio::test]
+async fn throttling_waits_for_its_retry_after() {
+    let (server, seen) = throttling(1, || "3".to_owned());
+    let p =
+        AliyunProvider::new(fake::KEY_ID.into(), fake::KEY_SECRET.into(), &server.url()).unwrap();
+    p.present(&txt("_acme-challenge.example.com.", "v"))
+        .await
+        .unwrap();
+    let waited = gap(&seen, 0);
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+}
+
+/// The same with `Retry-After` as an HTTP date.
+#[tokio::test]
+async fn throttling_waits_for_its_retry_after_date() {
+    let (server, seen) = throttling(1, || {
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(4))
+    });
+    let p =
+        AliyunProvider::new(fake::KEY_ID.into(), fake::KEY_SECRET.into(), &server.url()).unwrap();
+    p.present(&txt("_acme-challenge.example.com.", "v"))
+        .await
+        .unwrap();
+    // The date has whole seconds: at least 3 of the 4 asked.
+    let waited = gap(&seen, 0);
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+}
+
+/// A `Retry-After` longer than the provider waits ends the retries at once, with the
+/// vendor's error, instead of holding the operation or asking again too early.
+#[tokio::test]
+async fn a_long_retry_after_ends_the_retries_at_once() {
+    let (server, seen) = throttling(100, || "3600".to_owned());
+    let p =
+        AliyunProvider::new(fake::KEY_ID.into(), fake::KEY_SECRET.into(), &server.url()).unwrap();
+    let err = p
+        .present(&txt("_acme-challenge.example.com.", "v"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Throttling.User"), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

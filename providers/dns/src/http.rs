@@ -11,7 +11,7 @@
 //! - [`within`]: one deadline for one operation, every request, retry and page included.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{LOCATION, RETRY_AFTER};
 
@@ -99,12 +99,7 @@ pub async fn receive(call: &str, mut response: reqwest::Response) -> Result<Answ
     {
         return Err(too_large());
     }
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(response.headers().get(RETRY_AFTER), SystemTime::now());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(Failure::Transport)? {
         if chunk.len() > MAX_ANSWER - body.len() {
@@ -117,6 +112,21 @@ pub async fn receive(call: &str, mut response: reqwest::Response) -> Result<Answ
         retry_after,
         body,
     })
+}
+
+/// A `Retry-After` as the wait from `now`: delta-seconds or an HTTP date (RFC 9110 §10.2.3);
+/// a date already past is no wait at all, and anything else is no `Retry-After`. How long a
+/// caller honours it is its retry policy's business.
+pub fn retry_after(
+    value: Option<&reqwest::header::HeaderValue>,
+    now: SystemTime,
+) -> Option<Duration> {
+    let value = value?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The bounds of one listing: at most `max_pages` pages, at most `per_page` items on each (as
@@ -197,6 +207,24 @@ pub async fn within<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        use reqwest::header::HeaderValue;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_000);
+        let read = |v: &'static str| retry_after(Some(&HeaderValue::from_static(v)), now);
+        assert_eq!(read("30"), Some(Duration::from_secs(30)));
+        assert_eq!(read(" 7 "), Some(Duration::from_secs(7)));
+        // 480 s after `now`.
+        assert_eq!(
+            read("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(480))
+        );
+        assert_eq!(read("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(read("soon"), None);
+        assert_eq!(read("-5"), None);
+        assert_eq!(retry_after(None, now), None);
+    }
 
     #[test]
     fn a_pager_stops_at_its_bounds() {
