@@ -701,6 +701,7 @@ fn json_schema_is_stable() {
             "domains",
             "due",
             "fingerprint",
+            "held",
             "integrity",
             "issuer",
             "key_match",
