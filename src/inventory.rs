@@ -102,8 +102,7 @@ pub struct Entry {
     /// Whether a `rollback --hold` keeps it on the restored pair (`null` when this user may
     /// not read its record; always false for a discovered certificate).
     pub held: Option<bool>,
-    /// The hold, when it is held.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The hold, when it is held (`null` otherwise).
     pub hold: Option<HoldReport>,
 }
 

@@ -702,6 +702,7 @@ fn json_schema_is_stable() {
             "due",
             "fingerprint",
             "held",
+            "hold",
             "integrity",
             "issuer",
             "key_match",

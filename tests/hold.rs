@@ -165,7 +165,7 @@ fn a_held_certificate_is_not_deployed_until_released() {
         "{run:?}"
     );
     assert_eq!(entry(&dir)["held"], false);
-    assert!(entry(&dir).get("hold").is_none());
+    assert!(entry(&dir)["hold"].is_null());
     assert_eq!(held_gauge(&dir), Some(0.0));
     let run = dir.run(&["release", "www"]);
     assert_eq!(run.code, 0, "{run:?}");
