@@ -99,6 +99,25 @@ pub struct Entry {
     /// What this user could not read and so did not check (a monitoring user and a 0600
     /// key); never a problem of the certificate itself.
     pub not_checked: Vec<String>,
+    /// Whether a `rollback --hold` keeps it on the restored pair (`null` when this user may
+    /// not read its record; always false for a discovered certificate).
+    pub held: Option<bool>,
+    /// The hold, when it is held (`null` otherwise).
+    pub hold: Option<HoldReport>,
+}
+
+/// What `check` says of a hold (see [`crate::hold`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldReport {
+    /// When it was set (RFC 3339).
+    pub since: String,
+    /// Who set it, when known.
+    pub by: Option<String>,
+    /// The snapshot the rollback restored, when known.
+    pub snapshot: Option<String>,
+    /// When it ends by itself (RFC 3339): the live leaf is then within half of
+    /// `before_expiry` of its notAfter; `null` without a live leaf (the next pass ends it).
+    pub ends: Option<String>,
 }
 
 impl Entry {
@@ -123,6 +142,8 @@ impl Entry {
             status: Status::Ok,
             problems: Vec::new(),
             not_checked: Vec::new(),
+            held: Some(false),
+            hold: None,
         }
     }
 
@@ -360,6 +381,20 @@ pub fn inspect_managed_leaf(
             },
         )
     });
+    e.held = saved.as_ref().map(|s| s.hold.is_some());
+    e.hold = saved
+        .as_ref()
+        .and_then(|s| s.hold.as_ref())
+        .map(|h| HoldReport {
+            since: OffsetDateTime::from_unix_timestamp(h.since)
+                .map(rfc3339)
+                .unwrap_or_else(|_| h.since.to_string()),
+            by: h.by.clone(),
+            snapshot: h.snapshot.clone(),
+            ends: leaf
+                .as_ref()
+                .map(|l| rfc3339(crate::hold::ends_at(l, before_expiry))),
+        });
     if let Some(leaf) = &leaf {
         let missing = uncovered(&leaf.sans, &cert.domains);
         if !missing.is_empty() {

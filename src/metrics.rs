@@ -73,6 +73,7 @@ pub fn render_known(
     let mut attempt = Vec::new();
     let mut failures = Vec::new();
     let mut result = Vec::new();
+    let mut held = Vec::new();
     // When a pass last found each certificate not due: later than its record's last attempt,
     // that is its last look and its result is `ok`.
     let horizon = state::Horizon::of(config);
@@ -113,6 +114,7 @@ pub fn render_known(
             attempt.push((label.clone(), t.to_string()));
         }
         failures.push((label.clone(), s.consecutive_failures.to_string()));
+        held.push((label.clone(), u8::from(s.hold.is_some()).to_string()));
         if let Some(r) = last_result {
             let cause = cause.map_or("none", state::CauseKind::as_str);
             result.push((
@@ -150,6 +152,12 @@ pub fn render_known(
         "gauge",
         "The last attempt's result (renewed, failed, rolled_back, rollback_failed, ok) and the kind of its failure (cause: none, rate_limited, ca_refused, dns, network, local, material, deploy, reload, verify, config), as labels.",
         result,
+    );
+    family(
+        "certkeeper_certificate_held",
+        "gauge",
+        "1 while `rollback --hold` keeps the certificate on the restored pair (no deploys until `certkeeper release`), else 0.",
+        held,
     );
     if let Some(p) = pass {
         family(

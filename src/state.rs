@@ -62,6 +62,28 @@ pub struct CertState {
     /// verifies it, without ordering.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unserved: Option<String>,
+    /// Set by `rollback --hold`: the certificate stays on the restored pair (no deploys, no
+    /// orders) until `certkeeper release`, or until the live leaf is within half of
+    /// `before_expiry` of its notAfter (see [`crate::hold`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+/// A hold on the pair a rollback restored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hold {
+    /// When the hold was set (unix seconds).
+    pub since: i64,
+    /// Who set it (the user that ran `rollback --hold`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The snapshot the rollback restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The restored leaf (SHA-256 of its DER, hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// What kind of failure stopped a renewal: a small fixed set, the same in the state record,
@@ -297,6 +319,14 @@ impl CertState {
         if let Some(t) = self.last_success.filter(|&t| h.happened_ahead(t)) {
             h.clamped(path, "last_success", t, "taken as now");
             self.last_success = Some(h.now);
+        }
+        if let Some(hold) = self
+            .hold
+            .as_mut()
+            .filter(|hold| h.happened_ahead(hold.since))
+        {
+            h.clamped(path, "hold.since", hold.since, "taken as now");
+            hold.since = h.now;
         }
         if let Some(t) = self
             .next_attempt

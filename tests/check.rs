@@ -701,6 +701,8 @@ fn json_schema_is_stable() {
             "domains",
             "due",
             "fingerprint",
+            "held",
+            "hold",
             "integrity",
             "issuer",
             "key_match",

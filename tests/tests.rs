@@ -16,6 +16,7 @@ mod day_one_checks;
 mod deploy;
 mod files;
 mod fuzz;
+mod hold;
 mod hostile;
 mod layers;
 mod logs;

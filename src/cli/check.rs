@@ -137,10 +137,13 @@ fn table(entries: &[Entry]) -> String {
                     .map(|d| d.to_string())
                     .unwrap_or_else(|| "-".into()),
                 e.not_after.clone().unwrap_or_else(|| "-".into()),
-                if e.problems.is_empty() {
-                    "-".into()
-                } else {
-                    e.problems.join("; ")
+                match (&e.hold, e.problems.is_empty()) {
+                    (Some(h), true) => held_note(&e.name, h),
+                    (Some(h), false) => {
+                        format!("{}; {}", e.problems.join("; "), held_note(&e.name, h))
+                    }
+                    (None, true) => "-".into(),
+                    (None, false) => e.problems.join("; "),
                 },
             ]
         })
@@ -180,6 +183,17 @@ fn table(entries: &[Entry]) -> String {
         }
     }
     out
+}
+
+/// The note of a held certificate's row.
+fn held_note(name: &str, h: &inventory::HoldReport) -> String {
+    format!(
+        "held on the restored pair since {}{} (certkeeper release {name})",
+        h.since,
+        h.by.as_ref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default()
+    )
 }
 
 /// Text from certificates, file names and commands on one line of a terminal: every control
@@ -244,6 +258,24 @@ fn report(e: &Entry) -> String {
                 Some(false) => "DOES NOT match the leaf".into(),
                 None => "not checked".into(),
             },
+        );
+    }
+    if let Some(h) = &e.hold {
+        field(
+            "held",
+            format!(
+                "since {}{}{}; ends by itself from {}; `certkeeper release {}` ends it",
+                h.since,
+                h.by.as_ref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                h.snapshot
+                    .as_ref()
+                    .map(|s| format!(" (snapshot {s})"))
+                    .unwrap_or_default(),
+                h.ends.as_deref().unwrap_or("the next pass"),
+                e.name
+            ),
         );
     }
     if !e.not_checked.is_empty() {

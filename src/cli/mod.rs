@@ -9,6 +9,7 @@ mod config_check;
 mod import;
 mod logfmt;
 mod online;
+mod release;
 mod renew;
 mod run;
 mod snapshots;
@@ -126,6 +127,18 @@ pub enum Command {
         /// that verifies).
         #[arg(long)]
         to: Option<String>,
+        /// Keep the certificate on the restored pair: no deploys and no orders until
+        /// `certkeeper release NAME`, or until it is within half of `before_expiry` of its
+        /// notAfter. Set only when the rollback went through; a rollback without it leaves a
+        /// hold as it is.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// End the hold a `rollback --hold` set: the next pass deploys kept material or renews
+    /// when due (exit 0, also when it was not held; 1 failed; 2 config or usage error).
+    Release {
+        /// The certificate's name.
+        name: String,
     },
     /// Alert channels (exit 0 all delivered, 1 otherwise, 2 config or usage error).
     Alert {
@@ -237,9 +250,12 @@ pub fn run() -> u8 {
             metrics_listen,
         } => run::run(&args.config, metrics_listen),
         Command::Snapshots { json, ref name } => snapshots::snapshots(&args.config, name, json),
-        Command::Rollback { ref name, ref to } => {
-            snapshots::rollback(&args.config, name, to.as_deref())
-        }
+        Command::Rollback {
+            ref name,
+            ref to,
+            hold,
+        } => snapshots::rollback(&args.config, name, to.as_deref(), hold),
+        Command::Release { ref name } => release::release(&args.config, name),
         Command::Config {
             command:
                 ConfigCommand::Check {

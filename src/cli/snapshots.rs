@@ -47,7 +47,8 @@ pub fn snapshots(config_path: &Path, name: &str, json: bool) -> u8 {
 /// Runs `rollback`: restores the snapshot, reloads the service and checks that it serves
 /// the restored leaf. When it does not, the pair that was live before is put back (and
 /// reloaded and checked in turn), and the rollback fails.
-pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
+/// With `hold`, a rollback that went through also sets a hold (see [`crate::hold`]).
+pub fn rollback(config_path: &Path, name: &str, to: Option<&str>, hold: bool) -> u8 {
     let Some((config, spec)) = prepare(config_path, name) else {
         return USAGE;
     };
@@ -148,6 +149,15 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
             replaced.id, replaced.id
         ));
     }
+    let held = hold
+        && super::release::hold_restored(
+            &locked,
+            &config,
+            name,
+            &restored.id,
+            &done.manifest.fingerprint,
+            &mut out,
+        );
     let printed = print(&(out + "\n"));
     // Alerts never hold the lock up.
     drop(locked);
@@ -158,6 +168,11 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
     if cert.verify.is_some() {
         event.push_str("; the restored certificate is served");
     }
+    if held {
+        event.push_str(&format!(
+            "; held on the restored pair until `certkeeper release {name}`"
+        ));
+    }
     alert(
         &runtime,
         &config,
@@ -166,9 +181,9 @@ pub fn rollback(config_path: &Path, name: &str, to: Option<&str>) -> u8 {
         &event,
         &restored.id,
     );
-    // The rollback is done either way; an output that could not be written is still a
-    // failure to report.
-    if printed { 0 } else { FAILED }
+    // The rollback is done either way; an output that could not be written, or a hold
+    // asked for and not set, is still a failure to report.
+    if printed && held == hold { 0 } else { FAILED }
 }
 
 /// A rollback staged and waiting for its verdict.

@@ -28,6 +28,8 @@ pub(super) struct Kept {
     pub(super) pending: std::collections::BTreeSet<String>,
     /// Each selected certificate's record as the pass found it.
     states: BTreeMap<String, state::CertState>,
+    /// The holds this pass ended, with why (see `hold::held`).
+    holds_ended: std::sync::Mutex<BTreeMap<String, String>>,
     horizon: state::Horizon,
 }
 
@@ -57,16 +59,41 @@ impl Kept {
             alerted_changed: Default::default(),
             pending,
             states,
+            holds_ended: Default::default(),
             horizon: *horizon,
         }
     }
 
-    /// `name`'s record as the pass found it (read from disk only for a name not selected).
+    /// `name`'s record as the pass found it (read from disk only for a name not selected),
+    /// without a hold this pass ended.
     pub(super) fn state(&self, name: &str) -> state::CertState {
-        match self.states.get(name) {
+        let mut s = match self.states.get(name) {
             Some(s) => s.clone(),
             None => state::load(self.state_dir.path(), name, &self.horizon),
+        };
+        if self.hold_ended(name).is_some() {
+            s.hold = None;
         }
+        s
+    }
+
+    /// Ends `name`'s hold for `why`: the record loses it now (not in a dry run), whatever
+    /// the pass does next, and this pass's alerts say why.
+    pub(super) fn end_hold(&self, name: &str, why: String, dry_run: bool) {
+        if let Ok(mut ended) = self.holds_ended.lock() {
+            ended.insert(name.to_owned(), why);
+        }
+        if dry_run {
+            return;
+        }
+        if let Err(e) = state::save(&self.state_dir, name, &self.state(name)) {
+            tracing::warn!(cert = %name, "Cannot remove the hold from the record in the state directory: {e}");
+        }
+    }
+
+    /// Why this pass ended `name`'s hold, when it did.
+    pub(super) fn hold_ended(&self, name: &str) -> Option<String> {
+        self.holds_ended.lock().ok()?.get(name).cloned()
     }
 
     pub(super) fn ari(&self, name: &str) -> Option<state::KeptAri> {

@@ -16,6 +16,7 @@
 mod batch;
 mod check;
 mod failure;
+mod hold;
 mod kept;
 mod notify;
 mod obtain;
@@ -239,6 +240,13 @@ async fn prepare(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Prepared {
+    // A hold (`rollback --hold`) comes before everything: no deploy, no order, forced or not.
+    if let Some((outcome, live)) = hold::held(config, kept, cert, opts, now) {
+        return Prepared {
+            step: Step::Done(outcome),
+            live,
+        };
+    }
     let mut live = match plan::look(config, kept, cert, trust, opts, now) {
         Ok(live) => live,
         Err(plan::Early::Backoff { until, live }) => {

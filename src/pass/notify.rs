@@ -112,8 +112,10 @@ pub(super) fn alert_events(
         return Vec::new();
     };
     // The live leaf matters only when the attempt failed (a failure, a rollback or a
-    // backoff): a renewal's event carries the new notAfter, and the others raise none.
-    let live = if outcome.failed() {
+    // backoff) or the certificate is held on a restored pair: a renewal's event carries the
+    // new notAfter, and the others raise none.
+    let held = matches!(outcome, Outcome::Held { .. });
+    let live = if outcome.failed() || held {
         leaf_of_file(&cert.fullchain).ok()
     } else {
         None
@@ -130,7 +132,7 @@ pub(super) fn alert_events(
             (e, recovery)
         }),
     );
-    if outcome.failed()
+    if (outcome.failed() || held)
         && let Some(leaf) = &live
         && leaf.not_after - now < EXPIRING_WITHIN
         && due(EventKind::Expiring, None)
@@ -209,7 +211,7 @@ fn own_event(
         ))
         .filter(|(k, _, c)| due(*k, Some(*c)))
         .map(|(k, m, c)| (alert::Event::new(k, cert, &m).with_cause(Some(c)), false)),
-        Outcome::Backoff { .. } => None,
+        Outcome::Backoff { .. } | Outcome::Held { .. } => None,
         Outcome::NotDue { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
@@ -218,7 +220,7 @@ fn own_event(
 }
 
 /// `expiring`: the live `leaf` is close to its notAfter (or past it) and the last renewal
-/// failed.
+/// failed, or the certificate is held on a restored pair.
 fn expiring(
     cert: &Certificate,
     outcome: &Outcome,
@@ -232,6 +234,19 @@ fn expiring(
     } else {
         format!("expires in {}h", left.whole_hours())
     };
+    if let Outcome::Held { since, ends } = outcome {
+        return alert::Event::new(
+            EventKind::Expiring,
+            cert,
+            &format!(
+                "the live certificate {when} (notAfter {}) and is held on the pair restored by `certkeeper rollback --hold` since {}: nothing is deployed until `certkeeper release {}`, or until the hold ends by itself at {}",
+                rfc3339(leaf.not_after),
+                rfc3339(*since),
+                cert.name,
+                rfc3339(*ends),
+            ),
+        );
+    }
     let (last, last_kind) = match outcome {
         Outcome::Failed { error, .. } => (error.to_string(), Some(error.kind())),
         Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {

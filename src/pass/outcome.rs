@@ -74,6 +74,16 @@ pub enum Outcome {
         /// The issuer that gave it.
         source: String,
     },
+    /// Held on the pair a `rollback --hold` restored: nothing deployed, nothing ordered
+    /// (material kept in `pending/` stays there for after `certkeeper release`). Not a
+    /// failure.
+    Held {
+        /// When the hold was set.
+        since: OffsetDateTime,
+        /// When it ends by itself: the live leaf is then within half of `before_expiry` of
+        /// its notAfter.
+        ends: OffsetDateTime,
+    },
     /// The renewal failed; nothing changed on disk for this certificate.
     Failed {
         /// Why, with the issuers' errors. When the CA asked to be asked again (a
@@ -106,7 +116,7 @@ impl Outcome {
     }
 
     /// The outcome as one word, for metrics: `not_due`, `backoff`, `renewed`,
-    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed` or `stopped`.
+    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed`, `stopped` or `held`.
     pub fn word(&self) -> &'static str {
         match self {
             Outcome::NotDue { .. } => "not_due",
@@ -118,6 +128,7 @@ impl Outcome {
             Outcome::RolledBack { .. } => "rolled_back",
             Outcome::RollbackFailed { .. } => "rollback_failed",
             Outcome::Failed { .. } | Outcome::Unserved { .. } => "failed",
+            Outcome::Held { .. } => "held",
         }
     }
 

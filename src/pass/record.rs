@@ -70,6 +70,8 @@ impl<'a> Recorder<'a> {
         known.next = match &outcome {
             Outcome::NotDue { renew_after } => Some(*renew_after),
             Outcome::Backoff { until } => Some(*until),
+            // The hold ends by itself then (a release in between is the operator's pass).
+            Outcome::Held { ends, .. } => Some(*ends),
             Outcome::Failed { .. }
             | Outcome::Unserved { .. }
             | Outcome::RolledBack { .. }
@@ -139,7 +141,14 @@ fn finish(
         }
         let after = record(state_dir, name, outcome, config, now, before.clone());
         if !config.alerts.is_empty() {
-            events.extend(alert_events(config, name, outcome, &before, now));
+            let mut raised = alert_events(config, name, outcome, &before, now);
+            // A hold that ended in this pass says so in what the pass did next.
+            if let Some(why) = kept.hold_ended(name) {
+                for (e, _) in raised.iter_mut() {
+                    e.message = format!("{}; {}", crate::text::escape_line(&why), e.message);
+                }
+            }
+            events.extend(raised);
         }
         log(name, outcome);
         return after;
@@ -213,6 +222,7 @@ fn record(
         }
         Outcome::NotDue { .. }
         | Outcome::Backoff { .. }
+        | Outcome::Held { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
         | Outcome::Stopped => return s,
@@ -253,6 +263,9 @@ pub(super) fn log(name: &str, outcome: &Outcome) {
         }
         Outcome::Stopped => {
             tracing::info!(cert = %name, "Stopped before it was done; the next pass takes it up.")
+        }
+        Outcome::Held { since, ends } => {
+            tracing::info!(cert = %name, since = %rfc3339(*since), ends = %rfc3339(*ends), "Held on the restored pair: nothing deployed or ordered until `certkeeper release {name}`.")
         }
         Outcome::WouldRenew { not_after, source } => {
             tracing::info!(cert = %name, %not_after, %source, "Dry run: would renew.")
