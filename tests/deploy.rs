@@ -870,6 +870,7 @@ fn a_first_deploy_to_a_stopped_nginx_keeps_the_pair_and_the_next_pass_serves_it(
     // Nothing listens yet where the service will.
     dir.config(&config(crate::util::pebble::free_tcp_port()));
     let run = dir.run(&["renew"]);
+    println!("service down: renew exits {}\n{}", run.code, run.stdout);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stdout.starts_with(
@@ -891,6 +892,7 @@ fn a_first_deploy_to_a_stopped_nginx_keeps_the_pair_and_the_next_pass_serves_it(
     );
     dir.config(&config(nginx.port));
     let run = dir.run(&["renew"]);
+    println!("service started: renew exits {}\n{}", run.code, run.stdout);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
