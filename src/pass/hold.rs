@@ -21,7 +21,7 @@ pub(super) fn held(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Option<(Outcome, Option<OffsetDateTime>)> {
-    let hold = kept.state(&cert.name).hold?;
+    let hold = kept.hold(&cert.name)?;
     let since = OffsetDateTime::from_unix_timestamp(hold.since).unwrap_or(now);
     let name = &cert.name;
     let leaf = match leaf_of_file(&cert.fullchain) {

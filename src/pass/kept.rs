@@ -71,10 +71,17 @@ impl Kept {
             Some(s) => s.clone(),
             None => state::load(self.state_dir.path(), name, &self.horizon),
         };
-        if self.hold_ended(name).is_some() {
+        if s.hold.is_some() && self.hold_ended(name).is_some() {
             s.hold = None;
         }
         s
+    }
+
+    /// `name`'s hold, when its record has one that this pass did not end (without copying
+    /// the record: every certificate is asked).
+    pub(super) fn hold(&self, name: &str) -> Option<state::Hold> {
+        let hold = self.states.get(name)?.hold.clone()?;
+        self.hold_ended(name).is_none().then_some(hold)
     }
 
     /// Ends `name`'s hold for `why`: the record loses it now (not in a dry run), whatever
