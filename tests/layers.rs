@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, &[&str])] = &[
     ("system", &["accounts", "certbot"]),
     ("config", &["config"]),
-    ("records", &["state", "keys", "material", "alert"]),
+    ("records", &["state", "keys", "material", "alert", "fleet"]),
     (
         "steps",
         &["schedule", "acme", "deploy", "issuer", "inventory"],
