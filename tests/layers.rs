@@ -20,7 +20,7 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("records", &["state", "keys", "material", "alert", "fleet"]),
     (
         "steps",
-        &["schedule", "acme", "deploy", "issuer", "inventory"],
+        &["schedule", "acme", "deploy", "issuer", "inventory", "hold"],
     ),
     ("pass", &["pass", "metrics"]),
     ("top", &["daemon", "cli"]),
