@@ -144,9 +144,47 @@ fn keygen_without_out_needs_a_fleet_section() {
     let run = dir.run(&["fleet", "keygen"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(listing(dir.path()), before);
-    // A usage error.
+    // Usage errors: an unknown flag, a path that names no file.
     let run = dir.run(&["fleet", "keygen", "--bogus"]);
     assert_eq!(run.code, 2, "{run:?}");
+    let run = dir.run(&["fleet", "keygen", "--out", ""]);
+    assert_eq!(run.code, 2, "{run:?}");
+    for out in [".", "/"] {
+        let run = dir.run(&["fleet", "keygen", "--out", out]);
+        assert_eq!(run.code, 2, "--out {out:?}: {run:?}");
+        assert!(one_line(&run).contains("is not a file path"), "{run:?}");
+    }
+    assert_eq!(listing(dir.path()), before);
+}
+
+#[test]
+fn keygen_refuses_what_is_not_a_file_and_reports_a_missing_directory() {
+    let dir = Dir::new();
+    dir.config(BASE);
+    std::fs::create_dir(dir.join("adir")).unwrap();
+    let before = listing(dir.path());
+    for force in [false, true] {
+        let mut args = vec!["fleet", "keygen", "--out"];
+        let out = dir.join("adir");
+        args.push(out.to_str().unwrap());
+        if force {
+            args.push("--force");
+        }
+        let run = dir.run(&args);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(one_line(&run).contains("a directory is there"), "{run:?}");
+        assert_eq!(listing(dir.path()), before);
+    }
+    let out = dir.join("missing/fleet.key");
+    let run = dir.run(&["fleet", "keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let line = one_line(&run);
+    assert!(
+        line.contains(&format!("cannot write {}", out.display())),
+        "{run:?}"
+    );
+    assert!(!line.contains("certkeeper-tmp"), "{run:?}");
+    assert_eq!(listing(dir.path()), before);
 }
 
 #[test]

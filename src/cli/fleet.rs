@@ -43,7 +43,11 @@ pub fn keygen(config_path: &Path, out: Option<&Path>, force: bool) -> u8 {
     };
     if let Err(e) = write_key(&target, &key[..], force) {
         eprintln!("certkeeper: {}", crate::text::escape_line(&e.to_string()));
-        return WRITE_FAILED;
+        // A path that names no file is a usage error; anything else was a refused write.
+        return match e {
+            WriteError::NoName { .. } => USAGE,
+            _ => WRITE_FAILED,
+        };
     }
     let done = format!(
         "wrote a new seal key ({SEAL_KEY_LEN} bytes, mode 0600) to {shown}\n\
@@ -133,12 +137,12 @@ fn write_key(target: &Path, bytes: &[u8], force: bool) -> Result<(), WriteError>
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&tmp)
-            .map_err(io("create", &tmp))?;
+            .map_err(io("write", target))?;
         // The mode given to open() was reduced by the umask; 0600 is meant whatever it is.
         file.set_permissions(Permissions::from_mode(0o600))
-            .map_err(io("change the mode of", &tmp))?;
-        file.write_all(bytes).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("sync", &tmp))?;
+            .map_err(io("change the mode of", target))?;
+        file.write_all(bytes).map_err(io("write", target))?;
+        file.sync_all().map_err(io("sync", target))?;
         if force {
             // A rename replaces whatever name is there (a link planted meanwhile included)
             // and never writes through it.
