@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod fleet;
 pub mod hold;
 pub mod inventory;
 pub mod issuer;

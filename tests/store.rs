@@ -1435,6 +1435,7 @@ fn pipeline_certificate(spec: &PairSpec, refused: &str) -> certkeeper::config::C
                 format!("test \"$CERTKEEPER_FINGERPRINT\" != {refused}"),
             ]),
         }),
+        fleet: false,
     }
 }
 

@@ -15,6 +15,7 @@ mod daemon;
 mod day_one_checks;
 mod deploy;
 mod files;
+mod fleet_config;
 mod fuzz;
 mod hold;
 mod hostile;

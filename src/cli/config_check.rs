@@ -185,12 +185,42 @@ pub fn summary(config: &Config) -> String {
     for p in &config.discover_paths {
         item(&mut out, format!("discover {}", p.display()));
     }
+    if let Some(f) = &config.fleet {
+        let e = &f.etcd;
+        item(
+            &mut out,
+            format!(
+                "fleet {}: host {}, etcd {}{}{}{}, seal key {}, lease_ttl {}, canary {}, max_failures {}",
+                f.name,
+                f.host,
+                e.endpoints.join(", "),
+                e.ca_file
+                    .as_ref()
+                    .map(|c| format!(", ca_file {}", c.display()))
+                    .unwrap_or_default(),
+                if e.client_identity.is_some() {
+                    ", client certificate"
+                } else {
+                    ""
+                },
+                e.auth
+                    .as_ref()
+                    .map(|a| format!(", user {} (password from {})", a.username, a.password))
+                    .unwrap_or_default(),
+                f.seal_key_file.display(),
+                format_duration(f.lease_ttl),
+                f.canary,
+                f.max_failures
+            ),
+        );
+    }
     for c in &config.certificates {
         item(
             &mut out,
             format!(
-                "certificate {}: {} via {}{}, key {}, {} + {}",
+                "certificate {}{}: {} via {}{}, key {}, {} + {}",
                 c.name,
+                if c.fleet { " (fleet)" } else { "" },
                 c.domains.join(", "),
                 c.issuers.join(" then "),
                 c.dns_provider

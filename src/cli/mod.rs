@@ -6,6 +6,7 @@ mod alert;
 mod check;
 mod completions;
 mod config_check;
+mod fleet;
 mod import;
 mod logfmt;
 mod online;
@@ -150,6 +151,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Fleet mode: certificates issued once and deployed by many hosts through etcd.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Print a config fragment for what another tool manages, reading its files only
     /// (exit 0 all imported, 1 some left out, 2 nothing readable); needs no config.
     Import {
@@ -173,6 +179,23 @@ pub enum AlertCommand {
     Test {
         /// Channel names (a channel's `name`, or its type: `slack`, `webhook-2`, ...).
         channels: Vec<String>,
+    },
+}
+
+/// `fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Write a new seal key (32 random bytes, mode 0600) to PATH or to the config's
+    /// `fleet.seal_key_file`; copy it to every host over a secure channel (exit 0, 1 not
+    /// written: the file exists without --force, a link or no file is there, a write error;
+    /// 2 config or usage error).
+    Keygen {
+        /// Where to write the key (default: `fleet.seal_key_file` of the config).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing key file (every host then needs the new key).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -266,6 +289,9 @@ pub fn run() -> u8 {
         Command::Alert {
             command: AlertCommand::Test { ref channels },
         } => alert::test(&args.config, channels),
+        Command::Fleet {
+            command: FleetCommand::Keygen { ref out, force },
+        } => fleet::keygen(&args.config, out.as_deref(), force),
         Command::Import {
             command: ImportCommand::Certbot { ref config_dir },
         } => import::certbot(&import::config_dir(config_dir.clone())),

@@ -9,6 +9,7 @@
 mod cron;
 mod duration;
 mod error;
+mod fleet;
 mod locate;
 mod program;
 mod raw;
@@ -26,6 +27,11 @@ use certkeeper_dns::config::ProviderConfig;
 pub use cron::Cron;
 pub use duration::{BeforeExpiry, format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
+pub use fleet::{
+    ClientIdentity, DEFAULT_CANARY, DEFAULT_LEASE_TTL, DEFAULT_MAX_FAILURES, Etcd, EtcdAuth, Fleet,
+    MAX_FLEET_ID, MAX_LEASE_TTL, MIN_LEASE_TTL, SEAL_KEY_LEN, SealKeyFileError, hostname,
+    read_seal_key_file, valid_fleet_id,
+};
 pub use locate::KeyPath;
 pub use secret::{Secret, SecretSource};
 
@@ -86,6 +92,8 @@ pub struct Config {
     pub discover_paths: Vec<PathBuf>,
     /// The managed certificates, in config order.
     pub certificates: Vec<Certificate>,
+    /// The `fleet` section: certificates marked `fleet: true` are issued once for the fleet.
+    pub fleet: Option<Fleet>,
     /// Things that are allowed but probably not meant (e.g. plain http to a remote host).
     pub warnings: Vec<String>,
 }
@@ -434,6 +442,8 @@ pub struct Certificate {
     pub reload: Option<Reload>,
     /// How to check that the new leaf is served.
     pub verify: Option<VerifyTarget>,
+    /// Shared by the fleet (`fleet: true`): issued once for it, deployed by every host.
+    pub fleet: bool,
 }
 
 impl Certificate {
@@ -616,6 +626,46 @@ impl Config {
                 if let Err(e) = src.resolve() {
                     push(secret_key(&base, key, src), format!("alerts[{n}].{key}"), e);
                 }
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            let base = KeyPath::key("fleet");
+            // The key itself is dropped (and wiped) at once: only its file is checked here.
+            if let Err(e) = read_seal_key_file(&fleet.seal_key_file) {
+                push(
+                    base.with_key("seal_key_file"),
+                    "fleet.seal_key_file".into(),
+                    e.to_string(),
+                );
+            }
+            let etcd = base.with_key("etcd");
+            let mut files = Vec::new();
+            files.extend(fleet.etcd.ca_file.iter().map(|f| ("ca_file", f)));
+            if let Some(id) = &fleet.etcd.client_identity {
+                files.push(("cert_file", &id.cert_file));
+                files.push(("key_file", &id.key_file));
+            }
+            for (key, file) in files {
+                if key == "key_file"
+                    && let Err(e) = crate::perms::check_trusted_file(file, "etcd key file", true)
+                {
+                    push(etcd.with_key(key), format!("fleet.etcd.{key}"), e);
+                } else if let Err(e) = crate::fsutil::read_regular(file, crate::fsutil::MAX_FILE) {
+                    push(
+                        etcd.with_key(key),
+                        format!("fleet.etcd.{key}"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                }
+            }
+            if let Some(auth) = &fleet.etcd.auth
+                && let Err(e) = auth.password.resolve()
+            {
+                push(
+                    secret_key(&etcd, "password", &auth.password),
+                    "fleet.etcd.password".into(),
+                    e,
+                );
             }
         }
         // Where certkeeper writes: nothing it must not replace (a device, FIFO, socket).

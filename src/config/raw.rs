@@ -20,6 +20,7 @@ pub struct Top {
     pub alert_repeat: Option<DurationText>,
     pub discover: Option<Value>,
     pub certificates: Option<Value>,
+    pub fleet: Option<Value>,
 }
 
 /// The `type` key is read before the entry is deserialized; the fields named `_kind` only
@@ -186,6 +187,7 @@ pub struct Certificate {
     pub keep_snapshots: Option<u64>,
     pub reload: Option<Reload>,
     pub verify: Option<Verify>,
+    pub fleet: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,4 +204,28 @@ pub struct Verify {
     pub server_name: Option<String>,
     pub timeout: Option<DurationText>,
     pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub etcd: Option<Value>,
+    pub seal_key_file: Option<String>,
+    pub lease_ttl: Option<DurationText>,
+    pub canary: Option<u64>,
+    pub max_failures: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Etcd {
+    pub endpoints: Option<Vec<String>>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }

@@ -23,6 +23,8 @@ use super::raw::{self, DurationText, OneOrMany};
 use super::secret::SecretSource;
 use super::*;
 
+mod fleet;
+
 /// Validates `text`, read from `file`.
 pub fn validate(text: &str, file: &Path) -> Result<Config, ConfigError> {
     // Paths in the config are relative to its directory, made absolute here so that they
@@ -127,7 +129,9 @@ impl Validator<'_> {
             DEFAULT_ALERT_REPEAT,
         );
         let discover_paths = self.discover(top.discover);
-        let certificates = self.certificates(top.certificates, &issuers, &dns_providers);
+        let has_fleet = top.fleet.is_some();
+        let fleet = top.fleet.and_then(|v| self.fleet(v));
+        let certificates = self.certificates(top.certificates, &issuers, &dns_providers, has_fleet);
         let state_real = std::fs::canonicalize(&state_dir).ok();
         for (n, cert) in certificates.iter().enumerate() {
             for (which, file) in cert.files() {
@@ -169,6 +173,7 @@ impl Validator<'_> {
             alert_repeat: alert_repeat?,
             discover_paths,
             certificates,
+            fleet,
             // A warning echoes config values; each is one line of printable text.
             warnings: self
                 .warnings
@@ -626,6 +631,7 @@ impl Validator<'_> {
         value: Option<Value>,
         issuers: &BTreeMap<String, Issuer>,
         providers: &BTreeMap<String, DnsProvider>,
+        has_fleet: bool,
     ) -> Vec<Certificate> {
         let section = KeyPath::key("certificates");
         let Some(value) = value else {
@@ -646,6 +652,12 @@ impl Validator<'_> {
             let Some(c) = self.de::<raw::Certificate>(&path, value) else {
                 continue;
             };
+            if c.fleet == Some(true) && !has_fleet {
+                self.problem(
+                    &path.with_key("fleet"),
+                    "fleet: true needs a top-level `fleet:` section (name, etcd.endpoints, seal_key_file); add it or remove this key",
+                );
+            }
             if let Some(cert) = self.certificate(&path, c, issuers, providers) {
                 if let Some(first) = names.insert(cert.name.clone(), n) {
                     self.problem(
@@ -889,6 +901,7 @@ impl Validator<'_> {
             keep_snapshots: keep_snapshots?,
             reload,
             verify: verify?,
+            fleet: c.fleet.unwrap_or(false),
         })
     }
 
