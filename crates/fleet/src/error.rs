@@ -1,0 +1,76 @@
+//! The crate's one error type. No variant carries a password, a key or a sealed key: an
+//! endpoint is shown as configured (userinfo is refused at connect), a record by its key.
+
+use std::error::Error as StdError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What went wrong talking to etcd or reading what it holds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name that would not make one path segment of a key (fleet, certificate or host).
+    #[error(
+        "{what} {value:?} is not a valid name: use letters, digits, '.', '_' or '-' (1 to 128)"
+    )]
+    InvalidName { what: &'static str, value: String },
+    /// An endpoint that is not `http(s)://host:port`.
+    #[error("etcd endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        endpoint: String,
+        reason: &'static str,
+    },
+    /// A TLS or credential file that could not be read.
+    #[error("reading the etcd {what} {}: {source}", path.display())]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS option that needs a companion (a client certificate without its key).
+    #[error("etcd tls: {0}")]
+    Tls(&'static str),
+    /// etcd did not answer in time (no quorum, no member reachable, a stalled link).
+    #[error("etcd did not answer {op} within {}", certkeeper_base::text::seconds(*timeout))]
+    Timeout { op: &'static str, timeout: Duration },
+    /// etcd answered with an error, or the link to it failed.
+    #[error("etcd {op}: {source}")]
+    Etcd {
+        op: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A guarded write lost: someone else wrote the key since it was read.
+    #[error("{key}: changed by another writer since revision {expected} was read; read it again")]
+    Conflict { key: String, expected: Revision },
+    /// `set_verdict` or a revert named a generation that etcd does not keep.
+    #[error("certificate {cert}: generation {serial} is not kept in etcd")]
+    UnknownGeneration { cert: String, serial: u64 },
+    /// A write that only the leader may make, from a leadership that has ended.
+    #[error("certificate {cert}: this host no longer leads it")]
+    NotLeader { cert: String },
+    /// A value under the fleet's prefix that is not a record of this version.
+    #[error("{key}: not a valid record: {source}")]
+    Record {
+        key: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+/// The revision a guarded write expects: what the writer read (`Some(mod_revision)`), or
+/// that the key did not exist (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision(pub Option<i64>);
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{r}"),
+            None => f.write_str("none (absent)"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
