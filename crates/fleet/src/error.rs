@@ -31,6 +31,9 @@ pub enum Error {
     /// A TLS option that needs a companion (a client certificate without its key).
     #[error("etcd tls: {0}")]
     Tls(&'static str),
+    /// A username without a password, or the reverse.
+    #[error("etcd auth: {0}")]
+    Auth(&'static str),
     /// etcd did not answer in time (no quorum, no member reachable, a stalled link).
     #[error("etcd did not answer {op} within {}", certkeeper_base::text::seconds(*timeout))]
     Timeout { op: &'static str, timeout: Duration },

@@ -8,7 +8,7 @@ use etcd_client::{Client, Compare, CompareOp};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{Result, timed};
+use crate::{Result, call, timed};
 
 /// A lease and the task that keeps it alive. Dropping it stops the keepalive: the lease then
 /// expires on etcd's side after its TTL, as a crashed host's does.
@@ -47,8 +47,10 @@ impl Lease {
         // etcd counts in whole seconds; below 2 s it raises the TTL to its own minimum anyway.
         let secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let sent = Instant::now();
-        let mut c = client.clone();
-        let resp = timed("the lease grant", timeout, c.lease_grant(secs, None)).await?;
+        let resp = call("the lease grant", timeout, client, |mut c| async move {
+            c.lease_grant(secs, None).await
+        })
+        .await?;
         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
         let state = Arc::new(State {
             valid_until: Mutex::new(sent + granted),

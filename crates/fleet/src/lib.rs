@@ -135,8 +135,8 @@ impl Fleet {
             (Some(user), Some(password)) => {
                 connect = connect.with_user(user.clone(), password.0.clone());
             }
-            (Some(_), None) => return Err(Error::Tls("a username needs a password")),
-            (None, Some(_)) => return Err(Error::Tls("a password needs a username")),
+            (Some(_), None) => return Err(Error::Auth("a username needs a password")),
+            (None, Some(_)) => return Err(Error::Auth("a password needs a username")),
             (None, None) => {}
         }
         let client = timed(
@@ -172,9 +172,12 @@ impl Fleet {
 
     /// [`Fleet::connected`] with the reason when not.
     pub async fn probe(&self) -> Result<()> {
-        let mut c = self.client.clone();
         let key = format!("{}health", self.prefix);
-        timed("the health read", self.timeout, c.get(key, None)).await?;
+        call("the health read", self.timeout, &self.client, |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -192,8 +195,7 @@ impl Fleet {
                 self.host.as_str(),
                 Some(PutOptions::new().with_lease(lease.id())),
             )]);
-        let mut c = self.client.clone();
-        let resp = match timed("the election", self.timeout, c.txn(txn)).await {
+        let resp = match self.txn("the election", &txn).await {
             Ok(resp) => resp,
             Err(e) => {
                 lease.revoke().await;
@@ -280,8 +282,7 @@ impl Fleet {
         let txn = Txn::new()
             .when([guard, Compare::version(kept.as_str(), CompareOp::Equal, 0)])
             .and_then(ops);
-        let mut c = self.client.clone();
-        let resp = timed("the publish", self.timeout, c.txn(txn)).await?;
+        let resp = self.txn("the publish", &txn).await?;
         if !resp.succeeded() {
             return Err(Error::Conflict {
                 key: current,
@@ -320,11 +321,7 @@ impl Fleet {
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
                 .and_then(ops);
-            let mut c = self.client.clone();
-            if timed("the verdict", self.timeout, c.txn(txn))
-                .await?
-                .succeeded()
-            {
+            if self.txn("the verdict", &txn).await?.succeeded() {
                 return Ok(());
             }
         }
@@ -351,13 +348,12 @@ impl Fleet {
             }
         };
         let key = self.key(cert, &format!("hosts/{}", self.host));
-        let mut c = self.client.clone();
-        let opts = PutOptions::new().with_lease(lease_id);
-        timed(
-            "the host report",
-            self.timeout,
-            c.put(key, to_json(state), Some(opts)),
-        )
+        let value = to_json(state);
+        call("the host report", self.timeout, &self.client, |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            let opts = PutOptions::new().with_lease(lease_id);
+            async move { c.put(key, value, Some(opts)).await }
+        })
         .await?;
         Ok(())
     }
@@ -366,11 +362,14 @@ impl Fleet {
     pub async fn hosts(&self, cert: &str) -> Result<Vec<(String, HostState)>> {
         check_name("certificate name", cert)?;
         let prefix = self.key(cert, "hosts/");
-        let mut c = self.client.clone();
-        let resp = timed(
+        let resp = call(
             "the host states read",
             self.timeout,
-            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            &self.client,
+            |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            },
         )
         .await?;
         let mut hosts = Vec::new();
@@ -419,11 +418,7 @@ impl Fleet {
             return Err(not_leader());
         }
         let txn = Txn::new().when([leadership.guard()]).and_then([op]);
-        let mut c = self.client.clone();
-        if timed("the order write", self.timeout, c.txn(txn))
-            .await?
-            .succeeded()
-        {
+        if self.txn("the order write", &txn).await?.succeeded() {
             Ok(())
         } else {
             Err(not_leader())
@@ -443,13 +438,24 @@ impl Fleet {
         ))
     }
 
+    async fn txn(&self, op: &'static str, txn: &Txn) -> Result<etcd_client::TxnResponse> {
+        call(op, self.timeout, &self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
     fn generation_key(&self, cert: &str, serial: u64) -> String {
         self.key(cert, &format!("generations/{serial:020}"))
     }
 
     async fn get_raw(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let mut c = self.client.clone();
-        let resp = timed("a read", self.timeout, c.get(key, None)).await?;
+        let resp = call("a read", self.timeout, &self.client, |mut c| {
+            let key = key.to_owned();
+            async move { c.get(key, None).await }
+        })
+        .await?;
         Ok(resp
             .kvs()
             .first()
@@ -569,6 +575,45 @@ async fn timed<T>(
     }
 }
 
+/// One request on a clone of `client`, tried again while it failed before reaching a member
+/// that could apply it (a member down, no leader yet), until `timeout` from the first try:
+/// the balancer may hand a request to a member that is down while others answer.
+async fn call<T, F, Fut>(
+    op: &'static str,
+    timeout: Duration,
+    client: &Client,
+    mut f: F,
+) -> Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, f(client.clone())).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if unreached(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Ok(Err(source)) => return Err(Error::Etcd { op, source }),
+            Err(_) => return Err(Error::Timeout { op, timeout }),
+        }
+    }
+}
+
+/// Whether a request failed before any member could have applied it.
+fn unreached(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            i32::from(status.code()) == GRPC_UNAVAILABLE
+                && (status.message().contains("connect error")
+                    || status.message().contains("no leader"))
+        }
+        _ => false,
+    }
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serializing these records cannot fail: plain structs with string keys.
     serde_json::to_string(value).unwrap_or_default()
@@ -582,3 +627,107 @@ fn from_json<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<
 }
 
 const VERDICT_ATTEMPTS: usize = 5;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// gRPC's UNAVAILABLE status code.
+const GRPC_UNAVAILABLE: i32 = 14;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_plain_key_segment() {
+        for good in ["www", "web-pool", "a.b_c-1", &"x".repeat(128)] {
+            assert!(check_name("host id", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            let err = check_name("certificate name", bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("certificate name \""),
+                "{bad:?}: {err}"
+            );
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked_before_any_request() {
+        assert!(check_endpoint("http://127.0.0.1:2379", false).is_ok());
+        assert!(check_endpoint("https://etcd1.example:2379/", true).is_ok());
+        assert!(check_endpoint("https://[::1]:2379", true).is_ok());
+        let cases = [
+            ("https://10.0.0.1:2379", false, "https needs ca_file"),
+            ("http://10.0.0.1:2379", true, "ca_file is set: use https://"),
+            (
+                "10.0.0.1:2379",
+                false,
+                "use http://host:port or https://host:port",
+            ),
+            ("http://10.0.0.1", false, "a port is needed"),
+            ("http://10.0.0.1:0", false, "a port is needed"),
+            ("http://10.0.0.1:2379/v3", false, "without a path"),
+            (
+                "http://u:pw@10.0.0.1:2379",
+                false,
+                "credentials in an endpoint are refused",
+            ),
+        ];
+        for (endpoint, tls, expected) in cases {
+            let err = check_endpoint(endpoint, tls).unwrap_err().to_string();
+            assert!(err.contains(expected), "{endpoint}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn options_that_cannot_work_fail_at_connect() {
+        let base = Options::new("web-pool", "web1", vec!["http://127.0.0.1:1".into()]);
+        let mut o = base.clone();
+        o.endpoints.clear();
+        assert!(matches!(
+            Fleet::connect(&o).await,
+            Err(Error::InvalidEndpoint { .. })
+        ));
+        let mut o = base.clone();
+        o.name = "web/pool".into();
+        assert!(matches!(
+            Fleet::connect(&o).await,
+            Err(Error::InvalidName {
+                what: "fleet name",
+                ..
+            })
+        ));
+        let mut o = base.clone();
+        o.cert_file = Some("client.pem".into());
+        let err = Fleet::connect(&o).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "etcd tls: cert_file and key_file need ca_file"
+        );
+        let mut o = base.clone();
+        o.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = Fleet::connect(&o).await.err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("reading the etcd CA file /nonexistent/ca.pem: "),
+            "{err}"
+        );
+        let mut o = base.clone();
+        o.username = Some("certkeeper".into());
+        let err = Fleet::connect(&o).await.err().unwrap();
+        assert_eq!(err.to_string(), "etcd auth: a username needs a password");
+        let mut o = base;
+        o.password = Some(Password("s3cret".into()));
+        assert!(!format!("{o:?}").contains("s3cret"));
+    }
+}

@@ -117,3 +117,72 @@ pub struct OrderRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(sealed: &[u8]) -> Generation {
+        Generation {
+            serial: 7,
+            fingerprint: "ab".repeat(32),
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            issued_by: "web1".into(),
+            issued_at: OffsetDateTime::UNIX_EPOCH,
+            fullchain_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+            sealed_key: SealedKey(sealed.to_vec()),
+            verdict: Verdict::Bad {
+                by: "web2".into(),
+                why: "verify failed".into(),
+                at: OffsetDateTime::UNIX_EPOCH,
+            },
+        }
+    }
+
+    fn field_names(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    field_names(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| field_names(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_generation_has_no_field_for_a_key_in_clear() {
+        let pem =
+            b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----\n";
+        let json = serde_json::to_string(&sample(pem)).unwrap();
+        let mut names = Vec::new();
+        field_names(&serde_json::from_str(&json).unwrap(), &mut names);
+        let keyish: Vec<&String> = names
+            .iter()
+            .filter(|n| n.contains("key") || n.contains("private") || n.contains("secret"))
+            .collect();
+        assert_eq!(keyish, ["sealed_key"], "fields: {names:?}");
+        // Even bytes that are a PEM key (a caller that forgot to seal) never show as PEM.
+        assert!(!json.contains("PRIVATE KEY"), "{json}");
+        assert!(!format!("{:?}", sample(pem)).contains("PRIVATE"));
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_ones_are_refused() {
+        let g = sample(&[0, 1, 2, 255]);
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(serde_json::from_str::<Generation>(&json).unwrap(), g);
+        assert!(json.contains("\"sealed_key\":\"AAEC/w==\""), "{json}");
+        assert!(json.contains("\"verdict\":{\"state\":\"bad\""), "{json}");
+        let broken = json.replace("AAEC/w==", "not base64!");
+        let err = serde_json::from_str::<Generation>(&broken).unwrap_err();
+        assert!(
+            err.to_string().contains("sealed_key is not base64"),
+            "{err}"
+        );
+        let pending = serde_json::to_string(&Verdict::Pending).unwrap();
+        assert_eq!(pending, r#"{"state":"pending"}"#);
+    }
+}

@@ -290,9 +290,16 @@ async fn without_quorum_requests_fail_typed_and_the_client_recovers() {
         .await
         .unwrap();
     let (_, rev) = a.current("www").await.unwrap().unwrap();
+    let lead = a
+        .try_campaign("www", Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
     cluster.stop(1);
     cluster.stop(2);
     assert!(!a.connected().await);
+    // Its lease cannot be renewed without a quorum: the leadership ends on this side too.
+    eventually("the leadership ended", async || !lead.is_current()).await;
     let options = cluster.options("web-pool", "web1");
     let bound = options.request_timeout * 2 + options.connect_timeout;
     let published =
@@ -328,6 +335,11 @@ async fn without_quorum_requests_fail_typed_and_the_client_recovers() {
         .await
         .unwrap();
     assert_eq!(a.current("www").await.unwrap().unwrap().0.serial, 2);
+    let err = a
+        .set_order(&lead, "https://ca.example/order/1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,11 +359,34 @@ async fn the_order_outlives_its_leader_and_only_a_leader_writes_it() {
     let order = b.order("www").await.unwrap().unwrap();
     assert_eq!(order.order, "https://ca.example/order/1");
     assert_eq!(order.host, "web1");
-    // web1's old leadership cannot write any more; the new leader can.
-    let stale = a.try_campaign("www", ttl).await.unwrap();
-    assert!(stale.is_none());
+    // A leadership whose leader key is gone (deleted by hand here; its lease is still kept
+    // alive, so it believes it leads) cannot write: etcd checks the key in the transaction.
     b.clear_order(&next).await.unwrap();
+    let mut raw = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    raw.delete("/certkeeper/web-pool/certs/www/leader", None)
+        .await
+        .unwrap();
+    let now = a.try_campaign("www", ttl).await.unwrap().unwrap();
+    assert!(next.is_current());
+    let err = b
+        .set_order(&next, "https://ca.example/order/2")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "certificate www: this host no longer leads it"
+    );
     assert!(b.order("www").await.unwrap().is_none());
+    a.set_order(&now, "https://ca.example/order/3")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.order("www").await.unwrap().unwrap().order,
+        "https://ca.example/order/3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -489,4 +524,24 @@ async fn tls_with_a_client_certificate() {
         .err()
         .expect("https needs ca_file");
     assert!(err.to_string().contains("https needs ca_file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_member_down_fails_no_request() {
+    let mut cluster = Cluster::start(3);
+    let a = fleet(&cluster, "web1").await;
+    a.report("www", &state(None)).await.unwrap();
+    // The client lists all three endpoints; requests the balancer hands to the dead member
+    // must land on a live one.
+    cluster.kill(1);
+    let mut read = None;
+    for serial in 1..=20 {
+        a.publish("www", &generation(serial, "web1"), read)
+            .await
+            .unwrap();
+        read = Some(a.current("www").await.unwrap().unwrap().1);
+        a.report("www", &state(Some(serial))).await.unwrap();
+        assert_eq!(a.hosts("www").await.unwrap()[0].1.serving, Some(serial));
+        assert!(a.connected().await);
+    }
 }
