@@ -47,7 +47,7 @@ impl Lease {
         // etcd counts in whole seconds; below 2 s it raises the TTL to its own minimum anyway.
         let secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let sent = Instant::now();
-        let resp = call("the lease grant", timeout, client, |mut c| async move {
+        let resp = call("lease grant", timeout, client, |mut c| async move {
             c.lease_grant(secs, None).await
         })
         .await?;
@@ -85,7 +85,7 @@ impl Lease {
         self.task.abort();
         self.state.lost.store(true, Ordering::SeqCst);
         let mut c = self.client.clone();
-        let _ = timed("the lease revoke", self.timeout, c.lease_revoke(self.id)).await;
+        let _ = timed("lease revoke", self.timeout, c.lease_revoke(self.id)).await;
     }
 }
 

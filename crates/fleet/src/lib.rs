@@ -173,7 +173,7 @@ impl Fleet {
     /// [`Fleet::connected`] with the reason when not.
     pub async fn probe(&self) -> Result<()> {
         let key = format!("{}health", self.prefix);
-        call("the health read", self.timeout, &self.client, |mut c| {
+        call("health read", self.timeout, &self.client, |mut c| {
             let key = key.clone();
             async move { c.get(key, None).await }
         })
@@ -195,7 +195,7 @@ impl Fleet {
                 self.host.as_str(),
                 Some(PutOptions::new().with_lease(lease.id())),
             )]);
-        let resp = match self.txn("the election", &txn).await {
+        let resp = match self.txn("election", &txn).await {
             Ok(resp) => resp,
             Err(e) => {
                 lease.revoke().await;
@@ -282,7 +282,7 @@ impl Fleet {
         let txn = Txn::new()
             .when([guard, Compare::version(kept.as_str(), CompareOp::Equal, 0)])
             .and_then(ops);
-        let resp = self.txn("the publish", &txn).await?;
+        let resp = self.txn("publish", &txn).await?;
         if !resp.succeeded() {
             return Err(Error::Conflict {
                 key: current,
@@ -321,7 +321,7 @@ impl Fleet {
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
                 .and_then(ops);
-            if self.txn("the verdict", &txn).await?.succeeded() {
+            if self.txn("verdict", &txn).await?.succeeded() {
                 return Ok(());
             }
         }
@@ -349,7 +349,7 @@ impl Fleet {
         };
         let key = self.key(cert, &format!("hosts/{}", self.host));
         let value = to_json(state);
-        call("the host report", self.timeout, &self.client, |mut c| {
+        call("host report", self.timeout, &self.client, |mut c| {
             let (key, value) = (key.clone(), value.clone());
             let opts = PutOptions::new().with_lease(lease_id);
             async move { c.put(key, value, Some(opts)).await }
@@ -362,15 +362,10 @@ impl Fleet {
     pub async fn hosts(&self, cert: &str) -> Result<Vec<(String, HostState)>> {
         check_name("certificate name", cert)?;
         let prefix = self.key(cert, "hosts/");
-        let resp = call(
-            "the host states read",
-            self.timeout,
-            &self.client,
-            |mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            },
-        )
+        let resp = call("host states read", self.timeout, &self.client, |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
         .await?;
         let mut hosts = Vec::new();
         for kv in resp.kvs() {
@@ -418,7 +413,7 @@ impl Fleet {
             return Err(not_leader());
         }
         let txn = Txn::new().when([leadership.guard()]).and_then([op]);
-        if self.txn("the order write", &txn).await?.succeeded() {
+        if self.txn("order write", &txn).await?.succeeded() {
             Ok(())
         } else {
             Err(not_leader())
@@ -451,7 +446,7 @@ impl Fleet {
     }
 
     async fn get_raw(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
-        let resp = call("a read", self.timeout, &self.client, |mut c| {
+        let resp = call("read", self.timeout, &self.client, |mut c| {
             let key = key.to_owned();
             async move { c.get(key, None).await }
         })

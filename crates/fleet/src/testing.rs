@@ -1,6 +1,7 @@
 //! A real etcd cluster on loopback for tests: members from Debian's `etcd-server` package,
 //! free ports, a data directory each under one temporary directory; every member killed when
-//! the [`Cluster`] is dropped (also while a failing test unwinds).
+//! the [`Cluster`] is dropped (also while a failing test unwinds). Test support: a failed
+//! `expect` here is a failed test, with what could not be set up.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -54,8 +54,7 @@ async fn run(
         if last > 0 {
             options = options.with_start_revision(last + 1);
         }
-        if let Ok(mut stream) =
-            timed("the watch", timeout, c.watch(key.as_str(), Some(options))).await
+        if let Ok(mut stream) = timed("watch", timeout, c.watch(key.as_str(), Some(options))).await
         {
             while let Ok(Some(resp)) = stream.message().await {
                 pause = RETRY_MIN;
@@ -65,7 +64,7 @@ async fn run(
                 if resp.compact_revision() > 0 {
                     // The history after `last` is gone: read the current value instead.
                     let mut c = client.clone();
-                    if let Ok(got) = timed("a read", timeout, c.get(key.as_str(), None)).await {
+                    if let Ok(got) = timed("read", timeout, c.get(key.as_str(), None)).await {
                         if let Some(kv) = got.kvs().first().filter(|kv| kv.mod_revision() > last) {
                             let item = from_json(&key, kv.value()).map(|g| (g, kv.mod_revision()));
                             if tx.send(item).await.is_err() {

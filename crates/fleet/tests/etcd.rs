@@ -1,5 +1,8 @@
 //! The fleet's etcd layer against a real 3-member etcd cluster on loopback.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use certkeeper_fleet::testing::Cluster;
