@@ -338,6 +338,10 @@ async fn without_quorum_requests_fail_typed_and_the_client_recovers() {
         .await
         .unwrap();
     assert_eq!(a.current("www").await.unwrap().unwrap().0.serial, 2);
+    // The host lease was lost with the quorum: a report takes a new one, kept alive.
+    a.report("www", &state(Some(2))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(a.hosts("www").await.unwrap()[0].1.serving, Some(2));
     let err = a
         .set_order(&lead, "https://ca.example/order/1")
         .await
@@ -547,4 +551,42 @@ async fn one_member_down_fails_no_request() {
         assert_eq!(a.hosts("www").await.unwrap()[0].1.serving, Some(serial));
         assert!(a.connected().await);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_behind_a_compaction_gets_the_current_generation() {
+    let mut cluster = Cluster::start(3);
+    let a = fleet(&cluster, "web1").await;
+    let mut options = cluster.options("web-pool", "web2");
+    options.endpoints.truncate(1);
+    let b = Fleet::connect(&options).await.unwrap();
+    a.publish("www", &generation(1, "web1"), None)
+        .await
+        .unwrap();
+    let (_, rev) = a.current("www").await.unwrap().unwrap();
+    let mut watch = b.watch_current("www", Some(rev)).unwrap();
+    cluster.stop(0);
+    let mut options = cluster.options("web-pool", "web1");
+    options.endpoints.remove(0);
+    let a = Fleet::connect(&options).await.unwrap();
+    a.publish("www", &generation(2, "web1"), Some(rev))
+        .await
+        .unwrap();
+    let (_, rev2) = a.current("www").await.unwrap().unwrap();
+    a.publish("www", &generation(3, "web1"), Some(rev2))
+        .await
+        .unwrap();
+    let (_, rev3) = a.current("www").await.unwrap().unwrap();
+    let mut raw = etcd_client::Client::connect(&options.endpoints, None)
+        .await
+        .unwrap();
+    raw.compact(rev3, None).await.unwrap();
+    cluster.start_member(0);
+    // Generation 2's event is gone from etcd's history: the watch reads the current one.
+    let (got, at) = tokio::time::timeout(PATIENCE, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((got, at), (generation(3, "web1"), rev3));
 }
