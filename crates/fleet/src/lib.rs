@@ -187,6 +187,10 @@ impl Fleet {
     pub async fn try_campaign(&self, cert: &str, ttl: Duration) -> Result<Option<Leadership>> {
         check_name("certificate name", cert)?;
         let key = self.key(cert, "leader");
+        // A read first: a host that does not lead costs etcd no lease grant and revoke.
+        if self.get_raw(&key).await?.is_some() {
+            return Ok(None);
+        }
         let lease = Lease::grant(&self.client, ttl, self.timeout).await?;
         let txn = Txn::new()
             .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
