@@ -48,6 +48,12 @@ const CRATES: &[(&str, &str, &[&str], &[&str])] = &[
         &["certkeeper-base", "certkeeper-x509"],
         &["store"],
     ),
+    (
+        "crates/fleet",
+        "certkeeper-fleet",
+        &["certkeeper-base"],
+        &[],
+    ),
 ];
 
 /// Upward edges known and not fixed yet, as `(from, to, why)`. Each one listed here is
@@ -214,7 +220,11 @@ fn lower_crates_depend_only_on_lower_crates() {
     for (i, (dir, package, allowed, _)) in CRATES.iter().enumerate() {
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
         let below: Vec<&str> = CRATES[..i].iter().map(|(_, p, ..)| *p).collect();
-        for dep in workspace_dependencies(&manifest) {
+        // A crate may name itself as a dev-dependency to turn on its own test features.
+        for dep in workspace_dependencies(&manifest)
+            .into_iter()
+            .filter(|d| d != package)
+        {
             assert!(
                 allowed.contains(&dep.as_str()),
                 "{package} ({dir}/Cargo.toml) depends on {dep}; it may depend on {allowed:?} only"
