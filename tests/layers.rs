@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, &[&str])] = &[
     ("system", &["accounts", "certbot"]),
     ("config", &["config"]),
-    ("records", &["state", "hold", "keys", "material", "alert", "fleet"]),
+    (
+        "records",
+        &["state", "hold", "keys", "material", "alert", "fleet"],
+    ),
     (
         "steps",
         &["schedule", "acme", "deploy", "issuer", "inventory"],
