@@ -53,6 +53,15 @@ pub enum Error {
     /// A write that only the leader may make, from a leadership that has ended.
     #[error("certificate {cert}: this host no longer leads it")]
     NotLeader { cert: String },
+    /// A new generation whose serial is not the one after the current generation's.
+    #[error(
+        "certificate {cert}: generation {serial} cannot follow the current one: use serial {next}"
+    )]
+    SerialNotNext {
+        cert: String,
+        serial: u64,
+        next: u64,
+    },
     /// A value under the fleet's prefix that is not a record of this version.
     #[error("{key}: not a valid record: {source}")]
     Record {
@@ -60,6 +69,18 @@ pub enum Error {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+}
+
+impl Error {
+    /// Whether etcd could not be reached or had no quorum (as opposed to an answer that
+    /// refused the request): the caller keeps what it has and waits.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::Etcd { source, .. } => crate::unavailable(source),
+            _ => false,
+        }
+    }
 }
 
 /// The revision a guarded write expects: what the writer read (`Some(mod_revision)`), or

@@ -19,6 +19,7 @@
 
 mod error;
 mod lease;
+pub mod protocol;
 mod record;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -262,6 +263,20 @@ impl Fleet {
         generation: &Generation,
         read: Option<i64>,
     ) -> Result<i64> {
+        self.publish_with(cert, generation, read, Vec::new(), Vec::new())
+            .await
+    }
+
+    /// [`Fleet::publish`] with more guards and operations in the same transaction (the
+    /// protocol's leadership guard, canary slot and clean-ups).
+    async fn publish_with(
+        &self,
+        cert: &str,
+        generation: &Generation,
+        read: Option<i64>,
+        guards: Vec<Compare>,
+        extra: Vec<TxnOp>,
+    ) -> Result<i64> {
         check_name("certificate name", cert)?;
         check_name("host id", &generation.issued_by)?;
         let current = self.key(cert, "current");
@@ -283,9 +298,10 @@ impl Fleet {
                 Some(DeleteOptions::new().with_range(first_kept)),
             ));
         }
-        let txn = Txn::new()
-            .when([guard, Compare::version(kept.as_str(), CompareOp::Equal, 0)])
-            .and_then(ops);
+        ops.extend(extra);
+        let mut compares = vec![guard, Compare::version(kept.as_str(), CompareOp::Equal, 0)];
+        compares.extend(guards);
+        let txn = Txn::new().when(compares).and_then(ops);
         let resp = self.txn("publish", &txn).await?;
         if !resp.succeeded() {
             return Err(Error::Conflict {
@@ -339,18 +355,7 @@ impl Fleet {
     /// kept alive while this [`Fleet`] lives; granted again if it was lost).
     pub async fn report(&self, cert: &str, state: &HostState) -> Result<()> {
         check_name("certificate name", cert)?;
-        let lease_id = {
-            let mut slot = self.host_lease.lock().await;
-            match slot.as_ref() {
-                Some(lease) if lease.is_alive() => lease.id(),
-                _ => {
-                    let lease = Lease::grant(&self.client, self.lease_ttl, self.timeout).await?;
-                    let id = lease.id();
-                    *slot = Some(lease);
-                    id
-                }
-            }
-        };
+        let lease_id = self.host_lease_id().await?;
         let key = self.key(cert, &format!("hosts/{}", self.host));
         let value = to_json(state);
         call("host report", self.timeout, &self.client, |mut c| {
@@ -360,6 +365,21 @@ impl Fleet {
         })
         .await?;
         Ok(())
+    }
+
+    /// This host's lease: granted on first use, kept alive while this [`Fleet`] lives,
+    /// granted again if it was lost.
+    async fn host_lease_id(&self) -> Result<i64> {
+        let mut slot = self.host_lease.lock().await;
+        match slot.as_ref() {
+            Some(lease) if lease.is_alive() => Ok(lease.id()),
+            _ => {
+                let lease = Lease::grant(&self.client, self.lease_ttl, self.timeout).await?;
+                let id = lease.id();
+                *slot = Some(lease);
+                Ok(id)
+            }
+        }
     }
 
     /// Every live host's state for `cert`, by host id.
@@ -600,6 +620,20 @@ where
     }
 }
 
+/// Whether etcd was out of reach: no member answered, or none had a leader.
+fn unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(
+                i32::from(status.code()),
+                GRPC_UNAVAILABLE | GRPC_DEADLINE_EXCEEDED
+            )
+        }
+        _ => false,
+    }
+}
+
 /// Whether a request failed before any member could have applied it.
 fn unreached(e: &etcd_client::Error) -> bool {
     match e {
@@ -629,6 +663,8 @@ const VERDICT_ATTEMPTS: usize = 5;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// gRPC's UNAVAILABLE status code.
 const GRPC_UNAVAILABLE: i32 = 14;
+/// gRPC's DEADLINE_EXCEEDED status code.
+const GRPC_DEADLINE_EXCEEDED: i32 = 4;
 
 #[cfg(test)]
 mod tests {
