@@ -165,6 +165,14 @@ mod tests {
                 "certificate www: generation 3 is not kept in etcd",
             ),
             (
+                Error::SerialNotNext {
+                    cert: "www".into(),
+                    serial: 9,
+                    next: 4,
+                },
+                "certificate www: generation 9 cannot follow the current one: use serial 4",
+            ),
+            (
                 Error::NotLeader { cert: "www".into() },
                 "certificate www: this host no longer leads it",
             ),

@@ -12,6 +12,14 @@
 //! | `order` | the [`OrderRecord`] in flight; it outlives its leader so the next one resumes it |
 //! | `hosts/<host>` | each host's [`HostState`], on that host's lease |
 //! | `leader` | the election: the leading host's id, on its leadership's lease |
+//! | `canary/<serial>/<slot>` | the host holding a canary slot of a pending generation, on its lease ([`protocol`]) |
+//! | `results/<serial>/<host>` | a host's durable result for a generation, counted by verdicts ([`protocol`]) |
+//!
+//! The [`protocol`] module builds the fleet's decisions on these: for one shared certificate
+//! on one host, [`Fleet::decide`] says whether to issue, deploy as a canary or in the rollout,
+//! revert, or wait; [`Fleet::publish_new`], [`Fleet::report_result`] and [`Fleet::judge`]
+//! move a generation from `pending` to `good` or `bad`. Its module documentation has the
+//! rules.
 //!
 //! Every value is readable by anyone with read access to etcd (and sits in clear on the
 //! members' disks): a [`Generation`] holds the private key only sealed, as bytes the caller
