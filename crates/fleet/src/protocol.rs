@@ -78,8 +78,8 @@ impl Rules {
 #[derive(Debug)]
 pub enum Step {
     /// This host leads: order (or resume [`Issue::order`]), check, then
-    /// [`Fleet::publish_new`].
-    Issue(Issue),
+    /// [`Fleet::publish_new`]. Boxed: a leadership holds a client of its own.
+    Issue(Box<Issue>),
     /// Deploy this generation (open its sealed key, run the usual checks, stage, reload,
     /// verify), then [`Fleet::report_result`].
     Deploy { generation: Generation, role: Role },
@@ -193,7 +193,7 @@ impl Fleet {
     /// [`Issue::next_serial`]; the issuer and verdict are set here. Fails with
     /// [`Error::Conflict`] when another generation was published since, or when the
     /// leadership ended.
-    pub async fn publish_new(&self, issue: Issue, mut generation: Generation) -> Result<u64> {
+    pub async fn publish_new(&self, issue: Box<Issue>, mut generation: Generation) -> Result<u64> {
         let cert = issue.leadership.cert().to_owned();
         let result = Box::pin(self.publish_issue(&cert, &issue, &mut generation)).await;
         issue.leadership.resign().await;
@@ -365,12 +365,12 @@ impl Fleet {
                         }
                     };
                     let (current, read) = fresh.map_or((None, None), |(g, r)| (Some(g), Some(r)));
-                    return Ok(Step::Issue(Issue {
+                    return Ok(Step::Issue(Box::new(Issue {
                         leadership,
                         current,
                         order,
                         read,
-                    }));
+                    })));
                 }
                 leadership.resign().await;
             } else if current.is_none() {
