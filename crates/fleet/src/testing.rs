@@ -79,8 +79,8 @@ impl Cluster {
                 format!("--initial-cluster={}", initial.join(",")),
                 "--initial-cluster-state=new".to_owned(),
                 format!("--initial-cluster-token={token}"),
-                "--heartbeat-interval=50".to_owned(),
-                "--election-timeout=500".to_owned(),
+                "--heartbeat-interval=100".to_owned(),
+                "--election-timeout=1000".to_owned(),
                 "--logger=zap".to_owned(),
                 "--log-outputs=stderr".to_owned(),
             ];
