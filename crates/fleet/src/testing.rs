@@ -220,7 +220,9 @@ impl Cluster {
         }
         o.lease_ttl = Duration::from_secs(2);
         o.connect_timeout = Duration::from_secs(2);
-        o.request_timeout = Duration::from_secs(3);
+        // Long enough for the members to elect a new leader on a loaded machine (a killed
+        // leader stalls writes for an election or two).
+        o.request_timeout = Duration::from_secs(5);
         o
     }
 
