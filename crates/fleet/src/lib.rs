@@ -604,7 +604,11 @@ async fn timed<T>(
 
 /// One request on a clone of `client`, tried again while it failed before reaching a member
 /// that could apply it (a member down, no leader yet), until `timeout` from the first try:
-/// the balancer may hand a request to a member that is down while others answer.
+/// the balancer may hand a request to a member that is down while others answer. An attempt
+/// that has no answer within [`ATTEMPT_TIMEOUT`] is tried again too (a connection to a
+/// member that just died can hang rather than fail); a write whose answer was lost that way
+/// may then find its own effect: a publish retried so comes back as a conflict, and its
+/// caller re-reads the current generation (every write here is guarded or idempotent).
 async fn call<T, F, Fut>(
     op: &'static str,
     timeout: Duration,
@@ -617,12 +621,14 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tokio::time::timeout_at(deadline, f(client.clone())).await {
+        let attempt = deadline.min(tokio::time::Instant::now() + ATTEMPT_TIMEOUT);
+        match tokio::time::timeout_at(attempt, f(client.clone())).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if unreached(&e) && tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Ok(Err(source)) => return Err(Error::Etcd { op, source }),
+            Err(_) if attempt < deadline => {}
             Err(_) => return Err(Error::Timeout { op, timeout }),
         }
     }
@@ -642,15 +648,20 @@ fn unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
-/// Whether a request failed before any member could have applied it.
+/// Whether a request failed on its way (before any member could have applied it, or on a
+/// connection to a member that died): tried again, which every write here allows, being
+/// guarded or idempotent.
 fn unreached(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => {
-            i32::from(status.code()) == GRPC_UNAVAILABLE
-                && (status.message().contains("connect error")
-                    || status.message().contains("no leader"))
-        }
+        etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
+            GRPC_UNAVAILABLE => {
+                status.message().contains("connect error") || status.message().contains("no leader")
+            }
+            // The stream to a member broke under the request (the member was killed).
+            GRPC_UNKNOWN => status.message().contains("transport error"),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -669,6 +680,10 @@ fn from_json<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<
 
 const VERDICT_ATTEMPTS: usize = 5;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long one attempt of a request may go unanswered before it is tried again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// gRPC's UNKNOWN status code (what a broken stream gives).
+const GRPC_UNKNOWN: i32 = 2;
 /// gRPC's UNAVAILABLE status code.
 const GRPC_UNAVAILABLE: i32 = 14;
 /// gRPC's DEADLINE_EXCEEDED status code.
