@@ -75,7 +75,10 @@ where
                 .enable_all()
                 .build()
                 .ok()?;
-            let out = runtime.block_on(tokio::time::timeout(budget, f())).ok();
+            // The timer is made inside the runtime: it needs the runtime's clock.
+            let out = runtime
+                .block_on(async { tokio::time::timeout(budget, f()).await })
+                .ok();
             // A request still in flight (a member that never answers) must not hold us.
             runtime.shutdown_background();
             out

@@ -1,0 +1,429 @@
+//! The fleet's view for operators through the binary, against a real 3-member etcd on
+//! loopback: `fleet status` (text and JSON), the `fleet` object of `check`/`verify` and its
+//! "behind the fleet" WARNING, and the `certkeeper_fleet_*` metrics. The records are written
+//! with the fleet's own client, as hosts would write them. With etcd unreachable or without
+//! a quorum: `fleet status` exits 1 with one line, `check` still decides locally, metrics
+//! say `certkeeper_fleet_connected 0`; and the etcd password is never printed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use certkeeper_fleet::testing::Cluster;
+use certkeeper_fleet::{
+    Fleet, Generation, HostResult, HostState, Leadership, Password, SealedKey, Verdict,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::hostile::bounded;
+use crate::metrics::{parse, value};
+use crate::util::fixtures::{Leaf, LeafSpec, Pki};
+use crate::util::{Dir, Run};
+
+const PASSWORD: &str = "etcd-pw-Zq8v1Lr7";
+
+/// A host of the fleet (`web1`): its config, a PKI its trust roots hold, and three leaves
+/// for the shared certificate `www` (generations 1 and 2, and one from neither).
+struct Host {
+    dir: Dir,
+    leaves: Vec<Leaf>,
+}
+
+impl Host {
+    /// `endpoints` for etcd; `auth`: a username and the password in a 0600 file.
+    fn new(endpoints: &[String], auth: bool) -> Host {
+        let dir = Dir::new();
+        let pki = Pki::new("Fleet");
+        dir.write("trust.pem", pki.root_pem());
+        let leaves: Vec<Leaf> = (0..3)
+            .map(|_| pki.leaf(LeafSpec::new(&["www.example.test"], 60)))
+            .collect();
+        let mail = pki.leaf(LeafSpec::new(&["mail.example.test"], 60));
+        dir.write("live/mail/fullchain.pem", mail.fullchain());
+        dir.write("live/mail/privkey.pem", &mail.key_pem);
+        let key = dir.write("fleet.key", [7u8; 32]);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut auth_yaml = String::new();
+        if auth {
+            let pw = dir.write("etcd.pw", format!("{PASSWORD}\n"));
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+            auth_yaml = "    username: certkeeper\n    password_file: etcd.pw\n".into();
+        }
+        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        dir.config(&format!(
+            "state_dir: state\n\
+             issuers:\n  ca:\n    type: acme\n    directory: https://127.0.0.1:14000/dir\n    trust_roots: trust.pem\n\
+             dns_providers:\n  hook:\n    type: exec\n    command: [/bin/true]\n\
+             fleet:\n  name: web-pool\n  host: web1\n  etcd:\n    endpoints: [{}]\n{auth_yaml}  seal_key_file: fleet.key\n\
+             certificates:\n\
+             {}{}",
+            endpoints.join(", "),
+            cert_yaml("www", true),
+            cert_yaml("mail", false),
+        ));
+        let host = Host { dir, leaves };
+        host.serve(0);
+        host
+    }
+
+    /// Writes leaf `i` as www's live pair.
+    fn serve(&self, i: usize) {
+        let leaf = &self.leaves[i];
+        self.dir.write("live/www/fullchain.pem", leaf.fullchain());
+        self.dir.write("live/www/privkey.pem", &leaf.key_pem);
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        bounded(&self.dir, "config.yaml", args)
+    }
+
+    /// `check --json`'s entry for `name`, and the exit code.
+    fn check(&self, args: &[&str], name: &str) -> (i32, Value) {
+        let run = self.run(args);
+        let v: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{run:?}"));
+        let entry = match &v {
+            Value::Array(entries) => entries
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}: {run:?}"))
+                .clone(),
+            _ => v,
+        };
+        (run.code, entry)
+    }
+}
+
+fn cert_yaml(name: &str, fleet: bool) -> String {
+    format!(
+        "  - name: {name}\n    domains: [{name}.example.test]\n    issuer: ca\n    dns_provider: hook\n{}    fullchain: live/{name}/fullchain.pem\n    privkey: live/{name}/privkey.pem\n",
+        if fleet { "    fleet: true\n" } else { "" }
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(cluster: &Cluster, host: &str, auth: bool) -> Fleet {
+    let mut o = cluster.options("web-pool", host);
+    if auth {
+        o.username = Some("certkeeper".into());
+        o.password = Some(Password(PASSWORD.into()));
+    }
+    Fleet::connect(&o).await.unwrap()
+}
+
+fn fingerprint(leaf: &Leaf) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(&leaf.cert_der))
+}
+
+fn generation(serial: u64, leaf: &Leaf, by: &str, verdict: Verdict) -> Generation {
+    Generation {
+        serial,
+        fingerprint: fingerprint(leaf),
+        not_after: OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
+        issued_by: by.into(),
+        issued_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + serial as i64).unwrap(),
+        fullchain_pem: leaf.fullchain(),
+        sealed_key: SealedKey(vec![0xA5; 60]),
+        verdict,
+    }
+}
+
+fn state(serving: Option<u64>, result: HostResult, why: Option<&str>) -> HostState {
+    HostState {
+        serving,
+        result,
+        at: OffsetDateTime::now_utc(),
+        why: why.map(str::to_owned),
+    }
+}
+
+fn good(ago: time::Duration, by: &str) -> Verdict {
+    Verdict::Good {
+        by: by.into(),
+        at: OffsetDateTime::now_utc() - ago,
+    }
+}
+
+/// Runs etcdctl against `endpoints`; fails naming the Debian package when it is missing.
+fn etcdctl(endpoints: &[String], args: &[&str]) {
+    let out = Command::new("etcdctl")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("etcdctl ({e}): install the Debian package etcd-client (apt-get install -y etcd-client)")
+        });
+    assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+}
+
+/// Turns etcd authentication on, with a user `certkeeper` (role root) whose password is
+/// [`PASSWORD`].
+fn enable_auth(endpoints: &[String]) {
+    etcdctl(
+        endpoints,
+        &["user", "add", "root:root-pw", "--interactive=false"],
+    );
+    etcdctl(endpoints, &["user", "grant-role", "root", "root"]);
+    let user = format!("certkeeper:{PASSWORD}");
+    etcdctl(endpoints, &["user", "add", &user, "--interactive=false"]);
+    etcdctl(endpoints, &["user", "grant-role", "certkeeper", "root"]);
+    etcdctl(endpoints, &["auth", "enable"]);
+}
+
+/// One line on stderr starting `certkeeper: `, nothing on stdout.
+fn one_line(run: &Run) -> &str {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert!(lines[0].starts_with("certkeeper: "), "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    lines[0]
+}
+
+fn assert_no_secret(runs: &[&Run]) {
+    for run in runs {
+        for text in [&run.stdout, &run.stderr] {
+            assert!(
+                !text.contains(PASSWORD),
+                "the etcd password is printed: {run:?}"
+            );
+            assert!(!text.contains("PRIVATE KEY"), "{run:?}");
+            assert!(!text.contains("sealed_key"), "{run:?}");
+            assert!(!text.contains("BEGIN CERTIFICATE"), "{run:?}");
+        }
+    }
+}
+
+#[test]
+fn status_check_and_metrics_show_the_fleet_and_outlive_a_lost_quorum() {
+    let mut cluster = Cluster::start(3);
+    enable_auth(&cluster.endpoints());
+    let host = Host::new(&cluster.endpoints(), true);
+    let rt = runtime();
+    // web2 issued generations 1 and 2 and leads; 2 is good since two days (past any
+    // scheduled pass); web1 (this host) still serves 1.
+    let (_web1, _web2, _leadership): (Fleet, Fleet, Leadership) = rt.block_on(async {
+        let web1 = client(&cluster, "web1", true).await;
+        let web2 = client(&cluster, "web2", true).await;
+        let g1 = generation(
+            1,
+            &host.leaves[0],
+            "web2",
+            good(time::Duration::days(9), "web1"),
+        );
+        web2.publish("www", &g1, None).await.unwrap();
+        let (_, rev) = web2.current("www").await.unwrap().unwrap();
+        let g2 = generation(
+            2,
+            &host.leaves[1],
+            "web2",
+            good(time::Duration::days(2), "web2"),
+        );
+        web2.publish("www", &g2, Some(rev)).await.unwrap();
+        web1.report(
+            "www",
+            &state(
+                Some(1),
+                HostResult::Failed,
+                Some("nginx: reload failed\x1b[31m"),
+            ),
+        )
+        .await
+        .unwrap();
+        web2.report("www", &state(Some(2), HostResult::Deployed, None))
+            .await
+            .unwrap();
+        let leadership = web2
+            .try_campaign("www", Duration::from_secs(15))
+            .await
+            .unwrap()
+            .unwrap();
+        (web1, web2, leadership)
+    });
+    let fp2 = fingerprint(&host.leaves[1]);
+
+    let text = host.run(&["fleet", "status"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    for expected in [
+        "fleet web-pool, this host web1: 1 shared certificate".to_owned(),
+        "www\n".to_owned(),
+        "  generation   2\n".to_owned(),
+        format!("  fingerprint  {fp2}\n"),
+        "  not after    2030-03-17T17:46:40Z\n".to_owned(),
+        "  issued       by web2 at 2027-01-15T08:00:02Z\n".to_owned(),
+        "  verdict      good, by web2 at ".to_owned(),
+        "  leader       web2\n".to_owned(),
+        "  hosts        2 reporting\n".to_owned(),
+    ] {
+        assert!(text.stdout.contains(&expected), "{expected:?} in {text:?}");
+    }
+    let rows: Vec<Vec<&str>> = text
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("    web"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text:?}");
+    assert_eq!(rows[0][..3], ["web1", "1", "failed"], "{text:?}");
+    assert_eq!(rows[1][..3], ["web2", "2", "deployed"], "{text:?}");
+    // A reason from etcd is shown escaped: it cannot recolour the terminal.
+    assert!(
+        text.stdout.contains("nginx: reload failed\\x1b[31m"),
+        "{text:?}"
+    );
+    assert!(!text.stdout.contains('\x1b'), "{text:?}");
+    assert!(text.stderr.is_empty(), "{text:?}");
+
+    let json = host.run(&["fleet", "status", "--json", "www"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["fleet"], "web-pool");
+    assert_eq!(v["host"], "web1");
+    assert_eq!(v["connected"], true);
+    let www = &v["certificates"][0];
+    assert_eq!(v["certificates"].as_array().unwrap().len(), 1, "{json:?}");
+    assert_eq!(www["name"], "www");
+    assert_eq!(www["leader"], "web2");
+    assert_eq!(www["current"]["serial"], 2);
+    assert_eq!(www["current"]["fingerprint"], fp2.as_str());
+    assert_eq!(www["current"]["not_after"], "2030-03-17T17:46:40Z");
+    assert_eq!(www["current"]["issued_by"], "web2");
+    assert_eq!(www["current"]["issued_at"], "2027-01-15T08:00:02Z");
+    assert_eq!(www["current"]["verdict"]["state"], "good");
+    assert_eq!(www["current"]["verdict"]["by"], "web2");
+    assert!(www["current"]["verdict"]["at"].is_string(), "{json:?}");
+    let hosts = www["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{json:?}");
+    assert_eq!(hosts[0]["host"], "web1");
+    assert_eq!(hosts[0]["serving"], 1);
+    assert_eq!(hosts[0]["on_current"], false);
+    assert_eq!(hosts[0]["result"], "failed");
+    assert_eq!(hosts[0]["why"], "nginx: reload failed\x1b[31m");
+    assert_eq!(hosts[1]["host"], "web2");
+    assert_eq!(hosts[1]["serving"], 2);
+    assert_eq!(hosts[1]["on_current"], true);
+    assert!(hosts[1]["why"].is_null(), "{json:?}");
+
+    // check: web1 serves generation 1 while 2 has been good for two days: behind, WARNING.
+    let (code, www) = host.check(&["check", "--json"], "www");
+    assert_eq!(code, 1, "{www}");
+    assert_eq!(www["status"], "warning");
+    assert_eq!(
+        www["fleet"],
+        serde_json::json!({"connected": true, "serial_current": 2, "serving_serial_here": 1, "verdict": "good", "behind": true})
+    );
+    let problems = www["problems"].to_string();
+    assert!(problems.contains("behind the fleet"), "{www}");
+    let (_, mail) = host.check(&["check", "--json"], "mail");
+    assert!(mail["fleet"].is_null(), "{mail}");
+    assert_eq!(mail["status"], "ok");
+    let check_text = host.run(&["check"]);
+    assert_eq!(check_text.code, 1, "{check_text:?}");
+    assert!(
+        check_text.stdout.starts_with("CERTKEEPER WARNING"),
+        "{check_text:?}"
+    );
+    assert!(check_text.stdout.contains("behind the fleet: this host serves generation 1, while generation 2 has been good since"), "{check_text:?}");
+
+    let metrics = host.run(&["metrics"]);
+    assert_eq!(metrics.code, 0, "{metrics:?}");
+    let samples = parse(&metrics.stdout);
+    assert_eq!(
+        value(&samples, "certkeeper_fleet_connected", &[]),
+        Some(1.0)
+    );
+    for g in ["1", "2"] {
+        assert_eq!(
+            value(
+                &samples,
+                "certkeeper_fleet_hosts",
+                &[("name", "www"), ("generation", g)]
+            ),
+            Some(1.0),
+            "{metrics:?}"
+        );
+    }
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "certkeeper_fleet_hosts")
+            .count(),
+        2,
+        "{metrics:?}"
+    );
+
+    // Two of three members stopped: no quorum.
+    cluster.stop(1);
+    cluster.stop(2);
+    let down = host.run(&["fleet", "status"]);
+    assert_eq!(down.code, 1, "{down:?}");
+    let line = one_line(&down);
+    assert!(line.contains("fleet web-pool"), "{down:?}");
+    assert!(line.contains("majority of the etcd members"), "{down:?}");
+    let down_json = host.run(&["fleet", "status", "--json"]);
+    assert_eq!(down_json.code, 1, "{down_json:?}");
+    one_line(&down_json);
+
+    // check decides locally: the live pair is sound, so OK; the fleet view says why it is
+    // missing.
+    let (code, www) = host.check(&["check", "--json"], "www");
+    assert_eq!(code, 0, "{www}");
+    assert_eq!(www["status"], "ok");
+    assert_eq!(www["fleet"]["connected"], false);
+    assert!(www["fleet"]["serial_current"].is_null(), "{www}");
+    assert!(www["problems"].as_array().unwrap().is_empty(), "{www}");
+    assert!(
+        www["not_checked"].to_string().contains("the fleet's view"),
+        "{www}"
+    );
+    let check_down = host.run(&["check"]);
+    assert_eq!(check_down.code, 0, "{check_down:?}");
+    let verify_down = host.run(&["verify", "www"]);
+    assert_eq!(verify_down.code, 0, "{verify_down:?}");
+    assert!(
+        verify_down.stdout.contains("etcd did not answer"),
+        "{verify_down:?}"
+    );
+
+    let metrics_down = host.run(&["metrics"]);
+    assert_eq!(metrics_down.code, 0, "{metrics_down:?}");
+    let samples = parse(&metrics_down.stdout);
+    assert_eq!(
+        value(&samples, "certkeeper_fleet_connected", &[]),
+        Some(0.0)
+    );
+    assert!(
+        !samples.iter().any(|s| s.name == "certkeeper_fleet_hosts"),
+        "{metrics_down:?}"
+    );
+    // The local samples are still there.
+    assert!(
+        value(
+            &samples,
+            "certkeeper_certificate_not_after_seconds",
+            &[("name", "www")]
+        )
+        .is_some(),
+        "{metrics_down:?}"
+    );
+
+    assert_no_secret(&[
+        &text,
+        &json,
+        &check_text,
+        &metrics,
+        &down,
+        &down_json,
+        &check_down,
+        &verify_down,
+        &metrics_down,
+    ]);
+    drop(rt);
+}
