@@ -427,3 +427,228 @@ fn status_check_and_metrics_show_the_fleet_and_outlive_a_lost_quorum() {
     ]);
     drop(rt);
 }
+
+#[test]
+fn behind_the_fleet_means_not_serving_a_generation_good_since_before_the_last_pass() {
+    let cluster = Cluster::start(3);
+    let host = Host::new(&cluster.endpoints(), false);
+    let rt = runtime();
+    let web2 = rt.block_on(async {
+        let web2 = client(&cluster, "web2", false).await;
+        let g1 = generation(
+            1,
+            &host.leaves[0],
+            "web2",
+            good(time::Duration::days(9), "web1"),
+        );
+        web2.publish("www", &g1, None).await.unwrap();
+        let (_, rev) = web2.current("www").await.unwrap().unwrap();
+        // Good just now: this host's next pass has not come yet.
+        let g2 = generation(
+            2,
+            &host.leaves[1],
+            "web2",
+            good(time::Duration::ZERO, "web2"),
+        );
+        web2.publish("www", &g2, Some(rev)).await.unwrap();
+        web2
+    });
+    let fleet_of = |args: &[&str]| {
+        let (code, entry) = host.check(args, "www");
+        (code, entry["fleet"].clone(), entry)
+    };
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!(code, 0, "{entry}");
+    assert_eq!(fleet["serving_serial_here"], 1, "{entry}");
+    assert_eq!(fleet["serial_current"], 2, "{entry}");
+    assert_eq!(fleet["behind"], false, "{entry}");
+
+    // Pending and bad generations hold nobody behind, however old.
+    let set = |verdict: Verdict| rt.block_on(web2.set_verdict("www", 2, verdict)).unwrap();
+    set(Verdict::Pending);
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!(
+        (code, &fleet["verdict"], &fleet["behind"]),
+        (0, &"pending".into(), &false.into()),
+        "{entry}"
+    );
+    set(Verdict::Bad {
+        by: "web3".into(),
+        why: "verify failed on web3".into(),
+        at: OffsetDateTime::now_utc() - time::Duration::days(5),
+    });
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!(
+        (code, &fleet["verdict"], &fleet["behind"]),
+        (0, &"bad".into(), &false.into()),
+        "{entry}"
+    );
+    let status = host.run(&["fleet", "status"]);
+    assert!(
+        status.stdout.contains("  verdict      bad, by web3 at "),
+        "{status:?}"
+    );
+    assert!(
+        status.stdout.contains(": verify failed on web3\n"),
+        "{status:?}"
+    );
+    assert!(
+        status.stdout.contains("  leader       none\n"),
+        "{status:?}"
+    );
+    assert!(
+        status.stdout.contains("  hosts        none reporting"),
+        "{status:?}"
+    );
+
+    // Good since before the last scheduled pass: behind, in check and in verify.
+    set(good(time::Duration::days(2), "web2"));
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!((code, &fleet["behind"]), (1, &true.into()), "{entry}");
+    let (code, fleet, entry) = fleet_of(&["verify", "--json", "www"]);
+    assert_eq!((code, &fleet["behind"]), (1, &true.into()), "{entry}");
+    let verify = host.run(&["verify", "www"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .contains("  fleet      generation 2 (good), this host serves generation 1"),
+        "{verify:?}"
+    );
+    assert!(verify.stdout.contains("behind the fleet"), "{verify:?}");
+
+    // A leaf that is no kept generation is behind too.
+    host.serve(2);
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!((code, &fleet["behind"]), (1, &true.into()), "{entry}");
+    assert!(fleet["serving_serial_here"].is_null(), "{entry}");
+    assert!(
+        entry["problems"]
+            .to_string()
+            .contains("serves no generation etcd keeps"),
+        "{entry}"
+    );
+
+    // Serving the current generation: OK.
+    host.serve(1);
+    let (code, fleet, entry) = fleet_of(&["check", "--json"]);
+    assert_eq!(code, 0, "{entry}");
+    assert_eq!(
+        fleet,
+        serde_json::json!({"connected": true, "serial_current": 2, "serving_serial_here": 2, "verdict": "good", "behind": false})
+    );
+    drop(rt);
+}
+
+#[test]
+fn a_shared_certificate_without_a_generation_yet_is_shown_as_such() {
+    let cluster = Cluster::start(1);
+    let host = Host::new(&cluster.endpoints(), false);
+    let status = host.run(&["fleet", "status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let v: Value = serde_json::from_str(&status.stdout).unwrap();
+    let www = &v["certificates"][0];
+    assert!(
+        www["current"].is_null() && www["leader"].is_null(),
+        "{status:?}"
+    );
+    assert_eq!(www["hosts"], serde_json::json!([]));
+    let text = host.run(&["fleet", "status"]);
+    assert!(
+        text.stdout.contains("  generation   none published yet\n"),
+        "{text:?}"
+    );
+    let (code, entry) = host.check(&["check", "--json"], "www");
+    assert_eq!(code, 0, "{entry}");
+    assert_eq!(
+        entry["fleet"],
+        serde_json::json!({"connected": true, "serial_current": null, "serving_serial_here": null, "verdict": null, "behind": false})
+    );
+}
+
+#[test]
+fn without_etcd_or_with_a_bad_setting_status_says_so_in_one_line() {
+    // Nothing listens on this port: etcd unreachable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = Host::new(&[format!("http://127.0.0.1:{port}")], true);
+    let down = host.run(&["fleet", "status"]);
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        one_line(&down).contains("majority of the etcd members"),
+        "{down:?}"
+    );
+    let (code, entry) = host.check(&["check", "--json"], "www");
+    assert_eq!(code, 0, "{entry}");
+    assert_eq!(entry["fleet"]["connected"], false, "{entry}");
+    let metrics = host.run(&["metrics"]);
+    let samples = parse(&metrics.stdout);
+    assert_eq!(
+        value(&samples, "certkeeper_fleet_connected", &[]),
+        Some(0.0)
+    );
+
+    // Usage and config errors: exit 2, one line naming the file (and key and line).
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["fleet", "status", "mail"],
+            "certificate \"mail\" is not shared (no `fleet: true`)",
+        ),
+        (
+            &["fleet", "status", "nope"],
+            "no certificate named \"nope\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let run = host.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(one_line(&run).contains(expected), "{args:?}: {run:?}");
+    }
+    let config = std::fs::read_to_string(host.dir.join("config.yaml")).unwrap();
+    let with_env = config.replace(
+        "password_file: etcd.pw",
+        "password_env: CERTKEEPER_TEST_SURELY_UNSET_PW",
+    );
+    host.dir.config(&with_env);
+    let line = with_env
+        .lines()
+        .position(|l| l.contains("password_env"))
+        .unwrap()
+        + 1;
+    let run = host.run(&["fleet", "status"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        one_line(&run).ends_with(&format!(
+            "config.yaml:{line}: fleet.etcd.password_env: environment variable CERTKEEPER_TEST_SURELY_UNSET_PW is not set"
+        )),
+        "{run:?}"
+    );
+    // check still decides locally and notes why it has no fleet view.
+    let (code, entry) = host.check(&["check", "--json"], "www");
+    assert_eq!(code, 0, "{entry}");
+    assert!(
+        entry["not_checked"].to_string().contains("password_env"),
+        "{entry}"
+    );
+
+    // No fleet section: status is a usage error; check and metrics show no fleet.
+    let plain: String = with_env.split("fleet:\n  name").next().unwrap().to_owned()
+        + "certificates:\n"
+        + &cert_yaml("mail", false);
+    host.dir.config(&plain);
+    let run = host.run(&["fleet", "status"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        one_line(&run).contains("there is no fleet section"),
+        "{run:?}"
+    );
+    let (code, entry) = host.check(&["check", "--json"], "mail");
+    assert_eq!(code, 0, "{entry}");
+    assert!(entry["fleet"].is_null(), "{entry}");
+    let metrics = host.run(&["metrics"]);
+    assert!(!metrics.stdout.contains("certkeeper_fleet_"), "{metrics:?}");
+    assert_no_secret(&[&down, &metrics]);
+}
