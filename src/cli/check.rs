@@ -89,11 +89,14 @@ fn add_fleet_view(config: &Config, entries: &mut [Entry], now: OffsetDateTime) {
             .map_err(|e| e.to_string())?;
         let mut facts = Vec::with_capacity(shared.len());
         for (_, name, fingerprint) in &shared {
-            let current = client.current(name).await.map_err(|e| e.to_string())?;
+            let current = client
+                .current(name)
+                .await
+                .map_err(|e| crate::fleet::connect::brief(&e))?;
             let serving_here = match (&current, fingerprint) {
                 (Some((g, _)), Some(fp)) => crate::fleet::view::serial_of(&client, name, g, fp)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| crate::fleet::connect::brief(&e))?,
                 _ => None,
             };
             facts.push(inventory::FleetFacts {

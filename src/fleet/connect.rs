@@ -58,7 +58,7 @@ pub enum ConnectError {
         source: certkeeper_fleet::Error,
     },
     /// etcd did not answer (no member reachable, no quorum) or refused the login.
-    #[error("fleet {fleet}: {source}")]
+    #[error("fleet {fleet}: {}", brief(source))]
     Etcd {
         /// The fleet's name.
         fleet: String,
@@ -117,6 +117,43 @@ pub async fn connect(fleet: &config::Fleet, timeouts: Timeouts) -> Result<Fleet,
                 source,
             },
         })
+}
+
+/// The client's error on one short line: for a failed request, its operation and the
+/// deepest cause (`etcd connect failed: Connection refused (os error 111)`), not the
+/// transport's nested debug form.
+pub fn brief(e: &certkeeper_fleet::Error) -> String {
+    let certkeeper_fleet::Error::Etcd { op, source } = e else {
+        return e.to_string();
+    };
+    let mut deepest: &dyn std::error::Error = source;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    crate::text::escape_line(&format!(
+        "etcd {op} failed: {}",
+        messages(&deepest.to_string())
+    ))
+}
+
+/// The `message: "…"` parts of a gRPC status as the client displays it, outermost first
+/// (`tcp connect error: Connection refused`); the text before any `, source:` otherwise.
+fn messages(text: &str) -> String {
+    let mut found: Vec<&str> = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("message: \"") {
+        rest = &rest[at + "message: \"".len()..];
+        let Some(end) = rest.find('"') else { break };
+        if !found.contains(&&rest[..end]) {
+            found.push(&rest[..end]);
+        }
+        rest = &rest[end..];
+    }
+    if found.is_empty() {
+        text.split(", source:").next().unwrap_or(text).to_owned()
+    } else {
+        found.join(": ")
+    }
 }
 
 /// The config key behind an error of the client that no etcd answer caused.
@@ -186,6 +223,17 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(1));
         assert_eq!(o.request_timeout, Duration::from_secs(2));
         assert!(!format!("{o:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn grpc_statuses_read_as_their_messages() {
+        let t = r#"grpc request error: code: 'The service is currently unavailable', message: "tcp connect error", source: tonic::transport::Error(Transport, ConnectError(ConnectError("tcp connect error", 127.0.0.1:1, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })))"#;
+        assert_eq!(messages(t), "tcp connect error: Connection refused");
+        assert_eq!(
+            messages("transport error: x, source: y"),
+            "transport error: x"
+        );
+        assert_eq!(messages("plain"), "plain");
     }
 
     #[tokio::test]
