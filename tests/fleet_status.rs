@@ -534,6 +534,30 @@ fn behind_the_fleet_means_not_serving_a_generation_good_since_before_the_last_pa
         "{entry}"
     );
 
+    // A value under the fleet's prefix that is no record: one line naming the key, exit 1;
+    // check keeps to its local checks.
+    let endpoints = cluster.endpoints();
+    etcdctl(
+        &endpoints,
+        &[
+            "put",
+            "/certkeeper/web-pool/certs/www/hosts/web9",
+            "{\"serving\":\"\u{1b}[2Jx\"}",
+        ],
+    );
+    let bad = host.run(&["fleet", "status"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    let line = one_line(&bad);
+    assert!(
+        line.contains("/certkeeper/web-pool/certs/www/hosts/web9: not a valid record"),
+        "{bad:?}"
+    );
+    assert!(!line.contains('\x1b'), "{bad:?}");
+    etcdctl(
+        &endpoints,
+        &["del", "/certkeeper/web-pool/certs/www/hosts/web9"],
+    );
+
     // Serving the current generation: OK.
     host.serve(1);
     let (code, fleet, entry) = fleet_of(&["check", "--json"]);

@@ -135,8 +135,19 @@ pub fn status(config_path: &Path, names: &[String], json: bool) -> u8 {
                 );
                 return USAGE;
             }
+            let hint = match &e {
+                ConnectError::Etcd {
+                    source: certkeeper_fleet::Error::Record { .. },
+                    ..
+                } => {
+                    "a newer certkeeper or another program wrote it: compare the versions of the fleet's hosts"
+                }
+                _ => {
+                    "hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other"
+                }
+            };
             eprintln!(
-                "certkeeper: {}; hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other",
+                "certkeeper: {}; {hint}",
                 crate::text::escape_line(&e.to_string())
             );
             return UNREACHABLE;
