@@ -683,3 +683,95 @@ fn without_etcd_or_with_a_bad_setting_status_says_so_in_one_line() {
     assert!(!metrics.stdout.contains("certkeeper_fleet_"), "{metrics:?}");
     assert_no_secret(&[&down, &metrics]);
 }
+
+/// GET `path` on the loopback `port`, once it listens; the body.
+fn http_body(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "port {port}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    body.to_owned()
+}
+
+#[test]
+fn the_daemons_metrics_carry_the_fleet_view() {
+    let mut cluster = Cluster::start(3);
+    let dir = Dir::new();
+    let key = dir.write("fleet.key", [7u8; 32]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let endpoints: Vec<String> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect();
+    dir.config(&format!(
+        "state_dir: state\n\
+         issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n\
+         renewal:\n  schedule: \"0 0 0 1 1 *\"\n\
+         fleet:\n  name: web-pool\n  host: web1\n  etcd:\n    endpoints: [{}]\n  seal_key_file: fleet.key\n\
+         certificates:\n  - name: www\n    domains: [www.example.test]\n    issuer: internal\n    fleet: true\n    \
+         fullchain: live/www/fullchain.pem\n    privkey: live/www/privkey.pem\n",
+        endpoints.join(", ")
+    ));
+    let rt = runtime();
+    let _web2 = rt.block_on(async {
+        let web2 = client(&cluster, "web2", false).await;
+        web2.report("www", &state(Some(4), HostResult::Deployed, None))
+            .await
+            .unwrap();
+        web2
+    });
+    let port = crate::util::pebble::free_tcp_port();
+    let _daemon = crate::util::ChildGuard(
+        Command::new(crate::util::bin())
+            .arg("--config")
+            .arg(dir.join("config.yaml"))
+            .args(["run", "--metrics-listen", &format!("127.0.0.1:{port}")])
+            .env_remove("CERTKEEPER_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let samples = parse(&http_body(port, "/metrics"));
+    assert_eq!(
+        value(&samples, "certkeeper_fleet_connected", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "certkeeper_fleet_hosts",
+            &[("name", "www"), ("generation", "4")]
+        ),
+        Some(1.0)
+    );
+    cluster.stop(1);
+    cluster.stop(2);
+    let samples = parse(&http_body(port, "/metrics"));
+    assert_eq!(
+        value(&samples, "certkeeper_fleet_connected", &[]),
+        Some(0.0)
+    );
+    drop(rt);
+}
