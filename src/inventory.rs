@@ -104,6 +104,102 @@ pub struct Entry {
     pub held: Option<bool>,
     /// The hold, when it is held (`null` otherwise).
     pub hold: Option<HoldReport>,
+    /// The fleet's view of a shared certificate (`fleet: true`); `null` for any other.
+    pub fleet: Option<FleetReport>,
+}
+
+/// What `check` says of a shared certificate: the fleet's current generation, as etcd has
+/// it, next to the generation this host serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetReport {
+    /// Whether etcd answered (within `check`'s time for it). When not, the fields below are
+    /// `null`/false and only the local checks decide.
+    pub connected: bool,
+    /// The serial of the fleet's current generation (`null`: none published, or not
+    /// connected).
+    pub serial_current: Option<u64>,
+    /// The serial of the generation whose leaf this host's live files hold: the current one
+    /// or one etcd still keeps (`null`: none of them, or not connected).
+    pub serving_serial_here: Option<u64>,
+    /// The current generation's verdict: `pending`, `good` or `bad`.
+    pub verdict: Option<&'static str>,
+    /// Whether this host is behind the fleet: the current generation has been `good` since
+    /// before the last scheduled pass and this host does not serve it (a WARNING).
+    pub behind: bool,
+}
+
+/// What etcd holds of one shared certificate, for [`add_fleet_view`].
+#[derive(Clone, Debug)]
+pub struct FleetFacts {
+    /// The current generation's serial and verdict, if one was published.
+    pub current: Option<(u64, certkeeper_fleet::Verdict)>,
+    /// The serial of the kept generation whose leaf the live files hold.
+    pub serving_here: Option<u64>,
+}
+
+/// Adds the fleet's view to the entry of a shared certificate: `facts` from etcd, or
+/// `None` when etcd did not answer (then `why` says so under `not_checked`; never a
+/// problem: the local checks still decide). A host that does not serve a current
+/// generation which has been `good` since before the last scheduled pass (the first tick
+/// of `renewal.schedule` after the verdict, plus `renewal.jitter`: a host in timer mode
+/// takes it at that pass, a daemon at once) is behind the fleet, a WARNING.
+pub fn add_fleet_view(
+    entry: &mut Entry,
+    config: &Config,
+    facts: Result<&FleetFacts, &str>,
+    now: OffsetDateTime,
+) {
+    let facts = match facts {
+        Ok(f) => f,
+        Err(why) => {
+            entry.not_checked.push(format!("the fleet's view: {why}"));
+            entry.fleet = Some(FleetReport {
+                connected: false,
+                serial_current: None,
+                serving_serial_here: None,
+                verdict: None,
+                behind: false,
+            });
+            return;
+        }
+    };
+    use certkeeper_fleet::Verdict;
+    let mut report = FleetReport {
+        connected: true,
+        serial_current: facts.current.as_ref().map(|(s, _)| *s),
+        serving_serial_here: facts.serving_here,
+        verdict: facts.current.as_ref().map(|(_, v)| match v {
+            Verdict::Pending => "pending",
+            Verdict::Good { .. } => "good",
+            Verdict::Bad { .. } => "bad",
+        }),
+        behind: false,
+    };
+    if let Some((serial, Verdict::Good { at, .. })) = &facts.current
+        && facts.serving_here != Some(*serial)
+    {
+        let due_by = config
+            .renewal
+            .schedule
+            .next_after(*at)
+            .map(|tick| tick + config.renewal.jitter);
+        if due_by.is_some_and(|t| now > t) {
+            report.behind = true;
+            let serving = match facts.serving_here {
+                Some(s) => format!("serves generation {s}"),
+                None => "serves no generation etcd keeps".to_owned(),
+            };
+            entry.problem(
+                Severity::Warning,
+                format!(
+                    "behind the fleet: this host {serving}, while generation {serial} has been good since {} (see certkeeper fleet status {})",
+                    rfc3339(*at),
+                    entry.name
+                ),
+            );
+        }
+    }
+    entry.fleet = Some(report);
 }
 
 /// What `check` says of a hold (see [`crate::hold`]).
@@ -144,6 +240,7 @@ impl Entry {
             not_checked: Vec::new(),
             held: Some(false),
             hold: None,
+            fleet: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! the daemon's `/metrics`. Every per-certificate sample carries `name="<certificate>"`.
 //!
 //! Read-only: the live leaf gives notAfter, the state record the last attempt, success and
-//! failures. A state record the invoking user cannot read (a monitoring user, with state_dir
+//! failures; with a `fleet:` section, the fleet's etcd gives whether it answers and how many
+//! hosts serve each generation of a shared certificate (read within [`FLEET_BUDGET`]). A state record the invoking user cannot read (a monitoring user, with state_dir
 //! private) leaves those samples out rather than reporting zeros that would look like facts.
 
 use std::collections::BTreeMap;
@@ -159,6 +160,36 @@ pub fn render_known(
         "1 while `rollback --hold` keeps the certificate on the restored pair (no deploys until `certkeeper release`), else 0.",
         held,
     );
+    if let Some(fleet) = &config.fleet {
+        let shared: Vec<&str> = config
+            .certificates
+            .iter()
+            .filter(|c| c.fleet)
+            .map(|c| c.name.as_str())
+            .collect();
+        let hosts = fleet_hosts(fleet, &shared);
+        family(
+            "certkeeper_fleet_connected",
+            "gauge",
+            "1 when the fleet's etcd answered (a quorum), else 0.",
+            vec![(String::new(), u8::from(hosts.is_some()).to_string())],
+        );
+        family(
+            "certkeeper_fleet_hosts",
+            "gauge",
+            "Hosts that report serving each generation (serial) of a shared certificate.",
+            hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|((cert, serial), n)| {
+                    (
+                        format!("name=\"{}\",generation=\"{serial}\"", escape(&cert)),
+                        n.to_string(),
+                    )
+                })
+                .collect(),
+        );
+    }
     if let Some(p) = pass {
         family(
             "certkeeper_pass_duration_seconds",
@@ -199,6 +230,34 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()>
     use crate::store::atomic;
     atomic::replace_file(dir, name, text.as_bytes(), atomic::Perm::PUBLIC, true)
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// The most a render waits for etcd in all, so that a scrape answers well within
+/// Prometheus's timeout (10 s by default) when etcd does not.
+pub const FLEET_BUDGET: Duration = Duration::from_secs(2);
+
+/// How many live hosts report serving each generation of each shared certificate in
+/// `shared`, by (certificate, serial); `None` when etcd did not answer within
+/// [`FLEET_BUDGET`] (a partial count would read as hosts gone).
+fn fleet_hosts(
+    fleet: &crate::config::Fleet,
+    shared: &[&str],
+) -> Option<BTreeMap<(String, u64), usize>> {
+    crate::fleet::view::within(FLEET_BUDGET, || async {
+        let timeouts = crate::fleet::Timeouts::within(FLEET_BUDGET);
+        let client = crate::fleet::connect(fleet, timeouts).await.ok()?;
+        client.probe().await.ok()?;
+        let mut counts = BTreeMap::new();
+        for cert in shared {
+            for (_, state) in client.hosts(cert).await.ok()? {
+                if let Some(serial) = state.serving {
+                    *counts.entry(((*cert).to_owned(), serial)).or_default() += 1;
+                }
+            }
+        }
+        Some(counts)
+    })
+    .flatten()
 }
 
 /// What the metrics say of one certificate, from a pass or from disk.

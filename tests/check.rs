@@ -701,6 +701,7 @@ fn json_schema_is_stable() {
             "domains",
             "due",
             "fingerprint",
+            "fleet",
             "held",
             "hold",
             "integrity",

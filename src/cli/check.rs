@@ -18,7 +18,9 @@ pub fn check(config_path: &Path, names: &[String], json: bool) -> u8 {
     let Some((config, trust)) = prepare(config_path, names) else {
         return UNKNOWN;
     };
-    let entries = inventory::inventory(&config, names, &trust, OffsetDateTime::now_utc());
+    let now = OffsetDateTime::now_utc();
+    let mut entries = inventory::inventory(&config, names, &trust, now);
+    add_fleet_view(&config, &mut entries, now);
     let out = if json {
         json_text(&entries)
     } else {
@@ -41,7 +43,9 @@ pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
     };
     let saved = crate::state::Records::load(&config.state_dir, &crate::state::Horizon::of(&config))
         .get(name);
-    let entry = inventory::inspect_managed(&config, cert, &trust, saved, OffsetDateTime::now_utc());
+    let now = OffsetDateTime::now_utc();
+    let mut entry = inventory::inspect_managed(&config, cert, &trust, saved, now);
+    add_fleet_view(&config, std::slice::from_mut(&mut entry), now);
     let out = if json {
         match serde_json::to_string_pretty(&entry) {
             Ok(s) => s + "\n",
@@ -57,6 +61,64 @@ pub fn verify(config_path: &Path, name: &str, json: bool) -> u8 {
         return UNKNOWN;
     }
     entry.status.exit_code()
+}
+
+/// The most `check` and `verify` wait for etcd in all, so that a monitoring plugin answers
+/// well within its own timeout (Nagios: 10 s) when etcd does not.
+pub const FLEET_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Adds the fleet's view to the entries of shared certificates (`fleet: true`): read from
+/// etcd within [`FLEET_BUDGET`]; etcd not answering is noted, never a problem.
+fn add_fleet_view(config: &Config, entries: &mut [Entry], now: OffsetDateTime) {
+    let Some(fleet) = &config.fleet else {
+        return;
+    };
+    let shared: Vec<(usize, String, Option<String>)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.managed && config.certificate(&e.name).is_some_and(|c| c.fleet))
+        .map(|(i, e)| (i, e.name.clone(), e.fingerprint.clone()))
+        .collect();
+    if shared.is_empty() {
+        return;
+    }
+    let read = crate::fleet::view::within(FLEET_BUDGET, || async {
+        let timeouts = crate::fleet::Timeouts::within(FLEET_BUDGET);
+        let client = crate::fleet::connect(fleet, timeouts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut facts = Vec::with_capacity(shared.len());
+        for (_, name, fingerprint) in &shared {
+            let current = client
+                .current(name)
+                .await
+                .map_err(|e| crate::fleet::connect::brief(&e))?;
+            let serving_here = match (&current, fingerprint) {
+                (Some((g, _)), Some(fp)) => crate::fleet::view::serial_of(&client, name, g, fp)
+                    .await
+                    .map_err(|e| crate::fleet::connect::brief(&e))?,
+                _ => None,
+            };
+            facts.push(inventory::FleetFacts {
+                current: current.map(|(g, _)| (g.serial, g.verdict)),
+                serving_here,
+            });
+        }
+        Ok::<_, String>(facts)
+    });
+    let read = read.unwrap_or_else(|| {
+        Err(format!(
+            "etcd did not answer within {}",
+            crate::text::seconds(FLEET_BUDGET)
+        ))
+    });
+    for (n, (i, ..)) in shared.iter().enumerate() {
+        let facts = match &read {
+            Ok(all) => Ok(&all[n]),
+            Err(why) => Err(why.as_str()),
+        };
+        inventory::add_fleet_view(&mut entries[*i], config, facts, now);
+    }
 }
 
 /// Loads the config, checks the names and loads the roots; prints the error and returns
@@ -257,6 +319,22 @@ fn report(e: &Entry) -> String {
                 Some(true) => "matches the leaf".into(),
                 Some(false) => "DOES NOT match the leaf".into(),
                 None => "not checked".into(),
+            },
+        );
+    }
+    if let Some(f) = &e.fleet {
+        field(
+            "fleet",
+            match (f.connected, f.serial_current) {
+                (false, _) => "etcd did not answer (see not checked)".into(),
+                (true, None) => "no generation published yet".into(),
+                (true, Some(current)) => format!(
+                    "generation {current} ({}), this host serves {}",
+                    f.verdict.unwrap_or("pending"),
+                    f.serving_serial_here
+                        .map(|s| format!("generation {s}"))
+                        .unwrap_or_else(|| "no generation etcd keeps".into())
+                ),
             },
         );
     }

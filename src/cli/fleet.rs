@@ -1,12 +1,18 @@
 //! `certkeeper fleet …`: the fleet's own commands. `fleet keygen` writes a new seal key, the
-//! key every host of a fleet shares to seal and open the private keys kept in etcd.
+//! key every host of a fleet shares to seal and open the private keys kept in etcd;
+//! `fleet status` shows each shared certificate as etcd has it (read only).
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::config::SEAL_KEY_LEN;
+use certkeeper_fleet::{HostResult, Verdict};
+
+use crate::config::{KeyPath, SEAL_KEY_LEN};
+use crate::fleet::{ConnectError, Timeouts, view};
+use crate::text::rfc3339;
 
 /// Exit code when the key could not (or would not) be written.
 const WRITE_FAILED: u8 = 1;
@@ -57,6 +63,272 @@ pub fn keygen(config_path: &Path, out: Option<&Path>, force: bool) -> u8 {
         return WRITE_FAILED;
     }
     0
+}
+
+/// Exit code when etcd cannot be reached, has no quorum, or holds a record it cannot read.
+const UNREACHABLE: u8 = 1;
+/// The most `fleet status` waits for etcd in all: above the client's own timeouts (a
+/// connect and two requests), so that they, not this, say what did not answer.
+const STATUS_BUDGET: Duration = Duration::from_secs(20);
+
+/// Runs `fleet status`: each shared certificate (or the named ones) as etcd has it.
+pub fn status(config_path: &Path, names: &[String], json: bool) -> u8 {
+    let Ok(config) = super::load_config(config_path) else {
+        return USAGE;
+    };
+    let shown_path = crate::text::escape_line(&config_path.display().to_string());
+    let Some(fleet) = &config.fleet else {
+        eprintln!(
+            "certkeeper: {shown_path}: there is no fleet section, so no fleet to show; add the fleet section (name, etcd.endpoints, seal_key_file) and mark shared certificates fleet: true"
+        );
+        return USAGE;
+    };
+    if !super::known_names(&config, config_path, names) {
+        return USAGE;
+    }
+    let not_shared: Vec<String> = names
+        .iter()
+        .filter(|n| config.certificate(n).is_some_and(|c| !c.fleet))
+        .map(|n| format!("{:?}", crate::text::escape_line(n)))
+        .collect();
+    if !not_shared.is_empty() {
+        eprintln!(
+            "certkeeper: {shown_path}: certificate {} is not shared (no `fleet: true`): fleet status shows shared certificates only",
+            not_shared.join(", ")
+        );
+        return USAGE;
+    }
+    let certs: Vec<String> = config
+        .certificates
+        .iter()
+        .filter(|c| c.fleet && (names.is_empty() || names.contains(&c.name)))
+        .map(|c| c.name.clone())
+        .collect();
+    let read = view::within(STATUS_BUDGET, || async {
+        let client = crate::fleet::connect(fleet, Timeouts::DEFAULT).await?;
+        let etcd = |source| ConnectError::Etcd {
+            fleet: fleet.name.clone(),
+            source,
+        };
+        client.probe().await.map_err(etcd)?;
+        let mut views = Vec::with_capacity(certs.len());
+        for cert in &certs {
+            views.push(view::read(&client, cert).await.map_err(etcd)?);
+        }
+        Ok::<_, ConnectError>(views)
+    });
+    let views = match read {
+        Some(Ok(views)) => views,
+        Some(Err(e)) => {
+            if let Some(key) = e.key() {
+                let mut path = KeyPath(Vec::new());
+                for k in key.split('.') {
+                    path = path.with_key(k);
+                }
+                let at = config
+                    .line_of(&path)
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "certkeeper: {shown_path}{at}: {}",
+                    crate::text::escape_line(&e.to_string())
+                );
+                return USAGE;
+            }
+            let hint = match &e {
+                ConnectError::Etcd {
+                    source: certkeeper_fleet::Error::Record { .. },
+                    ..
+                } => {
+                    "a newer certkeeper or another program wrote it: compare the versions of the fleet's hosts"
+                }
+                _ => {
+                    "hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other"
+                }
+            };
+            eprintln!(
+                "certkeeper: {}; {hint}",
+                crate::text::escape_line(&e.to_string())
+            );
+            return UNREACHABLE;
+        }
+        None => {
+            eprintln!(
+                "certkeeper: fleet {}: etcd did not answer within {}; hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other",
+                fleet.name,
+                crate::text::seconds(STATUS_BUDGET)
+            );
+            return UNREACHABLE;
+        }
+    };
+    let out = if json {
+        status_json(fleet, &views)
+    } else {
+        status_text(fleet, &views)
+    };
+    if !super::print(&out) {
+        return WRITE_FAILED;
+    }
+    0
+}
+
+/// The JSON of `fleet status --json` (its schema is in the README).
+fn status_json(fleet: &crate::config::Fleet, views: &[view::CertView]) -> String {
+    use serde_json::{Value, json};
+    let certificates: Vec<Value> = views
+        .iter()
+        .map(|v| {
+            let current = v.current.as_ref().map(|g| {
+                json!({
+                    "serial": g.serial,
+                    "fingerprint": g.fingerprint,
+                    "not_after": rfc3339(g.not_after),
+                    "issued_by": g.issued_by,
+                    "issued_at": rfc3339(g.issued_at),
+                    "verdict": verdict_json(&g.verdict),
+                })
+            });
+            let hosts: Vec<Value> = v
+                .hosts
+                .iter()
+                .map(|(host, s)| {
+                    json!({
+                        "host": host,
+                        "serving": s.serving,
+                        "on_current": v.current.as_ref().is_some_and(|g| s.serving == Some(g.serial)),
+                        "result": result_word(s.result),
+                        "at": rfc3339(s.at),
+                        "why": s.why,
+                    })
+                })
+                .collect();
+            json!({
+                "name": v.name,
+                "leader": v.leader,
+                "current": current,
+                "hosts": hosts,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "fleet": fleet.name,
+        "host": fleet.host,
+        "connected": true,
+        "certificates": certificates,
+    });
+    // A tree of strings, numbers, bools and nulls: encoding cannot fail.
+    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+fn verdict_json(v: &Verdict) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        Verdict::Pending => json!({"state": "pending", "by": null, "at": null, "why": null}),
+        Verdict::Good { by, at } => {
+            json!({"state": "good", "by": by, "at": rfc3339(*at), "why": null})
+        }
+        Verdict::Bad { by, why, at } => {
+            json!({"state": "bad", "by": by, "at": rfc3339(*at), "why": why})
+        }
+    }
+}
+
+/// The readable report of `fleet status`: every value from etcd on one line, escaped.
+fn status_text(fleet: &crate::config::Fleet, views: &[view::CertView]) -> String {
+    let e = |s: &str| crate::text::escape_line(s);
+    let mut out = format!(
+        "fleet {}, this host {}: {} shared certificate{}\n",
+        e(&fleet.name),
+        e(&fleet.host),
+        views.len(),
+        if views.len() == 1 { "" } else { "s" }
+    );
+    for v in views {
+        out.push_str(&format!("{}\n", e(&v.name)));
+        let mut field = |k: &str, value: String| out.push_str(&format!("  {k:<12} {value}\n"));
+        match &v.current {
+            None => field("generation", "none published yet".into()),
+            Some(g) => {
+                field("generation", g.serial.to_string());
+                field("fingerprint", e(&g.fingerprint));
+                field("not after", rfc3339(g.not_after));
+                field(
+                    "issued",
+                    format!("by {} at {}", e(&g.issued_by), rfc3339(g.issued_at)),
+                );
+                field("verdict", verdict_text(&g.verdict));
+            }
+        }
+        field(
+            "leader",
+            v.leader.as_deref().map(e).unwrap_or_else(|| "none".into()),
+        );
+        if v.hosts.is_empty() {
+            field(
+                "hosts",
+                "none reporting (a host's state lasts while its certkeeper holds its lease)".into(),
+            );
+            continue;
+        }
+        field("hosts", format!("{} reporting", v.hosts.len()));
+        let rows: Vec<[String; 5]> = v
+            .hosts
+            .iter()
+            .map(|(host, s)| {
+                [
+                    e(host),
+                    s.serving
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    result_word(s.result).to_owned(),
+                    rfc3339(s.at),
+                    s.why.as_deref().map(e).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let header = ["HOST", "SERVING", "RESULT", "AT", "WHY"].map(String::from);
+        let mut widths = [0usize; 4];
+        for row in std::iter::once(&header).chain(&rows) {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            out.push_str(&format!(
+                "    {:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}\n",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+            ));
+        }
+    }
+    out
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    let e = |s: &str| crate::text::escape_line(s);
+    match v {
+        Verdict::Pending => "pending (the canary does not serve it yet)".into(),
+        Verdict::Good { by, at } => format!("good, by {} at {}", e(by), rfc3339(*at)),
+        Verdict::Bad { by, why, at } => {
+            format!("bad, by {} at {}: {}", e(by), rfc3339(*at), e(why))
+        }
+    }
+}
+
+fn result_word(r: HostResult) -> &'static str {
+    match r {
+        HostResult::Deployed => "deployed",
+        HostResult::Failed => "failed",
+        HostResult::Reverted => "reverted",
+        HostResult::Waiting => "waiting",
+    }
 }
 
 /// Why the key was not written. Nothing is left behind on error.

@@ -197,6 +197,17 @@ pub enum FleetCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Show each shared certificate (`fleet: true`) as etcd has it: its current generation
+    /// (serial, fingerprint, notAfter, issuer host, verdict), the leader, and every host
+    /// that reports a state (exit 0; 1 etcd unreachable or without quorum; 2 config or usage
+    /// error, a config without a `fleet:` section included).
+    Status {
+        /// One JSON object instead of the readable report.
+        #[arg(long)]
+        json: bool,
+        /// Only these shared certificates.
+        names: Vec<String>,
+    },
 }
 
 /// `import` subcommands.
@@ -292,6 +303,9 @@ pub fn run() -> u8 {
         Command::Fleet {
             command: FleetCommand::Keygen { ref out, force },
         } => fleet::keygen(&args.config, out.as_deref(), force),
+        Command::Fleet {
+            command: FleetCommand::Status { json, ref names },
+        } => fleet::status(&args.config, names, json),
         Command::Import {
             command: ImportCommand::Certbot { ref config_dir },
         } => import::certbot(&import::config_dir(config_dir.clone())),
