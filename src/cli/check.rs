@@ -211,27 +211,11 @@ fn table(entries: &[Entry]) -> String {
         })
         .collect();
     let header = ["STATUS", "NAME", "DAYS", "NOT AFTER", "PROBLEMS"];
-    let rows: Vec<[String; 5]> = rows.into_iter().map(|r| r.map(|c| one_line(&c))).collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        );
-        out.push_str(line.trim_end());
+    let table: Vec<[String; 5]> = std::iter::once(header.map(String::from))
+        .chain(rows.into_iter().map(|r| r.map(|c| one_line(&c))))
+        .collect();
+    for line in crate::text::table(&table, &[2]) {
+        out.push_str(&line);
         out.push('\n');
     }
     // What this user could not read, apart from the problems: not a fault of the files.

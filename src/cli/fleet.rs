@@ -287,25 +287,9 @@ fn status_text(fleet: &crate::config::Fleet, views: &[view::CertView]) -> String
             })
             .collect();
         let header = ["HOST", "SERVING", "RESULT", "AT", "WHY"].map(String::from);
-        let mut widths = [0usize; 4];
-        for row in std::iter::once(&header).chain(&rows) {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for row in std::iter::once(&header).chain(&rows) {
-            out.push_str(&format!(
-                "    {:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}\n",
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3],
-            ));
+        let table: Vec<[String; 5]> = std::iter::once(header).chain(rows).collect();
+        for line in crate::text::table(&table, &[1]) {
+            out.push_str(&format!("    {line}\n"));
         }
     }
     out

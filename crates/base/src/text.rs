@@ -1,5 +1,5 @@
 //! Text for people and for files: untrusted text made safe to print, durations for humans,
-//! digests as hex and times as RFC 3339.
+//! digests as hex, times as RFC 3339 and aligned tables.
 //!
 //! The lowest floor: it imports nothing of certkeeper's, so that every other part may use it
 //! (Cargo enforces it: this crate depends on no other of the workspace).
@@ -115,7 +115,36 @@ fn is_cut_marker(line: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// SHA-256 of `bytes` as lower-case hex.
+/// Rows as lines of a table: each column as wide as its widest cell (in characters), two
+/// spaces between columns, the columns in `right` aligned right, the last one not padded,
+/// trailing spaces cut.
+pub fn table<const N: usize>(rows: &[[String; N]], right: &[usize]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = " ".repeat(width - cell.chars().count());
+                match (right.contains(&i), i + 1 == N) {
+                    (true, _) => line.extend([pad.as_str(), cell.as_str()]),
+                    (false, true) => line.push_str(cell),
+                    (false, false) => line.extend([cell.as_str(), pad.as_str()]),
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -160,6 +189,19 @@ fn escape(s: &str, keep: &[char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_aligns_columns_by_characters_and_cuts_trailing_spaces() {
+        let rows = [
+            ["NAME", "N", "NOTE"].map(String::from),
+            ["élan", "10", ""].map(String::from),
+            ["b", "2", "x"].map(String::from),
+        ];
+        assert_eq!(
+            table(&rows, &[1]),
+            ["NAME   N  NOTE", "élan  10", "b      2  x"]
+        );
+    }
 
     #[test]
     fn seconds_to_the_millisecond_below_ten_whole_from_ten() {

@@ -341,15 +341,8 @@ impl Fleet {
                 },
             };
             generation.verdict = verdict.clone();
-            let value = to_json(&generation);
-            let mut ops = vec![TxnOp::put(key.as_str(), value.as_str(), None)];
-            if both {
-                ops.push(TxnOp::put(kept_key.as_str(), value.as_str(), None));
-            }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
-                .and_then(ops);
-            if self.txn("verdict", &txn).await?.succeeded() {
+            let kept = both.then_some(kept_key.as_str());
+            if self.write_verdict(&key, kept, &generation, rev).await? {
                 return Ok(());
             }
         }
@@ -463,6 +456,26 @@ impl Fleet {
             after,
             self.timeout,
         ))
+    }
+
+    /// Writes `generation` (with its new verdict) at `key`, and at `kept` too when given, if
+    /// `key` is still at revision `rev`; whether it was written.
+    async fn write_verdict(
+        &self,
+        key: &str,
+        kept: Option<&str>,
+        generation: &Generation,
+        rev: i64,
+    ) -> Result<bool> {
+        let value = to_json(generation);
+        let mut ops = vec![TxnOp::put(key, value.as_str(), None)];
+        if let Some(kept) = kept {
+            ops.push(TxnOp::put(kept, value.as_str(), None));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then(ops);
+        Ok(self.txn("verdict", &txn).await?.succeeded())
     }
 
     async fn txn(&self, op: &'static str, txn: &Txn) -> Result<etcd_client::TxnResponse> {

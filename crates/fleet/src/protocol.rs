@@ -524,15 +524,8 @@ impl Fleet {
                 return Ok((generation.verdict, false));
             };
             generation.verdict = verdict.clone();
-            let value = to_json(&generation);
-            let mut ops = vec![TxnOp::put(key.as_str(), value.as_str(), None)];
-            if both {
-                ops.push(TxnOp::put(kept_key.as_str(), value.as_str(), None));
-            }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
-                .and_then(ops);
-            if self.txn("verdict", &txn).await?.succeeded() {
+            let kept = both.then_some(kept_key.as_str());
+            if self.write_verdict(&key, kept, &generation, rev).await? {
                 tracing::info!(cert, serial, verdict = ?verdict, "fleet verdict");
                 return Ok((verdict, true));
             }
