@@ -193,3 +193,49 @@ async fn a_shared_certificate_is_ordered_once_and_served_by_every_host() {
         assert!(!dump.contains(line), "a line of the private key is in etcd");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_quorum_hosts_keep_what_they_serve_and_order_nothing() {
+    let pebble = Pebble::start().await;
+    let mut cluster = Cluster::start(3);
+    let fleet = unique_label("pool");
+    let domain = format!("www.{}.certkeeper-test.example.com", unique_label("fleet"));
+    let web1 = Host::new(&pebble, &cluster, &fleet, "web1", &domain);
+    let web2 = Host::new(&pebble, &cluster, &fleet, "web2", &domain);
+    let first = web1.renew();
+    assert_eq!(first.code, 0, "web1: {first:?}\n{}", pebble.logs());
+    let leaf = web1.leaf();
+    assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+
+    cluster.stop(1);
+    cluster.stop(2);
+    // Forced or not, a host without the fleet's etcd waits: what it serves stays, nothing
+    // is ordered, and it is not a failure.
+    for (host, args) in [
+        (&web1, &["renew"][..]),
+        (&web1, &["renew", "--force"][..]),
+        (&web2, &["renew"][..]),
+        (&web2, &["renew", "--force"][..]),
+    ] {
+        let run = host.dir().run(args);
+        assert_eq!(run.code, 0, "{} {args:?}: {run:?}", host.id);
+        assert!(
+            run.stdout.contains("www: fleet: nothing to do here now"),
+            "{} {args:?}: {run:?}",
+            host.id
+        );
+        assert!(run.stderr.contains("WARN"), "{} {args:?}: {run:?}", host.id);
+    }
+    assert_eq!(web1.leaf(), leaf);
+    assert!(web2.live("fullchain.pem").is_none());
+    assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+
+    // The members back: web2 catches up with the generation, still without a new order.
+    cluster.start_member(1);
+    cluster.start_member(2);
+    cluster.wait_healthy();
+    let back = web2.renew();
+    assert_eq!(back.code, 0, "web2: {back:?}");
+    assert_eq!(web2.leaf(), leaf);
+    assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+}
