@@ -239,3 +239,90 @@ async fn without_a_quorum_hosts_keep_what_they_serve_and_order_nothing() {
     assert_eq!(web2.leaf(), leaf);
     assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
 }
+
+/// Publishes `serial` of `www` as a good generation, as a host would, with `key_pem` sealed
+/// with the fleet key `[42; 32]` under the generation's identity.
+async fn publish_good(cluster: &Cluster, fleet: &str, serial: u64, fullchain: &str, key_pem: &str) {
+    use certkeeper::fleet::{SealKey, seal};
+    use certkeeper_fleet::{Fleet, Generation, SealedKey, Verdict};
+    use time::OffsetDateTime;
+    let client = Fleet::connect(&cluster.options(fleet, "web1"))
+        .await
+        .unwrap();
+    let read = client.current("www").await.unwrap().map(|(_, rev)| rev);
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(pem_first_der(fullchain.as_bytes())))
+    };
+    let identity = format!("{fleet}/www/{serial}/{fingerprint}");
+    let key = SealKey::from_bytes(&[42u8; 32]).unwrap();
+    let sealed = seal::seal(&key, key_pem.as_bytes(), identity.as_bytes()).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let generation = Generation {
+        serial,
+        fingerprint,
+        not_after: now + time::Duration::days(60),
+        issued_by: "web1".into(),
+        issued_at: now,
+        fullchain_pem: fullchain.into(),
+        sealed_key: SealedKey(sealed),
+        verdict: Verdict::Good {
+            by: "web1".into(),
+            at: now,
+        },
+    };
+    client.publish("www", &generation, read).await.unwrap();
+}
+
+/// What `host` reported for generation `serial` of `www`.
+async fn result_of(cluster: &Cluster, fleet: &str, serial: u64, host: &str) -> Option<String> {
+    let client = certkeeper_fleet::Fleet::connect(&cluster.options(fleet, "probe"))
+        .await
+        .unwrap();
+    client
+        .results("www", serial)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.host == host)
+        .map(|r| format!("{:?}", r.result))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn material_from_etcd_is_checked_like_a_cas_before_it_is_deployed() {
+    let pebble = Pebble::start().await;
+    let cluster = Cluster::start(3);
+    let fleet = unique_label("pool");
+    let domain = format!("www.{}.certkeeper-test.example.com", unique_label("fleet"));
+    let web1 = Host::new(&pebble, &cluster, &fleet, "web1", &domain);
+    let web2 = Host::new(&pebble, &cluster, &fleet, "web2", &domain);
+    let first = web1.renew();
+    assert_eq!(first.code, 0, "web1: {first:?}\n{}", pebble.logs());
+    let fullchain = String::from_utf8(web1.live("fullchain.pem").unwrap()).unwrap();
+
+    // Generation 2: the CA's chain, but another key sealed with it.
+    let stranger = crate::util::fixtures::Pki::new("Stranger");
+    let other = stranger.leaf(crate::util::fixtures::LeafSpec::new(&[domain.as_str()], 60));
+    publish_good(&cluster, &fleet, 2, &fullchain, &other.key_pem).await;
+    let run = web2.dir().run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "a key that does not match: {run:?}");
+    assert!(run.stdout.contains("fleet generation 2"), "{run:?}");
+    assert!(web2.live("fullchain.pem").is_none(), "{run:?}");
+    assert_eq!(
+        result_of(&cluster, &fleet, 2, "web2").await.as_deref(),
+        Some("Failed")
+    );
+
+    // Generation 3: a chain to a root no issuer of the certificate trusts, with its own key.
+    publish_good(&cluster, &fleet, 3, &other.fullchain(), &other.key_pem).await;
+    let run = web2.dir().run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "an untrusted chain: {run:?}");
+    assert!(run.stdout.contains("fleet generation 3"), "{run:?}");
+    assert!(web2.live("fullchain.pem").is_none(), "{run:?}");
+    assert!(!format!("{run:?}").contains("PRIVATE KEY"), "{run:?}");
+    assert_eq!(
+        result_of(&cluster, &fleet, 3, "web2").await.as_deref(),
+        Some("Failed")
+    );
+    assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+}
