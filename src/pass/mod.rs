@@ -340,7 +340,9 @@ async fn stop_ready(joined: &mut tasks::Joined, record: &mut Recorder<'_>) {
         record.done(name, Outcome::Stopped);
     }
     for (name, r) in joined.ready.drain(..) {
-        if !r.kept && !record.opts.dry_run {
+        // A generation from the fleet's etcd stays there: only an issuer's material is kept.
+        let from_fleet = r.fleet.is_some() && r.issuer.is_empty();
+        if !r.kept && !from_fleet && !record.opts.dry_run {
             keep_now(
                 &record.kept.state_dir,
                 &name,
