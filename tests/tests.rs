@@ -16,6 +16,7 @@ mod day_one_checks;
 mod deploy;
 mod files;
 mod fleet_config;
+mod fleet_pass;
 mod fleet_status;
 mod fuzz;
 mod hold;

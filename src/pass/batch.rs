@@ -26,6 +26,8 @@ pub(super) struct Batch {
     unkept: BTreeMap<String, (String, Vec<u8>, Vec<u8>)>,
     /// Each item's new leaf: the live one once its deploy renews it.
     leaves: BTreeMap<String, Cert>,
+    /// The fleet generation of each shared certificate's item, reported after its deploy.
+    generations: BTreeMap<String, u64>,
 }
 
 /// Where a live pair that is reloaded and verified again comes from, as lines say it.
@@ -48,6 +50,7 @@ impl Batch {
             sources: BTreeMap::new(),
             unkept: BTreeMap::new(),
             leaves: BTreeMap::new(),
+            generations: BTreeMap::new(),
         };
         for (name, leaf) in joined.retries {
             match (locked, config.certificate(&name)) {
@@ -73,7 +76,11 @@ impl Batch {
             match (locked, specs.get(&name), config.certificate(&name)) {
                 (true, Some(spec), Some(cert)) => {
                     batch.sources.insert(name.clone(), r.source.clone());
-                    if !r.kept {
+                    if let Some(serial) = r.fleet {
+                        batch.generations.insert(name.clone(), serial);
+                    }
+                    // A fleet generation is kept in the fleet's etcd, not in `pending/`.
+                    if !r.kept && (r.fleet.is_none() || !r.issuer.is_empty()) {
                         let material = (r.issuer.clone(), r.fullchain.clone(), r.privkey.clone());
                         batch.unkept.insert(name.clone(), material);
                     }
@@ -101,7 +108,12 @@ impl Batch {
 
     /// Deploys the batch under the lock and records each outcome; material the deploy did
     /// not take is kept for the next pass, and kept material that went live is dropped.
-    pub(super) async fn deploy(mut self, locked: &store::Locked<'_>, record: &mut Recorder<'_>) {
+    pub(super) async fn deploy(
+        mut self,
+        locked: &store::Locked<'_>,
+        record: &mut Recorder<'_>,
+        fleet: Option<&super::fleet::Link>,
+    ) {
         let (config, opts) = (record.config, record.opts);
         let state_dir = record.kept.state_dir.clone();
         let done =
@@ -127,6 +139,10 @@ impl Batch {
                 record.renewed(&name, leaf);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
+            if let (Some(serial), Some(fleet)) = (self.generations.remove(&name), fleet) {
+                let why = (!renewed).then(|| outcome_line(&outcome));
+                fleet.report(&name, serial, renewed, why.as_deref()).await;
+            }
             record.done(name, outcome);
         }
         // Groups not started because of a stop.
@@ -136,5 +152,17 @@ impl Batch {
             }
             record.done(name, Outcome::Stopped);
         }
+    }
+}
+
+/// Why a deploy did not take a fleet generation, as the host reports it.
+fn outcome_line(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::RolledBack { cause, .. } | Outcome::RollbackFailed { cause, .. } => {
+            cause.to_string()
+        }
+        Outcome::Unserved { cause, .. } => cause.to_string(),
+        Outcome::Failed { error } => error.to_string(),
+        other => other.word().to_owned(),
     }
 }

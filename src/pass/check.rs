@@ -26,6 +26,9 @@ pub(super) struct Ready {
     pub(super) issuer: String,
     /// Whether the material is kept in `pending/` already (see `pending`).
     pub(super) kept: bool,
+    /// For a certificate shared by the fleet: the generation this material is, whose
+    /// result the host reports after the deploy.
+    pub(super) fleet: Option<u64>,
 }
 
 /// `obtained` checked against the roots `cert`'s issuers chain to; `live_not_before` is the
@@ -62,6 +65,7 @@ pub(super) async fn material(
         source: obtained.source,
         issuer: obtained.issuer,
         kept: obtained.kept,
+        fleet: None,
     }))
 }
 

@@ -53,6 +53,9 @@ pub enum Failure {
         /// Whether the material is kept in `pending/`.
         kept: bool,
     },
+    /// The fleet's part failed: the fleet key, sealing or opening a key, publishing a
+    /// generation. One line, never a key.
+    Fleet(String),
     /// The certificate's task ended abnormally (a bug).
     Internal(String),
 }
@@ -73,7 +76,10 @@ impl Failure {
                 }
             }
             Failure::Material { .. } => CauseKind::Material,
-            Failure::Key(_) | Failure::LiveTooNew { .. } | Failure::Internal(_) => CauseKind::Local,
+            Failure::Key(_)
+            | Failure::LiveTooNew { .. }
+            | Failure::Fleet(_)
+            | Failure::Internal(_) => CauseKind::Local,
             Failure::Spec(_) => CauseKind::Config,
             Failure::Targets(_) | Failure::Recovery(_) => CauseKind::Deploy,
             Failure::Deploy { failure, .. } => failure.kind(),
@@ -130,6 +136,7 @@ impl std::fmt::Display for Failure {
                 f,
                 "{failure} (the new material could not be kept; the next pass orders again)"
             ),
+            Failure::Fleet(e) => write!(f, "fleet: {e}"),
             Failure::Internal(e) => write!(f, "internal error, please report it: {e}"),
         }
     }

@@ -16,6 +16,7 @@
 mod batch;
 mod check;
 mod failure;
+mod fleet;
 mod hold;
 mod kept;
 mod notify;
@@ -177,7 +178,9 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         selected.iter().map(|c| c.name.as_str()),
     ));
     let mut record = Recorder::new(&config, &kept, opts, now);
-    let shared = Shared::new(&config, &state_dir, &kept, now);
+    // The fleet's etcd, connected once for the pass, when a selected certificate is shared.
+    let link = fleet::Link::open(&config, &selected, opts).await;
+    let shared = Shared::new(&config, &state_dir, &kept, now, link.clone());
     let (mut tasks, task_names) = spawn_all(&selected, unrecoverable, &shared, &mut record);
     let mut joined = join_all(&mut tasks, &task_names, &opts.stop, &mut record).await;
     if joined.stopping {
@@ -198,7 +201,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         .items
         .sort_by_key(|i| selected.iter().position(|c| c.name == i.cert.name));
     if let Some(locked) = &locked {
-        batch.deploy(locked, &mut record).await;
+        batch.deploy(locked, &mut record, link.as_deref()).await;
     }
     if !opts.dry_run {
         kept.save();
@@ -231,12 +234,14 @@ struct Prepared {
 
 /// One certificate's way to the deploy, the stages before the swap: plan (is it due, and
 /// why), obtain (kept material first, due or not, then the issuers in order) and check.
+#[allow(clippy::too_many_arguments)] // the stages' shared inputs, each borrowed once
 async fn prepare(
     config: &Config,
     kept: &Kept,
     cert: &Certificate,
     issuers: &Issuers,
     trust: Option<&Trust>,
+    link: Option<&fleet::Link>,
     opts: &Options,
     now: OffsetDateTime,
 ) -> Prepared {
@@ -262,7 +267,16 @@ async fn prepare(
             };
         }
     };
-    let step = obtain_checked(config, kept, cert, issuers, opts, now, &mut live).await;
+    let step = match (cert.fleet && config.fleet.is_some(), link) {
+        (true, Some(link)) => {
+            fleet::prepare(link, config, kept, cert, issuers, opts, now, &mut live).await
+        }
+        // A dry run does not ask the fleet (asking may elect this host).
+        (true, None) => Step::Done(Outcome::FleetWait {
+            why: "a dry run does not ask the fleet's etcd".into(),
+        }),
+        (false, _) => obtain_checked(config, kept, cert, issuers, opts, now, &mut live).await,
+    };
     Prepared {
         step,
         live: live.leaf.as_ref().map(|l| l.not_after),
@@ -326,7 +340,9 @@ async fn stop_ready(joined: &mut tasks::Joined, record: &mut Recorder<'_>) {
         record.done(name, Outcome::Stopped);
     }
     for (name, r) in joined.ready.drain(..) {
-        if !r.kept && !record.opts.dry_run {
+        // A generation from the fleet's etcd stays there: only an issuer's material is kept.
+        let from_fleet = r.fleet.is_some() && r.issuer.is_empty();
+        if !r.kept && !from_fleet && !record.opts.dry_run {
             keep_now(
                 &record.kept.state_dir,
                 &name,

@@ -215,7 +215,8 @@ fn own_event(
         Outcome::NotDue { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
-        | Outcome::Stopped => None,
+        | Outcome::Stopped
+        | Outcome::FleetWait { .. } => None,
     }
 }
 

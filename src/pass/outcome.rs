@@ -84,6 +84,13 @@ pub enum Outcome {
         /// its notAfter.
         ends: OffsetDateTime,
     },
+    /// A certificate shared by the fleet that this host leaves as it is now: another host
+    /// leads the issuance, the generation waits for its canary, this host serves the
+    /// current one, or etcd has no quorum. Nothing ordered, nothing changed. Not a failure.
+    FleetWait {
+        /// Why, on one line.
+        why: String,
+    },
     /// The renewal failed; nothing changed on disk for this certificate.
     Failed {
         /// Why, with the issuers' errors. When the CA asked to be asked again (a
@@ -116,7 +123,8 @@ impl Outcome {
     }
 
     /// The outcome as one word, for metrics: `not_due`, `backoff`, `renewed`,
-    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed`, `stopped` or `held`.
+    /// `would_renew`, `rolled_back`, `rollback_failed`, `failed`, `stopped`, `held` or
+    /// `fleet_wait`.
     pub fn word(&self) -> &'static str {
         match self {
             Outcome::NotDue { .. } => "not_due",
@@ -129,6 +137,7 @@ impl Outcome {
             Outcome::RollbackFailed { .. } => "rollback_failed",
             Outcome::Failed { .. } | Outcome::Unserved { .. } => "failed",
             Outcome::Held { .. } => "held",
+            Outcome::FleetWait { .. } => "fleet_wait",
         }
     }
 

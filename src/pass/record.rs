@@ -80,7 +80,10 @@ impl<'a> Recorder<'a> {
             Outcome::Renewed { .. } => renewed.map(|leaf| {
                 schedule::due(leaf, None, self.config.renewal.before_expiry, self.now).at
             }),
-            Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,
+            Outcome::WouldRenew { .. }
+            | Outcome::WouldOrder { .. }
+            | Outcome::Stopped
+            | Outcome::FleetWait { .. } => None,
         };
         known.record = record;
         self.outcomes.insert(name, outcome);
@@ -131,6 +134,7 @@ fn finish(
             | Outcome::WouldRenew { .. }
             | Outcome::WouldOrder { .. }
             | Outcome::Stopped
+            | Outcome::FleetWait { .. }
     );
     if !opts.dry_run && !quiet {
         let mut before = kept.state(name);
@@ -225,7 +229,8 @@ fn record(
         | Outcome::Held { .. }
         | Outcome::WouldRenew { .. }
         | Outcome::WouldOrder { .. }
-        | Outcome::Stopped => return s,
+        | Outcome::Stopped
+        | Outcome::FleetWait { .. } => return s,
     }
     if let Err(e) = state::save(state_dir, name, &s) {
         tracing::warn!(cert = %name, "Cannot record the outcome in the state directory: {e}");
@@ -260,6 +265,9 @@ pub(super) fn log(name: &str, outcome: &Outcome) {
         }
         Outcome::Backoff { until } => {
             tracing::warn!(cert = %name, until = %rfc3339(*until), "Waiting for the retry backoff after a failure.")
+        }
+        Outcome::FleetWait { why } => {
+            tracing::info!(cert = %name, "Fleet: nothing to do here now: {why}")
         }
         Outcome::Stopped => {
             tracing::info!(cert = %name, "Stopped before it was done; the next pass takes it up.")

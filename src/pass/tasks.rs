@@ -33,6 +33,8 @@ pub(super) struct Shared {
     /// At most `renewal.concurrency` certificates are planned and obtained at once.
     limit: Arc<Semaphore>,
     now: OffsetDateTime,
+    /// The fleet's etcd and key, when a selected certificate is shared.
+    fleet: Option<Arc<super::fleet::Link>>,
 }
 
 impl Shared {
@@ -41,6 +43,7 @@ impl Shared {
         state_dir: &StateDir,
         kept: &Arc<Kept>,
         now: OffsetDateTime,
+        fleet: Option<Arc<super::fleet::Link>>,
     ) -> Shared {
         // The platform's roots, read once for the issuers and for judging live chains, and
         // only when a chain needs them.
@@ -67,6 +70,7 @@ impl Shared {
             trust,
             limit: Arc::new(Semaphore::new(config.renewal.concurrency)),
             now,
+            fleet,
         }
     }
 }
@@ -104,7 +108,14 @@ pub(super) fn spawn_all(
                 // Boxed: each task's future stays small, so spawning a thousand of them
                 // moves little memory (measured: about 3% of a no-op pass's CPU).
                 let prepared = Box::pin(prepare(
-                    &s.config, &s.kept, &cert, &s.issuers, trust, &opts, s.now,
+                    &s.config,
+                    &s.kept,
+                    &cert,
+                    &s.issuers,
+                    trust,
+                    s.fleet.as_deref(),
+                    &opts,
+                    s.now,
                 ))
                 .await;
                 (name, prepared)

@@ -1,0 +1,315 @@
+//! Fleet: the way before the swap of a certificate shared by the fleet (`fleet: true`). The
+//! fleet's etcd decides ([`certkeeper_fleet::Fleet::decide`]): this host issues and publishes
+//! a new generation (then deploys it first, as the canary), deploys a published one, goes
+//! back to an earlier one, or waits. Material from etcd is opened with the fleet key and
+//! checked like material from a CA before it is deployed; after the deploy, the host reports
+//! its result (see `batch`).
+
+use std::sync::Arc;
+
+use certkeeper_fleet::protocol::{Rules, Step as FleetStep};
+use certkeeper_fleet::{Fleet, Generation, HostResult, SealedKey};
+use time::OffsetDateTime;
+
+use super::check::{self, Ready};
+use super::kept::Kept;
+use super::obtain::{self, Obtained};
+use super::{Failure, Options, Outcome, Step, plan};
+use crate::config::{Certificate, Config};
+use crate::fleet::{SealKey, Timeouts, connect, seal};
+use crate::issuer::Issuers;
+
+/// What a pass shares for the fleet: its connection and the fleet key, set up once.
+pub(super) struct Link {
+    /// The connection; `Err` with one line when there is none.
+    fleet: Result<Fleet, String>,
+    /// The fleet key; `Err` with one line when it cannot be loaded.
+    key: Result<SealKey, String>,
+    rules: Rules,
+    /// The fleet's name, for the sealed keys' identity.
+    name: String,
+    seal_key_file: std::path::PathBuf,
+}
+
+impl Link {
+    /// Connects when some of `selected` is shared and the config has a `fleet:` section;
+    /// `None` otherwise (nothing asks etcd). A dry run never asks it either.
+    pub(super) async fn open(
+        config: &Config,
+        selected: &[Certificate],
+        opts: &Options,
+    ) -> Option<Arc<Link>> {
+        let section = config.fleet.as_ref()?;
+        if opts.dry_run || !selected.iter().any(|c| c.fleet) {
+            return None;
+        }
+        let fleet = connect(section, Timeouts::DEFAULT)
+            .await
+            .map_err(|e| e.to_string());
+        let key = SealKey::load(&section.seal_key_file).map_err(|e| e.to_string());
+        Some(Arc::new(Link {
+            fleet,
+            key,
+            rules: Rules {
+                lease_ttl: section.lease_ttl,
+                canary: section.canary,
+                max_failures: section.max_failures,
+            },
+            name: section.name.clone(),
+            seal_key_file: section.seal_key_file.clone(),
+        }))
+    }
+
+    /// Reports this host's result for generation `serial` of `cert`; a failure to report
+    /// is a warning (the verdict waits for the report of the next pass).
+    pub(super) async fn report(&self, cert: &str, serial: u64, deployed: bool, why: Option<&str>) {
+        let Ok(fleet) = &self.fleet else { return };
+        let (result, serving) = match deployed {
+            true => (HostResult::Deployed, Some(serial)),
+            false => (HostResult::Failed, None),
+        };
+        if let Err(e) = fleet
+            .report_result(cert, serial, result, serving, why)
+            .await
+        {
+            tracing::warn!(cert = %cert, serial, "Cannot report this host's result to the fleet: {}", crate::fleet::connect::brief(&e));
+        }
+    }
+
+    /// The identity a generation's sealed key is bound to.
+    fn identity(&self, cert: &str, serial: u64, fingerprint: &str) -> Vec<u8> {
+        format!("{}/{cert}/{serial}/{fingerprint}", self.name).into_bytes()
+    }
+}
+
+/// The way before the swap of shared certificate `cert`, after the plan: what the fleet
+/// decides, and the checked material to deploy when there is some.
+#[allow(clippy::too_many_arguments)] // the stages' shared inputs, each borrowed once
+pub(super) async fn prepare(
+    link: &Link,
+    config: &Config,
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    opts: &Options,
+    now: OffsetDateTime,
+    live: &mut plan::Live,
+) -> Step {
+    let failed = |error| Step::Done(Outcome::Failed { error });
+    let fleet = match &link.fleet {
+        Ok(fleet) => fleet,
+        Err(e) => return wait(cert, format!("no connection to the fleet's etcd: {e}")),
+    };
+    let live_fp = live.leaf.as_ref().map(|l| l.fingerprint.clone());
+    let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
+    // Whether this host's own pair is due, by the usual rules (a missing or broken leaf,
+    // the CA's window, before_expiry); a generation this host does not serve is judged by
+    // its notAfter.
+    let locally_due = opts.force
+        || plan::not_due(config, kept, cert, issuers, live, now)
+            .await
+            .is_none();
+    let before_expiry = config.renewal.before_expiry;
+    let due = |current: Option<&Generation>| match current {
+        None => locally_due,
+        Some(g) if live_fp.as_deref() == Some(g.fingerprint.as_str()) => locally_due,
+        Some(g) => generation_due(g, before_expiry, now),
+    };
+    let step = match fleet
+        .decide(&cert.name, live_fp.as_deref(), &link.rules, due)
+        .await
+    {
+        Ok(step) => step,
+        Err(e) => {
+            return wait(cert, crate::fleet::connect::brief(&e));
+        }
+    };
+    match step {
+        FleetStep::Issue(issue) => {
+            if let Err(e) = check::targets(&kept.state_dir, cert) {
+                issue.leadership.resign().await;
+                return failed(e);
+            }
+            if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
+                issue.leadership.resign().await;
+                return Step::Done(outcome);
+            }
+            let ready = match issue_checked(kept, cert, issuers, opts, now, live_not_before).await {
+                Ok(ready) => ready,
+                Err(outcome) => {
+                    issue.leadership.resign().await;
+                    return Step::Done(outcome);
+                }
+            };
+            let Ok(key) = &link.key else {
+                issue.leadership.resign().await;
+                return failed(seal_failure(link));
+            };
+            let serial = issue.next_serial();
+            let identity = link.identity(&cert.name, serial, &ready.leaf.fingerprint);
+            let sealed = match seal::seal(key, &ready.privkey, &identity) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    issue.leadership.resign().await;
+                    return failed(Failure::Fleet(format!("sealing the new key: {e}")));
+                }
+            };
+            let generation = Generation {
+                serial,
+                fingerprint: ready.leaf.fingerprint.clone(),
+                not_after: ready.leaf.not_after,
+                issued_by: fleet.host().to_owned(),
+                issued_at: now,
+                fullchain_pem: String::from_utf8_lossy(&ready.fullchain).into_owned(),
+                sealed_key: SealedKey(sealed),
+                verdict: certkeeper_fleet::Verdict::Pending,
+            };
+            match fleet.publish_new(issue, generation).await {
+                Ok(serial) => {
+                    tracing::info!(cert = %cert.name, serial, "Published generation {serial} for the fleet; deploying it here first, as the canary.");
+                    let mut ready = ready;
+                    ready.fleet = Some(serial);
+                    Step::Deploy(ready)
+                }
+                // The material stays kept (a CA's) for the next pass.
+                Err(e) => failed(Failure::Fleet(format!(
+                    "publishing the new generation: {}",
+                    crate::fleet::connect::brief(&e)
+                ))),
+            }
+        }
+        FleetStep::Deploy { generation, .. } => {
+            deploy(link, kept, cert, issuers, generation, live_not_before, now).await
+        }
+        // Going back is older material by design: the older-material rule does not apply.
+        FleetStep::Revert { to, .. } => deploy(link, kept, cert, issuers, to, None, now).await,
+        FleetStep::Wait { why } => wait(cert, why.to_string()),
+        FleetStep::UpToDate { serial } => Step::Done(Outcome::FleetWait {
+            why: format!("serves generation {serial}, the fleet's current one"),
+        }),
+    }
+}
+
+/// Whether a generation this host does not serve is due by `before_expiry` (its leaf read
+/// from its chain; one that does not read is due).
+fn generation_due(
+    g: &Generation,
+    before_expiry: crate::config::BeforeExpiry,
+    now: OffsetDateTime,
+) -> bool {
+    match crate::x509::read_certificates(g.fullchain_pem.as_bytes()) {
+        Ok((chain, _)) => match chain.first() {
+            Some(leaf) => crate::schedule::due(leaf, None, before_expiry, now).now,
+            None => true,
+        },
+        Err(_) => true,
+    }
+}
+
+/// Nothing to do for the fleet now: what is served stays.
+fn wait(cert: &Certificate, why: String) -> Step {
+    tracing::warn!(cert = %cert.name, "Fleet: keeping what is served: {why}");
+    Step::Done(Outcome::FleetWait { why })
+}
+
+/// Why this host cannot seal or open: its fleet key.
+fn seal_failure(link: &Link) -> Failure {
+    match &link.key {
+        Err(e) => Failure::Fleet(e.clone()),
+        Ok(_) => Failure::Fleet(format!(
+            "seal key file {}: {}",
+            link.seal_key_file.display(),
+            seal::SealError::Open
+        )),
+    }
+}
+
+/// New material for the fleet, checked: kept from an earlier pass of this host first, then
+/// the issuers.
+async fn issue_checked(
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    opts: &Options,
+    now: OffsetDateTime,
+    live_not_before: Option<OffsetDateTime>,
+) -> Result<Box<Ready>, Outcome> {
+    if let Some(obtained) = obtain::kept_material(kept, cert) {
+        match check::material(issuers, cert, obtained, live_not_before, now).await {
+            Ok(ready) => return Ok(ready),
+            Err(rejected) => obtain::discard_kept(kept, cert, opts, &rejected),
+        }
+    }
+    let obtained = obtain::issue(kept, cert, issuers, opts, now).await?;
+    let (source, was_kept) = (obtained.source.clone(), obtained.kept);
+    check::material(issuers, cert, obtained, live_not_before, now)
+        .await
+        .map_err(|rejected| obtain::refused(kept, cert, source, was_kept, rejected))
+}
+
+/// Deploys a published generation: its key opened with the fleet key, and the whole checked
+/// as material from a CA is. A refusal is reported to the fleet as this host's failure.
+async fn deploy(
+    link: &Link,
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    generation: Generation,
+    live_not_before: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Step {
+    let serial = generation.serial;
+    let source = format!(
+        "fleet generation {serial} (issued by {})",
+        generation.issued_by
+    );
+    let privkey = match &link.key {
+        Ok(key) => {
+            let identity = link.identity(&cert.name, serial, &generation.fingerprint);
+            match seal::open(key, &generation.sealed_key.0, &identity) {
+                Ok(plain) => plain.to_vec(),
+                Err(e) => {
+                    let error = Failure::Fleet(format!(
+                        "seal key file {}: generation {serial}: {e}",
+                        link.seal_key_file.display()
+                    ));
+                    link.report(&cert.name, serial, false, Some(&error.to_string()))
+                        .await;
+                    return Step::Done(Outcome::Failed { error });
+                }
+            }
+        }
+        Err(_) => {
+            let error = seal_failure(link);
+            link.report(&cert.name, serial, false, Some(&error.to_string()))
+                .await;
+            return Step::Done(Outcome::Failed { error });
+        }
+    };
+    if let Err(e) = check::targets(&kept.state_dir, cert) {
+        return Step::Done(Outcome::Failed { error: e });
+    }
+    let obtained = Obtained {
+        fullchain: generation.fullchain_pem.into_bytes(),
+        privkey,
+        source: source.clone(),
+        issuer: String::new(),
+        staging: false,
+        kept: false,
+    };
+    match check::material(issuers, cert, obtained, live_not_before, now).await {
+        Ok(mut ready) => {
+            ready.fleet = Some(serial);
+            Step::Deploy(ready)
+        }
+        Err(rejected) => {
+            let error = Failure::Material {
+                issuer: source,
+                rejected,
+            };
+            link.report(&cert.name, serial, false, Some(&error.to_string()))
+                .await;
+            Step::Done(Outcome::Failed { error })
+        }
+    }
+}
