@@ -95,7 +95,6 @@ pub(super) async fn prepare(
     now: OffsetDateTime,
     live: &mut plan::Live,
 ) -> Step {
-    let failed = |error| Step::Done(Outcome::Failed { error });
     let fleet = match &link.fleet {
         Ok(fleet) => fleet,
         Err(e) => return wait(cert, format!("no connection to the fleet's etcd: {e}")),
@@ -126,57 +125,14 @@ pub(super) async fn prepare(
     };
     match step {
         FleetStep::Issue(issue) => {
-            if let Err(e) = check::targets(&kept.state_dir, cert) {
-                issue.leadership.resign().await;
-                return failed(e);
-            }
-            if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
-                issue.leadership.resign().await;
-                return Step::Done(outcome);
-            }
-            let ready = match issue_checked(kept, cert, issuers, opts, now, live_not_before).await {
-                Ok(ready) => ready,
-                Err(outcome) => {
-                    issue.leadership.resign().await;
-                    return Step::Done(outcome);
-                }
+            let ctx = Leading {
+                link,
+                fleet,
+                kept,
+                cert,
+                issuers,
             };
-            let Ok(key) = &link.key else {
-                issue.leadership.resign().await;
-                return failed(seal_failure(link));
-            };
-            let serial = issue.next_serial();
-            let identity = link.identity(&cert.name, serial, &ready.leaf.fingerprint);
-            let sealed = match seal::seal(key, &ready.privkey, &identity) {
-                Ok(sealed) => sealed,
-                Err(e) => {
-                    issue.leadership.resign().await;
-                    return failed(Failure::Fleet(format!("sealing the new key: {e}")));
-                }
-            };
-            let generation = Generation {
-                serial,
-                fingerprint: ready.leaf.fingerprint.clone(),
-                not_after: ready.leaf.not_after,
-                issued_by: fleet.host().to_owned(),
-                issued_at: now,
-                fullchain_pem: String::from_utf8_lossy(&ready.fullchain).into_owned(),
-                sealed_key: SealedKey(sealed),
-                verdict: certkeeper_fleet::Verdict::Pending,
-            };
-            match fleet.publish_new(issue, generation).await {
-                Ok(serial) => {
-                    tracing::info!(cert = %cert.name, serial, "Published generation {serial} for the fleet; deploying it here first, as the canary.");
-                    let mut ready = ready;
-                    ready.fleet = Some(serial);
-                    Step::Deploy(ready)
-                }
-                // The material stays kept (a CA's) for the next pass.
-                Err(e) => failed(Failure::Fleet(format!(
-                    "publishing the new generation: {}",
-                    crate::fleet::connect::brief(&e)
-                ))),
-            }
+            lead(&ctx, issue, opts, now, live).await
         }
         FleetStep::Deploy { generation, .. } => {
             deploy(link, kept, cert, issuers, generation, live_not_before, now).await
@@ -188,6 +144,89 @@ pub(super) async fn prepare(
             why: format!("serves generation {serial}, the fleet's current one"),
         }),
     }
+}
+
+/// What a leading host works with.
+struct Leading<'a> {
+    link: &'a Link,
+    fleet: &'a Fleet,
+    kept: &'a Kept,
+    cert: &'a Certificate,
+    issuers: &'a Issuers,
+}
+
+/// This host leads the certificate's issuance: it orders (or takes its kept material),
+/// checks and seals the new material, publishes it as the next generation and deploys it
+/// here first, as the canary. Every way out before the publish gives up the leadership.
+async fn lead(
+    ctx: &Leading<'_>,
+    issue: Box<certkeeper_fleet::protocol::Issue>,
+    opts: &Options,
+    now: OffsetDateTime,
+    live: &plan::Live,
+) -> Step {
+    let serial = issue.next_serial();
+    let (ready, sealed) = match sealed_material(ctx, serial, opts, now, live).await {
+        Ok(done) => done,
+        Err(step) => {
+            issue.leadership.resign().await;
+            return step;
+        }
+    };
+    let generation = Generation {
+        serial,
+        fingerprint: ready.leaf.fingerprint.clone(),
+        not_after: ready.leaf.not_after,
+        issued_by: ctx.fleet.host().to_owned(),
+        issued_at: now,
+        fullchain_pem: String::from_utf8_lossy(&ready.fullchain).into_owned(),
+        sealed_key: SealedKey(sealed),
+        verdict: certkeeper_fleet::Verdict::Pending,
+    };
+    match ctx.fleet.publish_new(issue, generation).await {
+        Ok(serial) => {
+            tracing::info!(cert = %ctx.cert.name, serial, "Published generation {serial} for the fleet; deploying it here first, as the canary.");
+            let mut ready = ready;
+            ready.fleet = Some(serial);
+            Step::Deploy(ready)
+        }
+        // The material stays kept (a CA's) for the next pass.
+        Err(e) => Step::Done(Outcome::Failed {
+            error: Failure::Fleet(format!(
+                "publishing the new generation: {}",
+                crate::fleet::connect::brief(&e)
+            )),
+        }),
+    }
+}
+
+/// New material for generation `serial`, checked, with its key sealed for the fleet; `Err`
+/// with where this certificate's pass ends.
+async fn sealed_material(
+    ctx: &Leading<'_>,
+    serial: u64,
+    opts: &Options,
+    now: OffsetDateTime,
+    live: &plan::Live,
+) -> Result<(Box<Ready>, Vec<u8>), Step> {
+    let failed = |error| Step::Done(Outcome::Failed { error });
+    check::targets(&ctx.kept.state_dir, ctx.cert).map_err(failed)?;
+    if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
+        return Err(Step::Done(outcome));
+    }
+    let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
+    let ready = issue_checked(ctx.kept, ctx.cert, ctx.issuers, opts, now, live_not_before)
+        .await
+        .map_err(Step::Done)?;
+    let Ok(key) = &ctx.link.key else {
+        return Err(failed(seal_failure(ctx.link)));
+    };
+    let identity = ctx
+        .link
+        .identity(&ctx.cert.name, serial, &ready.leaf.fingerprint);
+    let sealed = seal::seal(key, &ready.privkey, &identity)
+        .map_err(|e| failed(Failure::Fleet(format!("sealing the new key: {e}"))))?;
+    Ok((ready, sealed))
 }
 
 /// Whether a generation this host does not serve is due by `before_expiry` (its leaf read
