@@ -15,13 +15,19 @@ use crate::util::pebble::Pebble;
 use crate::util::{Dir, Run};
 
 /// One host of the fleet: a directory with hooks, its config and its seal key.
-struct Host {
-    acme: AcmeHost,
-    id: String,
+pub(crate) struct Host {
+    pub(crate) acme: AcmeHost,
+    pub(crate) id: String,
 }
 
 impl Host {
-    fn new(pebble: &Pebble, cluster: &Cluster, fleet: &str, id: &str, domain: &str) -> Host {
+    pub(crate) fn new(
+        pebble: &Pebble,
+        cluster: &Cluster,
+        fleet: &str,
+        id: &str,
+        domain: &str,
+    ) -> Host {
         let acme = AcmeHost::new(pebble);
         let endpoints: Vec<String> = cluster
             .endpoints()
@@ -50,25 +56,25 @@ impl Host {
         host
     }
 
-    fn dir(&self) -> &Dir {
+    pub(crate) fn dir(&self) -> &Dir {
         &self.acme.dir
     }
 
-    fn seal_key(&self, key: [u8; 32]) {
+    pub(crate) fn seal_key(&self, key: [u8; 32]) {
         let path = self.dir().write("fleet.key", key);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
-    fn renew(&self) -> Run {
+    pub(crate) fn renew(&self) -> Run {
         self.dir().run(&["renew"])
     }
 
-    fn live(&self, file: &str) -> Option<Vec<u8>> {
+    pub(crate) fn live(&self, file: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir().join(&format!("live/www/{file}"))).ok()
     }
 
     /// The SHA-256 of the live leaf (the first certificate of the fullchain).
-    fn leaf(&self) -> String {
+    pub(crate) fn leaf(&self) -> String {
         let pem = self
             .live("fullchain.pem")
             .unwrap_or_else(|| panic!("{}: no live fullchain", self.id));
@@ -78,7 +84,7 @@ impl Host {
     }
 }
 
-fn pem_first_der(pem: &[u8]) -> Vec<u8> {
+pub(crate) fn pem_first_der(pem: &[u8]) -> Vec<u8> {
     use base64::Engine as _;
     let text = String::from_utf8_lossy(pem);
     let body: String = text
@@ -93,7 +99,7 @@ fn pem_first_der(pem: &[u8]) -> Vec<u8> {
 }
 
 /// newOrder requests Pebble received.
-fn orders(pebble: &Pebble) -> usize {
+pub(crate) fn orders(pebble: &Pebble) -> usize {
     let log = std::fs::read_to_string(pebble.dir.join("pebble.log")).unwrap_or_default();
     log.lines()
         .filter(|l| l.contains("POST /order-plz"))

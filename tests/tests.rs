@@ -15,6 +15,7 @@ mod daemon;
 mod day_one_checks;
 mod deploy;
 mod files;
+mod fleet_alerts;
 mod fleet_config;
 mod fleet_pass;
 mod fleet_status;

@@ -79,6 +79,35 @@ impl Event {
         }
     }
 
+    /// An event about the fleet `fleet` (`certificate` is `fleet NAME`, which no
+    /// certificate's name can be), with the `domains` of its shared certificates: it is
+    /// degraded (`fleet_degraded`), or its etcd answers again (`fleet_recovered`, of the same
+    /// kind: it goes to the channels that take `fleet_degraded`).
+    pub fn fleet(fleet: &str, domains: Vec<String>, message: &str, recovered: bool) -> Event {
+        Event {
+            event: if recovered {
+                FLEET_RECOVERED
+            } else {
+                EventKind::FleetDegraded.as_str()
+            },
+            certificate: fleet_subject(fleet),
+            domains,
+            message: one_line(message),
+            not_after: None,
+            snapshot: None,
+            host: host_name(),
+            timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
+            cause_kind: None,
+            kind: EventKind::FleetDegraded,
+        }
+    }
+
+    /// Whether it says that something failing before works again (a `renewed` after
+    /// failures is told apart by the caller, see [`Alerts::deliver`]).
+    pub fn is_fleet_recovery(&self) -> bool {
+        self.event == FLEET_RECOVERED
+    }
+
     /// The event, saying what kind of failure it is about.
     pub fn with_cause(mut self, cause: Option<CauseKind>) -> Event {
         self.cause_kind = cause;
@@ -111,6 +140,8 @@ impl Event {
             EventKind::RolledBack => "ROLLED BACK",
             EventKind::RollbackFailed => "ROLLBACK FAILED, act now",
             EventKind::Expiring => "EXPIRING soon",
+            EventKind::FleetDegraded if self.is_fleet_recovery() => "etcd answers again",
+            EventKind::FleetDegraded => "DEGRADED: etcd unreachable",
         }
     }
 
@@ -132,6 +163,12 @@ impl Event {
             }
             EventKind::Expiring => {
                 "The certificate expires within 7 days and its last renewal failed: someone must look."
+            }
+            EventKind::FleetDegraded if self.is_fleet_recovery() => {
+                "Shared certificates are renewed and deployed again as the fleet decides."
+            }
+            EventKind::FleetDegraded => {
+                "Every host keeps serving what it has and check works; renewals of shared certificates wait until etcd has a quorum again: someone must look at etcd."
             }
         }
     }
@@ -434,6 +471,15 @@ pub fn host_name() -> String {
 
 /// The `event` of what `alert test` sends.
 pub const TEST_EVENT: &str = "test";
+
+/// The name of the event that says the fleet's etcd answers again after `fleet_degraded`.
+pub const FLEET_RECOVERED: &str = "fleet_recovered";
+
+/// What a fleet's events name in place of a certificate, and the key of its part of the
+/// alert memory: `fleet NAME` (a certificate's name has no space).
+pub fn fleet_subject(fleet: &str) -> String {
+    format!("fleet {fleet}")
+}
 
 /// The first pause between two attempts of one delivery; it doubles up to
 /// [`MAX_RETRY_PAUSE`].

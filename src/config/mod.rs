@@ -234,16 +234,20 @@ pub enum EventKind {
     RollbackFailed,
     /// notAfter is within 7 days and the last attempt failed.
     Expiring,
+    /// A pass with shared certificates could not reach the fleet's etcd, or it had no
+    /// quorum; its recovery (`fleet_recovered`) is an event of this kind too.
+    FleetDegraded,
 }
 
 impl EventKind {
     /// Every event, in the order of DESIGN.md.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Renewed,
         EventKind::Failed,
         EventKind::RolledBack,
         EventKind::RollbackFailed,
         EventKind::Expiring,
+        EventKind::FleetDegraded,
     ];
 
     /// The event's name as written in config and alerts.
@@ -254,6 +258,7 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::RollbackFailed => "rollback_failed",
             EventKind::Expiring => "expiring",
+            EventKind::FleetDegraded => "fleet_degraded",
         }
     }
 }
@@ -348,11 +353,12 @@ impl Channel {
 }
 
 /// The events a channel gets when its `on` is not set.
-pub const DEFAULT_ALERT_EVENTS: [EventKind; 4] = [
+pub const DEFAULT_ALERT_EVENTS: [EventKind; 5] = [
     EventKind::Failed,
     EventKind::RolledBack,
     EventKind::RollbackFailed,
     EventKind::Expiring,
+    EventKind::FleetDegraded,
 ];
 
 /// Default `alert_repeat`: the same failure of a certificate alerts again only after this.

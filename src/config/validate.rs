@@ -1015,7 +1015,7 @@ impl Validator<'_> {
                 None => {
                     self.problem(
                         &path.with_index(n),
-                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed or expiring"),
+                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed, expiring or fleet_degraded"),
                     );
                     return None;
                 }

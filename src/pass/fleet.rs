@@ -29,6 +29,8 @@ pub(super) struct Link {
     /// The fleet's name, for the sealed keys' identity.
     name: String,
     seal_key_file: std::path::PathBuf,
+    /// What this pass learnt of etcd (see [`Link::health`]).
+    health: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 impl Link {
@@ -57,6 +59,7 @@ impl Link {
             },
             name: section.name.clone(),
             seal_key_file: section.seal_key_file.clone(),
+            health: std::sync::Mutex::new(None),
         }))
     }
 
@@ -73,6 +76,29 @@ impl Link {
             .await
         {
             tracing::warn!(cert = %cert, serial, "Cannot report this host's result to the fleet: {}", crate::fleet::connect::brief(&e));
+        }
+    }
+
+    /// The fleet's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What this pass learnt of the fleet's etcd: `None` when it did not ask it,
+    /// `Some(Err(why))` when a request found it unreachable or without a quorum (whatever
+    /// the others found), `Some(Ok(()))` when it answered every time.
+    pub(super) fn health(&self) -> Option<Result<(), String>> {
+        self.health.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// Notes that etcd answered (`Ok`) or could not be reached (`Err(why)`); the first
+    /// reason it could not be reached is kept.
+    fn note(&self, answer: Result<(), String>) {
+        if let Ok(mut health) = self.health.lock() {
+            match (&*health, answer) {
+                (Some(Err(_)), _) => {}
+                (_, answer) => *health = Some(answer),
+            }
         }
     }
 
@@ -97,7 +123,11 @@ pub(super) async fn prepare(
 ) -> Step {
     let fleet = match &link.fleet {
         Ok(fleet) => fleet,
-        Err(e) => return wait(cert, format!("no connection to the fleet's etcd: {e}")),
+        Err(e) => {
+            let why = format!("no connection to the fleet's etcd: {e}");
+            link.note(Err(why.clone()));
+            return wait(cert, why);
+        }
     };
     let live_fp = live.leaf.as_ref().map(|l| l.fingerprint.clone());
     let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
@@ -118,9 +148,22 @@ pub(super) async fn prepare(
         .decide(&cert.name, live_fp.as_deref(), &link.rules, due)
         .await
     {
-        Ok(step) => step,
+        Ok(FleetStep::Wait {
+            why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
+        }) => {
+            link.note(Err(why.to_string()));
+            return wait(cert, why.to_string());
+        }
+        Ok(step) => {
+            link.note(Ok(()));
+            step
+        }
         Err(e) => {
-            return wait(cert, crate::fleet::connect::brief(&e));
+            let why = crate::fleet::connect::brief(&e);
+            if e.is_unavailable() {
+                link.note(Err(why.clone()));
+            }
+            return wait(cert, why);
         }
     };
     match step {

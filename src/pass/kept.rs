@@ -142,6 +142,17 @@ impl Kept {
         }
     }
 
+    /// Forgets what was alerted about `name` (a certificate, or a fleet's subject): what
+    /// failed works again. Written back by [`Kept::save_alerted`].
+    pub(super) fn forget_alerted(&self, name: &str) {
+        if let Ok(mut alerted) = self.alerted.lock()
+            && alerted.remove(name).is_some()
+        {
+            self.alerted_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Notes what the pass did with `name`: found it not due at `now`, or something else.
     pub(super) fn outcome(&self, name: &str, outcome: &Outcome, now: OffsetDateTime) {
         // A renewal ends the failures: they alert afresh next time.

@@ -203,6 +203,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
     if let Some(locked) = &locked {
         batch.deploy(locked, &mut record, link.as_deref()).await;
     }
+    record.fleet(link.as_deref(), &selected);
     if !opts.dry_run {
         kept.save();
     }

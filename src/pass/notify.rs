@@ -41,7 +41,7 @@ async fn remember_alerts(
     let delivered: Vec<&alert::Event> = events
         .iter()
         .map(|(event, _)| event)
-        .filter(|event| event.kind() != EventKind::Renewed)
+        .filter(|event| event.kind() != EventKind::Renewed && !event.is_fleet_recovery())
         .filter(|event| {
             reports.iter().any(|r| {
                 r.certificate == event.certificate && r.event == event.event && r.result.is_ok()
@@ -217,6 +217,66 @@ fn own_event(
         | Outcome::WouldOrder { .. }
         | Outcome::Stopped
         | Outcome::FleetWait { .. } => None,
+    }
+}
+
+/// The fleet's event of a pass that asked its etcd: `fleet_degraded` when a request found
+/// it unreachable or without a quorum (once per `alert_repeat`, remembered under the fleet's
+/// subject like a certificate's failures), and `fleet_recovered` when it answered again
+/// after a `fleet_degraded` was delivered (which clears that memory).
+pub(super) fn fleet_events(
+    config: &Config,
+    kept: &super::kept::Kept,
+    selected: &[Certificate],
+    fleet: &str,
+    health: Result<(), String>,
+    now: OffsetDateTime,
+) -> Vec<(alert::Event, bool)> {
+    let subject = alert::fleet_subject(fleet);
+    let before = kept.alerted(&subject);
+    let domains = || {
+        selected
+            .iter()
+            .filter(|c| c.fleet)
+            .flat_map(|c| c.domains.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    let t = now.unix_timestamp();
+    match health {
+        Err(why) => {
+            tracing::warn!(
+                "Fleet {fleet}: etcd cannot be reached or has no quorum; every host keeps what it serves and renewals of shared certificates wait: {why}"
+            );
+            let due = alert::due(
+                &before,
+                EventKind::FleetDegraded,
+                None,
+                t,
+                config.alert_repeat,
+            );
+            if !due || config.alerts.is_empty() {
+                return Vec::new();
+            }
+            let message = format!(
+                "the fleet's etcd cannot be reached or has no quorum: {why}; this host keeps serving what it has and renewals of its shared certificates wait"
+            );
+            vec![(
+                alert::Event::fleet(fleet, domains(), &message, false),
+                false,
+            )]
+        }
+        Ok(()) => {
+            if !before.contains_key(EventKind::FleetDegraded.as_str()) {
+                return Vec::new();
+            }
+            kept.forget_alerted(&subject);
+            tracing::info!("Fleet {fleet}: etcd answers again.");
+            if config.alerts.is_empty() {
+                return Vec::new();
+            }
+            let message = "the fleet's etcd answers again: shared certificates are renewed and deployed as the fleet decides";
+            vec![(alert::Event::fleet(fleet, domains(), message, true), false)]
+        }
     }
 }
 

@@ -89,6 +89,25 @@ impl<'a> Recorder<'a> {
         self.outcomes.insert(name, outcome);
     }
 
+    /// Adds the fleet's event, when the pass asked the fleet's etcd (see
+    /// `notify::fleet_events`); a dry run raises none.
+    pub(super) fn fleet(&mut self, link: Option<&super::fleet::Link>, selected: &[Certificate]) {
+        let Some(link) = link else { return };
+        let Some(health) = link.health() else { return };
+        if self.opts.dry_run {
+            return;
+        }
+        let events = super::notify::fleet_events(
+            self.config,
+            self.kept,
+            selected,
+            link.name(),
+            health,
+            self.now,
+        );
+        self.events.extend(events);
+    }
+
     /// Notes the leaf `name` serves now that its deploy renewed it.
     pub(super) fn renewed(&mut self, name: &str, leaf: Cert) {
         self.renewed.insert(name.to_owned(), leaf);
