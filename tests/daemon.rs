@@ -20,7 +20,7 @@ use crate::util::{Dir, bin, key_matches_leaf};
 use rustix::process::Signal;
 
 /// A running daemon; killed when dropped, so no test leaves one behind.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     log: PathBuf,
 }
@@ -28,7 +28,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `certkeeper run` on `dir`'s config with `args` and `env`, logging to
     /// `dir/daemon.log`.
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = dir.join("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin());
@@ -51,12 +51,12 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the log holds `text` `times` times; panics with the log otherwise.
-    fn wait_log(&self, text: &str, times: usize, timeout: Duration) {
+    pub(crate) fn wait_log(&self, text: &str, times: usize, timeout: Duration) {
         let end = Instant::now() + timeout;
         while self.log().matches(text).count() < times {
             assert!(
@@ -68,7 +68,7 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, signal: rustix::process::Signal) {
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
         let pid = self.child.as_ref().unwrap().id() as i32;
         rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), signal)
             .unwrap();
@@ -79,7 +79,7 @@ impl Daemon {
     }
 
     /// Waits for the exit; panics with the log after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let end = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

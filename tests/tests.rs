@@ -17,6 +17,7 @@ mod deploy;
 mod files;
 mod fleet_alerts;
 mod fleet_config;
+mod fleet_daemon;
 mod fleet_pass;
 mod fleet_status;
 mod fuzz;

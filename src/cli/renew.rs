@@ -96,7 +96,7 @@ fn line(name: &str, outcome: &Outcome) -> String {
             rfc3339(*until)
         ),
         Outcome::Stopped => format!("{name}: stopped before it was done; nothing changed"),
-        Outcome::FleetWait { why } => format!("{name}: fleet: nothing to do here now ({why})"),
+        Outcome::FleetWait { why, .. } => format!("{name}: fleet: nothing to do here now ({why})"),
         Outcome::Held { since, ends } => format!(
             "{name}: held on the restored pair since {}; nothing deployed or ordered (`certkeeper release {name}` ends the hold; it ends by itself from {}, within half of before_expiry of notAfter)",
             rfc3339(*since),

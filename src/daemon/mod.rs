@@ -17,10 +17,11 @@
 //! know about backoffs and due times. The daemon sleeps on one timer instead, with the cron
 //! expression parsed exactly as tokio-cron-scheduler parses it.
 
+mod fleet;
 mod http;
 mod notify;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,9 +112,13 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     });
     let mut alerts = JoinSet::new();
     let mut run_now = true;
+    // Only these certificates in the next pass (news from the fleet); all when `None`.
+    let mut focus: Option<BTreeSet<String>> = None;
+    let mut watches = fleet::Watches::start(&config);
     let mut reload_pending = false;
     let mut wake: Option<OffsetDateTime> = None;
-    let mut moments: Vec<OffsetDateTime> = Vec::new();
+    // When each certificate next needs a pass, as the last pass that had it said.
+    let mut moments: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
     let mut last = String::from("No pass yet");
 
     loop {
@@ -121,8 +126,10 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             run_now = false;
             notifier.status("Renewal pass running");
             let started = Instant::now();
+            let focused = focus.take();
             let opts = Options {
                 stop: stop.clone(),
+                names: focused.iter().flatten().cloned().collect(),
                 ..Options::default()
             };
             let pass = pass::pass(config.clone(), &opts);
@@ -168,7 +175,11 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "Pass done: {summary}."
             );
-            moments = wake_moments(&known);
+            match &focused {
+                Some(names) => moments.retain(|name, _| !names.contains(name)),
+                None => moments.clear(),
+            }
+            moments.extend(wake_moments(&known));
             wake = None;
             last = format!("Last pass {}: {summary}", rfc3339(finished));
             if stop.is_cancelled() {
@@ -180,7 +191,9 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             if let Some(new) = reload(&settings.config_path, &notifier) {
                 config = Arc::new(new);
                 shown_tx.send_modify(|s| s.config = config.clone());
+                watches = fleet::Watches::start(&config);
                 run_now = true;
+                focus = None;
                 continue;
             }
         }
@@ -195,7 +208,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                     config.renewal.schedule.next_after(now).map(|t| {
                         schedule::jittered(t, config.renewal.jitter, schedule::random_pick())
                     });
-                let w = schedule::next_wake(now, next_pass, moments.iter().copied())
+                let w = schedule::next_wake(now, next_pass, moments.values().copied())
                     .unwrap_or_else(|| {
                         tracing::warn!(schedule = %config.renewal.schedule, "The schedule never fires again and nothing is due; waiting for a signal.");
                         // Far enough to mean "never" without overflowing the timer.
@@ -209,7 +222,17 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         wake = Some(wake_at);
         let sleep = sleep_until(wake_at);
         tokio::select! {
-            _ = sleep => run_now = true,
+            _ = sleep => {
+                run_now = true;
+                focus = None;
+            }
+            names = fleet::Watches::next(&mut watches) => {
+                // News from the fleet: a pass for those certificates now (a pass of all,
+                // when one was due anyway, is not narrowed).
+                run_now = true;
+                focus = Some(names);
+                wake = None;
+            }
             _ = term.recv() => stopping(&stop, &notifier, "SIGTERM"),
             _ = int.recv() => stopping(&stop, &notifier, "SIGINT"),
             _ = hup.recv() => reload_pending = true,
@@ -287,11 +310,10 @@ fn reload(path: &Path, notifier: &Notifier) -> Option<Config> {
 /// The moments after a pass at which a certificate's state changes without any pass: when a
 /// not-due one becomes due, when a failed one's backoff ends, and when a renewed one will be
 /// due. The pass says each (`Known::next`); nothing is read back from disk.
-fn wake_moments(known: &BTreeMap<String, pass::Known>) -> Vec<OffsetDateTime> {
+fn wake_moments(known: &BTreeMap<String, pass::Known>) -> BTreeMap<String, OffsetDateTime> {
     known
-        .values()
-        .filter_map(|k| k.next)
-        .map(|m| m + WAKE_MARGIN)
+        .iter()
+        .filter_map(|(name, k)| k.next.map(|m| (name.clone(), m + WAKE_MARGIN)))
         .collect()
 }
 

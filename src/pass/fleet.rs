@@ -126,7 +126,7 @@ pub(super) async fn prepare(
         Err(e) => {
             let why = format!("no connection to the fleet's etcd: {e}");
             link.note(Err(why.clone()));
-            return wait(cert, why);
+            return wait(cert, why, Some(now + link.rules.lease_ttl));
         }
     };
     let live_fp = live.leaf.as_ref().map(|l| l.fingerprint.clone());
@@ -134,10 +134,16 @@ pub(super) async fn prepare(
     // Whether this host's own pair is due, by the usual rules (a missing or broken leaf,
     // the CA's window, before_expiry); a generation this host does not serve is judged by
     // its notAfter.
-    let locally_due = opts.force
-        || plan::not_due(config, kept, cert, issuers, live, now)
-            .await
-            .is_none();
+    let not_due = plan::not_due(config, kept, cert, issuers, live, now).await;
+    let locally_due = opts.force || not_due.is_none();
+    // When this host's own pair becomes due, when it is not due now.
+    let renew_after = match not_due {
+        Some(Outcome::NotDue { renew_after }) => Some(renew_after),
+        _ => None,
+    };
+    // Within `lease_ttl`, what another host holds (a leadership, a canary slot) is given
+    // back or done; a host without etcd asks again then too.
+    let soon = Some(now + link.rules.lease_ttl);
     let before_expiry = config.renewal.before_expiry;
     let due = |current: Option<&Generation>| match current {
         None => locally_due,
@@ -152,7 +158,7 @@ pub(super) async fn prepare(
             why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
         }) => {
             link.note(Err(why.to_string()));
-            return wait(cert, why.to_string());
+            return wait(cert, why.to_string(), soon);
         }
         Ok(step) => {
             link.note(Ok(()));
@@ -163,7 +169,7 @@ pub(super) async fn prepare(
             if e.is_unavailable() {
                 link.note(Err(why.clone()));
             }
-            return wait(cert, why);
+            return wait(cert, why, soon);
         }
     };
     match step {
@@ -182,9 +188,20 @@ pub(super) async fn prepare(
         }
         // Going back is older material by design: the older-material rule does not apply.
         FleetStep::Revert { to, .. } => deploy(link, kept, cert, issuers, to, None, now).await,
-        FleetStep::Wait { why } => wait(cert, why.to_string()),
+        FleetStep::Wait { why } => {
+            let next = match why {
+                // Nothing is published and this host's pair is not due: when it is.
+                certkeeper_fleet::protocol::Wait::Unpublished => renew_after,
+                // A new generation comes through the watch; this host's pair may become
+                // due before.
+                certkeeper_fleet::protocol::Wait::NothingGood { .. } => renew_after.or(soon),
+                _ => soon,
+            };
+            wait(cert, why.to_string(), next)
+        }
         FleetStep::UpToDate { serial } => Step::Done(Outcome::FleetWait {
             why: format!("serves generation {serial}, the fleet's current one"),
+            next: renew_after,
         }),
     }
 }
@@ -288,10 +305,11 @@ fn generation_due(
     }
 }
 
-/// Nothing to do for the fleet now: what is served stays.
-fn wait(cert: &Certificate, why: String) -> Step {
+/// Nothing to do for the fleet now: what is served stays; `next`: when to look again
+/// without news from the fleet.
+fn wait(cert: &Certificate, why: String, next: Option<OffsetDateTime>) -> Step {
     tracing::warn!(cert = %cert.name, "Fleet: keeping what is served: {why}");
-    Step::Done(Outcome::FleetWait { why })
+    Step::Done(Outcome::FleetWait { why, next })
 }
 
 /// Why this host cannot seal or open: its fleet key.

@@ -275,6 +275,7 @@ async fn prepare(
         // A dry run does not ask the fleet (asking may elect this host).
         (true, None) => Step::Done(Outcome::FleetWait {
             why: "a dry run does not ask the fleet's etcd".into(),
+            next: None,
         }),
         (false, _) => obtain_checked(config, kept, cert, issuers, opts, now, &mut live).await,
     };

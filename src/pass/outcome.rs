@@ -90,6 +90,11 @@ pub enum Outcome {
     FleetWait {
         /// Why, on one line.
         why: String,
+        /// When it next needs a pass without any news from the fleet's watch: within
+        /// `lease_ttl` while something is pending (another host leads, the generation waits
+        /// for its canary hosts, etcd has no quorum), when the served pair becomes due when
+        /// this host is up to date; `None` when nothing but news can change it.
+        next: Option<OffsetDateTime>,
     },
     /// The renewal failed; nothing changed on disk for this certificate.
     Failed {

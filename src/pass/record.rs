@@ -80,10 +80,8 @@ impl<'a> Recorder<'a> {
             Outcome::Renewed { .. } => renewed.map(|leaf| {
                 schedule::due(leaf, None, self.config.renewal.before_expiry, self.now).at
             }),
-            Outcome::WouldRenew { .. }
-            | Outcome::WouldOrder { .. }
-            | Outcome::Stopped
-            | Outcome::FleetWait { .. } => None,
+            Outcome::FleetWait { next, .. } => *next,
+            Outcome::WouldRenew { .. } | Outcome::WouldOrder { .. } | Outcome::Stopped => None,
         };
         known.record = record;
         self.outcomes.insert(name, outcome);
@@ -285,7 +283,7 @@ pub(super) fn log(name: &str, outcome: &Outcome) {
         Outcome::Backoff { until } => {
             tracing::warn!(cert = %name, until = %rfc3339(*until), "Waiting for the retry backoff after a failure.")
         }
-        Outcome::FleetWait { why } => {
+        Outcome::FleetWait { why, .. } => {
             tracing::info!(cert = %name, "Fleet: nothing to do here now: {why}")
         }
         Outcome::Stopped => {
