@@ -16,7 +16,7 @@ const SECRET: &str = "whsec-fleet-0123456789";
 
 /// Adds a webhook channel to `sink` (its URL and secret in files) to `host`'s config, with
 /// `on` when given (the default events otherwise).
-fn add_webhook(host: &Host, sink: &Sink, on: Option<&str>) {
+pub(crate) fn add_webhook(host: &Host, sink: &Sink, on: Option<&str>) {
     let dir = host.dir();
     let url = dir.write("hook.url", sink.url());
     let secret = dir.write("hook.secret", SECRET);
@@ -32,7 +32,7 @@ fn add_webhook(host: &Host, sink: &Sink, on: Option<&str>) {
 }
 
 /// The `event` of each request the sink accepted, with its body.
-fn received(sink: &Sink) -> Vec<(String, Value)> {
+pub(crate) fn received(sink: &Sink) -> Vec<(String, Value)> {
     sink.accepted()
         .iter()
         .map(|r| {

@@ -16,6 +16,7 @@ mod day_one_checks;
 mod deploy;
 mod files;
 mod fleet_alerts;
+mod fleet_canary;
 mod fleet_config;
 mod fleet_daemon;
 mod fleet_pass;

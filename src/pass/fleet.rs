@@ -76,6 +76,21 @@ impl Link {
             .await
         {
             tracing::warn!(cert = %cert, serial, "Cannot report this host's result to the fleet: {}", crate::fleet::connect::brief(&e));
+            return;
+        }
+        // The verdict at once, from the results so far: a canary that served it makes it
+        // good, one failure too many makes it bad (otherwise the next host that asks judges).
+        match fleet.judge(cert, serial, &self.rules).await {
+            Ok(certkeeper_fleet::Verdict::Bad { why, .. }) => tracing::warn!(
+                cert = %cert,
+                serial,
+                "Fleet: generation {serial} is marked bad; every host that took it goes back: {}",
+                crate::text::escape_line(&why)
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(cert = %cert, serial, "Cannot judge generation {serial} for the fleet: {}", crate::fleet::connect::brief(&e))
+            }
         }
     }
 
@@ -248,6 +263,12 @@ async fn lead(
             tracing::info!(cert = %ctx.cert.name, serial, "Published generation {serial} for the fleet; deploying it here first, as the canary.");
             let mut ready = ready;
             ready.fleet = Some(serial);
+            // Lines and alerts of the deploy name the canary host and the generation.
+            ready.source = format!(
+                "{} (fleet generation {serial}, canary host {})",
+                ready.source,
+                ctx.fleet.host()
+            );
             Step::Deploy(ready)
         }
         // The material stays kept (a CA's) for the next pass.
