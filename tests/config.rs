@@ -801,7 +801,16 @@ fn alert_channels_are_named_and_default_to_the_failure_events() {
     let names: Vec<&str> = config.alerts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["slack", "slack-2", "ops"]);
     let on: Vec<&str> = config.alerts[0].on.iter().map(|e| e.as_str()).collect();
-    assert_eq!(on, ["failed", "rolled_back", "rollback_failed", "expiring"]);
+    assert_eq!(
+        on,
+        [
+            "failed",
+            "rolled_back",
+            "rollback_failed",
+            "expiring",
+            "fleet_degraded"
+        ]
+    );
     assert_eq!(config.alerts[1].on.len(), 1);
     assert_eq!(config.alert_repeat.as_secs(), 6 * 3600);
     assert_eq!(config.alerts[2].channel.kind(), "dingtalk");
