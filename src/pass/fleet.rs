@@ -165,27 +165,9 @@ pub(super) async fn prepare(
         Some(g) if live_fp.as_deref() == Some(g.fingerprint.as_str()) => locally_due,
         Some(g) => generation_due(g, before_expiry, now),
     };
-    let step = match fleet
-        .decide(&cert.name, live_fp.as_deref(), &link.rules, due)
-        .await
-    {
-        Ok(FleetStep::Wait {
-            why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
-        }) => {
-            link.note(Err(why.to_string()));
-            return wait(cert, why.to_string(), soon);
-        }
-        Ok(step) => {
-            link.note(Ok(()));
-            step
-        }
-        Err(e) => {
-            let why = crate::fleet::connect::brief(&e);
-            if e.is_unavailable() {
-                link.note(Err(why.clone()));
-            }
-            return wait(cert, why, soon);
-        }
+    let step = match ask(link, fleet, cert, live_fp.as_deref(), due, soon).await {
+        Ok(step) => step,
+        Err(wait) => return wait,
     };
     match step {
         FleetStep::Issue(issue) => {
@@ -218,6 +200,37 @@ pub(super) async fn prepare(
             why: format!("serves generation {serial}, the fleet's current one"),
             next: renew_after,
         }),
+    }
+}
+
+/// What the fleet decides for `cert`, noting whether etcd answered; `Err` with this
+/// certificate's wait when etcd cannot tell (no quorum, no answer).
+async fn ask(
+    link: &Link,
+    fleet: &Fleet,
+    cert: &Certificate,
+    live_fp: Option<&str>,
+    due: impl Fn(Option<&Generation>) -> bool,
+    soon: Option<OffsetDateTime>,
+) -> Result<FleetStep, Step> {
+    match fleet.decide(&cert.name, live_fp, &link.rules, due).await {
+        Ok(FleetStep::Wait {
+            why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
+        }) => {
+            link.note(Err(why.to_string()));
+            Err(wait(cert, why.to_string(), soon))
+        }
+        Ok(step) => {
+            link.note(Ok(()));
+            Ok(step)
+        }
+        Err(e) => {
+            let why = crate::fleet::connect::brief(&e);
+            if e.is_unavailable() {
+                link.note(Err(why.clone()));
+            }
+            Err(wait(cert, why, soon))
+        }
     }
 }
 
