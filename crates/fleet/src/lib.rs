@@ -328,18 +328,9 @@ impl Fleet {
         let current_key = self.key(cert, "current");
         let kept_key = self.generation_key(cert, serial);
         for _ in 0..VERDICT_ATTEMPTS {
-            let (key, mut generation, rev, both) = match self.current(cert).await? {
-                Some((g, rev)) if g.serial == serial => (current_key.clone(), g, rev, true),
-                _ => match self.get_json::<Generation>(&kept_key).await? {
-                    Some((g, rev)) => (kept_key.clone(), g, rev, false),
-                    None => {
-                        return Err(Error::UnknownGeneration {
-                            cert: cert.to_owned(),
-                            serial,
-                        });
-                    }
-                },
-            };
+            let (key, mut generation, rev, both) = self
+                .verdict_target(cert, serial, &current_key, &kept_key)
+                .await?;
             generation.verdict = verdict.clone();
             let kept = both.then_some(kept_key.as_str());
             if self.write_verdict(&key, kept, &generation, rev).await? {
@@ -456,6 +447,28 @@ impl Fleet {
             after,
             self.timeout,
         ))
+    }
+
+    /// Where generation `serial` of `cert` is read for a verdict: `current` when it is the
+    /// current one (then the kept copy is written too: the flag), else its kept copy; with
+    /// its revision.
+    async fn verdict_target(
+        &self,
+        cert: &str,
+        serial: u64,
+        current_key: &str,
+        kept_key: &str,
+    ) -> Result<(String, Generation, i64, bool)> {
+        match self.current(cert).await? {
+            Some((g, rev)) if g.serial == serial => Ok((current_key.to_owned(), g, rev, true)),
+            _ => match self.get_json::<Generation>(kept_key).await? {
+                Some((g, rev)) => Ok((kept_key.to_owned(), g, rev, false)),
+                None => Err(Error::UnknownGeneration {
+                    cert: cert.to_owned(),
+                    serial,
+                }),
+            },
+        }
     }
 
     /// Writes `generation` (with its new verdict) at `key`, and at `kept` too when given, if

@@ -227,18 +227,22 @@ impl Fleet {
             why,
         };
         let lease = self.host_lease_id().await?;
-        let mut ops = vec![
-            TxnOp::put(
-                self.result_key(cert, serial, &self.host),
-                to_json(&record),
-                None,
-            ),
-            TxnOp::put(
-                self.key(cert, &format!("hosts/{}", self.host)),
-                to_json(&state),
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        ];
+        // The durable result, and the host's state on its lease.
+        let report = || {
+            vec![
+                TxnOp::put(
+                    self.result_key(cert, serial, &self.host),
+                    to_json(&record),
+                    None,
+                ),
+                TxnOp::put(
+                    self.key(cert, &format!("hosts/{}", self.host)),
+                    to_json(&state),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            ]
+        };
+        let mut ops = report();
         let mut guards = Vec::new();
         if result == HostResult::Failed {
             for (slot, host) in self.slots(cert, serial).await? {
@@ -256,18 +260,7 @@ impl Fleet {
         let txn = Txn::new().when(guards).and_then(ops);
         if !self.txn("result report", &txn).await?.succeeded() {
             // The slot changed hands between the read and the write: report without it.
-            let txn = Txn::new().and_then(vec![
-                TxnOp::put(
-                    self.result_key(cert, serial, &self.host),
-                    to_json(&record),
-                    None,
-                ),
-                TxnOp::put(
-                    self.key(cert, &format!("hosts/{}", self.host)),
-                    to_json(&state),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-            ]);
+            let txn = Txn::new().and_then(report());
             self.txn("result report", &txn).await?;
         }
         Ok(())
@@ -484,18 +477,9 @@ impl Fleet {
         let current_key = self.key(cert, "current");
         let kept_key = self.generation_key(cert, serial);
         for _ in 0..crate::VERDICT_ATTEMPTS {
-            let (key, mut generation, rev, both) = match self.current(cert).await? {
-                Some((g, rev)) if g.serial == serial => (current_key.clone(), g, rev, true),
-                _ => match self.get_json::<Generation>(&kept_key).await? {
-                    Some((g, rev)) => (kept_key.clone(), g, rev, false),
-                    None => {
-                        return Err(Error::UnknownGeneration {
-                            cert: cert.to_owned(),
-                            serial,
-                        });
-                    }
-                },
-            };
+            let (key, mut generation, rev, both) = self
+                .verdict_target(cert, serial, &current_key, &kept_key)
+                .await?;
             if matches!(generation.verdict, Verdict::Bad { .. }) {
                 return Ok((generation.verdict, false));
             }

@@ -145,15 +145,22 @@ impl Snapshots {
         info
     }
 
+    /// The snapshot directory's entries; `None` when there is no such directory of ours.
+    fn listing(&self) -> Result<Option<fs::ReadDir>> {
+        if !atomic::own_dir(&self.dir)? {
+            return Ok(None);
+        }
+        match fs::read_dir(&self.dir) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("listing", &self.dir, e)),
+        }
+    }
+
     /// Snapshot ids present, ascending by number.
     fn ids(&self) -> Result<Vec<(u64, String)>> {
-        if !atomic::own_dir(&self.dir)? {
+        let Some(read) = self.listing()? else {
             return Ok(Vec::new());
-        }
-        let read = match fs::read_dir(&self.dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("listing", &self.dir, e)),
         };
         let mut ids = Vec::new();
         for entry in read {
@@ -248,13 +255,8 @@ impl Snapshots {
 
     /// Removes leftovers of interrupted snapshot work; returns what was removed.
     pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>> {
-        if !atomic::own_dir(&self.dir)? {
+        let Some(read) = self.listing()? else {
             return Ok(Vec::new());
-        }
-        let read = match fs::read_dir(&self.dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("listing", &self.dir, e)),
         };
         let mut removed = Vec::new();
         for entry in read {
