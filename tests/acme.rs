@@ -263,6 +263,7 @@ async fn records_never_visible_time_out_and_are_removed() {
             dns: dns.clone(),
             dns_name: "challtestsrv",
             settings: &settings,
+            track: None,
         })
         .await
         .unwrap_err();
@@ -325,6 +326,7 @@ async fn a_cancelled_order_still_removes_its_records() {
         dns: dns.clone(),
         dns_name: "challtestsrv",
         settings: &settings,
+        track: None,
     };
     let outcome = tokio::time::timeout(Duration::from_secs(2), acme.issue(&req)).await;
     assert!(outcome.is_err(), "the order should still be waiting");
@@ -435,6 +437,7 @@ async fn a_failing_exec_hook_fails_the_order_with_its_stderr() {
             dns,
             dns_name: "hook",
             settings: &pebble.settings(),
+            track: None,
         })
         .await
         .unwrap_err();
@@ -592,6 +595,7 @@ async fn without_ari_or_profiles_the_order_falls_back() {
             dns: dns.clone(),
             dns_name: "challtestsrv",
             settings: &pebble.settings(),
+            track: None,
         })
         .await
         .unwrap_err();
@@ -610,6 +614,7 @@ async fn without_ari_or_profiles_the_order_falls_back() {
             dns,
             dns_name: "challtestsrv",
             settings: &pebble.settings(),
+            track: None,
         })
         .await
         .unwrap();
@@ -684,6 +689,7 @@ async fn issue(
             dns,
             dns_name: "challtestsrv",
             settings: &settings,
+            track: None,
         })
         .await
         .unwrap_or_else(|e| panic!("issue {domains:?}: {e}\n{}", pebble.logs()));

@@ -21,6 +21,7 @@ mod fleet_config;
 mod fleet_daemon;
 mod fleet_pass;
 mod fleet_status;
+mod fleet_takeover;
 mod fuzz;
 mod hold;
 mod hostile;

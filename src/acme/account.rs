@@ -11,6 +11,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+use zeroize::Zeroizing;
 
 use super::certbot_account::{CertbotAccount, Resign};
 use super::http::Http;
@@ -34,6 +35,9 @@ pub(crate) struct Opened {
     pub(crate) file: Option<PathBuf>,
     /// certbot's account, when the issuer names one (its key signs every request).
     pub(crate) certbot: Option<Arc<CertbotAccount>>,
+    /// The account's credentials (JSON, with its private key), for a fleet's order record;
+    /// `None` for certbot's account, which stays where certbot keeps it.
+    pub(crate) credentials: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// Loads the stored account, or creates one (stored when `state_dir` is writable).
@@ -69,11 +73,13 @@ pub(crate) async fn open(
             created: false,
             file: Some(dir.clone()),
             certbot: Some(certbot),
+            credentials: None,
         });
     }
     let path = account_path(state_dir.path(), issuer_name);
     let persist = state_dir.is_writable();
     if let Some(credentials) = read(&path, &cfg.directory)? {
+        let shared = serde_json::to_vec(&credentials).ok().map(Zeroizing::new);
         let account = retry::retrying!(backoff, "load account", {
             let credentials = clone_credentials(&credentials)?;
             Account::builder_with_http(Box::new(http.clone()))
@@ -91,6 +97,7 @@ pub(crate) async fn open(
             created: false,
             file: Some(path),
             certbot: None,
+            credentials: shared,
         });
     }
 
@@ -125,6 +132,7 @@ pub(crate) async fn open(
         stored = persist,
         "Created ACME account."
     );
+    let shared = serde_json::to_vec(&credentials).ok().map(Zeroizing::new);
     if persist {
         let json = serde_json::to_vec_pretty(&credentials)
             .map_err(|e| file_error(&path, format!("cannot encode account: {e}")))?;
@@ -143,6 +151,7 @@ pub(crate) async fn open(
         created: true,
         file: persist.then_some(path),
         certbot: None,
+        credentials: shared,
     })
 }
 
@@ -198,6 +207,30 @@ fn decode_hmac(text: &str) -> Option<Vec<u8>> {
         .or_else(|_| URL_SAFE.decode(text))
         .ok()
         .filter(|k| !k.is_empty())
+}
+
+/// The account of an order in flight that another process placed, from its credentials
+/// (JSON); `None`, with why, when they are not an account of `directory`.
+pub(crate) async fn from_shared(
+    json: &[u8],
+    directory: &str,
+    http: &Http,
+    backoff: &Backoff,
+) -> Result<Account, String> {
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|_| "the recorded account does not read".to_owned())?;
+    if value.get("directory").and_then(|d| d.as_str()) != Some(directory) {
+        return Err("the recorded account belongs to another CA directory".into());
+    }
+    let credentials: AccountCredentials = serde_json::from_value(value)
+        .map_err(|_| "the recorded account does not read".to_owned())?;
+    retry::retrying!(backoff, "load the recorded account", {
+        let credentials = clone_credentials(&credentials)?;
+        Account::builder_with_http(Box::new(http.clone()))
+            .from_credentials(credentials)
+            .await
+    })
+    .map_err(|e| acme_error("load the recorded account", e).to_string())
 }
 
 /// `AccountCredentials` is not `Clone`; a round trip through JSON copies it for a retry.

@@ -48,6 +48,10 @@ pub struct Acme {
     orders_per_minute: Option<u32>,
     /// certbot's account, when the issuer uses it: its key answers the challenges.
     certbot: Option<Arc<certbot_account::CertbotAccount>>,
+    /// The account's credentials (JSON), recorded with an order in flight in fleet mode.
+    credentials: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// The client, for an account recorded by another host (a resumed order).
+    http: Http,
 }
 
 impl std::fmt::Debug for Acme {
@@ -76,6 +80,31 @@ pub struct OrderRequest<'a> {
     pub dns_name: &'a str,
     /// Propagation check settings.
     pub settings: &'a config::DnsSettings,
+    /// Where the order in flight is recorded and an earlier one found (fleet mode).
+    pub track: Option<&'a dyn Track>,
+}
+
+/// An order in flight that another process placed and did not finish: its URL and the
+/// credentials (JSON, private key included) of the account that placed it, which alone may
+/// fetch and finalize it.
+pub struct Resume {
+    pub order_url: String,
+    pub account: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// Where an order in flight is recorded, so that another host resumes it when this one
+/// dies before the certificate is issued (a fleet's etcd).
+pub trait Track: Send + Sync {
+    /// The order in flight left for `issuer`, to resume rather than place another.
+    fn resume(&self, issuer: &str) -> Option<&Resume>;
+    /// Records `order_url`, just placed with `issuer` by the account whose credentials are
+    /// `account` (`None`: an account that cannot be shared), before its challenges.
+    fn placed<'a>(
+        &'a self,
+        issuer: &'a str,
+        order_url: &'a str,
+        account: Option<&'a [u8]>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 /// A certificate the CA issued.
@@ -180,6 +209,8 @@ impl Acme {
             created: opened.created,
             account_file: opened.file,
             certbot: opened.certbot,
+            credentials: opened.credentials,
+            http,
             tuning,
             orders_per_minute: cfg.orders_per_minute,
         })

@@ -99,7 +99,8 @@ fn refuses_replaces(e: &instant_acme::Error) -> bool {
     }
 }
 
-pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
+/// Places a new order for the request's names.
+async fn place(acme: &Acme, req: &OrderRequest<'_>) -> Result<instant_acme::Order, Error> {
     let backoff = &acme.tuning.backoff;
     let identifiers: Vec<Identifier> = req
         .domains
@@ -118,9 +119,8 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
     if let Some(per_minute) = acme.orders_per_minute {
         order_turn(acme.account.id(), per_minute).await;
     }
-    let mut order = match retry::retrying!(backoff, "new order", acme.account.new_order(&new).await)
-    {
-        Ok(order) => order,
+    match retry::retrying!(backoff, "new order", acme.account.new_order(&new).await) {
+        Ok(order) => Ok(order),
         // The certificate named in `replaces` was replaced already (a rollback put it back
         // live, or an earlier order for it was lost), or the CA refuses the field: the
         // renewal is ordered once more without it (RFC 9773 §5).
@@ -128,9 +128,75 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
             tracing::info!(error = %acme_error("new order", e), "Ordering again without replaces.");
             let plain = new_order(&identifiers, profile);
             retry::retrying!(backoff, "new order", acme.account.new_order(&plain).await)
-                .map_err(|e| acme_error("new order", e))?
+                .map_err(|e| acme_error("new order", e))
         }
-        Err(e) => return Err(acme_error("new order", e)),
+        Err(e) => Err(acme_error("new order", e)),
+    }
+}
+
+/// The order in flight that the request's tracker recorded for this issuer, fetched with the
+/// account that placed it, when it can still be finished here: `pending` (its challenges
+/// are worked again) or `ready` (finalized with this request's CSR). An order already
+/// finalized was finalized with the key of the host that placed it, which is gone; one that
+/// is invalid, or cannot be fetched, is not resumed: a new order is placed.
+async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Order> {
+    let resume = req.track?.resume(&acme.issuer)?;
+    // Only a plain account signs as the account of the order; certbot's signs for itself.
+    if acme.certbot.is_some() {
+        return None;
+    }
+    let url = &resume.order_url;
+    let backoff = &acme.tuning.backoff;
+    let account = match super::account::from_shared(
+        &resume.account,
+        &acme.directory.url,
+        &acme.http,
+        backoff,
+    )
+    .await
+    {
+        Ok(account) => account,
+        Err(why) => {
+            tracing::warn!(order = %url, "Not resuming the order in flight ({why}); placing a new one.");
+            return None;
+        }
+    };
+    let fetched = retry::retrying!(backoff, "fetch the order in flight", {
+        account.order(url.clone()).await
+    });
+    let mut order = match fetched {
+        Ok(order) => order,
+        Err(e) => {
+            let e = acme_error("fetch the order in flight", e);
+            tracing::warn!(order = %url, "Not resuming the order in flight ({e}); placing a new one.");
+            return None;
+        }
+    };
+    let status = order.state().status;
+    match status {
+        OrderStatus::Pending | OrderStatus::Ready => {
+            tracing::info!(order = %url, status = ?status, "Resuming the order in flight that another host placed.");
+            Some(order)
+        }
+        _ => {
+            tracing::info!(order = %url, status = ?status, "The order in flight cannot be finished here; placing a new one.");
+            None
+        }
+    }
+}
+
+pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
+    let backoff = &acme.tuning.backoff;
+    let mut order = match resumed(acme, req).await {
+        Some(order) => order,
+        None => {
+            let order = place(acme, req).await?;
+            if let Some(track) = req.track {
+                let account = acme.credentials.as_deref().map(Vec::as_slice);
+                track.placed(&acme.issuer, order.url(), account).await;
+            }
+            order
+        }
     };
     let order_url = order.url().to_owned();
     tracing::debug!(order = %order_url, "Order created.");
@@ -249,6 +315,12 @@ async fn validate(
             };
             let url = challenge.url.clone();
             if !wanted.contains(url.as_str()) || done.contains(&url) {
+                continue;
+            }
+            // A resumed order's challenge may have been set ready by the host that placed
+            // it: the CA is validating it already.
+            if challenge.status != instant_acme::ChallengeStatus::Pending {
+                done.insert(url);
                 continue;
             }
             challenge.set_ready().await?;

@@ -151,13 +151,15 @@ impl Issuers {
         }
     }
 
-    /// Gets a fullchain PEM for `cert` from `issuer`, signed for `key`.
+    /// Gets a fullchain PEM for `cert` from `issuer`, signed for `key`; an ACME order is
+    /// recorded with `track` (and one it recorded before is resumed) when there is one.
     pub async fn issue(
         &self,
         issuer: &str,
         cert: &Certificate,
         key: &rcgen::KeyPair,
         now: OffsetDateTime,
+        track: Option<&dyn acme::Track>,
     ) -> Result<String, IssueError> {
         match self.config.issuers.get(issuer) {
             Some(Issuer::LocalCa(ca)) => {
@@ -204,6 +206,7 @@ impl Issuers {
                     dns: provider,
                     dns_name: provider_key,
                     settings: &self.config.dns,
+                    track,
                 };
                 acme.issue(&request)
                     .await

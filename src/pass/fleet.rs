@@ -254,7 +254,10 @@ async fn lead(
     live: &plan::Live,
 ) -> Step {
     let serial = issue.next_serial();
-    let (ready, sealed) = match sealed_material(ctx, serial, opts, now, live).await {
+    let track = OrderTrack::new(ctx, &issue);
+    let made = sealed_material(ctx, &track, serial, opts, now, live).await;
+    drop(track);
+    let (ready, sealed) = match made {
         Ok(done) => done,
         Err(step) => {
             issue.leadership.resign().await;
@@ -298,6 +301,7 @@ async fn lead(
 /// with where this certificate's pass ends.
 async fn sealed_material(
     ctx: &Leading<'_>,
+    track: &OrderTrack<'_>,
     serial: u64,
     opts: &Options,
     now: OffsetDateTime,
@@ -309,7 +313,7 @@ async fn sealed_material(
         return Err(Step::Done(outcome));
     }
     let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
-    let ready = issue_checked(ctx.kept, ctx.cert, ctx.issuers, opts, now, live_not_before)
+    let ready = issue_checked(ctx, track, opts, now, live_not_before)
         .await
         .map_err(Step::Done)?;
     let Ok(key) = &ctx.link.key else {
@@ -359,22 +363,22 @@ fn seal_failure(link: &Link) -> Failure {
 }
 
 /// New material for the fleet, checked: kept from an earlier pass of this host first, then
-/// the issuers.
+/// the issuers (the order recorded in etcd, and one a dead leader left resumed).
 async fn issue_checked(
-    kept: &Kept,
-    cert: &Certificate,
-    issuers: &Issuers,
+    ctx: &Leading<'_>,
+    track: &OrderTrack<'_>,
     opts: &Options,
     now: OffsetDateTime,
     live_not_before: Option<OffsetDateTime>,
 ) -> Result<Box<Ready>, Outcome> {
+    let (kept, cert, issuers) = (ctx.kept, ctx.cert, ctx.issuers);
     if let Some(obtained) = obtain::kept_material(kept, cert) {
         match check::material(issuers, cert, obtained, live_not_before, now).await {
             Ok(ready) => return Ok(ready),
             Err(rejected) => obtain::discard_kept(kept, cert, opts, &rejected),
         }
     }
-    let obtained = obtain::issue(kept, cert, issuers, opts, now).await?;
+    let obtained = obtain::issue(kept, cert, issuers, opts, now, Some(track)).await?;
     let (source, was_kept) = (obtained.source.clone(), obtained.kept);
     check::material(issuers, cert, obtained, live_not_before, now)
         .await
@@ -446,4 +450,83 @@ async fn deploy(
             Step::Done(Outcome::Failed { error })
         }
     }
+}
+
+/// The fleet's record of a certificate's order in flight, for a leading host: it records the
+/// order this host places (with the account that placed it, sealed with the fleet key), and
+/// hands over the order a dead leader left, so that it is resumed rather than placed again.
+struct OrderTrack<'a> {
+    ctx: &'a Leading<'a>,
+    leadership: &'a certkeeper_fleet::Leadership,
+    /// The issuer and the order a dead leader left, when its account opens with the fleet key.
+    left: Option<(String, crate::acme::Resume)>,
+}
+
+impl<'a> OrderTrack<'a> {
+    fn new(ctx: &'a Leading<'a>, issue: &'a certkeeper_fleet::protocol::Issue) -> Self {
+        let left = issue.order.as_ref().and_then(|record| {
+            let key = ctx.link.key.as_ref().ok()?;
+            let Some(sealed) = &record.account else {
+                tracing::info!(cert = %ctx.cert.name, host = %record.host, "The order in flight left by {} cannot be resumed (its account is not shared); ordering again.", record.host);
+                return None;
+            };
+            let identity = order_identity(ctx.link, &ctx.cert.name, &record.order);
+            match seal::open(key, &sealed.0, &identity) {
+                Ok(account) => Some((
+                    record.issuer.clone(),
+                    crate::acme::Resume {
+                        order_url: record.order.clone(),
+                        account,
+                    },
+                )),
+                Err(e) => {
+                    tracing::warn!(cert = %ctx.cert.name, host = %record.host, "The order in flight left by {} cannot be resumed: seal key file {}: {e}", record.host, ctx.link.seal_key_file.display());
+                    None
+                }
+            }
+        });
+        OrderTrack {
+            ctx,
+            leadership: &issue.leadership,
+            left,
+        }
+    }
+}
+
+impl crate::acme::Track for OrderTrack<'_> {
+    fn resume(&self, issuer: &str) -> Option<&crate::acme::Resume> {
+        self.left
+            .as_ref()
+            .filter(|(by, _)| by == issuer)
+            .map(|(_, resume)| resume)
+    }
+
+    fn placed<'b>(
+        &'b self,
+        issuer: &'b str,
+        order_url: &'b str,
+        account: Option<&'b [u8]>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>> {
+        Box::pin(async move {
+            let (link, cert) = (self.ctx.link, &self.ctx.cert.name);
+            let identity = order_identity(link, cert, order_url);
+            let sealed = match (&link.key, account) {
+                (Ok(key), Some(account)) => seal::seal(key, account, &identity).ok().map(SealedKey),
+                _ => None,
+            };
+            let recorded = self
+                .ctx
+                .fleet
+                .set_order(self.leadership, order_url, issuer, sealed)
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(cert = %cert, "Cannot record the order in flight in the fleet's etcd (a host that takes over orders again): {}", crate::fleet::connect::brief(&e));
+            }
+        })
+    }
+}
+
+/// The identity an order's sealed account is bound to.
+fn order_identity(link: &Link, cert: &str, order_url: &str) -> Vec<u8> {
+    format!("{}/{cert}/order/{order_url}", link.name).into_bytes()
 }

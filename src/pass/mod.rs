@@ -322,7 +322,7 @@ async fn obtain_checked(
     if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
         return Step::Done(outcome);
     }
-    let obtained = match obtain::issue(kept, cert, issuers, opts, now).await {
+    let obtained = match obtain::issue(kept, cert, issuers, opts, now, None).await {
         Ok(obtained) => obtained,
         Err(outcome) => return Step::Done(outcome),
     };

@@ -96,6 +96,7 @@ pub(super) async fn issue(
     issuers: &Issuers,
     opts: &Options,
     now: OffsetDateTime,
+    track: Option<&dyn crate::acme::Track>,
 ) -> Result<Obtained, Outcome> {
     let key = new_key(cert).map_err(|error| Outcome::Failed { error })?;
     // A dry run orders only from a staging CA: without one, it stops here and says what it
@@ -112,7 +113,7 @@ pub(super) async fn issue(
     let privkey = crate::x509::pem::write("PRIVATE KEY", &key.serialize_der()).into_bytes();
     let mut failures = Vec::new();
     for issuer in &cert.issuers {
-        let fullchain = match issuers.issue(issuer, cert, &key, now).await {
+        let fullchain = match issuers.issue(issuer, cert, &key, now, track).await {
             Ok(f) => f.into_bytes(),
             Err(e) => {
                 tracing::warn!(cert = %cert.name, issuer = %issuer, "Issuer failed: {e}");

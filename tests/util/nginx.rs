@@ -146,7 +146,7 @@ impl Nginx {
         }
     }
 
-    fn try_served(&self, server_name: &str) -> Result<String, String> {
+    pub fn try_served(&self, server_name: &str) -> Result<String, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

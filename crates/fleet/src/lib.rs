@@ -401,10 +401,20 @@ impl Fleet {
             .map(|(o, _)| o))
     }
 
-    /// Records the order in flight, only while `leadership` still holds the `leader` key.
-    pub async fn set_order(&self, leadership: &Leadership, order: &str) -> Result<()> {
+    /// Records the order in flight (`order` placed with `issuer`; `account`: the sealed
+    /// credentials of the account that placed it), only while `leadership` still holds the
+    /// `leader` key.
+    pub async fn set_order(
+        &self,
+        leadership: &Leadership,
+        order: &str,
+        issuer: &str,
+        account: Option<SealedKey>,
+    ) -> Result<()> {
         let record = OrderRecord {
             order: order.to_owned(),
+            issuer: issuer.to_owned(),
+            account,
             host: self.host.clone(),
             lease: format!("{:x}", leadership.lease_id()),
             at: time::OffsetDateTime::now_utc(),

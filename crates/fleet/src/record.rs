@@ -110,6 +110,13 @@ pub enum HostResult {
 pub struct OrderRecord {
     /// Opaque to this crate (the ACME order URL).
     pub order: String,
+    /// The issuer (of the certificate's config) it was placed with.
+    #[serde(default)]
+    pub issuer: String,
+    /// The credentials of the account that placed it, sealed by the caller (only that
+    /// account may fetch and finalize the order); `None` when the account cannot be shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<SealedKey>,
     /// The host that placed it.
     pub host: String,
     /// The lease of the leadership it was placed under (hex, as etcdctl shows leases).

@@ -343,7 +343,7 @@ async fn without_quorum_requests_fail_typed_and_the_client_recovers() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(a.hosts("www").await.unwrap()[0].1.serving, Some(2));
     let err = a
-        .set_order(&lead, "https://ca.example/order/1")
+        .set_order(&lead, "https://ca.example/order/1", "pebble", None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err:?}");
@@ -355,7 +355,7 @@ async fn the_order_outlives_its_leader_and_only_a_leader_writes_it() {
     let (a, b) = (fleet(&cluster, "web1").await, fleet(&cluster, "web2").await);
     let ttl = Duration::from_secs(2);
     let lead = a.try_campaign("www", ttl).await.unwrap().unwrap();
-    a.set_order(&lead, "https://ca.example/order/1")
+    a.set_order(&lead, "https://ca.example/order/1", "pebble", None)
         .await
         .unwrap();
     drop(lead);
@@ -378,7 +378,7 @@ async fn the_order_outlives_its_leader_and_only_a_leader_writes_it() {
     let now = a.try_campaign("www", ttl).await.unwrap().unwrap();
     assert!(next.is_current());
     let err = b
-        .set_order(&next, "https://ca.example/order/2")
+        .set_order(&next, "https://ca.example/order/2", "pebble", None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err:?}");
@@ -387,7 +387,7 @@ async fn the_order_outlives_its_leader_and_only_a_leader_writes_it() {
         "certificate www: this host no longer leads it"
     );
     assert!(b.order("www").await.unwrap().is_none());
-    a.set_order(&now, "https://ca.example/order/3")
+    a.set_order(&now, "https://ca.example/order/3", "pebble", None)
         .await
         .unwrap();
     assert_eq!(

@@ -405,9 +405,14 @@ async fn a_new_leader_resumes_the_order_of_a_dead_one() {
     let Step::Issue(first) = a.decide(CERT, None, &r, due_before(1)).await.unwrap() else {
         panic!("web1 alone should issue");
     };
-    a.set_order(&first.leadership, "https://ca.test/order/17")
-        .await
-        .unwrap();
+    a.set_order(
+        &first.leadership,
+        "https://ca.test/order/17",
+        "pebble",
+        Some(certkeeper_fleet::SealedKey(vec![7; 48])),
+    )
+    .await
+    .unwrap();
     // web1 dies while it waits for DNS: its client and leadership go, its lease runs out.
     drop(first);
     drop(a);
@@ -430,6 +435,12 @@ async fn a_new_leader_resumes_the_order_of_a_dead_one() {
     assert_eq!(
         (order.order.as_str(), order.host.as_str()),
         ("https://ca.test/order/17", "web1")
+    );
+    // With the issuer and the sealed account that placed it, which only may finalize it.
+    assert_eq!(order.issuer, "pebble");
+    assert_eq!(
+        order.account,
+        Some(certkeeper_fleet::SealedKey(vec![7; 48]))
     );
     // While web2 leads, web3 does not.
     let s = c.decide(CERT, None, &r, due_before(1)).await.unwrap();
