@@ -795,3 +795,155 @@ fn quick(attempts: u32) -> Tuning {
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// A record of orders in flight, as a fleet keeps it in etcd: what was placed, and what to
+/// resume.
+#[derive(Default)]
+struct Recorder {
+    placed: std::sync::Mutex<Vec<(String, String, Option<Vec<u8>>)>>,
+    resume: Option<acme::Resume>,
+}
+
+impl acme::Track for Recorder {
+    fn resume(&self, issuer: &str) -> Option<&acme::Resume> {
+        self.resume.as_ref().filter(|_| issuer == "pebble")
+    }
+
+    fn placed<'a>(
+        &'a self,
+        issuer: &'a str,
+        order_url: &'a str,
+        account: Option<&'a [u8]>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        let entry = (issuer.into(), order_url.into(), account.map(<[u8]>::to_vec));
+        self.placed.lock().unwrap().push(entry);
+        Box::pin(async {})
+    }
+}
+
+impl Recorder {
+    /// A recorder that resumes what `other` recorded last.
+    fn resuming(other: &Recorder) -> Recorder {
+        let (_, order_url, account) = other.placed.lock().unwrap().last().cloned().unwrap();
+        Recorder {
+            placed: Default::default(),
+            resume: Some(acme::Resume {
+                order_url,
+                account: zeroize::Zeroizing::new(account.expect("the account is recorded")),
+            }),
+        }
+    }
+}
+
+/// One order with `track`, for `domain`, with DNS from `dns` and `settings`.
+async fn order_tracked(
+    acme: &Acme,
+    domain: &str,
+    dns: Arc<dyn DnsProvider>,
+    settings: &DnsSettings,
+    track: &Recorder,
+) -> (Result<Issued, Error>, rcgen::KeyPair) {
+    let domains = vec![domain.to_owned()];
+    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
+    let result = acme
+        .issue(&OrderRequest {
+            domains: &domains,
+            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
+            profile: None,
+            replaces: None,
+            dns,
+            dns_name: "challtestsrv",
+            settings,
+            track: Some(track),
+        })
+        .await;
+    (result, key)
+}
+
+#[tokio::test]
+async fn an_order_left_pending_is_resumed_with_the_account_that_placed_it() {
+    let pebble = Pebble::start().await;
+    let (state1, state2) = (Dir::new(), Dir::new());
+    let first = open(&pebble, state1.path()).await;
+    let second = open(&pebble, state2.path()).await;
+    assert_ne!(first.account_id(), second.account_id());
+    let domain = unique("resume");
+    // The first host's records never become visible: its order stays pending.
+    let silent = Arc::new(ChallTestSrv::not_publishing(&pebble.challtestsrv));
+    let short = DnsSettings {
+        propagation_timeout: Duration::from_millis(1500),
+        poll_interval: Duration::from_millis(200),
+        ..pebble.settings()
+    };
+    let placed = Recorder::default();
+    let (result, _) = order_tracked(&first, &domain, silent, &short, &placed).await;
+    assert!(matches!(result, Err(Error::Dns(_))), "{result:?}");
+    {
+        let placed = placed.placed.lock().unwrap();
+        assert_eq!(placed.len(), 1, "the order is recorded once");
+        let (issuer, url, account) = &placed[0];
+        assert_eq!(issuer, "pebble");
+        assert!(url.starts_with("https://"), "{url}");
+        let account: serde_json::Value = serde_json::from_slice(account.as_ref().unwrap()).unwrap();
+        assert_eq!(account["id"].as_str(), Some(first.account_id()));
+    }
+    assert_eq!(crate::fleet_pass::orders(&pebble), 1);
+
+    // Another host, with an account of its own, resumes it: no new order, its own key.
+    let dns = Arc::new(ChallTestSrv::new(&pebble.challtestsrv));
+    let resuming = Recorder::resuming(&placed);
+    let (issued, key) = order_tracked(&second, &domain, dns, &pebble.settings(), &resuming).await;
+    let issued = issued.unwrap_or_else(|e| panic!("resume: {e}\n{}", pebble.logs()));
+    check_chain(&pebble, &issued, &key, &[&domain]);
+    assert_eq!(issued.order_url, placed.placed.lock().unwrap()[0].1);
+    assert!(
+        resuming.placed.lock().unwrap().is_empty(),
+        "nothing new placed"
+    );
+    assert_eq!(crate::fleet_pass::orders(&pebble), 1, "{}", pebble.logs());
+}
+
+#[tokio::test]
+async fn an_order_that_cannot_be_finished_here_is_placed_again() {
+    let pebble = Pebble::start().await;
+    let (state1, state2) = (Dir::new(), Dir::new());
+    let first = open(&pebble, state1.path()).await;
+    let second = open(&pebble, state2.path()).await;
+    let dns: Arc<dyn DnsProvider> = Arc::new(ChallTestSrv::new(&pebble.challtestsrv));
+    let settings = pebble.settings();
+
+    // Finalized already, with the first host's key (lost with it): a new order.
+    let domain = unique("finalized");
+    let placed = Recorder::default();
+    let (done, _) = order_tracked(&first, &domain, dns.clone(), &settings, &placed).await;
+    let done = done.unwrap();
+    let resuming = Recorder::resuming(&placed);
+    let (issued, key) = order_tracked(&second, &domain, dns.clone(), &settings, &resuming).await;
+    let issued = issued.unwrap();
+    check_chain(&pebble, &issued, &key, &[&domain]);
+    assert_ne!(issued.order_url, done.order_url);
+    assert_eq!(resuming.placed.lock().unwrap().len(), 1);
+    assert_eq!(crate::fleet_pass::orders(&pebble), 2);
+
+    // An account of another CA directory, or credentials that do not read: a new order.
+    let mut other_ca = Recorder::resuming(&placed);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&other_ca.resume.as_ref().unwrap().account).unwrap();
+    json["directory"] = "https://ca.invalid/directory".into();
+    other_ca.resume.as_mut().unwrap().account =
+        zeroize::Zeroizing::new(serde_json::to_vec(&json).unwrap());
+    let garbled = Recorder {
+        placed: Default::default(),
+        resume: Some(acme::Resume {
+            order_url: done.order_url.clone(),
+            account: zeroize::Zeroizing::new(b"{not json".to_vec()),
+        }),
+    };
+    for (n, track) in [other_ca, garbled].iter().enumerate() {
+        let domain = unique("elsewhere");
+        let (issued, _) = order_tracked(&second, &domain, dns.clone(), &settings, track).await;
+        issued.unwrap();
+        assert_eq!(track.placed.lock().unwrap().len(), 1);
+        assert_eq!(crate::fleet_pass::orders(&pebble), 3 + n);
+    }
+}
