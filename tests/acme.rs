@@ -796,11 +796,14 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// An order recorded as placed: issuer, order URL, account credentials.
+type Placed = (String, String, Option<Vec<u8>>);
+
 /// A record of orders in flight, as a fleet keeps it in etcd: what was placed, and what to
 /// resume.
 #[derive(Default)]
 struct Recorder {
-    placed: std::sync::Mutex<Vec<(String, String, Option<Vec<u8>>)>>,
+    placed: std::sync::Mutex<Vec<Placed>>,
     resume: Option<acme::Resume>,
 }
 
