@@ -1,7 +1,8 @@
 //! The daemon's watches on the fleet's etcd: one on each shared certificate's `current`
 //! key, so that a new generation or a verdict starts a pass for that certificate at once
 //! instead of at the next tick of `renewal.schedule`. The watches wake the daemon for news
-//! only: with nothing published, nothing wakes it. They resume from the last revision seen
+//! only: with nothing published, nothing wakes it (but once when they start, to catch up with
+//! what was published while they started). They resume from the last revision seen
 //! after a broken link; a daemon that cannot reach etcd at start tries again, less and less
 //! often (from `lease_ttl` up to [`CONNECT_PAUSE_MAX`]).
 
@@ -85,6 +86,7 @@ async fn watch_all(section: config::Fleet, shared: Vec<String>, tx: mpsc::Sender
     };
     // Dropped with this task: each watch ends with it.
     let mut watches = JoinSet::new();
+    let mut watched = Vec::new();
     for name in shared {
         let mut watch = match fleet.watch_current(&name, None) {
             Ok(watch) => watch,
@@ -93,6 +95,7 @@ async fn watch_all(section: config::Fleet, shared: Vec<String>, tx: mpsc::Sender
                 continue;
             }
         };
+        watched.push(name.clone());
         let tx = tx.clone();
         watches.spawn(async move {
             while let Some(news) = watch.next().await {
@@ -117,6 +120,14 @@ async fn watch_all(section: config::Fleet, shared: Vec<String>, tx: mpsc::Sender
         });
     }
     tracing::info!("Fleet {}: watching etcd for new generations.", section.name);
+    // The watches start from now, while the first pass (or the pass after a reload) runs
+    // beside them: what was published between that pass's read and now would wait for the
+    // schedule. One pass for the watched certificates catches up with it.
+    for name in watched {
+        if tx.send(name).await.is_err() {
+            return;
+        }
+    }
     while watches.join_next().await.is_some() {}
     // Keeps the connection until every watch ended.
     drop(fleet);
