@@ -107,7 +107,7 @@ pub(crate) fn orders(pebble: &Pebble) -> usize {
 }
 
 /// Everything etcd holds under the fleet's prefix, keys and values, as `etcdctl` prints it.
-fn etcd_dump(cluster: &Cluster, fleet: &str) -> String {
+pub(crate) fn etcd_dump(cluster: &Cluster, fleet: &str) -> String {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", cluster.endpoints().join(",")))

@@ -13,7 +13,7 @@ use rustix::process::Signal;
 
 use crate::acme::unique_label;
 use crate::daemon::Daemon;
-use crate::fleet_pass::{Host, orders, pem_first_der};
+use crate::fleet_pass::{Host, etcd_dump, orders, pem_first_der};
 use crate::util::Dir;
 use crate::util::fixtures;
 use crate::util::nginx::{Nginx, Site, write_script};
@@ -161,6 +161,24 @@ fn a_killed_issuer_is_replaced_and_its_order_resumed_not_placed_again() {
         Duration::from_secs(30),
     );
     assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+    // etcd holds the order's account sealed: neither its private key nor any PEM key in clear.
+    let account = std::fs::read_to_string(
+        hosts[leader]
+            .host
+            .dir()
+            .join("state/accounts/pebble/account.json"),
+    )
+    .unwrap();
+    let account: serde_json::Value = serde_json::from_str(&account).unwrap();
+    let account_key = account["key_pkcs8"].as_str().unwrap();
+    assert!(account_key.len() > 40);
+    let dump = etcd_dump(&cluster, &fleet);
+    assert!(dump.contains(&record.order), "the order is in etcd");
+    assert!(
+        !dump.contains(account_key),
+        "the account key is in etcd in clear"
+    );
+    assert!(!dump.contains("PRIVATE KEY"));
 
     daemons[leader].signal(Signal::KILL);
     let killed = Instant::now();
