@@ -1,9 +1,13 @@
-//! A fleet's issuer dies mid-order: three `certkeeper run` daemons, each with its own
-//! state_dir, live dir and nginx, against a real 3-member etcd and Pebble. The host that
-//! leads the issuance is killed with SIGKILL while it waits for its challenge record to
-//! propagate; another host takes over once the dead one's lease runs out, resumes the order
-//! it left in flight (recorded in etcd with its account, sealed) instead of placing another,
-//! and all three nginx end up serving one leaf.
+//! A fleet of three hosts, each with its own state_dir, live dir and nginx, against a real
+//! 3-member etcd and Pebble; what counts is what each nginx serves.
+//!
+//! - The issuer dies mid-order: of three `certkeeper run` daemons, the one that leads the
+//!   issuance is killed with SIGKILL while it waits for its challenge record to propagate;
+//!   another host takes over once the dead one's lease runs out, resumes the order it left
+//!   in flight (recorded in etcd with its account, sealed) instead of placing another, and
+//!   all three nginx end up serving one leaf.
+//! - A canary whose nginx keeps serving a stale copy: the new generation fails its
+//!   verification there, is marked bad, and the other two never deploy it.
 
 use std::time::{Duration, Instant};
 
@@ -13,11 +17,13 @@ use rustix::process::Signal;
 
 use crate::acme::unique_label;
 use crate::daemon::Daemon;
+use crate::fleet_alerts::{add_webhook, received};
 use crate::fleet_pass::{Host, etcd_dump, orders, pem_first_der};
 use crate::util::Dir;
 use crate::util::fixtures;
 use crate::util::nginx::{Nginx, Site, write_script};
 use crate::util::pebble::Pebble;
+use crate::util::sinks::{Behaviour, Sink, Vendor};
 
 /// The fleet's `lease_ttl` here (the shortest allowed).
 const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -30,15 +36,16 @@ struct Served {
 
 /// A host whose daemon runs on a once-a-year schedule and whose nginx serves the shared
 /// certificate (a self-signed placeholder for another name until the first deploy, so that
-/// nginx can start). Every host's DNS hook goes through `first`: the first record the
-/// fleet publishes is never published, so the host that places the order waits for it.
+/// nginx can start), reloaded with `nginx -s reload` and verified over TLS. With `first`,
+/// every host's DNS hook goes through it: the first record the fleet publishes is never
+/// published, so the host that places the order waits for it.
 fn host(
     pebble: &Pebble,
     cluster: &Cluster,
     fleet: &str,
     id: &str,
     domain: &str,
-    first: &Dir,
+    first: Option<&Dir>,
 ) -> Served {
     let host = Host::new(pebble, cluster, fleet, id, domain);
     let dir = host.dir();
@@ -46,29 +53,7 @@ fn host(
     let fullchain = dir.write("live/www/fullchain.pem", &cert);
     let privkey = dir.write("live/www/privkey.pem", &key);
     let nginx = Nginx::start(&dir.join("nginx"), &[Site::new(domain, fullchain, privkey)]);
-    write_script(
-        &dir.join("hooks/first-silent"),
-        &format!(
-            "#!/bin/sh\n\
-             # The fleet's first challenge record is never published (mkdir is atomic: one\n\
-             # host only), so its host waits for it until it is killed.\n\
-             if [ \"$1\" = present ] && mkdir '{marker}' 2>/dev/null; then exit 0; fi\n\
-             exec \"$(dirname \"$0\")/publish\" \"$@\"\n",
-            marker = first.join("taken").display()
-        ),
-    );
-    let path = dir.join("config.yaml");
-    let yaml = std::fs::read_to_string(&path).unwrap();
-    let command = serde_json::to_string(&nginx.reload_argv()).unwrap();
-    let edits = [
-        (
-            "command: [hooks/publish]",
-            "command: [hooks/first-silent]".to_owned(),
-        ),
-        (
-            "propagation_timeout: 10s",
-            "propagation_timeout: 90s".to_owned(),
-        ),
+    let mut edits = vec![
         (
             "  canary: 1\n",
             format!("  lease_ttl: {}s\n  canary: 1\n", LEASE_TTL.as_secs()),
@@ -76,20 +61,51 @@ fn host(
         (
             "privkey: live/www/privkey.pem\n",
             format!(
-                "privkey: live/www/privkey.pem\n    reload: {{ command: {command}, timeout: 10s }}\n    \
+                "privkey: live/www/privkey.pem\n    reload: {{ command: {}, timeout: 10s }}\n    \
                  verify: {{ tls_connect: \"{}\", server_name: \"{domain}\", timeout: 10s }}\n",
+                serde_json::to_string(&nginx.reload_argv()).unwrap(),
                 nginx.connect()
             ),
         ),
     ];
-    let mut yaml = yaml;
-    for (from, to) in edits {
-        assert!(yaml.contains(from), "{from} not in:\n{yaml}");
-        yaml = yaml.replacen(from, &to, 1);
+    if let Some(first) = first {
+        write_script(
+            &dir.join("hooks/first-silent"),
+            &format!(
+                "#!/bin/sh\n\
+                 # The fleet's first challenge record is never published (mkdir is atomic: one\n\
+                 # host only), so its host waits for it until it is killed.\n\
+                 if [ \"$1\" = present ] && mkdir '{}' 2>/dev/null; then exit 0; fi\n\
+                 exec \"$(dirname \"$0\")/publish\" \"$@\"\n",
+                first.join("taken").display()
+            ),
+        );
+        edits.push((
+            "command: [hooks/publish]",
+            "command: [hooks/first-silent]".to_owned(),
+        ));
+        edits.push((
+            "propagation_timeout: 10s",
+            "propagation_timeout: 90s".to_owned(),
+        ));
     }
-    let yaml = format!("renewal:\n  schedule: \"0 0 0 1 1 *\"\n  jitter: 0s\n{yaml}");
-    std::fs::write(&path, yaml).unwrap();
+    for (from, to) in edits {
+        edit_config(&host, from, &to);
+    }
+    edit_config(
+        &host,
+        "state_dir: state\n",
+        "renewal:\n  schedule: \"0 0 0 1 1 *\"\n  jitter: 0s\nstate_dir: state\n",
+    );
     Served { host, nginx }
+}
+
+/// Replaces the first `from` in `host`'s config with `to`.
+fn edit_config(host: &Host, from: &str, to: &str) {
+    let path = host.dir().join("config.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    assert!(yaml.contains(from), "{from} not in:\n{yaml}");
+    std::fs::write(&path, yaml.replacen(from, to, 1)).unwrap();
 }
 
 /// Waits for `what` to be `Some`, asking every 100 ms; panics with `context()` after
@@ -124,7 +140,7 @@ fn a_killed_issuer_is_replaced_and_its_order_resumed_not_placed_again() {
     let first = Dir::new();
     let hosts: Vec<Served> = ["web1", "web2", "web3"]
         .iter()
-        .map(|id| host(&pebble, &cluster, &fleet, id, &domain, &first))
+        .map(|id| host(&pebble, &cluster, &fleet, id, &domain, Some(&first)))
         .collect();
     let mut daemons: Vec<Daemon> = hosts
         .iter()
@@ -262,4 +278,86 @@ fn a_killed_issuer_is_replaced_and_its_order_resumed_not_placed_again() {
         codes.push(d.wait_exit(Duration::from_secs(30)).code());
     }
     assert_eq!(codes, [Some(0); 3], "{}", logs(&daemons));
+}
+
+#[test]
+fn a_canary_whose_nginx_serves_a_stale_copy_marks_the_generation_bad() {
+    // Plain threads drive the processes; this runtime only asks etcd.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pebble = rt.block_on(Pebble::start());
+    let cluster = Cluster::start(3);
+    let fleet = unique_label("pool");
+    let domain = format!("www.{}.certkeeper-test.example.com", unique_label("fleet"));
+    let hosts: Vec<Served> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|id| host(&pebble, &cluster, &fleet, id, &domain, None))
+        .collect();
+    for s in &hosts {
+        edit_config(&s.host, "  max_failures: 1\n", "  max_failures: 0\n");
+    }
+    // Generation 1: web1 issues it and serves it first, then the others.
+    for s in &hosts {
+        let run = s.host.renew();
+        assert_eq!(run.code, 0, "{}: {run:?}\n{}", s.host.id, pebble.logs());
+    }
+    let leaf1 = hosts[0].host.leaf();
+    for s in &hosts {
+        assert_eq!(s.nginx.served(&domain), leaf1, "{}", s.host.id);
+    }
+    assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+
+    // web1's nginx is not reloaded any more: it keeps serving the copy it loaded.
+    edit_config(
+        &hosts[0].host,
+        &serde_json::to_string(&hosts[0].nginx.reload_argv()).unwrap(),
+        "[/bin/true]",
+    );
+    let sink = Sink::start(
+        Vendor::Webhook,
+        Some("whsec-fleet-0123456789"),
+        Behaviour::Normal,
+    );
+    add_webhook(&hosts[0].host, &sink, None);
+    let canary = hosts[0].host.dir().run(&["renew", "--force"]);
+    assert_eq!(canary.code, 1, "web1: {canary:?}\n{}", pebble.logs());
+    assert_eq!(orders(&pebble), 2, "{}", pebble.logs());
+    assert!(
+        canary.stderr.contains("generation 2 is marked bad"),
+        "{canary:?}"
+    );
+    // web1 went back on disk too; its nginx never stopped serving generation 1.
+    assert_eq!(hosts[0].host.leaf(), leaf1);
+    assert_eq!(hosts[0].nginx.served(&domain), leaf1);
+
+    // The others never deploy generation 2, forced or not; nothing more is ordered.
+    for s in &hosts[1..] {
+        for args in [&["renew"][..], &["renew", "--force"][..]] {
+            let run = s.host.dir().run(args);
+            assert_eq!(run.code, 0, "{} {args:?}: {run:?}", s.host.id);
+            assert!(
+                !run.stdout.contains("generation 2"),
+                "{}: {run:?}",
+                s.host.id
+            );
+            assert_eq!(s.nginx.served(&domain), leaf1, "{} {args:?}", s.host.id);
+        }
+    }
+    assert_eq!(orders(&pebble), 2, "{}", pebble.logs());
+
+    // The verdict and the alert name the canary host.
+    let observer = rt
+        .block_on(Fleet::connect(&cluster.options(&fleet, "observer")))
+        .unwrap();
+    let (current, _) = rt.block_on(observer.current("www")).unwrap().unwrap();
+    assert_eq!(current.serial, 2);
+    match &current.verdict {
+        certkeeper_fleet::Verdict::Bad { why, .. } => assert!(why.contains("web1"), "{why}"),
+        other => panic!("generation 2 is {other:?}"),
+    }
+    let got = received(&sink);
+    let rolled: Vec<_> = got.iter().filter(|(e, _)| e == "rolled_back").collect();
+    assert_eq!(rolled.len(), 1, "{got:?}");
+    let message = rolled[0].1["message"].as_str().unwrap();
+    assert!(message.contains("canary host web1"), "{message}");
+    assert!(message.contains("verif"), "{message}");
 }
