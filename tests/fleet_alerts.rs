@@ -50,6 +50,8 @@ async fn a_fleet_without_quorum_alerts_once_and_its_recovery_once() {
     let domain = format!("www.{}.certkeeper-test.example.com", unique_label("fleet"));
     let web1 = Host::new(&pebble, &cluster, &fleet, "web1", &domain);
     let web2 = Host::new(&pebble, &cluster, &fleet, "web2", &domain);
+    // web3 has not deployed anything when the quorum is lost.
+    let web3 = Host::new(&pebble, &cluster, &fleet, "web3", &domain);
     // web1: the default events; web2: only the fleet's.
     let sink1 = Sink::start(Vendor::Webhook, Some(SECRET), Behaviour::Normal);
     let sink2 = Sink::start(Vendor::Webhook, Some(SECRET), Behaviour::Normal);
@@ -91,6 +93,15 @@ async fn a_fleet_without_quorum_alerts_once_and_its_recovery_once() {
     }
     assert_eq!(web1.leaf(), leaf);
     assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
+    // Without a quorum, `check` still reads the hosts' own pairs: OK.
+    for host in [&web1, &web2] {
+        let check = host.dir().run(&["check"]);
+        assert_eq!(check.code, 0, "{}: {check:?}", host.id);
+    }
+    // A host without a pair waits too, and orders nothing.
+    let run = web3.renew();
+    assert_eq!(run.code, 0, "web3: {run:?}");
+    assert!(web3.live("fullchain.pem").is_none());
 
     // The members back: one recovery alert each, then nothing more.
     cluster.start_member(1);
@@ -114,6 +125,11 @@ async fn a_fleet_without_quorum_alerts_once_and_its_recovery_once() {
         assert_eq!(got[1].1["certificate"], format!("fleet {fleet}"));
     }
     assert_eq!(web2.leaf(), leaf, "web2 caught up");
+    // The fleet converges without a new order: web3 deploys the current generation.
+    let run = web3.renew();
+    assert_eq!(run.code, 0, "web3: {run:?}");
+    assert!(run.stdout.contains("fleet generation 1"), "{run:?}");
+    assert_eq!(web3.leaf(), leaf);
     assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
 
     // No secret in any alert: no webhook URL, signing secret or key material.
