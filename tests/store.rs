@@ -1436,6 +1436,7 @@ fn pipeline_certificate(spec: &PairSpec, refused: &str) -> certkeeper::config::C
             ]),
         }),
         fleet: false,
+        usage: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `certkeeper: ...` on stderr and the command's documented exit code.
 
 mod alert;
+mod ca;
 mod check;
 mod completions;
 mod config_check;
@@ -151,6 +152,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The built-in CA (local-ca issuers): its root rotation.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Fleet mode: certificates issued once and deployed by many hosts through etcd.
     Fleet {
         #[command(subcommand)]
@@ -179,6 +185,33 @@ pub enum AlertCommand {
     Test {
         /// Channel names (a channel's `name`, or its type: `slack`, `webhook-2`, ...).
         channels: Vec<String>,
+    },
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Start rotating a local CA's root: a new root and intermediate, trusted at once
+    /// (root.pem and the issuer's trust_bundle hold both roots, trust_reload runs); they sign
+    /// after the overlap, the leaves of the old root renew at the next pass, and the pass
+    /// after the last of them retires the old root (exit 0; 1 not started: a rotation is
+    /// under way, the CA does not exist yet, a write failed; 2 config or usage error).
+    Rotate {
+        /// The local-ca issuer's name.
+        issuer: String,
+        /// How long both roots are trusted before the new one signs.
+        #[arg(long, value_name = "DURATION", default_value = ca::DEFAULT_OVERLAP)]
+        overlap: String,
+    },
+    /// Show a local CA's roots (which signs), its rotation's phase, its trust bundle, and
+    /// which root each of its certificates' live chains ends at (exit 0; 1 unreadable; 2
+    /// config or usage error).
+    Status {
+        /// The local-ca issuer's name.
+        issuer: String,
+        /// One JSON object instead of the readable report.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -300,6 +333,16 @@ pub fn run() -> u8 {
         Command::Alert {
             command: AlertCommand::Test { ref channels },
         } => alert::test(&args.config, channels),
+        Command::Ca {
+            command:
+                CaCommand::Rotate {
+                    ref issuer,
+                    ref overlap,
+                },
+        } => ca::rotate(&args.config, issuer, overlap),
+        Command::Ca {
+            command: CaCommand::Status { ref issuer, json },
+        } => ca::status(&args.config, issuer, json),
         Command::Fleet {
             command: FleetCommand::Keygen { ref out, force },
         } => fleet::keygen(&args.config, out.as_deref(), force),

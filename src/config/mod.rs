@@ -157,6 +157,28 @@ pub struct Eab {
 pub struct LocalCaIssuer {
     /// Lifetime of the leaves it issues.
     pub validity: Duration,
+    /// Where the roots that clients and servers must trust are written (`trust_bundle`).
+    pub trust_bundle: Option<PathBuf>,
+    /// What re-reads the trust bundle when it changes (`trust_reload`).
+    pub trust_reload: Option<Reload>,
+}
+
+/// What a local CA's leaf may be used for (`usage`): TLS server, TLS client, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// `server`: the serverAuth extended key usage.
+    pub server: bool,
+    /// `client`: the clientAuth extended key usage (mutual TLS).
+    pub client: bool,
+}
+
+impl Default for Usage {
+    fn default() -> Usage {
+        Usage {
+            server: true,
+            client: false,
+        }
+    }
 }
 
 /// A DNS provider.
@@ -450,6 +472,8 @@ pub struct Certificate {
     pub verify: Option<VerifyTarget>,
     /// Shared by the fleet (`fleet: true`): issued once for it, deployed by every host.
     pub fleet: bool,
+    /// What the leaf may be used for (local CA issuers only; ACME CAs decide for themselves).
+    pub usage: Usage,
 }
 
 impl Certificate {

@@ -84,6 +84,8 @@ pub struct LocalCa {
     #[serde(rename = "type")]
     pub _kind: String,
     pub validity: Option<DurationText>,
+    pub trust_bundle: Option<String>,
+    pub trust_reload: Option<Reload>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +190,7 @@ pub struct Certificate {
     pub reload: Option<Reload>,
     pub verify: Option<Verify>,
     pub fleet: Option<bool>,
+    pub usage: Option<OneOrMany>,
 }
 
 #[derive(Debug, Deserialize)]

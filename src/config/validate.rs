@@ -285,7 +285,31 @@ impl Validator<'_> {
                         );
                         return None;
                     }
-                    Some(Issuer::LocalCa(LocalCaIssuer { validity }))
+                    let trust_bundle = match c.trust_bundle {
+                        None => None,
+                        Some(t) => {
+                            let t = self.non_empty(&path.with_key("trust_bundle"), t)?;
+                            Some(self.resolve(&t))
+                        }
+                    };
+                    let trust_reload = match c.trust_reload {
+                        None => None,
+                        Some(r) => {
+                            let rp = path.with_key("trust_reload");
+                            if trust_bundle.is_none() {
+                                self.problem(&rp, "trust_reload needs trust_bundle (the file it re-reads)");
+                                return None;
+                            }
+                            let command = self.command(&rp.with_key("command"), r.command)?;
+                            let timeout = self.duration(&rp.with_key("timeout"), r.timeout, DEFAULT_RELOAD_TIMEOUT)?;
+                            Some(Reload { command, timeout })
+                        }
+                    };
+                    Some(Issuer::LocalCa(LocalCaIssuer {
+                        validity,
+                        trust_bundle,
+                        trust_reload,
+                    }))
                 }),
                 _ => None,
             };
@@ -742,6 +766,18 @@ impl Validator<'_> {
             Some(OneOrMany::Many(v)) => Some(v),
         };
         let mut needs_dns = false;
+        let usage = self.usage(&path.with_key("usage"), c.usage);
+        if let (Some(list), Some(u)) = (&issuer_names, usage)
+            && u != Usage::default()
+            && let Some(acme) = list
+                .iter()
+                .find(|i| matches!(issuers.get(*i), Some(Issuer::Acme(_))))
+        {
+            self.problem(
+                &path.with_key("usage"),
+                format!("usage applies to local-ca issuers only; issuer \"{acme}\" is an ACME CA, which decides a leaf's usage itself: remove usage or use a local-ca issuer"),
+            );
+        }
         if let Some(list) = &issuer_names {
             for (n, i) in list.iter().enumerate() {
                 let ip = if list.len() > 1 || matches!(i.as_str(), "") {
@@ -902,7 +938,45 @@ impl Validator<'_> {
             reload,
             verify: verify?,
             fleet: c.fleet.unwrap_or(false),
+            usage: usage?,
         })
+    }
+
+    /// `usage`: `server`, `client`, or both (a word or a list); default `[server]`.
+    fn usage(&mut self, path: &KeyPath, value: Option<OneOrMany>) -> Option<Usage> {
+        let words = match value {
+            None => return Some(Usage::default()),
+            Some(OneOrMany::One(w)) => vec![w],
+            Some(OneOrMany::Many(ws)) => ws,
+        };
+        let mut usage = Usage {
+            server: false,
+            client: false,
+        };
+        for w in &words {
+            match w.as_str() {
+                "server" => usage.server = true,
+                "client" => usage.client = true,
+                other => {
+                    self.problem(
+                        path,
+                        format!(
+                            "unknown usage \"{}\"; write server, client, or [server, client]",
+                            crate::text::escape_line(other)
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if !usage.server && !usage.client {
+            self.problem(
+                path,
+                "usage is empty; write server, client, or [server, client]",
+            );
+            return None;
+        }
+        Some(usage)
     }
 
     /// An optional live file's path (`cert`, `chain`, `combined`): `Some(None)` when not

@@ -129,6 +129,8 @@ pub struct Issuers {
     acme: Mutex<BTreeMap<String, OpenOnce>>,
     providers: dns::Providers,
     system: Arc<TrustStore>,
+    /// The old root of each local CA whose root rotation is switched, read once per pass.
+    retiring: std::sync::OnceLock<BTreeMap<String, Cert>>,
 }
 
 impl Issuers {
@@ -148,7 +150,35 @@ impl Issuers {
             acme: Mutex::new(BTreeMap::new()),
             providers: dns::Providers::default(),
             system,
+            retiring: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The local CA among `cert`'s issuers whose old root, being rotated out, anchors
+    /// `cert`'s live chain: such a leaf is due.
+    pub fn retiring_anchor<'a>(&self, cert: &'a Certificate) -> Option<&'a str> {
+        let retiring = self.retiring.get_or_init(|| {
+            self.config
+                .issuers
+                .iter()
+                .filter(|(_, i)| matches!(i, Issuer::LocalCa(_)))
+                .filter_map(|(name, _)| {
+                    local_ca::rotation::retiring(self.state_dir.path(), name)
+                        .map(|root| (name.clone(), root))
+                })
+                .collect()
+        });
+        if retiring.is_empty() {
+            return None;
+        }
+        cert.issuers
+            .iter()
+            .find(|i| {
+                retiring
+                    .get(*i)
+                    .is_some_and(|root| local_ca::rotation::chains_to(&cert.fullchain, root))
+            })
+            .map(String::as_str)
     }
 
     /// Gets a fullchain PEM for `cert` from `issuer`, signed for `key`; an ACME order is
@@ -180,7 +210,7 @@ impl Issuers {
                         open.entry(issuer.to_owned()).or_insert(h)
                     }
                 };
-                Ok(ca_handle.issue(&cert.domains, key, ca.validity, now)?)
+                Ok(ca_handle.issue(&cert.domains, key, ca.validity, cert.usage, now)?)
             }
             Some(Issuer::Acme(_)) => {
                 let acme = self.ordering_account(issuer).await?;

@@ -27,6 +27,7 @@ mod plan;
 mod record;
 mod start;
 mod tasks;
+pub(crate) mod trust;
 
 pub use failure::Failure;
 pub use notify::{EXPIRING_WITHIN, deliver};
@@ -161,6 +162,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
                 return Ok(Pass::stopped(now, &selected));
             };
             recover(&locked, &config, &specs, &mut unrecoverable);
+            trust::advance(&config, store.state_dir(), now).await;
             Some(locked)
         }
         None => None,
@@ -202,6 +204,7 @@ pub async fn pass(config: Arc<Config>, opts: &Options) -> Result<Pass, Error> {
         .sort_by_key(|i| selected.iter().position(|c| c.name == i.cert.name));
     if let Some(locked) = &locked {
         batch.deploy(locked, &mut record, link.as_deref()).await;
+        trust::bundles(&config, &state_dir, now).await;
     }
     record.fleet(link.as_deref(), &selected);
     if !opts.dry_run {

@@ -99,6 +99,9 @@ pub(super) async fn not_due(
         (_, Some(entry)) => {
             tracing::info!(cert = %cert.name, "Due now: the live certificate is broken: {}", entry.problems.join("; "));
         }
+        (Some(_), None) if let Some(ca) = issuers.retiring_anchor(cert) => {
+            tracing::info!(cert = %cert.name, "Due now: its chain ends at the old root of local CA {ca}, which is being rotated out.");
+        }
         (Some(leaf), None) => {
             let saved = &mut live.saved;
             if issuers.refresh_ari(cert, leaf, saved, now).await {

@@ -38,6 +38,8 @@ pub struct Site {
     pub server_name: String,
     pub fullchain: PathBuf,
     pub privkey: PathBuf,
+    /// More directives for the `server` block (client certificates, say), each a line.
+    pub extra: Vec<String>,
 }
 
 impl Site {
@@ -50,7 +52,14 @@ impl Site {
             server_name: server_name.to_owned(),
             fullchain: fullchain.into(),
             privkey: privkey.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// The site with `directive` (`ssl_verify_client on;`) added to its `server` block.
+    pub fn with(mut self, directive: &str) -> Site {
+        self.extra.push(directive.to_owned());
+        self
     }
 }
 
@@ -331,11 +340,16 @@ fn config(dir: &Path, port: u16, sites: &[Site]) -> String {
              \x20       server_name {};\n\
              \x20       ssl_certificate {};\n\
              \x20       ssl_certificate_key {};\n\
+             {}\
              \x20       location / {{ return 200 \"ok\\n\"; }}\n\
              \x20   }}",
             site.server_name,
             site.fullchain.display(),
-            site.privkey.display()
+            site.privkey.display(),
+            site.extra
+                .iter()
+                .map(|d| format!("        {d}\n"))
+                .collect::<String>()
         )
         .expect("format");
     }

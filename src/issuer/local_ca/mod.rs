@@ -3,10 +3,11 @@
 //! and validity. Its root is exported at `state_dir/ca/<issuer>/root.pem` for the clients that
 //! must trust it, and `check`/`verify` trust it for the certificates it issued.
 //!
-//! Files: `root.pem` (certificate), `root.key` and `intermediate.pem` (the intermediate's
+//! Files: `root.pem` (the roots to trust: the signing root first, then, while the root is
+//! being rotated, the other one), `root.key` and `intermediate.pem` (the intermediate's
 //! certificate followed by its key), keys mode 0600. The directory appears whole or not at all
 //! (it is built under a temporary name and renamed), and a rotated intermediate replaces the
-//! old one with a single rename.
+//! old one with a single rename. The root itself is rotated in phases ([`rotation`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,9 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+pub mod rotation;
+
+use crate::config::Usage;
 use crate::store::{Durable, StateDir};
 use crate::x509::pem;
 use crate::x509::read_certificates;
@@ -91,6 +95,26 @@ pub enum Error {
         /// The root's notBefore, RFC 3339.
         not_before: String,
     },
+    /// `ca rotate` before the CA was ever used.
+    #[error(
+        "local CA {name} does not exist yet ({path} is missing): it is created at its first issue; run a renewal first"
+    )]
+    NotCreated {
+        /// The issuer's name.
+        name: String,
+        /// The CA's directory.
+        path: PathBuf,
+    },
+    /// `ca rotate` while a rotation is under way.
+    #[error(
+        "local CA {name}: a root rotation is under way (phase {phase}); each pass moves it on, `certkeeper ca status {name}` shows where it stands"
+    )]
+    RotationUnderWay {
+        /// The issuer's name.
+        name: String,
+        /// Its phase.
+        phase: rotation::Phase,
+    },
     /// Certificate generation failed.
     #[error("local CA cannot sign: {0}")]
     Sign(String),
@@ -110,7 +134,10 @@ pub enum Error {
 pub struct LocalCa {
     dir: PathBuf,
     name: String,
-    root_pem: String,
+    /// The signing root, PEM.
+    signing_pem: String,
+    /// Every root to trust (`root.pem`), the signing one first.
+    trusted_pem: String,
     root_key: KeyPair,
     root_not_before: OffsetDateTime,
     root_not_after: OffsetDateTime,
@@ -181,7 +208,7 @@ impl LocalCa {
                 certificates: issued.join(", "),
             });
         }
-        let mut ca = Self::create(&dir, name, now)?;
+        let mut ca = Self::create(&dir, name, &format!("certkeeper local CA {name}"), now)?;
         if let Some(state) = keep {
             ca.write_new(&state)?;
             ca.state = Some(state);
@@ -189,9 +216,10 @@ impl LocalCa {
         Ok(ca)
     }
 
-    /// The root certificate, PEM.
+    /// The roots to trust, PEM: the signing root, and the other one while the root is
+    /// being rotated.
     pub fn root_pem(&self) -> &str {
-        &self.root_pem
+        &self.trusted_pem
     }
 
     /// Issues a leaf for `domains` with `key`, valid `validity` from `now`. Returns the
@@ -203,6 +231,7 @@ impl LocalCa {
         domains: &[String],
         key: &KeyPair,
         validity: Duration,
+        usage: Usage,
         now: OffsetDateTime,
     ) -> Result<String, Error> {
         let not_after = now + validity;
@@ -237,10 +266,17 @@ impl LocalCa {
         if key.algorithm() == &PKCS_RSA_SHA256 {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = Vec::new();
+        if usage.server {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if usage.client {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
         let leaf = params.signed_by(key, &self.intermediate).map_err(sign)?;
         Ok(format!(
             "{}{}",
@@ -249,23 +285,24 @@ impl LocalCa {
         ))
     }
 
-    /// A new CA, in memory.
-    fn create(dir: &Path, name: &str, now: OffsetDateTime) -> Result<LocalCa, Error> {
+    /// A new CA, in memory, whose root is named `root_cn`.
+    fn create(
+        dir: &Path,
+        name: &str,
+        root_cn: &str,
+        now: OffsetDateTime,
+    ) -> Result<LocalCa, Error> {
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(sign)?;
-        let root_params = ca_params(
-            &format!("certkeeper local CA {name}"),
-            now,
-            ROOT_VALIDITY,
-            None,
-        )?;
+        let root_params = ca_params(root_cn, now, ROOT_VALIDITY, None)?;
         let root = root_params.self_signed(&root_key).map_err(sign)?;
-        let root_pem = pem::write("CERTIFICATE", root.der());
+        let signing_pem = pem::write("CERTIFICATE", root.der());
         let mut ca = LocalCa {
             dir: dir.to_owned(),
             name: name.to_owned(),
             root_not_before: now - BACKDATE,
             root_not_after: now + ROOT_VALIDITY,
-            root_pem,
+            trusted_pem: signing_pem.clone(),
+            signing_pem,
             root_key,
             // Replaced at once by rotate_intermediate below.
             intermediate_pem: String::new(),
@@ -293,7 +330,8 @@ impl LocalCa {
             INTERMEDIATE_VALIDITY,
             Some(0),
         )?;
-        let root_issuer = Issuer::from_ca_cert_pem(&self.root_pem, &self.root_key).map_err(sign)?;
+        let root_issuer =
+            Issuer::from_ca_cert_pem(&self.signing_pem, &self.root_key).map_err(sign)?;
         let cert = params.signed_by(&key, &root_issuer).map_err(sign)?;
         let pem = pem::write("CERTIFICATE", cert.der());
         let not_after = (now + INTERMEDIATE_VALIDITY).min(self.root_not_after);
@@ -318,15 +356,26 @@ impl LocalCa {
 
     /// Writes a freshly created CA: all files in a temporary directory, then one rename.
     fn write_new(&self, state: &StateDir) -> Result<(), Error> {
+        self.write_dir_at(state, &["ca"], &self.name, false)
+    }
+
+    /// Writes this CA's files as the directory `state_dir/<dir...>/<name>`, whole.
+    fn write_dir_at(
+        &self,
+        state: &StateDir,
+        dir: &[&str],
+        name: &str,
+        replace: bool,
+    ) -> Result<(), Error> {
         let intermediate = self.intermediate_key_bundle();
         let root_key = key_pem(&self.root_key);
         let files: [(&str, &[u8], u32); 3] = [
-            (ROOT_FILE, self.root_pem.as_bytes(), 0o644),
+            (ROOT_FILE, self.trusted_pem.as_bytes(), 0o644),
             ("root.key", root_key.as_bytes(), 0o600),
             ("intermediate.pem", intermediate.as_bytes(), 0o600),
         ];
         state
-            .write_dir(&["ca"], &self.name, &files, false, Durable::Now)
+            .write_dir(dir, name, &files, replace, Durable::Now)
             .map_err(Error::Write)
     }
 
@@ -351,14 +400,14 @@ impl LocalCa {
             crate::perms::check_trusted_file(&dir.join(key_file), "the local CA's key", true)
                 .map_err(damaged)?;
         }
-        let root_pem = read(ROOT_FILE)?;
+        let trusted_pem = read(ROOT_FILE)?;
         let root_key = key_of(&read("root.key")?).map_err(|e| damaged(format!("root.key: {e}")))?;
         let bundle = read("intermediate.pem")?;
         let key_der =
             pkcs8_block(&bundle).ok_or_else(|| damaged("intermediate.pem holds no key".into()))?;
         let intermediate_key = KeyPair::try_from(key_der.as_slice())
             .map_err(|e| damaged(format!("intermediate key: {e}")))?;
-        let (root_certs, _) = read_certificates(root_pem.as_bytes())
+        let (root_certs, _) = read_certificates(trusted_pem.as_bytes())
             .map_err(|e| damaged(format!("root.pem: {e}")))?;
         let (inter_certs, _) = read_certificates(bundle.as_bytes())
             .map_err(|e| damaged(format!("intermediate.pem: {e}")))?;
@@ -367,12 +416,14 @@ impl LocalCa {
             _ => return Err(damaged("a certificate is missing".into())),
         };
         let intermediate_pem = pem::write("CERTIFICATE", &inter.der);
+        let signing_pem = pem::write("CERTIFICATE", &root.der);
         let intermediate = Issuer::from_ca_cert_der(&inter.der.clone().into(), intermediate_key)
             .map_err(|e| damaged(format!("intermediate: {e}")))?;
         Ok(LocalCa {
             dir: dir.to_owned(),
             name: name.to_owned(),
-            root_pem,
+            signing_pem,
+            trusted_pem,
             root_key,
             root_not_before: root.not_before,
             root_not_after: root.not_after,
@@ -480,7 +531,9 @@ mod tests {
     /// Issues with `ca` and checks the chain against its root alone, the key and the names.
     fn assert_sound(ca: &mut LocalCa, kind: KeyType, validity: Duration, now: OffsetDateTime) {
         let key = crate::keys::generate(kind).unwrap();
-        let chain = ca.issue(&domains(), &key, validity, now).unwrap();
+        let chain = ca
+            .issue(&domains(), &key, validity, Usage::default(), now)
+            .unwrap();
         let (certs, _) = read_certificates(chain.as_bytes()).unwrap();
         assert_eq!(certs.len(), 2);
         let mut trust = TrustStore::new();
@@ -507,7 +560,13 @@ mod tests {
         let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let chain = ca
-            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .issue(
+                &domains(),
+                &key,
+                Duration::from_secs(86_400),
+                Usage::default(),
+                now,
+            )
             .unwrap();
         let (certs, _) = read_certificates(chain.as_bytes()).unwrap();
         let system = std::sync::Arc::new(TrustStore::system_on_demand());
@@ -530,7 +589,13 @@ mod tests {
         let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let chain = ca
-            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .issue(
+                &domains(),
+                &key,
+                Duration::from_secs(86_400),
+                Usage::default(),
+                now,
+            )
             .unwrap();
         let live = dir.path().join("fullchain.pem");
         fs::write(&live, &chain).unwrap();
@@ -538,7 +603,13 @@ mod tests {
         let other = dir.path().join("other.pem");
         let mut stranger = LocalCa::open(&writable(dir.path()), "other", now, &[]).unwrap();
         let chain = stranger
-            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .issue(
+                &domains(),
+                &key,
+                Duration::from_secs(86_400),
+                Usage::default(),
+                now,
+            )
             .unwrap();
         fs::write(&other, chain).unwrap();
         let ca_dir = LocalCa::dir(dir.path(), "internal");
@@ -666,7 +737,13 @@ mod tests {
         let mut ca = LocalCa::open(&writable(other.path()), "internal", now, &[]).unwrap();
         let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
         let err = ca
-            .issue(&domains(), &key, Duration::from_secs(86_400), now)
+            .issue(
+                &domains(),
+                &key,
+                Duration::from_secs(86_400),
+                Usage::default(),
+                now,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::RootNotYetValid { .. }), "{err}");
         assert!(
@@ -692,6 +769,7 @@ mod tests {
                 &domains(),
                 &key,
                 ROOT_VALIDITY + Duration::from_secs(86_400),
+                Usage::default(),
                 now,
             )
             .unwrap_err();
