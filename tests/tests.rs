@@ -17,6 +17,7 @@ mod deploy;
 mod files;
 mod fleet_alerts;
 mod fleet_canary;
+mod fleet_catchup;
 mod fleet_config;
 mod fleet_daemon;
 mod fleet_pass;
