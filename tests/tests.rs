@@ -16,6 +16,7 @@ mod day_one_checks;
 mod deploy;
 mod files;
 mod fleet_alerts;
+mod fleet_bad;
 mod fleet_canary;
 mod fleet_catchup;
 mod fleet_config;
