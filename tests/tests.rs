@@ -22,6 +22,7 @@ mod fleet_catchup;
 mod fleet_config;
 mod fleet_daemon;
 mod fleet_pass;
+mod fleet_recipe;
 mod fleet_status;
 mod fuzz;
 mod hold;
