@@ -103,6 +103,14 @@ fn one_line(run: &Run) -> &str {
 #[test]
 fn the_readmes_etcd_cluster_with_tls_serves_fleet_status_and_refuses_plain_http_and_another_ca() {
     let etcd = etcd_binary();
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .expect("openssl is needed: install the Debian package openssl");
+    Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .expect("etcdctl is needed: install the Debian package etcd-client");
     let dir = Dir::new();
     let root = dir.path();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_tcp_port(), free_tcp_port())).collect();
@@ -152,7 +160,7 @@ fn the_readmes_etcd_cluster_with_tls_serves_fleet_status_and_refuses_plain_http_
         let out = Command::new("sh")
             .args(["-c", &health])
             .output()
-            .expect("etcdctl is needed: install the Debian package etcd-client");
+            .expect("sh");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         if out.status.success() {

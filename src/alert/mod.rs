@@ -1,7 +1,8 @@
 //! Alerts: the events of a pass (`renewed`, `failed`, `rolled_back`, `rollback_failed`,
-//! `expiring`, and the fleet's `fleet_degraded`, `fleet_generation_bad`), the channels that carry them (one [`Notifier`] per vendor, each in its own
-//! file), and their delivery: filtered by each channel's `on`, retried with backoff on
-//! network errors, 429 and 5xx, bounded in time, and never failing the pass.
+//! `expiring`, and the fleet's `fleet_degraded` and `fleet_generation_bad`), the channels
+//! that carry them (one [`Notifier`] per vendor, each in its own file), and their delivery:
+//! filtered by each channel's `on`, retried with backoff on network errors, 429 and 5xx,
+//! bounded in time, and never failing the pass.
 //!
 //! Which failures alert again is decided in [`dedup`]: the same event of the same
 //! certificate alerts once per `alert_repeat`, and a renewal after failures always alerts.

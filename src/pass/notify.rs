@@ -296,8 +296,15 @@ pub(super) fn generation_bad(
     marked: &super::fleet::Marked,
 ) -> Option<(alert::Event, bool)> {
     let cert = config.certificate(&marked.cert)?;
+    let message = generation_bad_message(marked);
+    let event = alert::Event::new(EventKind::FleetGenerationBad, cert, &message);
+    Some((event, false))
+}
+
+/// What a `fleet_generation_bad` alert says (see [`generation_bad`]).
+fn generation_bad_message(marked: &super::fleet::Marked) -> String {
     let hosts: Vec<&str> = marked.failed.iter().map(|(h, _)| h.as_str()).collect();
-    let message = if hosts.is_empty() {
+    if hosts.is_empty() {
         format!(
             "fleet generation {} of {} is marked bad: {}; every host that took it goes back to the generation before",
             marked.serial, marked.cert, marked.why
@@ -320,9 +327,7 @@ pub(super) fn generation_bad(
             hosts.join(", "),
             reasons.join("; ")
         )
-    };
-    let event = alert::Event::new(EventKind::FleetGenerationBad, cert, &message);
-    Some((event, false))
+    }
 }
 
 /// The longest reason of one host in a `fleet_generation_bad` message, in characters.
@@ -379,3 +384,44 @@ fn expiring(
 
 /// How close to its notAfter a certificate whose renewal failed raises `expiring`.
 pub const EXPIRING_WITHIN: time::Duration = time::Duration::days(7);
+
+#[cfg(test)]
+mod tests {
+    use super::super::fleet::Marked;
+    use super::*;
+
+    #[test]
+    fn a_bad_generation_names_every_failing_host_before_their_reasons() {
+        let long = "x".repeat(400);
+        let marked = Marked {
+            cert: "www".into(),
+            serial: 7,
+            failed: vec![
+                ("web1".into(), Some(long.clone())),
+                ("web2".into(), None),
+                ("web3".into(), Some("reload failed".into())),
+            ],
+            why: String::new(),
+        };
+        let message = alert::one_line(&generation_bad_message(&marked));
+        assert!(
+            message.starts_with(&format!(
+                "fleet generation 7 of www is marked bad: it failed on web1, web2, web3 (web1: {}…; web2: no reason given; web3: reload failed)",
+                "x".repeat(MAX_REASON)
+            )),
+            "{message}"
+        );
+        assert!(message.chars().count() <= alert::MAX_MESSAGE + 1);
+
+        // Without the hosts' results: the verdict's own words.
+        let marked = Marked {
+            failed: Vec::new(),
+            why: "failed on web1 (reload failed)".into(),
+            ..marked
+        };
+        assert_eq!(
+            generation_bad_message(&marked),
+            "fleet generation 7 of www is marked bad: failed on web1 (reload failed); every host that took it goes back to the generation before"
+        );
+    }
+}
