@@ -808,7 +808,8 @@ fn alert_channels_are_named_and_default_to_the_failure_events() {
             "rolled_back",
             "rollback_failed",
             "expiring",
-            "fleet_degraded"
+            "fleet_degraded",
+            "fleet_generation_bad"
         ]
     );
     assert_eq!(config.alerts[1].on.len(), 1);

@@ -1,6 +1,6 @@
 //! A canary that fails, with the binary against a real 3-member etcd and Pebble: the issuer
 //! deploys a new generation first and its verification fails, so the generation is marked
-//! bad (`max_failures: 0`) at once, the other hosts never deploy it, and the alert names
+//! bad (`max_failures: 0`) at once, the other hosts never deploy it, and the alerts name
 //! the canary host and the generation.
 
 use certkeeper_fleet::testing::Cluster;
@@ -18,7 +18,7 @@ fn host(pebble: &Pebble, cluster: &Cluster, fleet: &str, id: &str, domain: &str)
     host
 }
 
-fn edit_config(host: &Host, from: &str, to: &str) {
+pub(crate) fn edit_config(host: &Host, from: &str, to: &str) {
     let path = host.dir().join("config.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
     assert!(yaml.contains(from), "{yaml}");
@@ -102,6 +102,17 @@ async fn a_generation_the_canary_cannot_verify_is_marked_bad_and_deployed_nowher
     let message = rolled[0].1["message"].as_str().unwrap();
     assert!(
         message.contains("fleet generation 2, canary host web1"),
+        "{message}"
+    );
+    // web1's judgement marked it bad: one fleet_generation_bad, naming web1 and why.
+    let bad: Vec<_> = got
+        .iter()
+        .filter(|(e, _)| e == "fleet_generation_bad")
+        .collect();
+    assert_eq!(bad.len(), 1, "{got:?}");
+    let message = bad[0].1["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("fleet generation 2 of www is marked bad: it failed on web1 (web1: "),
         "{message}"
     );
 }

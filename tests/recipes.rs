@@ -18,7 +18,7 @@ use crate::util::pebble::free_tcp_port;
 use crate::util::servers::{Server, served_fingerprint};
 
 /// The fenced block that follows `<!-- recipe NAME: PART -->` in README.md.
-fn readme_block(name: &str, part: &str) -> String {
+pub(crate) fn readme_block(name: &str, part: &str) -> String {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
     let marker = format!("<!-- recipe {name}: {part} -->");

@@ -1,7 +1,8 @@
 //! Alerts: the events of a pass (`renewed`, `failed`, `rolled_back`, `rollback_failed`,
-//! `expiring`), the channels that carry them (one [`Notifier`] per vendor, each in its own
-//! file), and their delivery: filtered by each channel's `on`, retried with backoff on
-//! network errors, 429 and 5xx, bounded in time, and never failing the pass.
+//! `expiring`, and the fleet's `fleet_degraded` and `fleet_generation_bad`), the channels
+//! that carry them (one [`Notifier`] per vendor, each in its own file), and their delivery:
+//! filtered by each channel's `on`, retried with backoff on network errors, 429 and 5xx,
+//! bounded in time, and never failing the pass.
 //!
 //! Which failures alert again is decided in [`dedup`]: the same event of the same
 //! certificate alerts once per `alert_repeat`, and a renewal after failures always alerts.
@@ -38,7 +39,8 @@ pub use dedup::{due, memory_key, remember};
 /// One thing that happened to one certificate, as every channel renders it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// `renewed`, `failed`, `rolled_back`, `rollback_failed` or `expiring`.
+    /// `renewed`, `failed`, `rolled_back`, `rollback_failed`, `expiring`, `fleet_degraded`,
+    /// `fleet_recovered` or `fleet_generation_bad`.
     pub event: &'static str,
     /// The certificate's name.
     pub certificate: String,
@@ -142,6 +144,7 @@ impl Event {
             EventKind::Expiring => "EXPIRING soon",
             EventKind::FleetDegraded if self.is_fleet_recovery() => "etcd answers again",
             EventKind::FleetDegraded => "DEGRADED: etcd unreachable",
+            EventKind::FleetGenerationBad => "fleet generation marked BAD",
         }
     }
 
@@ -169,6 +172,9 @@ impl Event {
             }
             EventKind::FleetDegraded => {
                 "Every host keeps serving what it has and check works; renewals of shared certificates wait until etcd has a quorum again: someone must look at etcd."
+            }
+            EventKind::FleetGenerationBad => {
+                "No host deploys this generation; the hosts that took it go back to the one before at their next pass: someone must look at why it failed before the next one is issued."
             }
         }
     }

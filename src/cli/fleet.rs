@@ -142,8 +142,12 @@ pub fn status(config_path: &Path, names: &[String], json: bool) -> u8 {
                 } => {
                     "a newer certkeeper or another program wrote it: compare the versions of the fleet's hosts"
                 }
+                // A TLS handshake refused on either side: the CA or the client certificate.
+                _ if e.to_string().contains("certificate") => {
+                    "check that fleet.etcd.ca_file is the CA that signed the members' certificates, and that they accept fleet.etcd.cert_file"
+                }
                 _ => {
-                    "hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other"
+                    "hosts keep serving what they have: check that a majority of the etcd members in fleet.etcd.endpoints run and reach each other, over https:// when they speak TLS"
                 }
             };
             eprintln!(

@@ -259,17 +259,21 @@ pub enum EventKind {
     /// A pass with shared certificates could not reach the fleet's etcd, or it had no
     /// quorum; its recovery (`fleet_recovered`) is an event of this kind too.
     FleetDegraded,
+    /// This host's judgement marked a fleet generation bad (sent once for the fleet, by that
+    /// host): it names the hosts that failed it and why.
+    FleetGenerationBad,
 }
 
 impl EventKind {
     /// Every event, in the order of DESIGN.md.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Renewed,
         EventKind::Failed,
         EventKind::RolledBack,
         EventKind::RollbackFailed,
         EventKind::Expiring,
         EventKind::FleetDegraded,
+        EventKind::FleetGenerationBad,
     ];
 
     /// The event's name as written in config and alerts.
@@ -281,6 +285,7 @@ impl EventKind {
             EventKind::RollbackFailed => "rollback_failed",
             EventKind::Expiring => "expiring",
             EventKind::FleetDegraded => "fleet_degraded",
+            EventKind::FleetGenerationBad => "fleet_generation_bad",
         }
     }
 }
@@ -375,12 +380,13 @@ impl Channel {
 }
 
 /// The events a channel gets when its `on` is not set.
-pub const DEFAULT_ALERT_EVENTS: [EventKind; 5] = [
+pub const DEFAULT_ALERT_EVENTS: [EventKind; 6] = [
     EventKind::Failed,
     EventKind::RolledBack,
     EventKind::RollbackFailed,
     EventKind::Expiring,
     EventKind::FleetDegraded,
+    EventKind::FleetGenerationBad,
 ];
 
 /// Default `alert_repeat`: the same failure of a certificate alerts again only after this.

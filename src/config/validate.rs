@@ -1089,7 +1089,7 @@ impl Validator<'_> {
                 None => {
                     self.problem(
                         &path.with_index(n),
-                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed, expiring or fleet_degraded"),
+                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed, expiring, fleet_degraded or fleet_generation_bad"),
                     );
                     return None;
                 }

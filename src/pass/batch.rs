@@ -26,8 +26,9 @@ pub(super) struct Batch {
     unkept: BTreeMap<String, (String, Vec<u8>, Vec<u8>)>,
     /// Each item's new leaf: the live one once its deploy renews it.
     leaves: BTreeMap<String, Cert>,
-    /// The fleet generation of each shared certificate's item, reported after its deploy.
-    generations: BTreeMap<String, u64>,
+    /// The fleet generation of each shared certificate's item, reported after its deploy,
+    /// with the bad generation it goes back from, if it does.
+    generations: BTreeMap<String, (u64, Option<u64>)>,
 }
 
 /// Where a live pair that is reloaded and verified again comes from, as lines say it.
@@ -77,7 +78,9 @@ impl Batch {
                 (true, Some(spec), Some(cert)) => {
                     batch.sources.insert(name.clone(), r.source.clone());
                     if let Some(serial) = r.fleet {
-                        batch.generations.insert(name.clone(), serial);
+                        batch
+                            .generations
+                            .insert(name.clone(), (serial, r.reverting));
                     }
                     // A fleet generation is kept in the fleet's etcd, not in `pending/`.
                     if !r.kept && (r.fleet.is_none() || !r.issuer.is_empty()) {
@@ -139,9 +142,12 @@ impl Batch {
                 record.renewed(&name, leaf);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
-            if let (Some(serial), Some(fleet)) = (self.generations.remove(&name), fleet) {
-                let why = (!renewed).then(|| outcome_line(&outcome));
-                fleet.report(&name, serial, renewed, why.as_deref()).await;
+            if let (Some(generation), Some(fleet), Some(cert)) = (
+                self.generations.remove(&name),
+                fleet,
+                config.certificate(&name),
+            ) {
+                report(fleet, cert, generation, renewed, &outcome).await;
             }
             record.done(name, outcome);
         }
@@ -151,6 +157,32 @@ impl Batch {
                 keep_now(&state_dir, &name, &issuer, &fullchain, &privkey);
             }
             record.done(name, Outcome::Stopped);
+        }
+    }
+}
+
+/// Reports a deploy of fleet generation `serial` (going back from `from`, if set): deployed,
+/// reverted, or failed with why; a failed revert is a failure of the generation gone back to.
+async fn report(
+    fleet: &super::fleet::Link,
+    cert: &crate::config::Certificate,
+    (serial, from): (u64, Option<u64>),
+    renewed: bool,
+    outcome: &Outcome,
+) {
+    use super::fleet::Report;
+    let why = outcome_line(outcome);
+    match (renewed, from) {
+        (true, Some(from)) => {
+            fleet
+                .report(cert, from, Report::Reverted { to: serial })
+                .await
+        }
+        (true, None) => fleet.report(cert, serial, Report::Deployed).await,
+        (false, _) => {
+            fleet
+                .report(cert, serial, Report::Failed { why: &why })
+                .await
         }
     }
 }

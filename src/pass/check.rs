@@ -29,6 +29,8 @@ pub(super) struct Ready {
     /// For a certificate shared by the fleet: the generation this material is, whose
     /// result the host reports after the deploy.
     pub(super) fleet: Option<u64>,
+    /// For a shared certificate going back: the bad generation this host leaves.
+    pub(super) reverting: Option<u64>,
 }
 
 /// `obtained` checked against the roots `cert`'s issuers chain to; `live_not_before` is the
@@ -66,6 +68,7 @@ pub(super) async fn material(
         issuer: obtained.issuer,
         kept: obtained.kept,
         fleet: None,
+        reverting: None,
     }))
 }
 

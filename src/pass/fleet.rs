@@ -31,6 +31,28 @@ pub(super) struct Link {
     seal_key_file: std::path::PathBuf,
     /// What this pass learnt of etcd (see [`Link::health`]).
     health: std::sync::Mutex<Option<Result<(), String>>>,
+    /// The generations this host's judgement marked bad in this pass (see [`Link::marked`]).
+    marked: std::sync::Mutex<Vec<Marked>>,
+}
+
+/// What this host reports to the fleet after trying a generation.
+pub(super) enum Report<'a> {
+    /// It serves the generation now.
+    Deployed,
+    /// It left this (bad) generation for generation `to`, which it serves now.
+    Reverted { to: u64 },
+    /// It could not deploy the generation, and why; it still serves its live pair.
+    Failed { why: &'a str },
+}
+
+/// A generation this host's judgement marked bad: what its `fleet_generation_bad` alert says.
+pub(super) struct Marked {
+    pub(super) cert: String,
+    pub(super) serial: u64,
+    /// Each host that failed it, with why (one line each, as the hosts reported it).
+    pub(super) failed: Vec<(String, Option<String>)>,
+    /// The verdict's own words, for when the hosts' results could not be read.
+    pub(super) why: String,
 }
 
 impl Link {
@@ -60,38 +82,89 @@ impl Link {
             name: section.name.clone(),
             seal_key_file: section.seal_key_file.clone(),
             health: std::sync::Mutex::new(None),
+            marked: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
-    /// Reports this host's result for generation `serial` of `cert`; a failure to report
-    /// is a warning (the verdict waits for the report of the next pass).
-    pub(super) async fn report(&self, cert: &str, serial: u64, deployed: bool, why: Option<&str>) {
+    /// Reports this host's result for generation `serial` of `cert`, with the generation it
+    /// serves now (after a failure: its live leaf's, when that is a kept generation); then
+    /// judges the generation at once. A failure to report is a warning (the verdict waits
+    /// for the report of the next pass).
+    pub(super) async fn report(&self, cert: &Certificate, serial: u64, report: Report<'_>) {
         let Ok(fleet) = &self.fleet else { return };
-        let (result, serving) = match deployed {
-            true => (HostResult::Deployed, Some(serial)),
-            false => (HostResult::Failed, None),
+        let (result, serving, why) = match report {
+            Report::Deployed => (HostResult::Deployed, Some(serial), None),
+            Report::Reverted { to } => (
+                HostResult::Reverted,
+                Some(to),
+                Some(format!(
+                    "generation {serial} is bad; back to generation {to}"
+                )),
+            ),
+            Report::Failed { why } => (
+                HostResult::Failed,
+                serving_here(fleet, cert).await,
+                Some(why.to_owned()),
+            ),
         };
         if let Err(e) = fleet
-            .report_result(cert, serial, result, serving, why)
+            .report_result(&cert.name, serial, result, serving, why.as_deref())
             .await
         {
-            tracing::warn!(cert = %cert, serial, "Cannot report this host's result to the fleet: {}", crate::fleet::connect::brief(&e));
+            tracing::warn!(cert = %cert.name, serial, "Cannot report this host's result to the fleet: {}", crate::fleet::connect::brief(&e));
             return;
         }
-        // The verdict at once, from the results so far: a canary that served it makes it
-        // good, one failure too many makes it bad (otherwise the next host that asks judges).
-        match fleet.judge(cert, serial, &self.rules).await {
-            Ok(certkeeper_fleet::Verdict::Bad { why, .. }) => tracing::warn!(
-                cert = %cert,
-                serial,
-                "Fleet: generation {serial} is marked bad; every host that took it goes back: {}",
-                crate::text::escape_line(&why)
-            ),
+        // A generation left for being bad stays bad: there is nothing to judge.
+        if result != HostResult::Reverted {
+            self.judge(fleet, &cert.name, serial).await;
+        }
+    }
+
+    /// The verdict at once, from the results so far: a canary that served it makes it good,
+    /// one failure too many makes it bad (otherwise the next host that asks judges). A bad
+    /// verdict this judgement wrote is noted for its alert.
+    async fn judge(&self, fleet: &Fleet, cert: &str, serial: u64) {
+        match fleet.judge_here(cert, serial, &self.rules).await {
+            Ok((certkeeper_fleet::Verdict::Bad { why, .. }, wrote)) => {
+                tracing::warn!(
+                    cert = %cert,
+                    serial,
+                    "Fleet: generation {serial} is marked bad; every host that took it goes back: {}",
+                    crate::text::escape_line(&why)
+                );
+                if !wrote {
+                    return;
+                }
+                let failed = match fleet.results(cert, serial).await {
+                    Ok(results) => results
+                        .into_iter()
+                        .filter(|r| r.result == HostResult::Failed)
+                        .map(|r| (r.host, r.why))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                if let Ok(mut marked) = self.marked.lock() {
+                    marked.push(Marked {
+                        cert: cert.to_owned(),
+                        serial,
+                        failed,
+                        why,
+                    });
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(cert = %cert, serial, "Cannot judge generation {serial} for the fleet: {}", crate::fleet::connect::brief(&e))
             }
         }
+    }
+
+    /// The generations this host's judgement marked bad so far in this pass, taken once.
+    pub(super) fn marked(&self) -> Vec<Marked> {
+        self.marked
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
     }
 
     /// The fleet's name.
@@ -184,7 +257,7 @@ pub(super) async fn prepare(
             deploy(link, kept, cert, issuers, generation, live_not_before, now).await
         }
         // Going back is older material by design: the older-material rule does not apply.
-        FleetStep::Revert { to, .. } => deploy(link, kept, cert, issuers, to, None, now).await,
+        FleetStep::Revert { from, to } => revert(link, kept, cert, issuers, from, to, now).await,
         FleetStep::Wait { why } => {
             let next = match why {
                 // Nothing is published and this host's pair is not due: when it is.
@@ -327,6 +400,29 @@ async fn sealed_material(
     Ok((ready, sealed))
 }
 
+/// Goes back from bad generation `from` to generation `to`: deployed as a published one, its
+/// lines saying so, and reported as reverted.
+#[allow(clippy::too_many_arguments)] // the stages' shared inputs, each borrowed once
+async fn revert(
+    link: &Link,
+    kept: &Kept,
+    cert: &Certificate,
+    issuers: &Issuers,
+    from: u64,
+    to: Generation,
+    now: OffsetDateTime,
+) -> Step {
+    tracing::warn!(cert = %cert.name, "Fleet: generation {from} is bad; going back to generation {}.", to.serial);
+    match deploy(link, kept, cert, issuers, to, None, now).await {
+        Step::Deploy(mut ready) => {
+            ready.reverting = Some(from);
+            ready.source = format!("{}, back from bad generation {from}", ready.source);
+            Step::Deploy(ready)
+        }
+        other => other,
+    }
+}
+
 /// Whether a generation this host does not serve is due by `before_expiry` (its leaf read
 /// from its chain; one that does not read is due).
 fn generation_due(
@@ -411,7 +507,8 @@ async fn deploy(
                         "seal key file {}: generation {serial}: {e}",
                         link.seal_key_file.display()
                     ));
-                    link.report(&cert.name, serial, false, Some(&error.to_string()))
+                    let why = error.to_string();
+                    link.report(cert, serial, Report::Failed { why: &why })
                         .await;
                     return Step::Done(Outcome::Failed { error });
                 }
@@ -419,7 +516,8 @@ async fn deploy(
         }
         Err(_) => {
             let error = seal_failure(link);
-            link.report(&cert.name, serial, false, Some(&error.to_string()))
+            let why = error.to_string();
+            link.report(cert, serial, Report::Failed { why: &why })
                 .await;
             return Step::Done(Outcome::Failed { error });
         }
@@ -445,7 +543,8 @@ async fn deploy(
                 issuer: source,
                 rejected,
             };
-            link.report(&cert.name, serial, false, Some(&error.to_string()))
+            let why = error.to_string();
+            link.report(cert, serial, Report::Failed { why: &why })
                 .await;
             Step::Done(Outcome::Failed { error })
         }
@@ -529,4 +628,15 @@ impl crate::acme::Track for OrderTrack<'_> {
 /// The identity an order's sealed account is bound to.
 fn order_identity(link: &Link, cert: &str, order_url: &str) -> Vec<u8> {
     format!("{}/{cert}/order/{order_url}", link.name).into_bytes()
+}
+
+/// The generation this host serves of `cert`: its live leaf's, when that is the current
+/// generation or one etcd keeps; `None` when nothing is live, the leaf is none of them, or
+/// etcd does not tell.
+async fn serving_here(fleet: &Fleet, cert: &Certificate) -> Option<u64> {
+    let live = crate::x509::leaf_of_file(&cert.fullchain).ok()?;
+    let (current, _) = fleet.current(&cert.name).await.ok()??;
+    crate::fleet::view::serial_of(fleet, &cert.name, &current, &live.fingerprint)
+        .await
+        .ok()?
 }

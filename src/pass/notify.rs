@@ -41,7 +41,14 @@ async fn remember_alerts(
     let delivered: Vec<&alert::Event> = events
         .iter()
         .map(|(event, _)| event)
-        .filter(|event| event.kind() != EventKind::Renewed && !event.is_fleet_recovery())
+        // A bad generation alerts once by nature (one host writes the verdict): it is not a
+        // failure of this host's certificate to repeat, nor one a renewal recovers from.
+        .filter(|event| {
+            !matches!(
+                event.kind(),
+                EventKind::Renewed | EventKind::FleetGenerationBad
+            ) && !event.is_fleet_recovery()
+        })
         .filter(|event| {
             reports.iter().any(|r| {
                 r.certificate == event.certificate && r.event == event.event && r.result.is_ok()
@@ -280,6 +287,52 @@ pub(super) fn fleet_events(
     }
 }
 
+/// `fleet_generation_bad`: this host's judgement marked a generation bad. The message names
+/// the certificate, the generation and every host that failed it first, then each one's
+/// reason (shortened to [`MAX_REASON`] characters), so that a long reason cannot push a host
+/// out of the message.
+pub(super) fn generation_bad(
+    config: &Config,
+    marked: &super::fleet::Marked,
+) -> Option<(alert::Event, bool)> {
+    let cert = config.certificate(&marked.cert)?;
+    let message = generation_bad_message(marked);
+    let event = alert::Event::new(EventKind::FleetGenerationBad, cert, &message);
+    Some((event, false))
+}
+
+/// What a `fleet_generation_bad` alert says (see [`generation_bad`]).
+fn generation_bad_message(marked: &super::fleet::Marked) -> String {
+    let hosts: Vec<&str> = marked.failed.iter().map(|(h, _)| h.as_str()).collect();
+    if hosts.is_empty() {
+        format!(
+            "fleet generation {} of {} is marked bad: {}; every host that took it goes back to the generation before",
+            marked.serial, marked.cert, marked.why
+        )
+    } else {
+        let reasons: Vec<String> = marked
+            .failed
+            .iter()
+            .map(|(host, why)| {
+                let why = why.as_deref().unwrap_or("no reason given");
+                let short: String = why.chars().take(MAX_REASON).collect();
+                let cut = if short.len() < why.len() { "…" } else { "" };
+                format!("{host}: {short}{cut}")
+            })
+            .collect();
+        format!(
+            "fleet generation {} of {} is marked bad: it failed on {} ({}); every host that took it goes back to the generation before",
+            marked.serial,
+            marked.cert,
+            hosts.join(", "),
+            reasons.join("; ")
+        )
+    }
+}
+
+/// The longest reason of one host in a `fleet_generation_bad` message, in characters.
+const MAX_REASON: usize = 120;
+
 /// `expiring`: the live `leaf` is close to its notAfter (or past it) and the last renewal
 /// failed, or the certificate is held on a restored pair.
 fn expiring(
@@ -331,3 +384,44 @@ fn expiring(
 
 /// How close to its notAfter a certificate whose renewal failed raises `expiring`.
 pub const EXPIRING_WITHIN: time::Duration = time::Duration::days(7);
+
+#[cfg(test)]
+mod tests {
+    use super::super::fleet::Marked;
+    use super::*;
+
+    #[test]
+    fn a_bad_generation_names_every_failing_host_before_their_reasons() {
+        let long = "x".repeat(400);
+        let marked = Marked {
+            cert: "www".into(),
+            serial: 7,
+            failed: vec![
+                ("web1".into(), Some(long.clone())),
+                ("web2".into(), None),
+                ("web3".into(), Some("reload failed".into())),
+            ],
+            why: String::new(),
+        };
+        let message = alert::one_line(&generation_bad_message(&marked));
+        assert!(
+            message.starts_with(&format!(
+                "fleet generation 7 of www is marked bad: it failed on web1, web2, web3 (web1: {}…; web2: no reason given; web3: reload failed)",
+                "x".repeat(MAX_REASON)
+            )),
+            "{message}"
+        );
+        assert!(message.chars().count() <= alert::MAX_MESSAGE + 1);
+
+        // Without the hosts' results: the verdict's own words.
+        let marked = Marked {
+            failed: Vec::new(),
+            why: "failed on web1 (reload failed)".into(),
+            ..marked
+        };
+        assert_eq!(
+            generation_bad_message(&marked),
+            "fleet generation 7 of www is marked bad: failed on web1 (reload failed); every host that took it goes back to the generation before"
+        );
+    }
+}

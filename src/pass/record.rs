@@ -87,14 +87,19 @@ impl<'a> Recorder<'a> {
         self.outcomes.insert(name, outcome);
     }
 
-    /// Adds the fleet's event, when the pass asked the fleet's etcd (see
-    /// `notify::fleet_events`); a dry run raises none.
+    /// Adds the fleet's events, when the pass asked the fleet's etcd: its health (see
+    /// `notify::fleet_events`) and the generations this host's judgement marked bad (see
+    /// `notify::generation_bad`); a dry run raises none.
     pub(super) fn fleet(&mut self, link: Option<&super::fleet::Link>, selected: &[Certificate]) {
         let Some(link) = link else { return };
-        let Some(health) = link.health() else { return };
         if self.opts.dry_run {
             return;
         }
+        for marked in link.marked() {
+            self.events
+                .extend(super::notify::generation_bad(self.config, &marked));
+        }
+        let Some(health) = link.health() else { return };
         let events = super::notify::fleet_events(
             self.config,
             self.kept,

@@ -306,6 +306,18 @@ impl Fleet {
         Ok(Box::pin(self.judge_once(cert, serial, rules)).await?.0)
     }
 
+    /// [`Fleet::judge`], saying also whether this call wrote the verdict it returns: `true`
+    /// for exactly one judge of each verdict (the one whose judgement made it), so that what
+    /// a verdict sets off (an alert) happens once for the fleet.
+    pub async fn judge_here(
+        &self,
+        cert: &str,
+        serial: u64,
+        rules: &Rules,
+    ) -> Result<(Verdict, bool)> {
+        Box::pin(self.judge_once(cert, serial, rules)).await
+    }
+
     async fn decide_now(
         &self,
         cert: &str,
