@@ -278,9 +278,29 @@ pub fn etcd_binary() -> PathBuf {
         })
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up by default): a
+/// stopped member comes back on its ports, and a port from that range may meanwhile be taken
+/// as the local port of any outgoing connection. Ports are tried from a random start, in turn.
 fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("the port's address")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const FIRST: u64 = 20_000;
+    const COUNT: u64 = 12_000;
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    if NEXT.load(Ordering::Relaxed) == u64::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        let start = (nanos ^ (u64::from(std::process::id()) << 7)) % COUNT;
+        let _ = NEXT.compare_exchange(u64::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..COUNT {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        // Below 32,000: the cast cannot truncate.
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().expect("the port's address");
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + COUNT)
 }
 
 fn tail(log: &Path) -> String {
