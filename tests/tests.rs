@@ -8,6 +8,7 @@ mod acme_fake;
 mod alert_client;
 mod alerts;
 mod ca_retry_after;
+mod ca_rotation;
 mod certbot;
 mod check;
 mod config;

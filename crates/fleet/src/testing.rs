@@ -300,7 +300,10 @@ fn free_port() -> SocketAddr {
             return listener.local_addr().expect("the port's address");
         }
     }
-    panic!("no free loopback port between {FIRST} and {}", FIRST + COUNT)
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + COUNT
+    )
 }
 
 fn tail(log: &Path) -> String {

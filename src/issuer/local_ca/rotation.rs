@@ -401,3 +401,137 @@ fn keep_bundle(state: &StateDir, name: &str, old: &[u8], now: OffsetDateTime) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyType, Usage};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// A CA `internal` under a fresh state_dir, with one leaf issued to `live.pem`.
+    fn setup(now: OffsetDateTime) -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        issue_to(&state, "live.pem", now);
+        (dir, state)
+    }
+
+    fn issue_to(state: &StateDir, file: &str, now: OffsetDateTime) {
+        let mut ca = LocalCa::open(state, "internal", now, &[]).unwrap();
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        let chain = ca
+            .issue(&["a.test".into()], &key, 30 * DAY, Usage::default(), now)
+            .unwrap();
+        std::fs::write(state.path().join(file), chain).unwrap();
+    }
+
+    fn roots(state: &StateDir) -> Vec<String> {
+        let text = std::fs::read(LocalCa::root_path(state.path(), "internal")).unwrap();
+        let (certs, _) = read_certificates(&text).unwrap();
+        certs.into_iter().map(|c| c.fingerprint).collect()
+    }
+
+    #[test]
+    fn each_phase_follows_from_the_last_and_a_cut_step_is_finished() {
+        let now = OffsetDateTime::now_utc();
+        let (_dir, state) = setup(now);
+        let live = state.path().join("live.pem");
+        let lives = [("a", live.as_path())];
+        let r = start(&state, "internal", now, DAY).unwrap();
+        // A second rotation is refused while this one is under way.
+        let again = start(&state, "internal", now, DAY).unwrap_err();
+        assert!(matches!(again, Error::RotationUnderWay { .. }), "{again}");
+        // Overlap: both roots trusted, the old one first (it signs).
+        let steps = advance(&state, "internal", &lives, now).unwrap();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(roots(&state), [r.old_root.clone(), r.new_root.clone()]);
+        assert!(advance(&state, "internal", &lives, now).unwrap().is_empty());
+        assert!(retiring(state.path(), "internal").is_none());
+
+        // After the overlap: switched; the live leaf still chains to the old root.
+        let later = now + DAY;
+        advance(&state, "internal", &lives, later).unwrap();
+        assert_eq!(
+            read(state.path(), "internal").unwrap().unwrap().phase,
+            Phase::Switched
+        );
+        assert_eq!(roots(&state), [r.new_root.clone(), r.old_root.clone()]);
+        let old = retiring(state.path(), "internal").unwrap();
+        assert_eq!(old.fingerprint, r.old_root);
+        assert!(chains_to(&live, &old));
+
+        // A crash cut the switch short: the old intermediate is back; the next pass
+        // finishes the step before anything is issued.
+        let next_inter =
+            std::fs::read(state.join(&["ca", "internal", "next", "intermediate.pem"])).unwrap();
+        state
+            .write_file(
+                &["ca", "internal"],
+                "intermediate.pem",
+                b"-----BEGIN CERTIFICATE-----\n",
+                0o600,
+                Durable::Now,
+            )
+            .unwrap();
+        advance(&state, "internal", &lives, later).unwrap();
+        let inter = std::fs::read(state.join(&["ca", "internal", "intermediate.pem"])).unwrap();
+        assert_eq!(inter, next_inter);
+
+        // New leaves chain to the new root; once the live one does, the old root retires.
+        issue_to(&state, "live.pem", later);
+        assert!(!chains_to(&live, &old));
+        let steps = advance(&state, "internal", &lives, later).unwrap();
+        assert!(steps.iter().any(|s| s.starts_with("retired")), "{steps:?}");
+        assert_eq!(roots(&state), [r.new_root.clone()]);
+        assert_eq!(
+            read(state.path(), "internal").unwrap().unwrap().phase,
+            Phase::Done
+        );
+        assert!(!state.join(&["ca", "internal", "next"]).exists());
+        // And a new rotation may start.
+        start(&state, "internal", later, DAY).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_needs_the_ca_and_a_damaged_record_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let err = start(&state, "internal", now, DAY).unwrap_err();
+        assert!(err.to_string().contains("does not exist yet"), "{err}");
+        issue_to(&state, "live.pem", now);
+        state
+            .write_file(
+                &["ca", "internal"],
+                ROTATION_FILE,
+                b"{not json",
+                0o644,
+                Durable::Now,
+            )
+            .unwrap();
+        let err = advance(&state, "internal", &[], now).unwrap_err();
+        assert!(
+            err.to_string().contains("rotation.json does not read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_bundle_is_written_when_it_differs_and_earlier_ones_are_kept() {
+        let now = OffsetDateTime::now_utc();
+        let (dir, state) = setup(now);
+        let bundle = dir.path().join("bundle.pem");
+        assert!(write_bundle(&state, "internal", &bundle, now).unwrap());
+        assert!(!write_bundle(&state, "internal", &bundle, now).unwrap());
+        std::fs::write(&bundle, "stale\n").unwrap();
+        assert!(write_bundle(&state, "internal", &bundle, now).unwrap());
+        let kept = std::fs::read_dir(state.join(&["ca", "internal", "bundles"]))
+            .unwrap()
+            .count();
+        assert_eq!(kept, 1);
+        // A device is not replaced.
+        let err = write_bundle(&state, "internal", Path::new("/dev/null"), now).unwrap_err();
+        assert!(err.to_string().contains("/dev/null"), "{err}");
+    }
+}
