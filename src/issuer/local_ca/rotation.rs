@@ -483,7 +483,7 @@ mod tests {
         assert!(!chains_to(&live, &old));
         let steps = advance(&state, "internal", &lives, later).unwrap();
         assert!(steps.iter().any(|s| s.starts_with("retired")), "{steps:?}");
-        assert_eq!(roots(&state), [r.new_root.clone()]);
+        assert_eq!(roots(&state), std::slice::from_ref(&r.new_root));
         assert_eq!(
             read(state.path(), "internal").unwrap().unwrap().phase,
             Phase::Done
