@@ -255,9 +255,11 @@ fn a_killed_issuer_is_replaced_and_its_order_resumed_not_placed_again() {
     hosts[leader]
         .nginx
         .wait_served(&domain, &leaf, Duration::from_secs(120));
+    // Right after a reload, nginx's old workers may still take a connection for a moment:
+    // what counts is what every host comes to serve.
     for s in &hosts {
-        assert_eq!(s.nginx.served(&domain), leaf, "{}", s.host.id);
-        assert_eq!(s.host.leaf(), leaf, "{}", s.host.id);
+        s.nginx.wait_served(&domain, &leaf, Duration::from_secs(30));
+        assert_eq!(s.host.leaf(), leaf, "{}\n{}", s.host.id, logs(&daemons));
     }
     eprintln!(
         "takeover after SIGKILL: resumed {:.1}s, published {:.1}s, served by the two live hosts {:.1}s (lease_ttl {}s)",
@@ -302,7 +304,8 @@ fn a_canary_whose_nginx_serves_a_stale_copy_marks_the_generation_bad() {
     }
     let leaf1 = hosts[0].host.leaf();
     for s in &hosts {
-        assert_eq!(s.nginx.served(&domain), leaf1, "{}", s.host.id);
+        s.nginx
+            .wait_served(&domain, &leaf1, Duration::from_secs(30));
     }
     assert_eq!(orders(&pebble), 1, "{}", pebble.logs());
 
@@ -339,7 +342,9 @@ fn a_canary_whose_nginx_serves_a_stale_copy_marks_the_generation_bad() {
                 "{}: {run:?}",
                 s.host.id
             );
-            assert_eq!(s.nginx.served(&domain), leaf1, "{} {args:?}", s.host.id);
+            assert_eq!(s.host.leaf(), leaf1, "{} {args:?}", s.host.id);
+            s.nginx
+                .wait_served(&domain, &leaf1, Duration::from_secs(10));
         }
     }
     assert_eq!(orders(&pebble), 2, "{}", pebble.logs());
