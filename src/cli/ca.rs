@@ -9,9 +9,8 @@ use time::OffsetDateTime;
 
 use super::{load_config, print};
 use crate::config::{Config, Issuer, LocalCaIssuer};
-use crate::issuer::local_ca::LocalCa;
 use crate::issuer::local_ca::rotation::{self, Phase, short};
-use crate::store::Store;
+use crate::issuer::local_ca::{self, LocalCa};
 use crate::text::rfc3339;
 use crate::x509::read_certificates;
 
@@ -75,37 +74,24 @@ pub fn rotate(config_path: &Path, name: &str, overlap: &str) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let store = match Store::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certkeeper: ca rotate {name}: {e}");
-            return FAILED;
-        }
-    };
-    // Under the pass's lock: a pass never sees a rotation half started.
-    let locked = match store.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("certkeeper: ca rotate {name}: {e}");
-            return FAILED;
-        }
-    };
     let now = OffsetDateTime::now_utc();
-    let started = match rotation::start(store.state_dir(), name, now, overlap) {
-        Ok(r) => r,
-        Err(e) => {
+    // Under the pass's lock: a pass never sees a rotation half started.
+    let started = super::with_lock(&config, &format!("ca rotate {name}"), |store, _| {
+        let started = rotation::start(store.state_dir(), name, now, overlap)?;
+        let state = store.state_dir();
+        runtime.block_on(crate::pass::trust::advance_ca(
+            &config, name, ca, state, now,
+        ));
+        Ok::<_, local_ca::Error>(started)
+    });
+    let started = match started {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             eprintln!("certkeeper: ca rotate {name}: {e}");
             return FAILED;
         }
+        Err(code) => return code,
     };
-    runtime.block_on(crate::pass::trust::advance_ca(
-        &config,
-        name,
-        ca,
-        store.state_dir(),
-        now,
-    ));
-    drop(locked);
     let bundle = match &ca.trust_bundle {
         Some(b) => format!(" and the trust bundle {}", b.display()),
         None => String::new(),

@@ -357,6 +357,25 @@ pub fn run() -> u8 {
     }
 }
 
+/// Opens `config`'s state_dir, takes its lock (waiting for a pass that holds it) and runs `f`
+/// under it; `Err(1)` after one line naming `what` when the state_dir cannot be opened or
+/// locked.
+pub(crate) fn with_lock<T>(
+    config: &Config,
+    what: &str,
+    f: impl FnOnce(&crate::store::Store, &crate::store::Locked<'_>) -> T,
+) -> Result<T, u8> {
+    let store = crate::store::Store::open(&config.state_dir).map_err(|e| {
+        eprintln!("certkeeper: {what}: {e}");
+        1
+    })?;
+    let locked = store.lock().map_err(|e| {
+        eprintln!("certkeeper: {what}: {e}");
+        1
+    })?;
+    Ok(f(&store, &locked))
+}
+
 /// Loads the config, printing every problem as its own `certkeeper: ` line on failure.
 pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
     let result = Config::load(path);

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{known_names, load_config, print};
 use crate::config::Config;
 use crate::state::Horizon;
-use crate::store::{Locked, Store};
+use crate::store::Locked;
 use crate::text::rfc3339;
 
 /// Exit code of a config or usage error.
@@ -25,22 +25,12 @@ pub fn release(config_path: &Path, name: &str) -> u8 {
     if !known_names(&config, config_path, &[name.to_owned()]) {
         return USAGE;
     }
-    let store = match Store::open(&config.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certkeeper: release {name}: {e}");
-            return FAILED;
-        }
+    let released = match super::with_lock(&config, &format!("release {name}"), |_, locked| {
+        crate::hold::release(locked, name, &Horizon::of(&config))
+    }) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let locked = match store.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("certkeeper: release {name}: {e}");
-            return FAILED;
-        }
-    };
-    let released = crate::hold::release(&locked, name, &Horizon::of(&config));
-    drop(locked);
     let out = match released {
         Ok(Some(hold)) => {
             let since = OffsetDateTime::from_unix_timestamp(hold.since)
