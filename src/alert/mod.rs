@@ -1,5 +1,5 @@
 //! Alerts: the events of a pass (`renewed`, `failed`, `rolled_back`, `rollback_failed`,
-//! `expiring`), the channels that carry them (one [`Notifier`] per vendor, each in its own
+//! `expiring`, `fleet_degraded`) and of the daemon's probe (`drift`), the channels that carry them (one [`Notifier`] per vendor, each in its own
 //! file), and their delivery: filtered by each channel's `on`, retried with backoff on
 //! network errors, 429 and 5xx, bounded in time, and never failing the pass.
 //!
@@ -102,6 +102,22 @@ impl Event {
         }
     }
 
+    /// An event of the daemon's probe about `certificate`: its served leaf has not been the
+    /// live one for longer than `probe.drift_after` (`drift`), or it is again
+    /// (`drift_resolved`, of the same kind: it goes to the channels that take `drift`).
+    pub fn drift(certificate: &config::Certificate, message: &str, resolved: bool) -> Event {
+        let mut e = Event::new(EventKind::Drift, certificate, message);
+        if resolved {
+            e.event = DRIFT_RESOLVED;
+        }
+        e
+    }
+
+    /// Whether it is a `drift_resolved`.
+    pub fn is_drift_resolved(&self) -> bool {
+        self.event == DRIFT_RESOLVED
+    }
+
     /// Whether it says that something failing before works again (a `renewed` after
     /// failures is told apart by the caller, see [`Alerts::deliver`]).
     pub fn is_fleet_recovery(&self) -> bool {
@@ -142,6 +158,8 @@ impl Event {
             EventKind::Expiring => "EXPIRING soon",
             EventKind::FleetDegraded if self.is_fleet_recovery() => "etcd answers again",
             EventKind::FleetDegraded => "DEGRADED: etcd unreachable",
+            EventKind::Drift if self.is_drift_resolved() => "serves the live certificate again",
+            EventKind::Drift => "DRIFT: does not serve the live certificate",
         }
     }
 
@@ -169,6 +187,12 @@ impl Event {
             }
             EventKind::FleetDegraded => {
                 "Every host keeps serving what it has and check works; renewals of shared certificates wait until etcd has a quorum again: someone must look at etcd."
+            }
+            EventKind::Drift if self.is_drift_resolved() => {
+                "The service serves the live certificate again; nothing to do."
+            }
+            EventKind::Drift => {
+                "certkeeper changes nothing: someone must find why the service serves another certificate (another file in place, or a reload that never happened) and reload it."
             }
         }
     }
@@ -474,6 +498,10 @@ pub const TEST_EVENT: &str = "test";
 
 /// The name of the event that says the fleet's etcd answers again after `fleet_degraded`.
 pub const FLEET_RECOVERED: &str = "fleet_recovered";
+
+/// The name of the event that says a certificate's served leaf is the live one again after
+/// `drift`.
+pub const DRIFT_RESOLVED: &str = "drift_resolved";
 
 /// What a fleet's events name in place of a certificate, and the key of its part of the
 /// alert memory: `fleet NAME` (a certificate's name has no space).
