@@ -322,10 +322,13 @@ pub fn add_served(entry: &mut Entry, report: ServedReport, now: OffsetDateTime) 
         );
     }
     if let Some(not_after) = &report.not_after
-        && let Ok(t) = OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+        && let Ok(t) =
+            OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
         && t < now
     {
-        entry.critical(format!("served: {at}: the served leaf expired at {not_after}"));
+        entry.critical(format!(
+            "served: {at}: the served leaf expired at {not_after}"
+        ));
     }
     if report.matches_live == Some(false) {
         entry.problem(

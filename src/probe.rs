@@ -164,7 +164,8 @@ impl Tracker {
         alerted: &state::Alerted,
         now: OffsetDateTime,
     ) -> Vec<(alert::Event, bool)> {
-        self.drifting.retain(|name, _| config.certificate(name).is_some());
+        self.drifting
+            .retain(|name, _| config.certificate(name).is_some());
         let mut events = Vec::new();
         for f in &findings {
             let Some(cert) = config.certificate(&f.name) else {
@@ -228,7 +229,9 @@ impl Tracker {
         }
         let mut memory = remembered.cloned().unwrap_or_default();
         if let Some(t) = d.raised {
-            let kept = memory.entry(EventKind::Drift.as_str().to_owned()).or_insert(t);
+            let kept = memory
+                .entry(EventKind::Drift.as_str().to_owned())
+                .or_insert(t);
             *kept = (*kept).max(t);
         }
         let t = now.unix_timestamp();
@@ -245,7 +248,8 @@ impl Tracker {
             f.report.not_after.as_deref().unwrap_or("-"),
             seconds(Duration::try_from(lasted).unwrap_or_default()),
             short(live.as_ref().map_or("-", |l| l.fingerprint.as_str())),
-            live.as_ref().map_or_else(|| "-".to_owned(), |l| rfc3339(l.not_after)),
+            live.as_ref()
+                .map_or_else(|| "-".to_owned(), |l| rfc3339(l.not_after)),
         );
         tracing::warn!(cert = %f.name, "Drift: {message}.");
         if config.alerts.is_empty() {
@@ -317,3 +321,128 @@ fn short(fingerprint: &str) -> &str {
 const LOCK_POLL: Duration = Duration::from_millis(100);
 /// How many hex digits of a fingerprint a message shows.
 const FINGERPRINT_SHOWN: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, alerts: bool) -> Config {
+        let mut yaml = String::from(
+            "state_dir: state\n\
+             issuers:\n  internal:\n    type: local-ca\n\
+             probe:\n  interval: 1s\n  drift_after: 3s\n\
+             certificates:\n  - name: web\n    domains: [web.test]\n    issuer: internal\n    \
+             fullchain: live/fullchain.pem\n    privkey: live/privkey.pem\n    \
+             verify: { tls_connect: \"127.0.0.1:9\", server_name: web.test }\n",
+        );
+        if alerts {
+            yaml.push_str("alerts:\n  - type: webhook\n    url: https://hooks.test/x\n");
+        }
+        Config::from_yaml(&yaml, &dir.join("config.yaml")).unwrap()
+    }
+
+    fn finding(matches_live: Option<bool>) -> Finding {
+        Finding {
+            name: "web".into(),
+            at: OffsetDateTime::UNIX_EPOCH,
+            report: ServedReport {
+                connect: "127.0.0.1:9".into(),
+                server_name: "web.test".into(),
+                fingerprint: Some("ab".repeat(32)),
+                matches_live,
+                ..ServedReport::default()
+            },
+            not_after: None,
+        }
+    }
+
+    /// The events of one round at `t` seconds, as their names.
+    fn round(
+        tracker: &mut Tracker,
+        config: &Config,
+        matches_live: Option<bool>,
+        alerted: &state::Alerted,
+        t: i64,
+    ) -> Vec<&'static str> {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_000_000 + t);
+        tracker
+            .update(config, vec![finding(matches_live)], alerted, now)
+            .into_iter()
+            .map(|(e, _)| e.event)
+            .collect()
+    }
+
+    #[test]
+    fn drift_alerts_once_after_drift_after_and_resolves_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), true);
+        let none = state::Alerted::new();
+        let mut t = Tracker::default();
+        assert!(round(&mut t, &config, Some(true), &none, 0).is_empty());
+        assert!(round(&mut t, &config, Some(false), &none, 1).is_empty());
+        // A failed probe neither starts nor stops the clock.
+        assert!(round(&mut t, &config, None, &none, 2).is_empty());
+        assert!(
+            round(&mut t, &config, Some(false), &none, 4).is_empty(),
+            "3s is not longer than drift_after"
+        );
+        assert_eq!(round(&mut t, &config, Some(false), &none, 5), ["drift"]);
+        assert!(
+            round(&mut t, &config, Some(false), &none, 6).is_empty(),
+            "once per alert_repeat"
+        );
+        assert!(round(&mut t, &config, Some(false), &none, 600).is_empty());
+        assert_eq!(
+            round(&mut t, &config, Some(true), &none, 601),
+            ["drift_resolved"]
+        );
+        assert!(round(&mut t, &config, Some(true), &none, 602).is_empty());
+        // A mismatch that ends before drift_after raises nothing, and its clock starts anew.
+        assert!(round(&mut t, &config, Some(false), &none, 700).is_empty());
+        assert!(round(&mut t, &config, Some(true), &none, 702).is_empty());
+        assert!(round(&mut t, &config, Some(false), &none, 703).is_empty());
+        assert!(round(&mut t, &config, Some(false), &none, 706).is_empty());
+        assert_eq!(round(&mut t, &config, Some(false), &none, 707), ["drift"]);
+        assert_eq!(t.findings().len(), 1);
+    }
+
+    #[test]
+    fn the_alert_memory_carries_drift_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), true);
+        let now = 1_000_000;
+        let mut alerted = state::Alerted::new();
+        alert::remember(
+            alerted.entry("web".into()).or_default(),
+            EventKind::Drift,
+            None,
+            now,
+        );
+        // A new daemon: the drift delivered before is not repeated within alert_repeat...
+        let mut t = Tracker::default();
+        assert!(round(&mut t, &config, Some(false), &alerted, 0).is_empty());
+        assert!(round(&mut t, &config, Some(false), &alerted, 10).is_empty());
+        // ...and its end is told.
+        assert_eq!(
+            round(&mut t, &config, Some(true), &alerted, 11),
+            ["drift_resolved"]
+        );
+        let mut fresh = Tracker::default();
+        assert_eq!(
+            round(&mut fresh, &config, Some(true), &alerted, 12),
+            ["drift_resolved"]
+        );
+    }
+
+    #[test]
+    fn without_channels_drift_is_only_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), false);
+        let none = state::Alerted::new();
+        let mut t = Tracker::default();
+        for s in 0..10 {
+            assert!(round(&mut t, &config, Some(false), &none, s).is_empty());
+        }
+        assert!(round(&mut t, &config, Some(true), &none, 11).is_empty());
+    }
+}

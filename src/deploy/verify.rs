@@ -282,18 +282,19 @@ pub async fn probe_timed(
     let config = client_config(seen.clone()).map_err(|e| handshake_err(e.to_string()))?;
     let mut conn = ClientConnection::new(config, name).map_err(|e| handshake_err(e.to_string()))?;
     let shaking = Instant::now();
-    let handshake_time = match tokio::time::timeout_at(deadline, handshake(&mut sock, &mut conn)).await {
-        Ok(Ok(())) => shaking.elapsed(),
-        Ok(Err(reason)) => return Err(handshake_err(reason)),
-        Err(_) => {
-            let (connect, server_name) = target();
-            return Err(ProbeError::HandshakeTimedOut {
-                connect,
-                server_name,
-                timeout,
-            });
-        }
-    };
+    let handshake_time =
+        match tokio::time::timeout_at(deadline, handshake(&mut sock, &mut conn)).await {
+            Ok(Ok(())) => shaking.elapsed(),
+            Ok(Err(reason)) => return Err(handshake_err(reason)),
+            Err(_) => {
+                let (connect, server_name) = target();
+                return Err(ProbeError::HandshakeTimedOut {
+                    connect,
+                    server_name,
+                    timeout,
+                });
+            }
+        };
     // A polite close; the verdict does not depend on it, and it must not outlast the deadline.
     conn.send_close_notify();
     let _ = tokio::time::timeout_at(deadline, async {
