@@ -232,8 +232,8 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
     (
         "probe unknown key",
         "probe:\n  every: 5m\n",
-        "probe",
-        "unknown field `every`",
+        "probe.every",
+        "unknown key `every`, expected `interval` or `drift_after`",
     ),
     (
         "keep_snapshots zero",
@@ -826,7 +826,8 @@ fn alert_channels_are_named_and_default_to_the_failure_events() {
             "rolled_back",
             "rollback_failed",
             "expiring",
-            "fleet_degraded"
+            "fleet_degraded",
+            "drift"
         ]
     );
     assert_eq!(config.alerts[1].on.len(), 1);
