@@ -192,7 +192,9 @@ impl Tracker {
                             f.report.connect,
                             short(f.report.fingerprint.as_deref().unwrap_or_default())
                         );
-                        events.push((alert::Event::drift(cert, &message, true), false));
+                        let mut e = alert::Event::drift(cert, &message, true);
+                        e.not_after = f.report.not_after.clone();
+                        events.push((e, false));
                     }
                 }
                 // The probe failed or the live leaf cannot be read: nothing to say of drift.
