@@ -38,7 +38,8 @@ pub use dedup::{due, memory_key, remember};
 /// One thing that happened to one certificate, as every channel renders it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// `renewed`, `failed`, `rolled_back`, `rollback_failed` or `expiring`.
+    /// `renewed`, `failed`, `rolled_back`, `rollback_failed`, `expiring`, `fleet_degraded`,
+    /// `fleet_recovered`, `drift` or `drift_resolved` (`test` from `alert test`).
     pub event: &'static str,
     /// The certificate's name.
     pub certificate: String,

@@ -1,6 +1,6 @@
 //! `certkeeper check` and `certkeeper verify`: the inventory as a table, JSON, or a detailed
-//! report of one certificate (`check --probe` adds what each `verify.tls_connect` serves), with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL,
-//! 3 UNKNOWN).
+//! report of one certificate, with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL,
+//! 3 UNKNOWN). `check --probe` adds what each `verify.tls_connect` serves.
 
 use std::path::Path;
 
