@@ -106,6 +106,41 @@ pub struct Entry {
     pub hold: Option<HoldReport>,
     /// The fleet's view of a shared certificate (`fleet: true`); `null` for any other.
     pub fleet: Option<FleetReport>,
+    /// What its `verify.tls_connect` serves, measured by `check --probe` (absent without
+    /// `--probe`, and for a certificate without `tls_connect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served: Option<ServedReport>,
+}
+
+/// One probe of what a certificate's `verify.tls_connect` serves: the handshake, the chain
+/// as sent, and whether its leaf is the live one (see [`crate::probe`]). When the probe
+/// failed, `error` says why and the measured fields are `null`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServedReport {
+    /// The address connected to (HOST:PORT).
+    pub connect: String,
+    /// The name sent as SNI.
+    pub server_name: String,
+    /// Why no chain was served (connect, handshake, parse); `null` when one was.
+    pub error: Option<String>,
+    /// The TLS handshake's duration, seconds (TCP connect not counted).
+    pub handshake_seconds: Option<f64>,
+    /// How many certificates were sent, leaf included.
+    pub chain_length: Option<usize>,
+    /// The DER bytes of the certificates sent, summed.
+    pub chain_bytes: Option<usize>,
+    /// Whether the chain as sent leads from the leaf to a root the certificate's issuers
+    /// trust, with nothing fetched; extra certificates do not make it incomplete.
+    pub complete: Option<bool>,
+    /// Why it is not complete (a missing intermediate, a wrong order, an untrusted root).
+    pub chain_problems: Vec<String>,
+    /// The served leaf's notAfter (RFC 3339).
+    pub not_after: Option<String>,
+    /// SHA-256 of the served leaf's DER, hex.
+    pub fingerprint: Option<String>,
+    /// Whether the served leaf is the live one (the leaf of `fullchain`); `null` when the
+    /// live file cannot be read or no leaf was served.
+    pub matches_live: Option<bool>,
 }
 
 /// What `check` says of a shared certificate: the fleet's current generation, as etcd has
@@ -241,6 +276,7 @@ impl Entry {
             held: Some(false),
             hold: None,
             fleet: None,
+            served: None,
         }
     }
 
@@ -265,6 +301,50 @@ impl Entry {
     fn critical(&mut self, text: impl Into<String>) {
         self.problem(Severity::Critical, text);
     }
+}
+
+/// Adds what `check --probe` found served to a managed certificate's entry: a probe that
+/// got no chain is CRITICAL (clients get nothing either), so is a served leaf past its
+/// notAfter; a chain that is not complete, or a served leaf that is not the live one (a
+/// reload that did not happen, another file in place), is a WARNING.
+pub fn add_served(entry: &mut Entry, report: ServedReport, now: OffsetDateTime) {
+    let at = format!("{} at {}", report.server_name, report.connect);
+    if let Some(why) = &report.error {
+        entry.critical(format!("served: {at}: {why}"));
+    }
+    if report.complete == Some(false) {
+        entry.problem(
+            Severity::Warning,
+            format!(
+                "served: {at}: the chain as sent is not complete: {}",
+                report.chain_problems.join("; ")
+            ),
+        );
+    }
+    if let Some(not_after) = &report.not_after
+        && let Ok(t) =
+            OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+        && t < now
+    {
+        entry.critical(format!(
+            "served: {at}: the served leaf expired at {not_after}"
+        ));
+    }
+    if report.matches_live == Some(false) {
+        entry.problem(
+            Severity::Warning,
+            format!(
+                "served: {at}: the served leaf (sha256 {}…, notAfter {}) is not the live one; reload the service",
+                report
+                    .fingerprint
+                    .as_deref()
+                    .and_then(|f| f.get(..16))
+                    .unwrap_or("-"),
+                report.not_after.as_deref().unwrap_or("-")
+            ),
+        );
+    }
+    entry.served = Some(report);
 }
 
 /// A root file of the config that could not be used: the key that names it and why.
@@ -360,7 +440,9 @@ impl Trust {
         })
     }
 
-    fn for_issuers(&self, issuers: &[String]) -> &TrustStore {
+    /// The roots the chains of a certificate with these issuers must end in (the system's
+    /// when the config names no such certificate).
+    pub fn for_issuers(&self, issuers: &[String]) -> &TrustStore {
         self.by_issuers
             .get(issuers)
             .map(|s| s.as_ref())

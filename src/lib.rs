@@ -25,5 +25,6 @@ pub mod keys;
 pub mod material;
 pub mod metrics;
 pub mod pass;
+pub mod probe;
 pub mod schedule;
 pub mod state;

@@ -216,6 +216,67 @@ pub fn render_known(
     out
 }
 
+/// The samples of the daemon's last probe of each certificate with `verify.tls_connect`
+/// (see [`crate::probe`]), in the text format. A failed probe gives only
+/// `certkeeper_served_probe_success 0`; `matches_live` is left out when the live leaf cannot
+/// be read.
+pub fn render_served(findings: &[crate::probe::Finding]) -> String {
+    type Pick = fn(&crate::probe::Finding) -> Option<String>;
+    let families: [(&str, &str, Pick); 7] = [
+        (
+            "certkeeper_served_probe_success",
+            "1 when the last probe of verify.tls_connect got a certificate chain, else 0.",
+            |f| Some(u8::from(f.served()).to_string()),
+        ),
+        (
+            "certkeeper_served_handshake_seconds",
+            "The last probe's TLS handshake time (TCP connect not counted).",
+            |f| f.report.handshake_seconds.map(|s| format!("{s:.6}")),
+        ),
+        (
+            "certkeeper_served_chain_bytes",
+            "DER bytes of the certificates served, summed.",
+            |f| f.report.chain_bytes.map(|b| b.to_string()),
+        ),
+        (
+            "certkeeper_served_chain_length",
+            "Certificates served, leaf included.",
+            |f| f.report.chain_length.map(|n| n.to_string()),
+        ),
+        (
+            "certkeeper_served_chain_complete",
+            "1 when the chain as served leads to a root the certificate's issuers trust, else 0.",
+            |f| f.report.complete.map(|c| u8::from(c).to_string()),
+        ),
+        (
+            "certkeeper_served_not_after_seconds",
+            "The served leaf's notAfter, unix seconds.",
+            |f| f.not_after.map(|t| t.unix_timestamp().to_string()),
+        ),
+        (
+            "certkeeper_served_matches_live",
+            "1 when the served leaf is the live one (the leaf of fullchain), else 0.",
+            |f| f.report.matches_live.map(|m| u8::from(m).to_string()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, pick) in families {
+        let samples: Vec<(String, String)> = findings
+            .iter()
+            .filter_map(|f| pick(f).map(|v| (format!("name=\"{}\"", escape(&f.name)), v)))
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+    out
+}
+
 /// Writes `text` to `path` whole: a temporary file beside it, fsynced, renamed over it
 /// (mode 0644: node_exporter reads it), so the collector never reads half a file.
 pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {

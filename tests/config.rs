@@ -218,6 +218,24 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "unknown event \"renewd\"",
     ),
     (
+        "probe interval below the minimum",
+        "probe:\n  interval: 0s\n",
+        "probe.interval",
+        "interval 0s is too short; give at least 1s",
+    ),
+    (
+        "probe drift_after without unit",
+        "probe:\n  drift_after: 15\n",
+        "probe.drift_after",
+        "a duration needs a unit",
+    ),
+    (
+        "probe unknown key",
+        "probe:\n  every: 5m\n",
+        "probe.every",
+        "unknown key `every`, expected `interval` or `drift_after`",
+    ),
+    (
         "keep_snapshots zero",
         "@www\n    keep_snapshots: 0\n",
         "certificates[0].keep_snapshots",
@@ -809,7 +827,8 @@ fn alert_channels_are_named_and_default_to_the_failure_events() {
             "rollback_failed",
             "expiring",
             "fleet_degraded",
-            "fleet_generation_bad"
+            "fleet_generation_bad",
+            "drift"
         ]
     );
     assert_eq!(config.alerts[1].on.len(), 1);

@@ -448,7 +448,7 @@ fn sd_notify_messages_arrive_in_order() {
 }
 
 /// `GET path` over plain HTTP/1.1; the status line and the body.
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(

@@ -25,7 +25,7 @@ const FLOORS: &[(&str, &[&str])] = &[
         "steps",
         &["schedule", "acme", "deploy", "issuer", "inventory"],
     ),
-    ("pass", &["pass", "metrics"]),
+    ("pass", &["pass", "metrics", "probe"]),
     ("top", &["daemon", "cli"]),
 ];
 

@@ -1,8 +1,9 @@
 //! Alerts: the events of a pass (`renewed`, `failed`, `rolled_back`, `rollback_failed`,
-//! `expiring`, and the fleet's `fleet_degraded` and `fleet_generation_bad`), the channels
-//! that carry them (one [`Notifier`] per vendor, each in its own file), and their delivery:
-//! filtered by each channel's `on`, retried with backoff on network errors, 429 and 5xx,
-//! bounded in time, and never failing the pass.
+//! `expiring`, and the fleet's `fleet_degraded` and `fleet_generation_bad`) and of the
+//! daemon's probe (`drift`), the channels that carry them (one [`Notifier`] per vendor,
+//! each in its own file), and their delivery: filtered by each channel's `on`, retried
+//! with backoff on network errors, 429 and 5xx, bounded in time, and never failing the
+//! pass.
 //!
 //! Which failures alert again is decided in [`dedup`]: the same event of the same
 //! certificate alerts once per `alert_repeat`, and a renewal after failures always alerts.
@@ -40,7 +41,8 @@ pub use dedup::{due, memory_key, remember};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// `renewed`, `failed`, `rolled_back`, `rollback_failed`, `expiring`, `fleet_degraded`,
-    /// `fleet_recovered` or `fleet_generation_bad`.
+    /// `fleet_recovered`, `fleet_generation_bad`, `drift` or `drift_resolved` (`test` from
+    /// `alert test`).
     pub event: &'static str,
     /// The certificate's name.
     pub certificate: String,
@@ -104,6 +106,22 @@ impl Event {
         }
     }
 
+    /// An event of the daemon's probe about `certificate`: its served leaf has not been the
+    /// live one for longer than `probe.drift_after` (`drift`), or it is again
+    /// (`drift_resolved`, of the same kind: it goes to the channels that take `drift`).
+    pub fn drift(certificate: &config::Certificate, message: &str, resolved: bool) -> Event {
+        let mut e = Event::new(EventKind::Drift, certificate, message);
+        if resolved {
+            e.event = DRIFT_RESOLVED;
+        }
+        e
+    }
+
+    /// Whether it is a `drift_resolved`.
+    pub fn is_drift_resolved(&self) -> bool {
+        self.event == DRIFT_RESOLVED
+    }
+
     /// Whether it says that something failing before works again (a `renewed` after
     /// failures is told apart by the caller, see [`Alerts::deliver`]).
     pub fn is_fleet_recovery(&self) -> bool {
@@ -145,6 +163,8 @@ impl Event {
             EventKind::FleetDegraded if self.is_fleet_recovery() => "etcd answers again",
             EventKind::FleetDegraded => "DEGRADED: etcd unreachable",
             EventKind::FleetGenerationBad => "fleet generation marked BAD",
+            EventKind::Drift if self.is_drift_resolved() => "serves the live certificate again",
+            EventKind::Drift => "DRIFT: does not serve the live certificate",
         }
     }
 
@@ -175,6 +195,12 @@ impl Event {
             }
             EventKind::FleetGenerationBad => {
                 "No host deploys this generation; the hosts that took it go back to the one before at their next pass: someone must look at why it failed before the next one is issued."
+            }
+            EventKind::Drift if self.is_drift_resolved() => {
+                "The service serves the live certificate again; nothing to do."
+            }
+            EventKind::Drift => {
+                "certkeeper changes nothing: someone must find why the service serves another certificate (another file in place, or a reload that never happened) and reload it."
             }
         }
     }
@@ -480,6 +506,10 @@ pub const TEST_EVENT: &str = "test";
 
 /// The name of the event that says the fleet's etcd answers again after `fleet_degraded`.
 pub const FLEET_RECOVERED: &str = "fleet_recovered";
+
+/// The name of the event that says a certificate's served leaf is the live one again after
+/// `drift`.
+pub const DRIFT_RESOLVED: &str = "drift_resolved";
 
 /// What a fleet's events name in place of a certificate, and the key of its part of the
 /// alert memory: `fleet NAME` (a certificate's name has no space).

@@ -1,6 +1,6 @@
 //! `certkeeper check` and `certkeeper verify`: the inventory as a table, JSON, or a detailed
 //! report of one certificate, with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL,
-//! 3 UNKNOWN).
+//! 3 UNKNOWN). `check --probe` adds what each `verify.tls_connect` serves.
 
 use std::path::Path;
 
@@ -13,14 +13,17 @@ use crate::inventory::{self, Entry, Status, Trust};
 /// Exit code for config and usage errors (Nagios UNKNOWN).
 pub const UNKNOWN: u8 = 3;
 
-/// Runs `check`.
-pub fn check(config_path: &Path, names: &[String], json: bool) -> u8 {
+/// Runs `check` (with `probe`, `check --probe`).
+pub fn check(config_path: &Path, names: &[String], json: bool, probe: bool) -> u8 {
     let Some((config, trust)) = prepare(config_path, names) else {
         return UNKNOWN;
     };
     let now = OffsetDateTime::now_utc();
     let mut entries = inventory::inventory(&config, names, &trust, now);
     add_fleet_view(&config, &mut entries, now);
+    if probe {
+        add_served(&config, &trust, names, &mut entries, now);
+    }
     let out = if json {
         json_text(&entries)
     } else {
@@ -120,6 +123,44 @@ fn add_fleet_view(config: &Config, entries: &mut [Entry], now: OffsetDateTime) {
         inventory::add_fleet_view(&mut entries[*i], config, facts, now);
     }
 }
+
+/// Probes what each managed certificate's `verify.tls_connect` serves (all at once, each
+/// within its `verify.timeout`) and adds it to its entry.
+fn add_served(
+    config: &Config,
+    trust: &Trust,
+    names: &[String],
+    entries: &mut [Entry],
+    now: OffsetDateTime,
+) {
+    let budget = config
+        .certificates
+        .iter()
+        .filter_map(|c| c.verify.as_ref().map(|v| v.timeout))
+        .max()
+        .unwrap_or_default()
+        + PROBE_MARGIN;
+    let Some(findings) =
+        crate::fleet::view::within(budget, || crate::probe::measure(config, trust, names))
+    else {
+        // Each probe ends within its own timeout: this is not expected, but is not hidden.
+        for e in entries.iter_mut().filter(|e| e.managed) {
+            e.not_checked.push(format!(
+                "served: the probes did not end within {}",
+                crate::text::seconds(budget)
+            ));
+        }
+        return;
+    };
+    for f in findings {
+        if let Some(e) = entries.iter_mut().find(|e| e.managed && e.name == f.name) {
+            inventory::add_served(e, f.report, now);
+        }
+    }
+}
+
+/// Time given to `check --probe` beyond the longest `verify.timeout`.
+const PROBE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Loads the config, checks the names and loads the roots; prints the error and returns
 /// `None` on failure.

@@ -182,6 +182,16 @@ pub fn summary(config: &Config) -> String {
             format!("alert_repeat {}", format_duration(config.alert_repeat)),
         );
     }
+    if crate::probe::any(config) {
+        item(
+            &mut out,
+            format!(
+                "probe (daemon): every {}, drift after {}",
+                format_duration(config.probe.interval),
+                format_duration(config.probe.drift_after)
+            ),
+        );
+    }
     for p in &config.discover_paths {
         item(&mut out, format!("discover {}", p.display()));
     }

@@ -60,6 +60,10 @@ pub enum Command {
         /// One JSON array, an object per certificate.
         #[arg(long)]
         json: bool,
+        /// Also connect to each certificate's `verify.tls_connect` and check what is served:
+        /// the chain complete to a trusted root, the served leaf the live one.
+        #[arg(long)]
+        probe: bool,
         /// Only these managed certificates.
         names: Vec<String>,
     },
@@ -288,7 +292,11 @@ pub fn run() -> u8 {
     };
     init_logging(&args);
     match args.command {
-        Command::Check { json, ref names } => check::check(&args.config, names, json),
+        Command::Check {
+            json,
+            probe,
+            ref names,
+        } => check::check(&args.config, names, json, probe),
         Command::Verify { json, ref name } => check::verify(&args.config, name, json),
         Command::Metrics => renew::metrics(&args.config),
         Command::Renew {

@@ -65,6 +65,14 @@ pub const DEFAULT_LOCAL_CA_VALIDITY: Duration = Duration::from_secs(90 * 86_400)
 pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `verify.timeout`.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `probe.interval`: how often the daemon probes what each `verify.tls_connect`
+/// serves.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Default `probe.drift_after`: how long the served leaf may differ from the live one before
+/// `drift` alerts.
+pub const DEFAULT_DRIFT_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The shortest `probe.interval` and `probe.drift_after`.
+pub const MIN_PROBE: Duration = Duration::from_secs(1);
 /// Default exec DNS hook timeout.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -94,6 +102,8 @@ pub struct Config {
     pub certificates: Vec<Certificate>,
     /// The `fleet` section: certificates marked `fleet: true` are issued once for the fleet.
     pub fleet: Option<Fleet>,
+    /// The `probe` section: the daemon's standing probe of what is served.
+    pub probe: Probe,
     /// Things that are allowed but probably not meant (e.g. plain http to a remote host).
     pub warnings: Vec<String>,
 }
@@ -243,6 +253,26 @@ pub struct Renewal {
     pub retry_max: Duration,
 }
 
+/// The `probe` section: how often the daemon connects to every certificate's
+/// `verify.tls_connect` to measure what is served, and how long the served leaf may differ
+/// from the live one before `drift` alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Between two probes (default [`DEFAULT_PROBE_INTERVAL`]).
+    pub interval: Duration,
+    /// How long the served leaf may not be the live one (default [`DEFAULT_DRIFT_AFTER`]).
+    pub drift_after: Duration,
+}
+
+impl Default for Probe {
+    fn default() -> Probe {
+        Probe {
+            interval: DEFAULT_PROBE_INTERVAL,
+            drift_after: DEFAULT_DRIFT_AFTER,
+        }
+    }
+}
+
 /// An event that alerts can subscribe to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
@@ -262,11 +292,14 @@ pub enum EventKind {
     /// This host's judgement marked a fleet generation bad (sent once for the fleet, by that
     /// host): it names the hosts that failed it and why.
     FleetGenerationBad,
+    /// The daemon's probe found that the served leaf has not been the live one for longer
+    /// than `probe.drift_after`; its end (`drift_resolved`) is an event of this kind too.
+    Drift,
 }
 
 impl EventKind {
     /// Every event, in the order of DESIGN.md.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Renewed,
         EventKind::Failed,
         EventKind::RolledBack,
@@ -274,6 +307,7 @@ impl EventKind {
         EventKind::Expiring,
         EventKind::FleetDegraded,
         EventKind::FleetGenerationBad,
+        EventKind::Drift,
     ];
 
     /// The event's name as written in config and alerts.
@@ -286,6 +320,7 @@ impl EventKind {
             EventKind::Expiring => "expiring",
             EventKind::FleetDegraded => "fleet_degraded",
             EventKind::FleetGenerationBad => "fleet_generation_bad",
+            EventKind::Drift => "drift",
         }
     }
 }
@@ -380,13 +415,14 @@ impl Channel {
 }
 
 /// The events a channel gets when its `on` is not set.
-pub const DEFAULT_ALERT_EVENTS: [EventKind; 6] = [
+pub const DEFAULT_ALERT_EVENTS: [EventKind; 7] = [
     EventKind::Failed,
     EventKind::RolledBack,
     EventKind::RollbackFailed,
     EventKind::Expiring,
     EventKind::FleetDegraded,
     EventKind::FleetGenerationBad,
+    EventKind::Drift,
 ];
 
 /// Default `alert_repeat`: the same failure of a certificate alerts again only after this.

@@ -131,6 +131,7 @@ impl Validator<'_> {
         let discover_paths = self.discover(top.discover);
         let has_fleet = top.fleet.is_some();
         let fleet = top.fleet.and_then(|v| self.fleet(v));
+        let probe = self.probe(top.probe);
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers, has_fleet);
         let state_real = std::fs::canonicalize(&state_dir).ok();
         for (n, cert) in certificates.iter().enumerate() {
@@ -174,6 +175,7 @@ impl Validator<'_> {
             discover_paths,
             certificates,
             fleet,
+            probe: probe?,
             // A warning echoes config values; each is one line of printable text.
             warnings: self
                 .warnings
@@ -503,6 +505,37 @@ impl Validator<'_> {
             concurrency: concurrency?,
             retry_initial: initial,
             retry_max: max,
+        })
+    }
+
+    /// The `probe` section: both durations at least [`MIN_PROBE`].
+    fn probe(&mut self, value: Option<Value>) -> Option<Probe> {
+        let path = KeyPath::key("probe");
+        let raw: raw::Probe = match value {
+            Some(v) => self.de(&path, v)?,
+            None => raw::Probe::default(),
+        };
+        let mut bounded = |key: &str, value, default| {
+            let at = path.with_key(key);
+            let d = self.duration(&at, value, default)?;
+            if d < MIN_PROBE {
+                self.problem(
+                    &at,
+                    format!(
+                        "{key} {} is too short; give at least {}",
+                        format_duration(d),
+                        format_duration(MIN_PROBE)
+                    ),
+                );
+                return None;
+            }
+            Some(d)
+        };
+        let interval = bounded("interval", raw.interval, DEFAULT_PROBE_INTERVAL);
+        let drift_after = bounded("drift_after", raw.drift_after, DEFAULT_DRIFT_AFTER);
+        Some(Probe {
+            interval: interval?,
+            drift_after: drift_after?,
         })
     }
 
@@ -1089,7 +1122,7 @@ impl Validator<'_> {
                 None => {
                     self.problem(
                         &path.with_index(n),
-                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed, expiring, fleet_degraded or fleet_generation_bad"),
+                        format!("unknown event \"{e}\"; use renewed, failed, rolled_back, rollback_failed, expiring, fleet_degraded, fleet_generation_bad or drift"),
                     );
                     return None;
                 }

@@ -1,5 +1,6 @@
 //! `run --metrics-listen ADDR`: `GET /metrics` answers the Prometheus text that
-//! `certkeeper metrics` prints, plus the last pass's duration and outcomes. Anything else is
+//! `certkeeper metrics` prints, plus the last pass's duration and outcomes and the last
+//! probe of what each `verify.tls_connect` serves (`certkeeper_served_*`). Anything else is
 //! 404 (or 405 for a method other than GET and HEAD). HTTP/1.1 through hyper, with a bound
 //! on slow clients (headers within [`HEADER_TIMEOUT`]) and on connections open at once
 //! ([`MAX_CONNECTIONS`]). A new connection is always accepted: at the bound, the oldest open
@@ -30,6 +31,8 @@ pub struct Shown {
     pub config: Arc<Config>,
     /// The last pass, once one has run.
     pub last: Option<metrics::Pass>,
+    /// The last probe of what each `verify.tls_connect` serves.
+    pub served: Arc<Vec<crate::probe::Finding>>,
 }
 
 /// A client must send its request headers within this.
@@ -180,6 +183,7 @@ async fn answer(
     // Reading the live files and state records is blocking file IO.
     let text = tokio::task::spawn_blocking(move || {
         metrics::render(&current.config, current.last.as_ref())
+            + &metrics::render_served(&current.served)
     })
     .await
     .unwrap_or_default();

@@ -12,6 +12,12 @@
 //! while stopping exits at once with 1; the store's recovery finishes or undoes what was
 //! interrupted on the next start. `run --once` is `renew`.
 //!
+//! With a certificate that has `verify.tls_connect`, the daemon also probes what is served
+//! every `probe.interval` (the first probe right after the first pass): one more wake-up per
+//! interval, none without such a certificate. The findings go to `/metrics`, and a served
+//! leaf that is not the live one for longer than `probe.drift_after` raises `drift` (see
+//! [`crate::probe`]). A probe round never overlaps a pass.
+//!
 //! tokio-cron-scheduler is not used to fire the passes: its scheduler loop wakes every
 //! 500 ms to look at its jobs (120 wake-ups a minute while nothing is due), and it does not
 //! know about backoffs and due times. The daemon sleeps on one timer instead, with the cron
@@ -36,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics;
 use crate::pass::{self, Options};
+use crate::probe;
 use crate::schedule;
 use crate::text::rfc3339;
 
@@ -88,6 +95,7 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     let (shown_tx, shown_rx) = watch::channel(http::Shown {
         config: config.clone(),
         last: None,
+        served: Arc::default(),
     });
     let mut background = JoinSet::new();
     if let Some(addr) = settings.metrics_listen {
@@ -120,6 +128,10 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     // When each certificate next needs a pass, as the last pass that had it said.
     let mut moments: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
     let mut last = String::from("No pass yet");
+    let mut tracker = probe::Tracker::default();
+    // The system's roots, read once, the first time a served chain needs them.
+    let system = Arc::new(crate::x509::TrustStore::system_on_demand());
+    let mut next_probe = probe::any(&config).then(tokio::time::Instant::now);
 
     loop {
         if run_now && !stop.is_cancelled() {
@@ -192,6 +204,8 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 config = Arc::new(new);
                 shown_tx.send_modify(|s| s.config = config.clone());
                 watches = fleet::Watches::start(&config);
+                next_probe = probe::any(&config)
+                    .then(|| next_probe.unwrap_or_else(tokio::time::Instant::now));
                 run_now = true;
                 focus = None;
                 continue;
@@ -238,6 +252,40 @@ pub async fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             _ = hup.recv() => reload_pending = true,
             _ = tick(&mut ticker) => notifier.watchdog(),
             Some(_) = alerts.join_next() => {}
+            _ = at_instant(next_probe) => {
+                let trust = crate::inventory::Trust::with_system(&config, system.clone());
+                let findings = match &trust {
+                    Err(e) => {
+                        tracing::error!("Cannot judge the served chains: {}: {}", e.key, e.message);
+                        None
+                    }
+                    Ok(trust) => {
+                        let measuring = probe::measure(&config, trust, &[]);
+                        tokio::pin!(measuring);
+                        loop {
+                            tokio::select! {
+                                f = &mut measuring => break Some(f),
+                                _ = term.recv() => { stopping(&stop, &notifier, "SIGTERM"); break None }
+                                _ = int.recv() => { stopping(&stop, &notifier, "SIGINT"); break None }
+                                _ = hup.recv() => reload_pending = true,
+                                _ = tick(&mut ticker) => notifier.watchdog(),
+                            }
+                        }
+                    }
+                };
+                if let Some(findings) = findings {
+                    let horizon = crate::state::Horizon::of(&config);
+                    let alerted = crate::state::load_alerted(&config.state_dir, &horizon);
+                    let events = tracker.update(&config, findings, &alerted, OffsetDateTime::now_utc());
+                    let served = Arc::new(tracker.findings().to_vec());
+                    shown_tx.send_modify(|s| s.served = served);
+                    if !events.is_empty() {
+                        let config = config.clone();
+                        alerts.spawn(async move { probe::deliver(&config, &events, ALERT_BUDGET).await });
+                    }
+                }
+                next_probe = Some(tokio::time::Instant::now() + config.probe.interval);
+            }
         }
     }
 
@@ -334,6 +382,14 @@ async fn sleep_until(at: OffsetDateTime) {
     let left = at - OffsetDateTime::now_utc();
     let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
     tokio::time::sleep(left).await
+}
+
+/// Sleeps until `at`, or forever without it.
+async fn at_instant(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The watchdog's next tick, or never without a watchdog.

@@ -159,7 +159,7 @@ pub enum ProbeError {
 
 impl ProbeError {
     /// What went wrong, without the `{server_name} at {connect}` prefix.
-    fn detail(&self) -> String {
+    pub fn detail(&self) -> String {
         match self {
             ProbeError::InvalidServerName { .. } => {
                 "the server name is not valid; give a DNS name or an IP address".into()
@@ -229,6 +229,18 @@ pub async fn probe(
     server_name: &str,
     timeout: Duration,
 ) -> Result<Vec<Cert>, ProbeError> {
+    probe_timed(connect, server_name, timeout)
+        .await
+        .map(|(chain, _)| chain)
+}
+
+/// [`probe`], also returning how long the TLS handshake took: from the TCP connection
+/// established to the handshake complete (the TCP connect and the close are not counted).
+pub async fn probe_timed(
+    connect: &str,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<(Vec<Cert>, Duration), ProbeError> {
     let target = || (connect.to_owned(), server_name.to_owned());
     let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
         let (connect, server_name) = target();
@@ -269,18 +281,20 @@ pub async fn probe(
     let seen: Recorded = Arc::default();
     let config = client_config(seen.clone()).map_err(|e| handshake_err(e.to_string()))?;
     let mut conn = ClientConnection::new(config, name).map_err(|e| handshake_err(e.to_string()))?;
-    match tokio::time::timeout_at(deadline, handshake(&mut sock, &mut conn)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(reason)) => return Err(handshake_err(reason)),
-        Err(_) => {
-            let (connect, server_name) = target();
-            return Err(ProbeError::HandshakeTimedOut {
-                connect,
-                server_name,
-                timeout,
-            });
-        }
-    }
+    let shaking = Instant::now();
+    let handshake_time =
+        match tokio::time::timeout_at(deadline, handshake(&mut sock, &mut conn)).await {
+            Ok(Ok(())) => shaking.elapsed(),
+            Ok(Err(reason)) => return Err(handshake_err(reason)),
+            Err(_) => {
+                let (connect, server_name) = target();
+                return Err(ProbeError::HandshakeTimedOut {
+                    connect,
+                    server_name,
+                    timeout,
+                });
+            }
+        };
     // A polite close; the verdict does not depend on it, and it must not outlast the deadline.
     conn.send_close_notify();
     let _ = tokio::time::timeout_at(deadline, async {
@@ -315,7 +329,8 @@ pub async fn probe(
                 }
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|chain| (chain, handshake_time))
 }
 
 /// Probes `connect` with SNI `server_name` until the served leaf is `expected` (same SHA-256
