@@ -269,10 +269,7 @@ impl Acme {
 
     /// The dns-persist-01 records that authorize this account for `domains` (see
     /// [`persist::records_for`]), with the CA's first issuer domain name.
-    pub fn persist_records(
-        &self,
-        domains: &[String],
-    ) -> Result<Vec<certkeeper_dns::TxtRecord>, Error> {
+    pub fn persist_records(&self, domains: &[String]) -> Result<Vec<persist::Standing>, Error> {
         let issuer =
             self.directory
                 .caa_identities

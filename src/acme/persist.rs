@@ -122,32 +122,50 @@ pub fn record_name(domain: &str) -> String {
     )
 }
 
+/// One standing record for one record name: the bare domain it is for, and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// The bare domain (no `*.`).
+    pub domain: String,
+    /// The value.
+    pub record: Record,
+}
+
+impl Standing {
+    /// The record as a TXT record to create.
+    pub fn txt(&self) -> TxtRecord {
+        TxtRecord {
+            fqdn: record_name(&self.domain),
+            value: self.record.value(),
+        }
+    }
+}
+
 /// The records that authorize `account` at `issuer` for every one of `domains`: one per
 /// record name, with `policy=wildcard` when a wildcard needs that name (the one record then
 /// serves the apex too).
-pub fn records_for(domains: &[String], issuer: &str, account: &str) -> Vec<TxtRecord> {
-    let mut names: Vec<(String, bool)> = Vec::new();
+pub fn records_for(domains: &[String], issuer: &str, account: &str) -> Vec<Standing> {
+    let mut out: Vec<Standing> = Vec::new();
     for d in domains {
-        let name = record_name(d);
         let wildcard = d.starts_with("*.");
-        match names.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, w)) => *w |= wildcard,
-            None => names.push((name, wildcard)),
+        let bare = d
+            .trim_start_matches("*.")
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        match out.iter_mut().find(|s| s.domain == bare) {
+            Some(s) => s.record.wildcard |= wildcard,
+            None => out.push(Standing {
+                domain: bare,
+                record: Record {
+                    issuer: issuer.to_owned(),
+                    account_uri: account.to_owned(),
+                    wildcard,
+                    persist_until: None,
+                },
+            }),
         }
     }
-    names
-        .into_iter()
-        .map(|(fqdn, wildcard)| TxtRecord {
-            fqdn,
-            value: Record {
-                issuer: issuer.to_owned(),
-                account_uri: account.to_owned(),
-                wildcard,
-                persist_until: None,
-            }
-            .value(),
-        })
-        .collect()
+    out
 }
 
 /// Whether one of `values` (the TXT values at a record name) authorizes the account; else
@@ -231,7 +249,10 @@ mod tests {
     #[test]
     fn an_apex_and_its_wildcard_share_one_wildcard_record() {
         let domains = vec!["example.com".to_string(), "*.example.com".to_string()];
-        let records = records_for(&domains, "pebble.letsencrypt.org", ACCOUNT);
+        let records: Vec<TxtRecord> = records_for(&domains, "pebble.letsencrypt.org", ACCOUNT)
+            .iter()
+            .map(Standing::txt)
+            .collect();
         assert_eq!(
             records,
             [TxtRecord {
@@ -240,7 +261,10 @@ mod tests {
             }]
         );
         let domains = vec!["Example.com".to_string(), "www.example.com".to_string()];
-        let records = records_for(&domains, "pebble.letsencrypt.org", ACCOUNT);
+        let records: Vec<TxtRecord> = records_for(&domains, "pebble.letsencrypt.org", ACCOUNT)
+            .iter()
+            .map(Standing::txt)
+            .collect();
         let names: Vec<&str> = records.iter().map(|r| r.fqdn.as_str()).collect();
         assert_eq!(
             names,
