@@ -28,6 +28,7 @@ mod hostile;
 mod layers;
 mod logs;
 mod metrics;
+mod persist;
 mod providers;
 mod recipes;
 mod renew;
