@@ -745,16 +745,18 @@ mod tests {
         // Shaped like Let's Encrypt's directory.
         let le = br#"{"newNonce":"https://ca.example/nonce","newAccount":"https://ca.example/acct",
             "newOrder":"https://ca.example/order","renewalInfo":"https://ca.example/ari",
-            "meta":{"profiles":{"tlsserver":"https://ca.example/docs#tlsserver",
+            "meta":{"caaIdentities":["LetsEncrypt.org"],"profiles":{"tlsserver":"https://ca.example/docs#tlsserver",
             "classic":"https://ca.example/docs#classic","shortlived":"https://ca.example/docs#short"}}}"#;
         let dir = parse_directory(url, ok, le).unwrap();
         assert!(dir.renewal_info);
         assert_eq!(dir.profiles, ["classic", "shortlived", "tlsserver"]);
+        assert_eq!(dir.caa_identities, ["letsencrypt.org"]);
         // Shaped like Pebble 2.4's: neither.
         let pebble = br#"{"newOrder":"https://ca.example/order","meta":{"termsOfService":"x"}}"#;
         let dir = parse_directory(url, ok, pebble).unwrap();
         assert!(!dir.renewal_info);
         assert!(dir.profiles.is_empty());
+        assert!(dir.caa_identities.is_empty());
         // Not a directory at all: the error keeps the evidence.
         let err = parse_directory(url, ok, b"<html>login</html>").unwrap_err();
         assert!(err.to_string().contains("not an ACME directory"), "{err}");

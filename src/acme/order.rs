@@ -139,8 +139,9 @@ async fn place(acme: &Acme, req: &OrderRequest<'_>) -> Result<instant_acme::Orde
 /// account that placed it, when it can still be finished here: `pending` (its challenges
 /// are worked again) or `ready` (finalized with this request's CSR). An order already
 /// finalized was finalized with the key of the host that placed it, which is gone; one that
-/// is invalid, or cannot be fetched, is not resumed: a new order is placed.
-async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Order> {
+/// is invalid, or cannot be fetched, is not resumed: a new order is placed. Returns the
+/// order and the URL of the account that placed it.
+async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<(instant_acme::Order, String)> {
     let resume = req.track?.resume(&acme.issuer)?;
     // Only a plain account signs as the account of the order; certbot's signs for itself.
     if acme.certbot.is_some() {
@@ -177,7 +178,7 @@ async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Or
     match status {
         OrderStatus::Pending | OrderStatus::Ready => {
             tracing::info!(order = %url, status = ?status, "Resuming the order in flight that another host placed.");
-            Some(order)
+            Some((order, account.id().to_owned()))
         }
         _ => {
             tracing::info!(order = %url, status = ?status, "The order in flight cannot be finished here; placing a new one.");
@@ -188,15 +189,16 @@ async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Or
 
 pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
     let backoff = &acme.tuning.backoff;
-    let mut order = match resumed(acme, req).await {
-        Some(order) => order,
+    // The account the CA checks a dns-persist-01 record against: the order's.
+    let (mut order, order_account) = match resumed(acme, req).await {
+        Some(resumed) => resumed,
         None => {
             let order = place(acme, req).await?;
             if let Some(track) = req.track {
                 let account = acme.credentials.as_deref().map(Vec::as_slice);
                 track.placed(&acme.issuer, order.url(), account).await;
             }
-            order
+            (order, acme.account.id().to_owned())
         }
     };
     let order_url = order.url().to_owned();
@@ -204,7 +206,7 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
 
     let pending = pending(acme, &mut order, req).await?;
     if !pending.is_empty() {
-        prove(acme, &mut order, req, &pending).await?;
+        prove(acme, &mut order, &order_account, req, &pending).await?;
     }
 
     // Validation left the order ready, or every authorization was valid already (reused):
@@ -323,6 +325,7 @@ async fn pending(
 async fn prove(
     acme: &Acme,
     order: &mut instant_acme::Order,
+    order_account: &str,
     req: &OrderRequest<'_>,
     pending: &[Pending],
 ) -> Result<(), Error> {
@@ -348,17 +351,18 @@ async fn prove(
             Ok(())
         }
         Proof::DnsPersist01 { cert } => {
-            persist_visible(acme, req, cert, pending).await?;
+            persist_visible(acme, order_account, req, cert, pending).await?;
             validate(acme, order, &req.proof, pending).await
         }
     }
 }
 
-/// Checks, before the CA is told, that each pending name's standing record authorizes this
-/// account where the CA will look, so that a removed record fails with its cause rather
+/// Checks, before the CA is told, that each pending name's standing record authorizes
+/// `account` (the order's: another host's for a resumed order) where the CA will look, so that a removed record fails with its cause rather
 /// than with an invalid authorization.
 async fn persist_visible(
     acme: &Acme,
+    account: &str,
     req: &OrderRequest<'_>,
     cert: &str,
     pending: &[Pending],
@@ -369,7 +373,6 @@ async fn persist_visible(
             directory: acme.directory.url.clone(),
         });
     };
-    let account = acme.account.id();
     for p in pending {
         if let Err(seen) =
             persist::visible(&p.domain, p.wildcard, issuers, account, req.settings).await?

@@ -502,6 +502,36 @@ mod tests {
         assert_eq!(past.retry_after(), None);
     }
 
+    /// A CA without dns-persist-01 is a config matter (no retry helps); a missing record is
+    /// a DNS one.
+    #[test]
+    fn dns_persist_01_failures_have_their_own_kinds() {
+        let unoffered = IssueError::from(acme::Error::NoDnsPersist01 {
+            domain: "example.com".into(),
+        });
+        assert_eq!(unoffered.kind(), CauseKind::Config);
+        assert_eq!(
+            unoffered.to_string(),
+            "the CA does not offer dns-persist-01 for example.com; use challenge: dns-01 with a dns_provider for this certificate, or an issuer that offers it"
+        );
+        let unnamed = IssueError::from(acme::Error::NoIssuerDomain {
+            directory: "https://ca.example/dir".into(),
+        });
+        assert_eq!(unnamed.kind(), CauseKind::Config);
+        let missing = IssueError::from(acme::Error::PersistRecord {
+            fqdn: "_validation-persist.example.com.".into(),
+            account: "https://ca.example/acct/1".into(),
+            issuer: "ca.example".into(),
+            cert: "www".into(),
+            seen: vec![],
+        });
+        assert_eq!(missing.kind(), CauseKind::Dns);
+        assert_eq!(
+            missing.to_string(),
+            "no TXT record at _validation-persist.example.com. authorizes account https://ca.example/acct/1 for issuer ca.example (nothing found); create it (certkeeper persist show www prints it)"
+        );
+    }
+
     #[test]
     fn config_errors_are_config() {
         assert_eq!(
