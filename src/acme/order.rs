@@ -250,12 +250,14 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
 }
 
 /// One pending authorization: its bare domain, whether it is for the wildcard, its
-/// challenge's URL and, for dns-01, the record value.
+/// challenge's URL and, for dns-01, the record value; for dns-persist-01, the issuer domain
+/// names the challenge names (`issuer-domain-names`, else the directory's `caaIdentities`).
 struct Pending {
     domain: String,
     wildcard: bool,
     url: String,
     dns01: Option<Challenge>,
+    issuers: Vec<String>,
 }
 
 /// The challenge type `proof` answers.
@@ -274,50 +276,64 @@ async fn pending(
     req: &OrderRequest<'_>,
 ) -> Result<Vec<Pending>, Error> {
     let kind = challenge_type(&req.proof);
-    retry::retrying!(&acme.tuning.backoff, "fetch authorizations", {
-        let mut pending = Vec::new();
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            let domain = match &authz.identifier().identifier {
-                Identifier::Dns(d) => d.trim_start_matches("*.").to_owned(),
-                other => format!("{other:?}"),
-            };
-            let wildcard = authz.wildcard;
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                status => {
-                    return Ok(Err(Error::Authorization {
-                        domain,
-                        status: format!("{status:?}").to_lowercase(),
-                    }));
+    let (fetched, issuers) = super::http::persist_issuers(async {
+        retry::retrying!(&acme.tuning.backoff, "fetch authorizations", {
+            let mut pending = Vec::new();
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                let domain = match &authz.identifier().identifier {
+                    Identifier::Dns(d) => d.trim_start_matches("*.").to_owned(),
+                    other => format!("{other:?}"),
+                };
+                let wildcard = authz.wildcard;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    status => {
+                        return Ok(Err(Error::Authorization {
+                            domain,
+                            status: format!("{status:?}").to_lowercase(),
+                        }));
+                    }
                 }
+                let Some(challenge) = authz.challenge(kind.clone()) else {
+                    return Ok(Err(match req.proof {
+                        Proof::Dns01 { .. } => Error::NoDns01 { domain },
+                        Proof::DnsPersist01 { .. } => Error::NoDnsPersist01 { domain },
+                    }));
+                };
+                let dns01 = matches!(req.proof, Proof::Dns01 { .. }).then(|| Challenge {
+                    domain: domain.clone(),
+                    value: match &acme.certbot {
+                        Some(certbot) => certbot.dns_value(&challenge.token),
+                        None => challenge.key_authorization().dns_value(),
+                    },
+                });
+                let url = challenge.url.clone();
+                pending.push(Pending {
+                    domain,
+                    wildcard,
+                    url,
+                    dns01,
+                    issuers: Vec::new(),
+                });
             }
-            let Some(challenge) = authz.challenge(kind.clone()) else {
-                return Ok(Err(match req.proof {
-                    Proof::Dns01 { .. } => Error::NoDns01 { domain },
-                    Proof::DnsPersist01 { .. } => Error::NoDnsPersist01 { domain },
-                }));
-            };
-            let dns01 = matches!(req.proof, Proof::Dns01 { .. }).then(|| Challenge {
-                domain: domain.clone(),
-                value: match &acme.certbot {
-                    Some(certbot) => certbot.dns_value(&challenge.token),
-                    None => challenge.key_authorization().dns_value(),
-                },
-            });
-            let url = challenge.url.clone();
-            pending.push(Pending {
-                domain,
-                wildcard,
-                url,
-                dns01,
-            });
-        }
-        Ok(Ok(pending))
+            Ok(Ok(pending))
+        })
     })
-    .map_err(|e| acme_error("fetch authorizations", e))?
+    .await;
+    let mut pending = fetched.map_err(|e| acme_error("fetch authorizations", e))??;
+    for p in &mut pending {
+        p.issuers = match issuers.get(&p.url) {
+            Some(names) if !names.is_empty() => {
+                tracing::debug!(challenge = %p.url, issuers = ?names, "Issuer domain names from the challenge.");
+                names.clone()
+            }
+            _ => acme.directory.caa_identities.clone(),
+        };
+    }
+    Ok(pending)
 }
 
 /// Shows control of the pending names: dns-01 records published, seen, validated and
@@ -367,15 +383,14 @@ async fn persist_visible(
     cert: &str,
     pending: &[Pending],
 ) -> Result<(), Error> {
-    let issuers = &acme.directory.caa_identities;
-    let Some(issuer) = issuers.first() else {
-        return Err(Error::NoIssuerDomain {
-            directory: acme.directory.url.clone(),
-        });
-    };
     for p in pending {
+        let Some(issuer) = p.issuers.first() else {
+            return Err(Error::NoIssuerDomain {
+                directory: acme.directory.url.clone(),
+            });
+        };
         if let Err(seen) =
-            persist::visible(&p.domain, p.wildcard, issuers, account, req.settings).await?
+            persist::visible(&p.domain, p.wildcard, &p.issuers, account, req.settings).await?
         {
             return Err(Error::PersistRecord {
                 fqdn: persist::record_name(&p.domain),
