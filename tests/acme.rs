@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use certkeeper::acme::{self, Acme, Backoff, Error, Issued, OrderRequest, Tuning};
+use certkeeper::acme::{self, Acme, Backoff, Error, Issued, OrderRequest, Proof, Tuning};
 use certkeeper::config::{DnsSettings, KeyType};
 use certkeeper::store::StateDir;
 use certkeeper::x509::{self, PrivateKey, TrustStore};
@@ -260,8 +260,10 @@ async fn records_never_visible_time_out_and_are_removed() {
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
-            dns: dns.clone(),
-            dns_name: "challtestsrv",
+            proof: Proof::Dns01 {
+                dns: dns.clone(),
+                dns_name: "challtestsrv",
+            },
             settings: &settings,
             track: None,
         })
@@ -323,8 +325,10 @@ async fn a_cancelled_order_still_removes_its_records() {
         csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
         profile: None,
         replaces: None,
-        dns: dns.clone(),
-        dns_name: "challtestsrv",
+        proof: Proof::Dns01 {
+            dns: dns.clone(),
+            dns_name: "challtestsrv",
+        },
         settings: &settings,
         track: None,
     };
@@ -434,8 +438,10 @@ async fn a_failing_exec_hook_fails_the_order_with_its_stderr() {
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
-            dns,
-            dns_name: "hook",
+            proof: Proof::Dns01 {
+                dns,
+                dns_name: "hook",
+            },
             settings: &pebble.settings(),
             track: None,
         })
@@ -592,8 +598,10 @@ async fn without_ari_or_profiles_the_order_falls_back() {
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: Some("shortlived"),
             replaces: Some(&leaf.der),
-            dns: dns.clone(),
-            dns_name: "challtestsrv",
+            proof: Proof::Dns01 {
+                dns: dns.clone(),
+                dns_name: "challtestsrv",
+            },
             settings: &pebble.settings(),
             track: None,
         })
@@ -611,8 +619,10 @@ async fn without_ari_or_profiles_the_order_falls_back() {
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: Some(&leaf.der),
-            dns,
-            dns_name: "challtestsrv",
+            proof: Proof::Dns01 {
+                dns,
+                dns_name: "challtestsrv",
+            },
             settings: &pebble.settings(),
             track: None,
         })
@@ -686,8 +696,10 @@ async fn issue(
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
-            dns,
-            dns_name: "challtestsrv",
+            proof: Proof::Dns01 {
+                dns,
+                dns_name: "challtestsrv",
+            },
             settings: &settings,
             track: None,
         })
@@ -854,8 +866,10 @@ async fn order_tracked(
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
             profile: None,
             replaces: None,
-            dns,
-            dns_name: "challtestsrv",
+            proof: Proof::Dns01 {
+                dns,
+                dns_name: "challtestsrv",
+            },
             settings,
             track: Some(track),
         })

@@ -164,6 +164,18 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
         "dns_provider is missing",
     ),
     (
+        "unknown challenge",
+        "@www\n    challenge: dns-persist\n",
+        "certificates[0].challenge",
+        "unknown challenge \"dns-persist\"; use dns-01 or dns-persist-01",
+    ),
+    (
+        "dns-01 written out, without dns provider",
+        "s/    dns_provider: cf\n/    challenge: dns-01\n/",
+        "certificates[0].dns_provider",
+        "dns_provider is missing",
+    ),
+    (
         "unknown issuer type",
         "s/type: local-ca/type: letsencrypt/",
         "issuers.internal.type",
@@ -415,6 +427,26 @@ fn base_config_is_valid() {
             .contains("certificate www: example.test via le (dns cf), key ecdsa-p256"),
         "{run:?}"
     );
+}
+
+/// dns-persist-01 orders publish nothing: such a certificate needs no dns_provider.
+#[test]
+fn dns_persist_01_needs_no_dns_provider() {
+    let dir = Dir::new();
+    dir.config(&BASE.replace("    dns_provider: cf\n", "    challenge: dns-persist-01\n"));
+    let run = dir.run(&["config", "check", "--no-environment"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("certificate www: example.test via le (dns-persist-01), key ecdsa-p256"),
+        "{run:?}"
+    );
+    let config = Config::load(&dir.join("config.yaml")).unwrap();
+    assert_eq!(
+        config.certificates[0].challenge,
+        certkeeper::config::Challenge::DnsPersist01
+    );
+    assert_eq!(config.certificates[0].dns_provider, None);
 }
 
 #[test]

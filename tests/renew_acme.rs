@@ -92,7 +92,7 @@ impl Host {
 
 /// A DNS hook as a user writes one: `present|cleanup FQDN VALUE`. With a challtestsrv URL
 /// it publishes there (python3, present on a fresh Debian system); without, it only logs.
-fn write_hook(path: &Path, log: &Path, challtestsrv: Option<&str>) {
+pub(crate) fn write_hook(path: &Path, log: &Path, challtestsrv: Option<&str>) {
     let publish = match challtestsrv {
         Some(base) => format!(
             r#"python3 - "$@" <<'PY'

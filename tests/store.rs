@@ -1409,6 +1409,7 @@ fn pipeline_certificate(spec: &PairSpec, refused: &str) -> certkeeper::config::C
         domains: vec!["a.test".into()],
         issuers: vec!["internal".into()],
         profile: None,
+        challenge: Default::default(),
         dns_provider: None,
         key: certkeeper::config::KeyType::EcdsaP256,
         fullchain: spec.fullchain.clone(),

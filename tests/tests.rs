@@ -32,6 +32,7 @@ mod hostile;
 mod layers;
 mod logs;
 mod metrics;
+mod persist;
 mod probe;
 mod providers;
 mod recipes;

@@ -327,6 +327,27 @@ async fn wait_visible_via(
     Ok(())
 }
 
+/// The TXT values at `fqdn` as each server that must see it answers now: every configured
+/// resolver or, with none configured, every authoritative server of its zone. Each server's
+/// answer is its values, or why it gave none (a timeout, a refusal).
+pub async fn txt_seen(
+    fqdn: &str,
+    settings: &DnsSettings,
+) -> Result<Vec<(SocketAddr, Result<Vec<String>, String>)>, Error> {
+    let servers = if settings.resolvers.is_empty() {
+        Authority::system()?.servers_for(fqdn).await?
+    } else {
+        settings.resolvers.clone()
+    };
+    let mut out = Vec::with_capacity(servers.len());
+    for server in servers {
+        let resolver = resolver_for(&[server])?;
+        let seen = txt_values(&resolver, fqdn).await.map_err(|e| e.to_string());
+        out.push((server, seen));
+    }
+    Ok(out)
+}
+
 /// Where CNAME lookups go: the configured resolvers, else the system's.
 struct LookupServers(TokioResolver);
 

@@ -29,7 +29,7 @@
 //!   ([`PAUSE_MAX`]); during a longer one, requests fail at once as rate limited, with the
 //!   CA's time, so each certificate waits in its own backoff instead of holding a pass.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
@@ -306,6 +306,7 @@ impl HttpClient for Http {
                 if let Some(at) = retry_after(parts.headers.get(RETRY_AFTER)) {
                     let _ = POLL_HINT.try_with(|slot| slot.set(Some(at)));
                 }
+                note_persist_issuers(&body);
                 let body = match &replaces {
                     Some(id) if status == StatusCode::CREATED => echo_replaces(&server, id, body),
                     _ => body,
@@ -405,6 +406,53 @@ tokio::task_local! {
     pub(crate) static RETRY_AFTER_SLOT: Cell<Option<SystemTime>>;
     /// When the server, in a successful answer, asked to be polled again.
     static POLL_HINT: Cell<Option<SystemTime>>;
+    /// The `issuer-domain-names` of the dns-persist-01 challenges seen, by challenge URL.
+    static PERSIST_ISSUERS: RefCell<HashMap<String, Vec<String>>>;
+}
+
+/// Runs `fut` and returns, with its output, the `issuer-domain-names` of every dns-persist-01
+/// challenge in the authorizations fetched during it, by challenge URL: instant-acme keeps a
+/// challenge of a type it does not know, but drops that field, so it is read from the raw
+/// answer here.
+pub(crate) async fn persist_issuers<T>(
+    fut: impl Future<Output = T>,
+) -> (T, HashMap<String, Vec<String>>) {
+    PERSIST_ISSUERS
+        .scope(RefCell::default(), async {
+            let out = fut.await;
+            (out, PERSIST_ISSUERS.with(|seen| seen.take()))
+        })
+        .await
+}
+
+/// Records, inside a [`persist_issuers`] scope, the issuer domain names of the dns-persist-01
+/// challenges of an authorization answer (lower-case, without a final dot).
+fn note_persist_issuers(body: &[u8]) {
+    let _ = PERSIST_ISSUERS.try_with(|seen| {
+        let kind = super::persist::CHALLENGE_TYPE.as_bytes();
+        if !body.windows(kind.len()).any(|w| w == kind) {
+            return;
+        }
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let challenges = doc.get("challenges").and_then(|c| c.as_array());
+        for ch in challenges.into_iter().flatten() {
+            if ch.get("type").and_then(|t| t.as_str()) != Some(super::persist::CHALLENGE_TYPE) {
+                continue;
+            }
+            let url = ch.get("url").and_then(|u| u.as_str());
+            let names = ch.get("issuer-domain-names").and_then(|n| n.as_array());
+            if let (Some(url), Some(names)) = (url, names) {
+                let names = names
+                    .iter()
+                    .filter_map(|n| n.as_str())
+                    .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                    .collect();
+                seen.borrow_mut().insert(url.to_owned(), names);
+            }
+        }
+    });
 }
 
 /// Runs `fut` and returns, with its output, the `Retry-After` of the last successful answer
@@ -612,6 +660,29 @@ const MAX_BODY_EVIDENCE: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shaped like Pebble 2.10.1's authorization: the names are kept by challenge URL, only
+    /// inside a scope.
+    #[tokio::test]
+    async fn issuer_domain_names_of_dns_persist_01_are_read_from_the_raw_authorization() {
+        let body = br#"{"status":"pending","identifier":{"type":"dns","value":"example.com"},
+            "challenges":[{"type":"dns-01","url":"https://ca/chal/1","token":"t","status":"pending"},
+            {"type":"dns-persist-01","url":"https://ca/chal/2","status":"pending",
+             "issuer-domain-names":["Pebble.LetsEncrypt.org."],"accounturi":"https://ca/acct/1"}],
+            "wildcard":true}"#;
+        let ((), seen) = persist_issuers(async { note_persist_issuers(body) }).await;
+        assert_eq!(
+            seen,
+            HashMap::from([(
+                "https://ca/chal/2".to_owned(),
+                vec!["pebble.letsencrypt.org".to_owned()]
+            )])
+        );
+        // Outside a scope nothing is kept (and nothing fails).
+        note_persist_issuers(body);
+        let ((), seen) = persist_issuers(async {}).await;
+        assert!(seen.is_empty());
+    }
 
     #[test]
     fn html_error_pages_become_problem_documents() {

@@ -17,6 +17,7 @@ mod certbot_account;
 pub mod dns01;
 mod http;
 mod order;
+pub mod persist;
 mod problem;
 mod retry;
 
@@ -74,14 +75,29 @@ pub struct OrderRequest<'a> {
     pub profile: Option<&'a str>,
     /// The live leaf (DER) this order renews; sent as `replaces` when the CA offers ARI.
     pub replaces: Option<&'a [u8]>,
-    /// Publishes the challenge records.
-    pub dns: Arc<dyn certkeeper_dns::DnsProvider>,
-    /// The provider's config key, named in errors and logs.
-    pub dns_name: &'a str,
-    /// Propagation check settings.
+    /// How control of the names is shown.
+    pub proof: Proof<'a>,
+    /// Propagation check settings (and where the dns-persist-01 record is looked up).
     pub settings: &'a config::DnsSettings,
     /// Where the order in flight is recorded and an earlier one found (fleet mode).
     pub track: Option<&'a dyn Track>,
+}
+
+/// How an order shows the CA control of its names.
+pub enum Proof<'a> {
+    /// dns-01: a record per authorization, published and removed again.
+    Dns01 {
+        /// Publishes the challenge records.
+        dns: Arc<dyn certkeeper_dns::DnsProvider>,
+        /// The provider's config key, named in errors and logs.
+        dns_name: &'a str,
+    },
+    /// dns-persist-01: the standing `_validation-persist` record ([`persist`]) must be
+    /// visible; nothing is published.
+    DnsPersist01 {
+        /// The certificate's name, for the hint of an error.
+        cert: &'a str,
+    },
 }
 
 /// An order in flight that another process placed and did not finish: its URL and the
@@ -156,6 +172,8 @@ struct Directory {
     url: String,
     renewal_info: bool,
     profiles: Vec<String>,
+    /// `meta.caaIdentities`: the CA's issuer domain names.
+    caa_identities: Vec<String>,
 }
 
 /// What a CA's directory offers, as `config check --online` reports it.
@@ -165,6 +183,8 @@ pub struct Offers {
     pub renewal_info: bool,
     /// The profiles it offers (empty when it has none).
     pub profiles: Vec<String>,
+    /// Its issuer domain names (`meta.caaIdentities`; empty when it names none).
+    pub caa_identities: Vec<String>,
 }
 
 /// Fetches the directory of `cfg` (trusting its `trust_roots`) and says what it offers; no
@@ -176,6 +196,7 @@ pub async fn probe_directory(cfg: &AcmeIssuer) -> Result<Offers, Error> {
     Ok(Offers {
         renewal_info: d.renewal_info,
         profiles: d.profiles,
+        caa_identities: d.caa_identities,
     })
 }
 
@@ -239,6 +260,24 @@ impl Acme {
     /// The profiles the directory offers (empty when it has none).
     pub fn profiles(&self) -> &[String] {
         &self.directory.profiles
+    }
+
+    /// The CA's issuer domain names, as its directory names them (`meta.caaIdentities`).
+    pub fn caa_identities(&self) -> &[String] {
+        &self.directory.caa_identities
+    }
+
+    /// The dns-persist-01 records that authorize this account for `domains` (see
+    /// [`persist::records_for`]), with the CA's first issuer domain name.
+    pub fn persist_records(&self, domains: &[String]) -> Result<Vec<persist::Standing>, Error> {
+        let issuer =
+            self.directory
+                .caa_identities
+                .first()
+                .ok_or_else(|| Error::NoIssuerDomain {
+                    directory: self.directory.url.clone(),
+                })?;
+        Ok(persist::records_for(domains, issuer, self.account.id()))
     }
 
     /// One order: DNS-01 for every identifier, propagation check, finalize with the CSR,
@@ -317,10 +356,20 @@ fn parse_directory(url: &str, status: ::http::StatusCode, body: &[u8]) -> Result
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
     profiles.sort();
+    let caa_identities = doc
+        .pointer("/meta/caaIdentities")
+        .and_then(|p| p.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Directory {
         url: url.to_owned(),
         renewal_info: doc.get("renewalInfo").and_then(|v| v.as_str()).is_some(),
         profiles,
+        caa_identities,
     })
 }
 
@@ -450,6 +499,40 @@ pub enum Error {
     NoDns01 {
         /// The identifier.
         domain: String,
+    },
+    /// An authorization has no dns-persist-01 challenge: the CA does not offer it (Let's
+    /// Encrypt production did not yet in 2026).
+    #[error(
+        "the CA does not offer dns-persist-01 for {domain}; use challenge: dns-01 with a dns_provider for this certificate, or an issuer that offers it"
+    )]
+    NoDnsPersist01 {
+        /// The identifier.
+        domain: String,
+    },
+    /// The CA names no issuer domain name, so no dns-persist-01 record can be written.
+    #[error(
+        "the CA's directory {directory} names no issuer domain (meta.caaIdentities), so the dns-persist-01 record cannot be written; use challenge: dns-01 for its certificates"
+    )]
+    NoIssuerDomain {
+        /// The directory URL.
+        directory: String,
+    },
+    /// The standing dns-persist-01 record was not seen where the CA will look.
+    #[error(
+        "no TXT record at {fqdn} authorizes account {account} for issuer {issuer} ({}); create it (certkeeper persist show {cert} prints it)",
+        seen_part(.seen)
+    )]
+    PersistRecord {
+        /// The record name.
+        fqdn: String,
+        /// The account's URL.
+        account: String,
+        /// The issuer domain name the CA checks.
+        issuer: String,
+        /// The certificate's name.
+        cert: String,
+        /// What each server answered, and why each value there does not count.
+        seen: Vec<String>,
     },
     /// An authorization is in a state that cannot lead to a certificate.
     #[error("authorization for {domain} is {status}")]
@@ -586,6 +669,14 @@ pub(crate) fn fold(text: &str) -> String {
     crate::text::escape_control(&joined)
 }
 
+fn seen_part(seen: &[String]) -> String {
+    if seen.is_empty() {
+        "nothing found".to_owned()
+    } else {
+        fold(&seen.join("; "))
+    }
+}
+
 fn offered_part(offered: &[String]) -> String {
     if offered.is_empty() {
         "it offers no profiles".to_owned()
@@ -654,16 +745,18 @@ mod tests {
         // Shaped like Let's Encrypt's directory.
         let le = br#"{"newNonce":"https://ca.example/nonce","newAccount":"https://ca.example/acct",
             "newOrder":"https://ca.example/order","renewalInfo":"https://ca.example/ari",
-            "meta":{"profiles":{"tlsserver":"https://ca.example/docs#tlsserver",
+            "meta":{"caaIdentities":["LetsEncrypt.org"],"profiles":{"tlsserver":"https://ca.example/docs#tlsserver",
             "classic":"https://ca.example/docs#classic","shortlived":"https://ca.example/docs#short"}}}"#;
         let dir = parse_directory(url, ok, le).unwrap();
         assert!(dir.renewal_info);
         assert_eq!(dir.profiles, ["classic", "shortlived", "tlsserver"]);
+        assert_eq!(dir.caa_identities, ["letsencrypt.org"]);
         // Shaped like Pebble 2.4's: neither.
         let pebble = br#"{"newOrder":"https://ca.example/order","meta":{"termsOfService":"x"}}"#;
         let dir = parse_directory(url, ok, pebble).unwrap();
         assert!(!dir.renewal_info);
         assert!(dir.profiles.is_empty());
+        assert!(dir.caa_identities.is_empty());
         // Not a directory at all: the error keeps the evidence.
         let err = parse_directory(url, ok, b"<html>login</html>").unwrap_err();
         assert!(err.to_string().contains("not an ACME directory"), "{err}");

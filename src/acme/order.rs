@@ -1,5 +1,6 @@
 //! One order, step by step: new order (with `profile` and `replaces` where the CA offers
-//! them), the DNS-01 challenge of each pending authorization, the propagation check, ready,
+//! them), the challenge of each pending authorization (dns-01: published, then the propagation
+//! check; dns-persist-01: the standing record checked where the CA will look), ready,
 //! polling, finalize with the caller's CSR, and the chain. Every step that may meet a passing
 //! failure runs under the retry policy; challenge records are removed before finalizing, and
 //! on every way out (see [`dns01::Published`]).
@@ -11,8 +12,8 @@ use std::time::Duration;
 use instant_acme::{AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus};
 
 use super::dns01::{self, Challenge};
-use super::retry;
-use super::{Acme, Error, Issued, OrderRequest, acme_error, cert_id};
+use super::{Acme, Error, Issued, OrderRequest, Proof, acme_error, cert_id};
+use super::{persist, retry};
 use tokio::time::Instant;
 
 /// The profile to send with a new order: the configured one when the CA offers it, and an
@@ -138,8 +139,9 @@ async fn place(acme: &Acme, req: &OrderRequest<'_>) -> Result<instant_acme::Orde
 /// account that placed it, when it can still be finished here: `pending` (its challenges
 /// are worked again) or `ready` (finalized with this request's CSR). An order already
 /// finalized was finalized with the key of the host that placed it, which is gone; one that
-/// is invalid, or cannot be fetched, is not resumed: a new order is placed.
-async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Order> {
+/// is invalid, or cannot be fetched, is not resumed: a new order is placed. Returns the
+/// order and the URL of the account that placed it.
+async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<(instant_acme::Order, String)> {
     let resume = req.track?.resume(&acme.issuer)?;
     // Only a plain account signs as the account of the order; certbot's signs for itself.
     if acme.certbot.is_some() {
@@ -176,7 +178,7 @@ async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Or
     match status {
         OrderStatus::Pending | OrderStatus::Ready => {
             tracing::info!(order = %url, status = ?status, "Resuming the order in flight that another host placed.");
-            Some(order)
+            Some((order, account.id().to_owned()))
         }
         _ => {
             tracing::info!(order = %url, status = ?status, "The order in flight cannot be finished here; placing a new one.");
@@ -187,71 +189,24 @@ async fn resumed(acme: &Acme, req: &OrderRequest<'_>) -> Option<instant_acme::Or
 
 pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued, Error> {
     let backoff = &acme.tuning.backoff;
-    let mut order = match resumed(acme, req).await {
-        Some(order) => order,
+    // The account the CA checks a dns-persist-01 record against: the order's.
+    let (mut order, order_account) = match resumed(acme, req).await {
+        Some(resumed) => resumed,
         None => {
             let order = place(acme, req).await?;
             if let Some(track) = req.track {
                 let account = acme.credentials.as_deref().map(Vec::as_slice);
                 track.placed(&acme.issuer, order.url(), account).await;
             }
-            order
+            (order, acme.account.id().to_owned())
         }
     };
     let order_url = order.url().to_owned();
     tracing::debug!(order = %order_url, "Order created.");
 
-    // What must be proven: pending authorizations, each with its dns-01 challenge.
-    let pending = retry::retrying!(backoff, "fetch authorizations", {
-        let mut pending = Vec::new();
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            let domain = match &authz.identifier().identifier {
-                Identifier::Dns(d) => d.trim_start_matches("*.").to_owned(),
-                other => format!("{other:?}"),
-            };
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                status => {
-                    return Ok(Err(Error::Authorization {
-                        domain,
-                        status: format!("{status:?}").to_lowercase(),
-                    }));
-                }
-            }
-            let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
-                return Ok(Err(Error::NoDns01 { domain }));
-            };
-            pending.push((
-                Challenge {
-                    domain,
-                    value: match &acme.certbot {
-                        Some(certbot) => certbot.dns_value(&challenge.token),
-                        None => challenge.key_authorization().dns_value(),
-                    },
-                },
-                challenge.url.clone(),
-            ));
-        }
-        Ok(Ok(pending))
-    })
-    .map_err(|e| acme_error("fetch authorizations", e))??;
-
+    let pending = pending(acme, &mut order, req).await?;
     if !pending.is_empty() {
-        let challenges: Vec<Challenge> = pending.iter().map(|(c, _)| c.clone()).collect();
-        let published =
-            dns01::publish(req.dns.clone(), req.dns_name, &challenges, req.settings).await?;
-        let validated = validate(acme, &mut order, req, &published, &pending).await;
-        let leftovers = published.cleanup().await;
-        validated?;
-        if !leftovers.is_empty() {
-            tracing::warn!(
-                records = leftovers.len(),
-                "Some challenge records could not be removed."
-            );
-        }
+        prove(acme, &mut order, &order_account, req, &pending).await?;
     }
 
     // Validation left the order ready, or every authorization was valid already (reused):
@@ -294,23 +249,177 @@ pub(crate) async fn issue(acme: &Acme, req: &OrderRequest<'_>) -> Result<Issued,
     })
 }
 
-/// Waits for the records, tells the CA, and waits for the order to leave `pending`.
-async fn validate(
+/// One pending authorization: its bare domain, whether it is for the wildcard, its
+/// challenge's URL and, for dns-01, the record value; for dns-persist-01, the issuer domain
+/// names the challenge names (`issuer-domain-names`, else the directory's `caaIdentities`).
+struct Pending {
+    domain: String,
+    wildcard: bool,
+    url: String,
+    dns01: Option<Challenge>,
+    issuers: Vec<String>,
+}
+
+/// The challenge type `proof` answers.
+fn challenge_type(proof: &Proof<'_>) -> ChallengeType {
+    match proof {
+        Proof::Dns01 { .. } => ChallengeType::Dns01,
+        Proof::DnsPersist01 { .. } => ChallengeType::Unknown(persist::CHALLENGE_TYPE.to_owned()),
+    }
+}
+
+/// What must be proven: the pending authorizations, each with the challenge of the request's
+/// kind (valid ones were reused; any other state cannot lead to a certificate).
+async fn pending(
     acme: &Acme,
     order: &mut instant_acme::Order,
     req: &OrderRequest<'_>,
-    published: &dns01::Published,
-    pending: &[(Challenge, String)],
+) -> Result<Vec<Pending>, Error> {
+    let kind = challenge_type(&req.proof);
+    let (fetched, issuers) = super::http::persist_issuers(async {
+        retry::retrying!(&acme.tuning.backoff, "fetch authorizations", {
+            let mut pending = Vec::new();
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                let domain = match &authz.identifier().identifier {
+                    Identifier::Dns(d) => d.trim_start_matches("*.").to_owned(),
+                    other => format!("{other:?}"),
+                };
+                let wildcard = authz.wildcard;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    status => {
+                        return Ok(Err(Error::Authorization {
+                            domain,
+                            status: format!("{status:?}").to_lowercase(),
+                        }));
+                    }
+                }
+                let Some(challenge) = authz.challenge(kind.clone()) else {
+                    return Ok(Err(match req.proof {
+                        Proof::Dns01 { .. } => Error::NoDns01 { domain },
+                        Proof::DnsPersist01 { .. } => Error::NoDnsPersist01 { domain },
+                    }));
+                };
+                let dns01 = matches!(req.proof, Proof::Dns01 { .. }).then(|| Challenge {
+                    domain: domain.clone(),
+                    value: match &acme.certbot {
+                        Some(certbot) => certbot.dns_value(&challenge.token),
+                        None => challenge.key_authorization().dns_value(),
+                    },
+                });
+                let url = challenge.url.clone();
+                pending.push(Pending {
+                    domain,
+                    wildcard,
+                    url,
+                    dns01,
+                    issuers: Vec::new(),
+                });
+            }
+            Ok(Ok(pending))
+        })
+    })
+    .await;
+    let mut pending = fetched.map_err(|e| acme_error("fetch authorizations", e))??;
+    for p in &mut pending {
+        p.issuers = match issuers.get(&p.url) {
+            Some(names) if !names.is_empty() => {
+                tracing::debug!(challenge = %p.url, issuers = ?names, "Issuer domain names from the challenge.");
+                names.clone()
+            }
+            _ => acme.directory.caa_identities.clone(),
+        };
+    }
+    Ok(pending)
+}
+
+/// Shows control of the pending names: dns-01 records published, seen, validated and
+/// removed again; or the standing dns-persist-01 records checked, then validated.
+async fn prove(
+    acme: &Acme,
+    order: &mut instant_acme::Order,
+    order_account: &str,
+    req: &OrderRequest<'_>,
+    pending: &[Pending],
+) -> Result<(), Error> {
+    match &req.proof {
+        Proof::Dns01 { dns, dns_name } => {
+            let challenges: Vec<Challenge> =
+                pending.iter().filter_map(|p| p.dns01.clone()).collect();
+            let published =
+                dns01::publish(dns.clone(), dns_name, &challenges, req.settings).await?;
+            let validated = async {
+                dns01::wait_visible(dns_name, &published.records(), req.settings).await?;
+                validate(acme, order, &req.proof, pending).await
+            }
+            .await;
+            let leftovers = published.cleanup().await;
+            validated?;
+            if !leftovers.is_empty() {
+                tracing::warn!(
+                    records = leftovers.len(),
+                    "Some challenge records could not be removed."
+                );
+            }
+            Ok(())
+        }
+        Proof::DnsPersist01 { cert } => {
+            persist_visible(acme, order_account, req, cert, pending).await?;
+            validate(acme, order, &req.proof, pending).await
+        }
+    }
+}
+
+/// Checks, before the CA is told, that each pending name's standing record authorizes
+/// `account` (the order's: another host's for a resumed order) where the CA will look, so that a removed record fails with its cause rather
+/// than with an invalid authorization.
+async fn persist_visible(
+    acme: &Acme,
+    account: &str,
+    req: &OrderRequest<'_>,
+    cert: &str,
+    pending: &[Pending],
+) -> Result<(), Error> {
+    for p in pending {
+        let Some(issuer) = p.issuers.first() else {
+            return Err(Error::NoIssuerDomain {
+                directory: acme.directory.url.clone(),
+            });
+        };
+        if let Err(seen) =
+            persist::visible(&p.domain, p.wildcard, &p.issuers, account, req.settings).await?
+        {
+            return Err(Error::PersistRecord {
+                fqdn: persist::record_name(&p.domain),
+                account: account.to_owned(),
+                issuer: issuer.clone(),
+                cert: cert.to_owned(),
+                seen,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Tells the CA each pending challenge is ready, and waits for the order to leave `pending`.
+async fn validate(
+    acme: &Acme,
+    order: &mut instant_acme::Order,
+    proof: &Proof<'_>,
+    pending: &[Pending],
 ) -> Result<(), Error> {
     let backoff = &acme.tuning.backoff;
-    dns01::wait_visible(req.dns_name, &published.records(), req.settings).await?;
-    let wanted: HashSet<&str> = pending.iter().map(|(_, url)| url.as_str()).collect();
+    let kind = challenge_type(proof);
+    let wanted: HashSet<&str> = pending.iter().map(|p| p.url.as_str()).collect();
     let mut done: HashSet<String> = HashSet::new();
     retry::retrying!(backoff, "challenge ready", {
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let mut authz = authz?;
-            let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) else {
+            let Some(mut challenge) = authz.challenge(kind.clone()) else {
                 continue;
             };
             let url = challenge.url.clone();
@@ -323,6 +432,7 @@ async fn validate(
                 done.insert(url);
                 continue;
             }
+            // Both kinds are answered with `{}` (dns-persist-01 included).
             challenge.set_ready().await?;
             done.insert(url);
         }

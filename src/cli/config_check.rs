@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::load_config;
-use crate::config::{Channel, Config, DnsProvider, Issuer, WebhookUrl, format_duration};
+use crate::config::{Challenge, Channel, Config, DnsProvider, Issuer, WebhookUrl, format_duration};
 
 /// Exit code of an invalid config.
 pub const INVALID: u8 = 2;
@@ -233,10 +233,14 @@ pub fn summary(config: &Config) -> String {
                 if c.fleet { " (fleet)" } else { "" },
                 c.domains.join(", "),
                 c.issuers.join(" then "),
-                c.dns_provider
-                    .as_ref()
-                    .map(|p| format!(" (dns {p})"))
-                    .unwrap_or_default(),
+                match (c.challenge, &c.dns_provider) {
+                    (Challenge::DnsPersist01, Some(p)) => {
+                        format!(" (dns-persist-01, publish via dns {p})")
+                    }
+                    (Challenge::DnsPersist01, None) => " (dns-persist-01)".to_owned(),
+                    (Challenge::Dns01, Some(p)) => format!(" (dns {p})"),
+                    (Challenge::Dns01, None) => String::new(),
+                },
                 c.key.as_str(),
                 c.fullchain.display(),
                 c.privkey.display()

@@ -11,6 +11,7 @@ mod fleet;
 mod import;
 mod logfmt;
 mod online;
+mod persist;
 mod release;
 mod renew;
 mod run;
@@ -166,6 +167,12 @@ pub enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// dns-persist-01: the standing TXT records that let a certificate renew with its ACME
+    /// account alone, no DNS credentials on the host.
+    Persist {
+        #[command(subcommand)]
+        command: PersistCommand,
+    },
     /// Print a config fragment for what another tool manages, reading its files only
     /// (exit 0 all imported, 1 some left out, 2 nothing readable); needs no config.
     Import {
@@ -244,6 +251,25 @@ pub enum FleetCommand {
         json: bool,
         /// Only these shared certificates.
         names: Vec<String>,
+    },
+}
+
+/// `persist` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// Print, in zone-file syntax, the `_validation-persist` TXT record(s) that authorize each
+    /// ACME issuer's account (created if needed) for the certificate's names; a wildcard gets
+    /// `policy=wildcard` (exit 0; 1 the CA or the account failed; 2 config or usage error).
+    Show {
+        /// The certificate's name.
+        name: String,
+    },
+    /// Create those records once through the certificate's `dns_provider` (each one not yet
+    /// visible at the resolvers) and wait until they are visible (exit 0; 1 failed; 2 config
+    /// or usage error, a certificate without `dns_provider` included).
+    Publish {
+        /// The certificate's name.
+        name: String,
     },
 }
 
@@ -357,6 +383,12 @@ pub fn run() -> u8 {
         Command::Fleet {
             command: FleetCommand::Status { json, ref names },
         } => fleet::status(&args.config, names, json),
+        Command::Persist {
+            command: PersistCommand::Show { ref name },
+        } => persist::show(&args.config, name),
+        Command::Persist {
+            command: PersistCommand::Publish { ref name },
+        } => persist::publish(&args.config, name),
         Command::Import {
             command: ImportCommand::Certbot { ref config_dir },
         } => import::certbot(&import::config_dir(config_dir.clone())),

@@ -437,6 +437,33 @@ pub enum WebhookUrl {
     Secret(SecretSource),
 }
 
+/// How an ACME CA is shown control of a certificate's names (`challenge`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Challenge {
+    /// `dns-01` (the default): a TXT record per order, published through `dns_provider`.
+    #[default]
+    Dns01,
+    /// `dns-persist-01`: one standing TXT record per name authorizes the account; orders
+    /// need no DNS credentials.
+    DnsPersist01,
+}
+
+impl Challenge {
+    /// Every challenge with its config name.
+    pub const NAMES: [(&'static str, Challenge); 2] = [
+        ("dns-01", Challenge::Dns01),
+        ("dns-persist-01", Challenge::DnsPersist01),
+    ];
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::Dns01 => "dns-01",
+            Challenge::DnsPersist01 => "dns-persist-01",
+        }
+    }
+}
+
 /// Private key algorithm and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyType {
@@ -483,7 +510,10 @@ pub struct Certificate {
     pub issuers: Vec<String>,
     /// ACME profile, where offered.
     pub profile: Option<String>,
-    /// DNS provider for ACME DNS-01.
+    /// How the CA is shown control of the names (`challenge`).
+    pub challenge: Challenge,
+    /// DNS provider for ACME DNS-01 (optional with dns-persist-01, where only
+    /// `certkeeper persist publish` uses it).
     pub dns_provider: Option<String>,
     /// Key type of new keys.
     pub key: KeyType,

@@ -183,6 +183,7 @@ pub struct Certificate {
     pub domains: Option<Vec<String>>,
     pub issuer: Option<OneOrMany>,
     pub profile: Option<String>,
+    pub challenge: Option<String>,
     pub dns_provider: Option<String>,
     pub key: Option<String>,
     pub fullchain: Option<String>,

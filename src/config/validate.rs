@@ -831,6 +831,22 @@ impl Validator<'_> {
                 }
             }
         }
+        let challenge = match c.challenge.as_deref() {
+            None => Some(Challenge::Dns01),
+            Some(ch) => match Challenge::NAMES.iter().find(|(n, _)| *n == ch) {
+                Some((_, t)) => Some(*t),
+                None => {
+                    self.problem(
+                        &path.with_key("challenge"),
+                        format!("unknown challenge \"{ch}\"; use dns-01 or dns-persist-01"),
+                    );
+                    None
+                }
+            },
+        };
+        // dns-persist-01 orders publish nothing: the standing record is made once, by hand
+        // or with `certkeeper persist publish` (which then needs the provider).
+        let needs_dns = needs_dns && challenge != Some(Challenge::DnsPersist01);
         match (&c.dns_provider, needs_dns) {
             (Some(p), _)
                 if !providers.contains_key(p)
@@ -956,6 +972,7 @@ impl Validator<'_> {
             domains: domains?,
             issuers: issuer_names?,
             profile: c.profile,
+            challenge: challenge?,
             dns_provider: c.dns_provider,
             key: key?,
             fullchain: fullchain?,

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use certkeeper_dns::DnsProvider;
 
 use crate::acme::{self, Acme};
-use crate::config::{AcmeIssuer, Certificate, Config, Issuer};
+use crate::config::{AcmeIssuer, Certificate, Challenge, Config, Issuer};
 use crate::keys;
 use crate::state::CauseKind;
 use crate::store::StateDir;
@@ -94,6 +94,11 @@ fn acme_kind(e: &acme::Error) -> CauseKind {
         E::Refused { .. } if e.is_rate_limited() => CauseKind::RateLimited,
         // The CA's server failed (a 503 during maintenance, a proxy's 502): not a refusal.
         E::Refused { .. } if e.is_server_error() => CauseKind::Network,
+        // The CA lacks the challenge the certificate is configured for: no retry helps,
+        // the config must change (challenge: dns-01, or another issuer).
+        E::NoDnsPersist01 { .. } | E::NoIssuerDomain { .. } => CauseKind::Config,
+        // The standing record is missing or wrong: a DNS matter someone must fix.
+        E::PersistRecord { .. } => CauseKind::Dns,
         E::Refused { .. }
         | E::NoDns01 { .. }
         | E::Authorization { .. }
@@ -214,13 +219,19 @@ impl Issuers {
             }
             Some(Issuer::Acme(_)) => {
                 let acme = self.ordering_account(issuer).await?;
-                let provider_key = cert
-                    .dns_provider
-                    .as_deref()
-                    .ok_or(IssueError::Config("no dns_provider for an acme issuer"))?;
-                let provider = self
-                    .dns_provider(provider_key)
-                    .map_err(|e| IssueError::DnsProvider(Arc::new(e)))?;
+                let proof = match cert.challenge {
+                    Challenge::DnsPersist01 => acme::Proof::DnsPersist01 { cert: &cert.name },
+                    Challenge::Dns01 => {
+                        let dns_name = cert
+                            .dns_provider
+                            .as_deref()
+                            .ok_or(IssueError::Config("no dns_provider for an acme issuer"))?;
+                        let dns = self
+                            .dns_provider(dns_name)
+                            .map_err(|e| IssueError::DnsProvider(Arc::new(e)))?;
+                        acme::Proof::Dns01 { dns, dns_name }
+                    }
+                };
                 let csr_der =
                     keys::csr_der(key, &cert.domains).map_err(|e| IssueError::Key(Arc::new(e)))?;
                 let live = leaf_of_file(&cert.fullchain).ok();
@@ -233,8 +244,7 @@ impl Issuers {
                         .as_ref()
                         .filter(|_| !self.orders_from_staging(issuer))
                         .map(|l| l.der.as_slice()),
-                    dns: provider,
-                    dns_name: provider_key,
+                    proof,
                     settings: &self.config.dns,
                     track,
                 };
@@ -520,6 +530,36 @@ mod tests {
         // A time already past is no plan: the usual backoff applies.
         let past = IssueError::from(answered(503, None, Some(SystemTime::UNIX_EPOCH)));
         assert_eq!(past.retry_after(), None);
+    }
+
+    /// A CA without dns-persist-01 is a config matter (no retry helps); a missing record is
+    /// a DNS one.
+    #[test]
+    fn dns_persist_01_failures_have_their_own_kinds() {
+        let unoffered = IssueError::from(acme::Error::NoDnsPersist01 {
+            domain: "example.com".into(),
+        });
+        assert_eq!(unoffered.kind(), CauseKind::Config);
+        assert_eq!(
+            unoffered.to_string(),
+            "the CA does not offer dns-persist-01 for example.com; use challenge: dns-01 with a dns_provider for this certificate, or an issuer that offers it"
+        );
+        let unnamed = IssueError::from(acme::Error::NoIssuerDomain {
+            directory: "https://ca.example/dir".into(),
+        });
+        assert_eq!(unnamed.kind(), CauseKind::Config);
+        let missing = IssueError::from(acme::Error::PersistRecord {
+            fqdn: "_validation-persist.example.com.".into(),
+            account: "https://ca.example/acct/1".into(),
+            issuer: "ca.example".into(),
+            cert: "www".into(),
+            seen: vec![],
+        });
+        assert_eq!(missing.kind(), CauseKind::Dns);
+        assert_eq!(
+            missing.to_string(),
+            "no TXT record at _validation-persist.example.com. authorizes account https://ca.example/acct/1 for issuer ca.example (nothing found); create it (certkeeper persist show www prints it)"
+        );
     }
 
     #[test]

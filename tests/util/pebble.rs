@@ -1,5 +1,6 @@
 //! A real ACME server for tests: Pebble and pebble-challtestsrv from Debian's `pebble`
-//! package, on free loopback ports, with a TLS certificate generated here (a small CA and a
+//! package (2.4) or, with [`Options::current`], Pebble 2.10.1 (ARI, profiles, dns-persist-01)
+//! from `../shared/tools/pebble-2.10.1/` next to the repository, on free loopback ports, with a TLS certificate generated here (a small CA and a
 //! leaf for localhost/127.0.0.1). Both processes are killed when the [`Pebble`] is dropped.
 //!
 //! Pebble runs with `PEBBLE_VA_NOSLEEP=1` and its default random badNonce rejection on, and
@@ -33,6 +34,25 @@ pub struct Options {
     /// must survive; Debian 12's certbot crashes on any error answer under Python 3.11,
     /// certbot issue 9539, so a test that makes a lineage with it turns that off).
     pub keep_nonces: bool,
+    /// Run Pebble 2.10.1 (see [`current_dir`]) instead of Debian's 2.4.
+    pub current: bool,
+    /// Reuse a valid authorization for a new order as rarely as Pebble can (it reuses one
+    /// half of the time by default): `PEBBLE_AUTHZREUSE=0`, with which Pebble 2.10.1 still
+    /// reuses one time in a hundred (it makes a new one when `rand.Intn(100) > 0`). Only
+    /// an account's first order is sure to be validated.
+    pub no_authz_reuse: bool,
+}
+
+/// Where Pebble 2.10.1 is: `$PEBBLE_CURRENT_DIR`, else `../shared/tools/pebble-2.10.1/` next
+/// to the repository.
+pub const CURRENT_DIR_VAR: &str = "PEBBLE_CURRENT_DIR";
+
+/// The directory that holds Pebble 2.10.1's `pebble` and `pebble-challtestsrv`.
+pub fn current_dir() -> PathBuf {
+    match std::env::var_os(CURRENT_DIR_VAR) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/pebble-2.10.1"),
+    }
 }
 
 /// A running Pebble + challtestsrv pair.
@@ -61,8 +81,17 @@ impl Pebble {
     /// Starts both servers with `opts`.
     pub async fn start_with(opts: Options) -> Pebble {
         certkeeper::acme::install_crypto_provider();
-        let pebble_bin = binary("PEBBLE_BIN", "pebble");
-        let chall_bin = binary("CHALLTESTSRV_BIN", "pebble-challtestsrv");
+        let (pebble_bin, chall_bin) = if opts.current {
+            (
+                current_binary("pebble"),
+                current_binary("pebble-challtestsrv"),
+            )
+        } else {
+            (
+                binary("PEBBLE_BIN", "pebble"),
+                binary("CHALLTESTSRV_BIN", "pebble-challtestsrv"),
+            )
+        };
         let mut last = String::new();
         // A free port can be taken by another test between our probe and the server's bind;
         // start again on fresh ports when that happens.
@@ -192,8 +221,19 @@ async fn try_start(pebble_bin: &Path, chall_bin: &Path, opts: Options) -> Result
 
     let mut children = Vec::new();
     let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+    // challtestsrv 2.10 names the DNS listener -dnsserver and starts DoH unless told not to.
+    let dns_flags: Vec<String> = if opts.current {
+        vec![
+            "-dnsserver".into(),
+            dns.to_string(),
+            "-doh".into(),
+            String::new(),
+        ]
+    } else {
+        vec!["-dns01".into(), dns.to_string()]
+    };
     let chall = Command::new(chall_bin)
-        .args(["-dns01", &dns.to_string()])
+        .args(&dns_flags)
         .args(["-management", &format!("127.0.0.1:{chall_port}")])
         .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
         .stdin(Stdio::null())
@@ -208,6 +248,8 @@ async fn try_start(pebble_bin: &Path, chall_bin: &Path, opts: Options) -> Result
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env_remove("PEBBLE_WFE_NONCEREJECT")
         .envs(opts.keep_nonces.then_some(("PEBBLE_WFE_NONCEREJECT", "0")))
+        .env_remove("PEBBLE_AUTHZREUSE")
+        .envs(opts.no_authz_reuse.then_some(("PEBBLE_AUTHZREUSE", "0")))
         .stdin(Stdio::null())
         .stdout(log("pebble.log"))
         .stderr(log("pebble.log"))
@@ -287,6 +329,20 @@ fn binary(var: &str, name: &str) -> PathBuf {
     }
     panic!(
         "{name} not found on PATH (or in ${var}): the ACME tests need a real Pebble; install the Debian package `{PACKAGE}` (apt-get install -y {PACKAGE})"
+    );
+}
+
+/// A binary of Pebble 2.10.1 from [`current_dir`]; a missing one fails the test, saying where
+/// it looked and what to put there (never a silent skip).
+fn current_binary(name: &str) -> PathBuf {
+    let dir = current_dir();
+    let path = dir.join(name);
+    if path.is_file() {
+        return path;
+    }
+    panic!(
+        "{name} not found at {}: the dns-persist-01 tests need Pebble 2.10.1; put its `pebble` and `pebble-challtestsrv` (built from github.com/letsencrypt/pebble tag v2.10.1) in that directory, or set ${CURRENT_DIR_VAR} to the directory that holds them",
+        path.display()
     );
 }
 
