@@ -118,6 +118,8 @@ impl Batch {
         let state_dir = record.kept.state_dir.clone();
         let done =
             deploy::deploy_all(locked, self.items, self.retries, opts.no_reload, &opts.stop).await;
+        // The fleet hears of each deploy once every outcome is known, several at once.
+        let mut reports = Vec::new();
         for (name, done) in done {
             let source = self.sources.remove(&name).unwrap_or_default();
             // The material is live (served, or left in place unserved).
@@ -139,11 +141,14 @@ impl Batch {
                 record.renewed(&name, leaf);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
-            if let (Some(serial), Some(fleet)) = (self.generations.remove(&name), fleet) {
+            if let Some(serial) = self.generations.remove(&name) {
                 let why = (!renewed).then(|| outcome_line(&outcome));
-                fleet.report(&name, serial, renewed, why.as_deref()).await;
+                reports.push((name.clone(), serial, renewed, why));
             }
             record.done(name, outcome);
+        }
+        if let Some(fleet) = fleet {
+            report_all(fleet, reports).await;
         }
         // Groups not started because of a stop.
         for name in self.sources.into_keys() {
@@ -154,6 +159,25 @@ impl Batch {
         }
     }
 }
+
+/// Reports each deploy of a fleet generation (certificate, serial, whether it went live,
+/// why not) to the fleet, [`REPORTS_IN_FLIGHT`] at a time: each report is a few requests
+/// to etcd, and a pass that deployed a thousand generations would otherwise wait for them
+/// one after the other.
+async fn report_all(fleet: &super::fleet::Link, reports: Vec<(String, u64, bool, Option<String>)>) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(reports)
+        .for_each_concurrent(
+            REPORTS_IN_FLIGHT,
+            |(name, serial, renewed, why)| async move {
+                fleet.report(&name, serial, renewed, why.as_deref()).await;
+            },
+        )
+        .await;
+}
+
+/// How many reports to the fleet's etcd are in flight at once.
+const REPORTS_IN_FLIGHT: usize = 16;
 
 /// Why a deploy did not take a fleet generation, as the host reports it.
 fn outcome_line(outcome: &Outcome) -> String {

@@ -48,6 +48,9 @@ impl Link {
         let fleet = connect(section, Timeouts::DEFAULT)
             .await
             .map_err(|e| e.to_string());
+        if let Ok(fleet) = &fleet {
+            prefetch(fleet, selected).await;
+        }
         let key = SealKey::load(&section.seal_key_file).map_err(|e| e.to_string());
         Some(Arc::new(Link {
             fleet,
@@ -120,6 +123,22 @@ impl Link {
     /// The identity a generation's sealed key is bound to.
     fn identity(&self, cert: &str, serial: u64, fingerprint: &str) -> Vec<u8> {
         format!("{}/{cert}/{serial}/{fingerprint}", self.name).into_bytes()
+    }
+}
+
+/// Reads what the shared certificates of `selected` have in etcd in a few requests, for
+/// their decisions; when that fails, each decision reads for itself (and says why).
+async fn prefetch(fleet: &Fleet, selected: &[Certificate]) {
+    let shared: Vec<&str> = selected
+        .iter()
+        .filter(|c| c.fleet)
+        .map(|c| c.name.as_str())
+        .collect();
+    if let Err(e) = fleet.prefetch(&shared).await {
+        tracing::debug!(
+            "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
+            crate::fleet::connect::brief(&e)
+        );
     }
 }
 
