@@ -18,8 +18,10 @@
 #   idle    `certkeeper run` on the 3 hosts (yearly schedule, no jitter), each watching the
 #           CERTS `current` keys; once each has logged its watches and its first pass, IDLE
 #           seconds idle: context switches summed over all threads (/proc/PID/task/*/status),
-#           CPU time (/proc/PID/stat) and "Pass done" lines logged. Target: no pass, and no
-#           wake-up but the etcd client's HTTP/2 keep-alive pings (shown per minute).
+#           CPU time (/proc/PID/stat) and "Pass done" lines logged, and the etcd members'
+#           RSS before the daemons start and with their watches open. Target: no wake-ups;
+#           a pass while idle fails the run, the context switches are shown (what is left
+#           are the etcd client's HTTP/2 keep-alive pings, see BENCHMARKS.md).
 #   rollout with the 3 daemons running, `renew --force` on h1 (the leader: it issues
 #           generation 2 of every certificate, publishes each, deploys them as the canary);
 #           the watches of h2 and h3 get each generation as pending, then good, and deploy.
@@ -30,15 +32,17 @@
 #           `etcdctl watch` on k1's `current` key timestamping the publish (first put) and
 #           the good verdict (second put), and the live files polled every 20 ms: publish to
 #           served by all, medians.
-#   etcd    for the setup (generation 1) and the rollout (generation 2): etcd's revision
-#           (one per write transaction), etcd_mvcc_put_total, _delete_total, _txn_total and
-#           from member m0's /metrics (each member applies every write), _range_total summed
-#           over the members (each read is served by one), and
-#           the database size in use, before and after, per generation; and what etcd holds
-#           at the end (etcdctl get --prefix): keys and value bytes by kind.
+#   etcd    for the setup (generation 1) and the rollout (generation 2), before and after,
+#           per generation: etcd's revision (one per write transaction); from member m0's
+#           /metrics (each member applies every write) etcd_mvcc_put_total, _delete_total,
+#           _txn_total and _db_total_size_in_use_in_bytes; _range_total summed over the
+#           members (each read is served by one). For the no-op passes: the transactions and
+#           ranges of all members. At the end, what etcd holds (etcdctl get --prefix): keys
+#           and value bytes by kind.
 #
-# Usage: bench/fleet.sh   (CERTS=1000, RUNS=5, IDLE=60, LAT_RUNS=5 by default; CERTS=50 is a
-# quick run). Exits 1 when a check fails or a target is missed.
+# Usage: bench/fleet.sh   (CERTS=1000, RUNS=5, IDLE=60, LAT_RUNS=5 by default, about 5 minutes;
+# CERTS=50 IDLE=10 is a quick run). Exits 1 when a check fails, the no-op target is missed,
+# a daemon runs a pass while idle or does not exit 0 on SIGTERM.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -169,13 +173,20 @@ expect_count() {
 etcd_counters() {
   local rev ranges
   rev=$(ctl get "${prefix}none" -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
-  ranges=$(for e in "${endpoints[@]}"; do curl -s "$e/metrics"; done | awk '$1 == "etcd_mvcc_range_total" {r += $2} END {printf "%d", r}')
-  curl -s "$metrics_url" | awk -v rev="$rev" -v r="$ranges" '
+  ranges=$(for e in "${endpoints[@]}"; do curl -s "$e/metrics"; done |
+    awk '$1 == "etcd_mvcc_range_total" {r += $2} $1 == "etcd_mvcc_txn_total" {x += $2} END {printf "%d %d", r, x}')
+  curl -s "$metrics_url" | awk -v rev="$rev" -v r="${ranges% *}" -v xs="${ranges#* }" '
     $1 == "etcd_mvcc_put_total" {p = $2}
     $1 == "etcd_mvcc_delete_total" {d = $2}
     $1 == "etcd_mvcc_txn_total" {x = $2}
     $1 == "etcd_mvcc_db_total_size_in_use_in_bytes" {b = $2}
-    END {printf "%d %d %d %d %d %d\n", rev, p, d, x, r, b}'
+    END {printf "%d %d %d %d %d %d %d\n", rev, p, d, x, r, b, xs}'
+}
+# The resident memory of the 3 etcd members, MB.
+etcd_rss() {
+  local p
+  for p in "${etcd_pids[@]}"; do awk '$1 == "VmRSS:" {print $2}' /proc/"$p"/status; done |
+    awk '{s += $1} END {printf "%.0f", s / 1024}'
 }
 declare -A r
 # etcd_delta KEY BEFORE AFTER: per generation (of n certificates) figures into r[KEY,*].
@@ -238,12 +249,13 @@ done
 e_noop1=$(etcd_counters)
 read -r -a nb <<<"$e_noop0"
 read -r -a na <<<"$e_noop1"
-r[noop_etcd]="$(((na[0] - nb[0]) / runs)) write txns and $(((na[4] - nb[4]) / runs)) ranges per no-op pass"
+r[noop_etcd]="$(((na[0] - nb[0]) / runs)) write txns, $(((na[6] - nb[6]) / runs)) transactions holding $(((na[4] - nb[4]) / runs)) range reads per no-op pass"
 
 # --- daemons: idle with the watches open ----------------------------------------------------
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}'; }
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 passes() { grep -c 'Pass done:' "$work/$1.log" || true; }
+rss_before=$(etcd_rss)
 for h in "${hosts[@]}"; do
   "$bin" --config "$work/$h/config.yaml" run 2>"$work/$h.log" &
   daemon_pids+=($!)
@@ -266,6 +278,7 @@ for k in 0 1 2; do
   sw0[$h]=$(switches "$pid"); t0[$h]=$(ticks "$pid"); p0[$h]=$(passes "$h")
 done
 sleep "$idle"
+rss_idle=$(etcd_rss)
 for k in 0 1 2; do
   pid=${daemon_pids[$k]} h=${hosts[$k]}
   kill -0 "$pid" 2>/dev/null || die "$h's daemon died while idle"
@@ -397,6 +410,7 @@ echo "  fleet/single: wall ${wall_ratio}x, CPU ${cpu_ratio}x (target: under 2x);
 awk -v w="$wall_ratio" -v c="$cpu_ratio" 'BEGIN {exit !(w >= 2 || c >= 2)}' && miss "fleet no-op pass at ${wall_ratio}x wall, ${cpu_ratio}x CPU of the single host's"
 echo "daemons idle with $n watches each, $idle s:"
 for h in "${hosts[@]}"; do echo "  $h: ${r[idle_$h]}"; done
+echo "  etcd's 3 members: RSS $rss_before MB before the daemons, $rss_idle MB with their $((3 * n)) watches open ($(awk -v a="$rss_before" -v b="$rss_idle" -v w="$((3 * n))" 'BEGIN {printf "%.1f", (b - a) * 1024 / w}') KB per watch)"
 echo "rollout of generation 2 of $n certificates (renew --force on h1, daemons on h1, h2, h3):"
 echo "  h1's renew --force ended after $force_done s"
 for h in "${hosts[@]}"; do echo "  $h serves all $n new pairs after ${done_at[$h]} s"; done
