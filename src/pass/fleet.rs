@@ -31,6 +31,9 @@ pub(super) struct Link {
     seal_key_file: std::path::PathBuf,
     /// What this pass learnt of etcd (see [`Link::health`]).
     health: std::sync::Mutex<Option<Result<(), String>>>,
+    /// Why etcd could not be read at the start of the pass (no member answered, no
+    /// quorum): every shared certificate waits then, without asking again.
+    unreachable: Option<String>,
 }
 
 impl Link {
@@ -48,9 +51,10 @@ impl Link {
         let fleet = connect(section, Timeouts::DEFAULT)
             .await
             .map_err(|e| e.to_string());
-        if let Ok(fleet) = &fleet {
-            prefetch(fleet, selected).await;
-        }
+        let unreachable = match &fleet {
+            Ok(fleet) => prefetch(fleet, selected).await,
+            Err(_) => None,
+        };
         let key = SealKey::load(&section.seal_key_file).map_err(|e| e.to_string());
         Some(Arc::new(Link {
             fleet,
@@ -63,6 +67,7 @@ impl Link {
             name: section.name.clone(),
             seal_key_file: section.seal_key_file.clone(),
             health: std::sync::Mutex::new(None),
+            unreachable,
         }))
     }
 
@@ -127,18 +132,25 @@ impl Link {
 }
 
 /// Reads what the shared certificates of `selected` have in etcd in a few requests, for
-/// their decisions; when that fails, each decision reads for itself (and says why).
-async fn prefetch(fleet: &Fleet, selected: &[Certificate]) {
+/// their decisions. When etcd cannot be reached or has no quorum, why (then no decision
+/// asks again: each would wait its own timeout for the same answer); on another error each
+/// decision reads for itself.
+async fn prefetch(fleet: &Fleet, selected: &[Certificate]) -> Option<String> {
     let shared: Vec<&str> = selected
         .iter()
         .filter(|c| c.fleet)
         .map(|c| c.name.as_str())
         .collect();
-    if let Err(e) = fleet.prefetch(&shared).await {
-        tracing::debug!(
-            "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
-            crate::fleet::connect::brief(&e)
-        );
+    match fleet.prefetch(&shared).await {
+        Ok(()) => None,
+        Err(e) if e.is_unavailable() => Some(e.to_string()),
+        Err(e) => {
+            tracing::debug!(
+                "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
+                crate::fleet::connect::brief(&e)
+            );
+            None
+        }
     }
 }
 
@@ -232,6 +244,13 @@ async fn ask(
     due: impl Fn(Option<&Generation>) -> bool,
     soon: Option<OffsetDateTime>,
 ) -> Result<FleetStep, Step> {
+    if let Some(reason) = &link.unreachable {
+        let why = certkeeper_fleet::protocol::Wait::NoQuorum {
+            reason: reason.clone(),
+        };
+        link.note(Err(why.to_string()));
+        return Err(wait(cert, why.to_string(), soon));
+    }
     match fleet.decide(&cert.name, live_fp, &link.rules, due).await {
         Ok(FleetStep::Wait {
             why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
