@@ -131,29 +131,6 @@ impl Link {
     }
 }
 
-/// Reads what the shared certificates of `selected` have in etcd in a few requests, for
-/// their decisions. When etcd cannot be reached or has no quorum, why (then no decision
-/// asks again: each would wait its own timeout for the same answer); on another error each
-/// decision reads for itself.
-async fn prefetch(fleet: &Fleet, selected: &[Certificate]) -> Option<String> {
-    let shared: Vec<&str> = selected
-        .iter()
-        .filter(|c| c.fleet)
-        .map(|c| c.name.as_str())
-        .collect();
-    match fleet.prefetch(&shared).await {
-        Ok(()) => None,
-        Err(e) if e.is_unavailable() => Some(e.to_string()),
-        Err(e) => {
-            tracing::debug!(
-                "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
-                crate::fleet::connect::brief(&e)
-            );
-            None
-        }
-    }
-}
-
 /// The way before the swap of shared certificate `cert`, after the plan: what the fleet
 /// decides, and the checked material to deploy when there is some.
 #[allow(clippy::too_many_arguments)] // the stages' shared inputs, each borrowed once
@@ -268,6 +245,29 @@ async fn ask(
                 link.note(Err(why.clone()));
             }
             Err(wait(cert, why, soon))
+        }
+    }
+}
+
+/// Reads what the shared certificates of `selected` have in etcd in a few requests, for
+/// their decisions. When etcd cannot be reached or has no quorum, why (then no decision
+/// asks again: each would wait its own timeout for the same answer); on another error each
+/// decision reads for itself.
+async fn prefetch(fleet: &Fleet, selected: &[Certificate]) -> Option<String> {
+    let shared: Vec<&str> = selected
+        .iter()
+        .filter(|c| c.fleet)
+        .map(|c| c.name.as_str())
+        .collect();
+    match fleet.prefetch(&shared).await {
+        Ok(()) => None,
+        Err(e) if e.is_unavailable() => Some(e.to_string()),
+        Err(e) => {
+            tracing::debug!(
+                "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
+                crate::fleet::connect::brief(&e)
+            );
+            None
         }
     }
 }

@@ -2,6 +2,10 @@
 //! and the writes that move a generation from published to good or bad
 //! ([`Fleet::publish_new`], [`Fleet::report_result`], [`Fleet::judge`]).
 //!
+//! A pass over many shared certificates calls [`Fleet::prefetch`] first: the current and
+//! kept generations of all of them in a few requests, each taken by that certificate's next
+//! decide.
+//!
 //! The fleet layer keeps the coordination; the caller keeps the rest: whether a certificate
 //! is due (ARI, renewal windows) is a closure the caller passes, and ordering, checking,
 //! staging, reloading and verifying are the caller's.
@@ -306,6 +310,64 @@ impl Fleet {
         Ok(Box::pin(self.judge_once(cert, serial, rules)).await?.0)
     }
 
+    /// Reads the current and kept generations of every certificate of `certs` at once, a
+    /// few transactions of [`PREFETCH_BATCH`] reads each instead of one request per
+    /// certificate, for the next [`Fleet::decide`] of each (which takes its entry, so a
+    /// later decide reads etcd again). A pass over many shared certificates calls it first:
+    /// a decide that finds the host up to date then asks etcd nothing. What it read is as
+    /// good as a decide's own read made then: every write a decide makes from it is guarded
+    /// on the revisions read. On an error nothing is kept, and each decide reads for itself.
+    pub async fn prefetch(&self, certs: &[&str]) -> Result<()> {
+        for cert in certs {
+            check_name("certificate name", cert)?;
+        }
+        let mut batches = certs.chunks(PREFETCH_BATCH);
+        let mut reads = tokio::task::JoinSet::new();
+        let mut read = Vec::with_capacity(certs.len());
+        loop {
+            while reads.len() < PREFETCH_IN_FLIGHT
+                && let Some(batch) = batches.next()
+            {
+                let txn = Txn::new().and_then(
+                    batch
+                        .iter()
+                        .map(|cert| {
+                            let end = self.key(cert, "generations0");
+                            let options = GetOptions::new().with_range(end);
+                            TxnOp::get(self.key(cert, "current"), Some(options))
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let names: Vec<String> = batch.iter().map(|c| (*c).to_owned()).collect();
+                let (client, timeout) = (self.client.clone(), self.timeout);
+                reads.spawn(async move {
+                    let resp = call("read", timeout, &client, |mut c| {
+                        let txn = txn.clone();
+                        async move { c.txn(txn).await }
+                    })
+                    .await;
+                    (names, resp)
+                });
+            }
+            let Some(joined) = reads.join_next().await else {
+                break;
+            };
+            // A read task only panics on a bug; nothing is kept then, as on an error.
+            let Ok((names, resp)) = joined else {
+                return Ok(());
+            };
+            for (cert, op) in names.iter().zip(resp?.op_responses()) {
+                if let etcd_client::TxnOpResponse::Get(got) = op {
+                    read.push((cert.clone(), self.generations_of(cert, got.kvs())?));
+                }
+            }
+        }
+        if let Ok(mut prefetched) = self.prefetched.lock() {
+            prefetched.extend(read);
+        }
+        Ok(())
+    }
+
     async fn decide_now(
         &self,
         cert: &str,
@@ -557,64 +619,6 @@ impl Fleet {
             }
         }
         Ok(None)
-    }
-
-    /// Reads the current and kept generations of every certificate of `certs` at once, a
-    /// few transactions of [`PREFETCH_BATCH`] reads each instead of one request per
-    /// certificate, for the next [`Fleet::decide`] of each (which takes its entry, so a
-    /// later decide reads etcd again). A pass over many shared certificates calls it first:
-    /// a decide that finds the host up to date then asks etcd nothing. What it read is as
-    /// good as a decide's own read made then: every write a decide makes from it is guarded
-    /// on the revisions read. On an error nothing is kept, and each decide reads for itself.
-    pub async fn prefetch(&self, certs: &[&str]) -> Result<()> {
-        for cert in certs {
-            check_name("certificate name", cert)?;
-        }
-        let mut batches = certs.chunks(PREFETCH_BATCH);
-        let mut reads = tokio::task::JoinSet::new();
-        let mut read = Vec::with_capacity(certs.len());
-        loop {
-            while reads.len() < PREFETCH_IN_FLIGHT
-                && let Some(batch) = batches.next()
-            {
-                let txn = Txn::new().and_then(
-                    batch
-                        .iter()
-                        .map(|cert| {
-                            let end = self.key(cert, "generations0");
-                            let options = GetOptions::new().with_range(end);
-                            TxnOp::get(self.key(cert, "current"), Some(options))
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                let names: Vec<String> = batch.iter().map(|c| (*c).to_owned()).collect();
-                let (client, timeout) = (self.client.clone(), self.timeout);
-                reads.spawn(async move {
-                    let resp = call("read", timeout, &client, |mut c| {
-                        let txn = txn.clone();
-                        async move { c.txn(txn).await }
-                    })
-                    .await;
-                    (names, resp)
-                });
-            }
-            let Some(joined) = reads.join_next().await else {
-                break;
-            };
-            // A read task only panics on a bug; nothing is kept then, as on an error.
-            let Ok((names, resp)) = joined else {
-                return Ok(());
-            };
-            for (cert, op) in names.iter().zip(resp?.op_responses()) {
-                if let etcd_client::TxnOpResponse::Get(got) = op {
-                    read.push((cert.clone(), self.generations_of(cert, got.kvs())?));
-                }
-            }
-        }
-        if let Ok(mut prefetched) = self.prefetched.lock() {
-            prefetched.extend(read);
-        }
-        Ok(())
     }
 
     /// What [`Fleet::prefetch`] read for `cert`, once.
