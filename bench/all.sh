@@ -2,7 +2,7 @@
 # Runs every benchmark script in bench/ (this one excepted), one after the other, each with
 # its default arguments (crash.sh: 5000 kills), and writes everything they print, under a
 # header describing the machine and the tools compared against (date, kernel, cores, memory,
-# certbot, lego, pebble, nginx versions), to a results file as well as to the terminal.
+# certbot, lego, pebble, nginx, etcd versions), to a results file as well as to the terminal.
 # A script that fails is reported with its exit status and the others still run; the exit
 # status is 1 when any failed. Takes a long time (check.sh over 10,000 certificates, the
 # idle daemons, the crash harness).
@@ -33,6 +33,7 @@ package() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "?"; }
   echo "lego:    $(version lego --version) (package $(package lego))"
   echo "pebble:  package $(package pebble)"
   echo "nginx:   $(version nginx -v)"
+  echo "etcd:    $(version etcd --version)"
   echo "rustc:   $(version rustc --version)"
   echo "CARGO_TARGET_DIR: ${CARGO_TARGET_DIR:-target (unset)}"
 } | tee "$out"

@@ -76,9 +76,11 @@ async fn the_daemon_deploys_a_new_generation_when_etcd_says_so() {
     let leaf2 = web1.leaf();
     assert_ne!(leaf2, leaf1);
     wait_leaf(&web2, &daemon, &leaf2, Duration::from_secs(120));
+    // The pass logs the deploy after its reload and verification, so a moment after the
+    // live files changed.
+    daemon.wait_log("fleet generation 2", 1, Duration::from_secs(60));
     let log = daemon.log();
     assert!(log.contains("changed in etcd"), "{log}");
-    assert!(log.contains("fleet generation 2"), "{log}");
     assert_eq!(
         web2.live("privkey.pem"),
         web1.live("privkey.pem"),

@@ -121,6 +121,8 @@ impl Batch {
         let state_dir = record.kept.state_dir.clone();
         let done =
             deploy::deploy_all(locked, self.items, self.retries, opts.no_reload, &opts.stop).await;
+        // The fleet hears of each deploy once every outcome is known, several at once.
+        let mut reports = Vec::new();
         for (name, done) in done {
             let source = self.sources.remove(&name).unwrap_or_default();
             // The material is live (served, or left in place unserved).
@@ -142,14 +144,13 @@ impl Batch {
                 record.renewed(&name, leaf);
             }
             let outcome = Outcome::from_deploy(source, done, still_kept);
-            if let (Some(generation), Some(fleet), Some(cert)) = (
-                self.generations.remove(&name),
-                fleet,
-                config.certificate(&name),
-            ) {
-                report(fleet, cert, generation, renewed, &outcome).await;
+            if let Some(generation) = self.generations.remove(&name) {
+                reports.push((name.clone(), generation, renewed, outcome_line(&outcome)));
             }
             record.done(name, outcome);
+        }
+        if let Some(fleet) = fleet {
+            report_all(fleet, config, reports).await;
         }
         // Groups not started because of a stop.
         for name in self.sources.into_keys() {
@@ -161,6 +162,31 @@ impl Batch {
     }
 }
 
+/// Reports each deploy of a fleet generation (certificate, serial and the generation it went
+/// back from, whether it went live, why not) to the fleet, [`REPORTS_IN_FLIGHT`] at a time:
+/// each report is a few requests to etcd, and a pass that deployed a thousand generations
+/// would otherwise wait for them one after the other.
+async fn report_all(
+    fleet: &super::fleet::Link,
+    config: &crate::config::Config,
+    reports: Vec<(String, (u64, Option<u64>), bool, String)>,
+) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(reports)
+        .for_each_concurrent(
+            REPORTS_IN_FLIGHT,
+            |(name, generation, renewed, why)| async move {
+                if let Some(cert) = config.certificate(&name) {
+                    report(fleet, cert, generation, renewed, &why).await;
+                }
+            },
+        )
+        .await;
+}
+
+/// How many reports to the fleet's etcd are in flight at once.
+const REPORTS_IN_FLIGHT: usize = 16;
+
 /// Reports a deploy of fleet generation `serial` (going back from `from`, if set): deployed,
 /// reverted, or failed with why; a failed revert is a failure of the generation gone back to.
 async fn report(
@@ -168,10 +194,9 @@ async fn report(
     cert: &crate::config::Certificate,
     (serial, from): (u64, Option<u64>),
     renewed: bool,
-    outcome: &Outcome,
+    why: &str,
 ) {
     use super::fleet::Report;
-    let why = outcome_line(outcome);
     match (renewed, from) {
         (true, Some(from)) => {
             fleet
@@ -179,11 +204,7 @@ async fn report(
                 .await
         }
         (true, None) => fleet.report(cert, serial, Report::Deployed).await,
-        (false, _) => {
-            fleet
-                .report(cert, serial, Report::Failed { why: &why })
-                .await
-        }
+        (false, _) => fleet.report(cert, serial, Report::Failed { why }).await,
     }
 }
 

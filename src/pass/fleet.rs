@@ -33,6 +33,9 @@ pub(super) struct Link {
     health: std::sync::Mutex<Option<Result<(), String>>>,
     /// The generations this host's judgement marked bad in this pass (see [`Link::marked`]).
     marked: std::sync::Mutex<Vec<Marked>>,
+    /// Why etcd could not be read at the start of the pass (no member answered, no
+    /// quorum): every shared certificate waits then, without asking again.
+    unreachable: Option<String>,
 }
 
 /// What this host reports to the fleet after trying a generation.
@@ -70,6 +73,10 @@ impl Link {
         let fleet = connect(section, Timeouts::DEFAULT)
             .await
             .map_err(|e| e.to_string());
+        let unreachable = match &fleet {
+            Ok(fleet) => prefetch(fleet, selected).await,
+            Err(_) => None,
+        };
         let key = SealKey::load(&section.seal_key_file).map_err(|e| e.to_string());
         Some(Arc::new(Link {
             fleet,
@@ -83,6 +90,7 @@ impl Link {
             seal_key_file: section.seal_key_file.clone(),
             health: std::sync::Mutex::new(None),
             marked: std::sync::Mutex::new(Vec::new()),
+            unreachable,
         }))
     }
 
@@ -286,6 +294,13 @@ async fn ask(
     due: impl Fn(Option<&Generation>) -> bool,
     soon: Option<OffsetDateTime>,
 ) -> Result<FleetStep, Step> {
+    if let Some(reason) = &link.unreachable {
+        let why = certkeeper_fleet::protocol::Wait::NoQuorum {
+            reason: reason.clone(),
+        };
+        link.note(Err(why.to_string()));
+        return Err(wait(cert, why.to_string(), soon));
+    }
     match fleet.decide(&cert.name, live_fp, &link.rules, due).await {
         Ok(FleetStep::Wait {
             why: why @ certkeeper_fleet::protocol::Wait::NoQuorum { .. },
@@ -303,6 +318,29 @@ async fn ask(
                 link.note(Err(why.clone()));
             }
             Err(wait(cert, why, soon))
+        }
+    }
+}
+
+/// Reads what the shared certificates of `selected` have in etcd in a few requests, for
+/// their decisions. When etcd cannot be reached or has no quorum, why (then no decision
+/// asks again: each would wait its own timeout for the same answer); on another error each
+/// decision reads for itself.
+async fn prefetch(fleet: &Fleet, selected: &[Certificate]) -> Option<String> {
+    let shared: Vec<&str> = selected
+        .iter()
+        .filter(|c| c.fleet)
+        .map(|c| c.name.as_str())
+        .collect();
+    match fleet.prefetch(&shared).await {
+        Ok(()) => None,
+        Err(e) if e.is_unavailable() => Some(e.to_string()),
+        Err(e) => {
+            tracing::debug!(
+                "Fleet: reading every shared certificate at once failed ({}); each is read alone.",
+                crate::fleet::connect::brief(&e)
+            );
+            None
         }
     }
 }

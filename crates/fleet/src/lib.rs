@@ -115,6 +115,8 @@ pub struct Fleet {
     lease_ttl: Duration,
     timeout: Duration,
     host_lease: Mutex<Option<Lease>>,
+    /// What [`Fleet::prefetch`] read for each certificate, taken by its next decide.
+    prefetched: std::sync::Mutex<std::collections::HashMap<String, protocol::Generations>>,
 }
 
 impl Fleet {
@@ -161,6 +163,7 @@ impl Fleet {
             lease_ttl: options.lease_ttl,
             timeout: options.request_timeout,
             host_lease: Mutex::new(None),
+            prefetched: std::sync::Mutex::default(),
         })
     }
 

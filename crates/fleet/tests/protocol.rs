@@ -556,3 +556,38 @@ async fn without_quorum_every_host_waits_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefetch_serves_the_next_decide_of_each_certificate_once() {
+    let cluster = Cluster::start(3);
+    let h = hosts(&cluster).await;
+    let r = rules(1, 1);
+    // More certificates than one prefetch transaction reads.
+    let names: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        h[0].publish(name, &generation(1), None).await.unwrap();
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    h[1].prefetch(&refs).await.unwrap();
+    // Generation 2 of c0 after the prefetch: the next decide goes by what was read before
+    // it, the one after reads etcd again.
+    let (_, rev) = h[0].current("c0").await.unwrap().unwrap();
+    h[0].publish("c0", &generation(2), Some(rev)).await.unwrap();
+    let live = fp(1);
+    let first = h[1].decide("c0", Some(&live), &r, never_due).await.unwrap();
+    assert!(matches!(first, Step::UpToDate { serial: 1 }), "{first:?}");
+    let again = h[1].decide("c0", Some(&live), &r, never_due).await.unwrap();
+    assert_deploy(&again, 2, Role::Rollout);
+    // Every other certificate decides from the prefetch as from its own read.
+    for name in &names[1..] {
+        let s = h[1].decide(name, None, &r, never_due).await.unwrap();
+        assert_deploy(&s, 1, Role::Rollout);
+        let s = h[1].decide(name, Some(&live), &r, never_due).await.unwrap();
+        assert!(matches!(s, Step::UpToDate { serial: 1 }), "{name}: {s:?}");
+    }
+    // A name that cannot be a key is refused before any read.
+    assert!(matches!(
+        h[1].prefetch(&["c1", "a/b"]).await,
+        Err(Error::InvalidName { .. })
+    ));
+}
