@@ -169,7 +169,7 @@ impl Batch {
 async fn report_all(
     fleet: &super::fleet::Link,
     config: &crate::config::Config,
-    reports: Vec<(String, (u64, Option<u64>), bool, String)>,
+    reports: Vec<FleetReport>,
 ) {
     use futures_util::StreamExt;
     futures_util::stream::iter(reports)
@@ -183,6 +183,10 @@ async fn report_all(
         )
         .await;
 }
+
+/// A deploy of a fleet generation to report: the certificate, the generation's serial and the
+/// one it went back from, whether it went live, and why not.
+type FleetReport = (String, (u64, Option<u64>), bool, String);
 
 /// How many reports to the fleet's etcd are in flight at once.
 const REPORTS_IN_FLIGHT: usize = 16;
