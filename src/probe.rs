@@ -1,11 +1,11 @@
 //! The standing measurement of what clients are served: for every certificate with
 //! `verify.tls_connect`, one TLS connection that records the handshake time, the chain as
 //! sent (bytes, length, complete to a trusted root), the served leaf's notAfter and whether
-//! it is the live leaf. The daemon probes every `probe.interval` and serves the findings on
+//! it is the live leaf. The daemon probes every `probe_interval` and serves the findings on
 //! `/metrics`; `check --probe` probes once.
 //!
 //! Drift: when the served leaf has not been the live one for longer than
-//! `probe.drift_after` (someone put another certificate in place, or a reload never
+//! `drift_after` (someone put another certificate in place, or a reload never
 //! happened), [`Tracker`] raises `drift`, once per `alert_repeat`, and `drift_resolved` when
 //! the live leaf is served again. When a mismatch was first seen is kept in the daemon's
 //! memory: a restarted daemon starts the clock again at its first probe. That a `drift` was
@@ -154,7 +154,7 @@ impl Tracker {
 
     /// Takes one round of findings (made at `now`, under `config`), given the alert memory
     /// `alerted`, and returns the events it raises: `drift` for a certificate whose served
-    /// leaf has not been the live one for longer than `probe.drift_after` (once per
+    /// leaf has not been the live one for longer than `drift_after` (once per
     /// `alert_repeat`), `drift_resolved` when one that raised `drift` serves the live leaf
     /// again. Without alert channels, the drift is only logged.
     pub fn update(
@@ -219,7 +219,7 @@ impl Tracker {
         now: OffsetDateTime,
     ) -> Option<alert::Event> {
         let d = self.drifting.entry(f.name.clone()).or_insert_with(|| {
-            tracing::warn!(cert = %f.name, connect = %f.report.connect, "The served leaf is not the live one; `drift` alerts if it lasts longer than probe.drift_after.");
+            tracing::warn!(cert = %f.name, connect = %f.report.connect, "The served leaf is not the live one; `drift` alerts if it lasts longer than drift_after.");
             Drifting {
                 since: now,
                 raised: None,
@@ -332,7 +332,7 @@ mod tests {
         let mut yaml = String::from(
             "state_dir: state\n\
              issuers:\n  internal:\n    type: local-ca\n\
-             probe:\n  interval: 1s\n  drift_after: 3s\n\
+             probe_interval: 1s\ndrift_after: 3s\n\
              certificates:\n  - name: web\n    domains: [web.test]\n    issuer: internal\n    \
              fullchain: live/fullchain.pem\n    privkey: live/privkey.pem\n    \
              verify: { tls_connect: \"127.0.0.1:9\", server_name: web.test }\n",

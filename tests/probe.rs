@@ -21,7 +21,7 @@ use crate::util::{Dir, Run};
 
 /// The signing secret of the webhook channel.
 const SECRET: &str = "whsec-probe-0123456789";
-/// `probe.drift_after` in the tests' config.
+/// `drift_after` in the tests' config.
 const DRIFT_AFTER: Duration = Duration::from_secs(3);
 /// The longest the tests wait for anything the daemon or nginx does.
 const WAIT: Duration = Duration::from_secs(60);
@@ -67,7 +67,7 @@ impl Served {
             "state_dir: state\n\
              issuers:\n  internal:\n    type: local-ca\n    validity: 90d\n\
              renewal:\n  schedule: \"0 0 0 1 1 *\"\n  jitter: 0s\n\
-             probe:\n  interval: 1s\n  drift_after: {}s\n\
+             probe_interval: 1s\ndrift_after: {}s\n\
              certificates:\n  - name: web\n    domains: [web.test]\n    issuer: internal\n    \
              fullchain: live/web/fullchain.pem\n    privkey: live/web/privkey.pem\n    \
              reload: {{ command: [\"{}\"], timeout: 10s }}\n    \

@@ -107,7 +107,7 @@ impl Event {
     }
 
     /// An event of the daemon's probe about `certificate`: its served leaf has not been the
-    /// live one for longer than `probe.drift_after` (`drift`), or it is again
+    /// live one for longer than `drift_after` (`drift`), or it is again
     /// (`drift_resolved`, of the same kind: it goes to the channels that take `drift`).
     pub fn drift(certificate: &config::Certificate, message: &str, resolved: bool) -> Event {
         let mut e = Event::new(EventKind::Drift, certificate, message);

@@ -65,13 +65,13 @@ pub const DEFAULT_LOCAL_CA_VALIDITY: Duration = Duration::from_secs(90 * 86_400)
 pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `verify.timeout`.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `probe.interval`: how often the daemon probes what each `verify.tls_connect`
+/// Default `probe_interval`: how often the daemon probes what each `verify.tls_connect`
 /// serves.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// Default `probe.drift_after`: how long the served leaf may differ from the live one before
+/// Default `drift_after`: how long the served leaf may differ from the live one before
 /// `drift` alerts.
 pub const DEFAULT_DRIFT_AFTER: Duration = Duration::from_secs(15 * 60);
-/// The shortest `probe.interval` and `probe.drift_after`.
+/// The shortest `probe_interval` and `drift_after`.
 pub const MIN_PROBE: Duration = Duration::from_secs(1);
 /// Default exec DNS hook timeout.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -293,7 +293,7 @@ pub enum EventKind {
     /// host): it names the hosts that failed it and why.
     FleetGenerationBad,
     /// The daemon's probe found that the served leaf has not been the live one for longer
-    /// than `probe.drift_after`; its end (`drift_resolved`) is an event of this kind too.
+    /// than `drift_after`; its end (`drift_resolved`) is an event of this kind too.
     Drift,
 }
 

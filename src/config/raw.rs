@@ -21,7 +21,8 @@ pub struct Top {
     pub discover: Option<Value>,
     pub certificates: Option<Value>,
     pub fleet: Option<Value>,
-    pub probe: Option<Value>,
+    pub probe_interval: Option<DurationText>,
+    pub drift_after: Option<DurationText>,
 }
 
 /// The `type` key is read before the entry is deserialized; the fields named `_kind` only
@@ -114,13 +115,6 @@ pub struct Renewal {
     pub jitter: Option<DurationText>,
     pub concurrency: Option<u64>,
     pub retry: Option<Retry>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Probe {
-    pub interval: Option<DurationText>,
-    pub drift_after: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -131,7 +131,7 @@ impl Validator<'_> {
         let discover_paths = self.discover(top.discover);
         let has_fleet = top.fleet.is_some();
         let fleet = top.fleet.and_then(|v| self.fleet(v));
-        let probe = self.probe(top.probe);
+        let probe = self.probe(top.probe_interval, top.drift_after);
         let certificates = self.certificates(top.certificates, &issuers, &dns_providers, has_fleet);
         let state_real = std::fs::canonicalize(&state_dir).ok();
         for (n, cert) in certificates.iter().enumerate() {
@@ -508,15 +508,14 @@ impl Validator<'_> {
         })
     }
 
-    /// The `probe` section: both durations at least [`MIN_PROBE`].
-    fn probe(&mut self, value: Option<Value>) -> Option<Probe> {
-        let path = KeyPath::key("probe");
-        let raw: raw::Probe = match value {
-            Some(v) => self.de(&path, v)?,
-            None => raw::Probe::default(),
-        };
+    /// `probe_interval` and `drift_after`: both at least [`MIN_PROBE`].
+    fn probe(
+        &mut self,
+        interval: Option<DurationText>,
+        drift_after: Option<DurationText>,
+    ) -> Option<Probe> {
         let mut bounded = |key: &str, value, default| {
-            let at = path.with_key(key);
+            let at = KeyPath::key(key);
             let d = self.duration(&at, value, default)?;
             if d < MIN_PROBE {
                 self.problem(
@@ -531,8 +530,8 @@ impl Validator<'_> {
             }
             Some(d)
         };
-        let interval = bounded("interval", raw.interval, DEFAULT_PROBE_INTERVAL);
-        let drift_after = bounded("drift_after", raw.drift_after, DEFAULT_DRIFT_AFTER);
+        let interval = bounded("probe_interval", interval, DEFAULT_PROBE_INTERVAL);
+        let drift_after = bounded("drift_after", drift_after, DEFAULT_DRIFT_AFTER);
         Some(Probe {
             interval: interval?,
             drift_after: drift_after?,

@@ -71,7 +71,7 @@ impl Watches {
 async fn watch_all(section: config::Fleet, shared: Vec<String>, tx: mpsc::Sender<String>) {
     let mut pause = section.lease_ttl;
     let fleet = loop {
-        match connect(&section, Timeouts::DEFAULT).await {
+        match connect(&section, Timeouts::WATCH).await {
             Ok(fleet) => break fleet,
             Err(e) => {
                 tracing::warn!(

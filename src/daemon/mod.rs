@@ -13,9 +13,9 @@
 //! interrupted on the next start. `run --once` is `renew`.
 //!
 //! With a certificate that has `verify.tls_connect`, the daemon also probes what is served
-//! every `probe.interval` (the first probe right after the first pass): one more wake-up per
+//! every `probe_interval` (the first probe right after the first pass): one more wake-up per
 //! interval, none without such a certificate. The findings go to `/metrics`, and a served
-//! leaf that is not the live one for longer than `probe.drift_after` raises `drift` (see
+//! leaf that is not the live one for longer than `drift_after` raises `drift` (see
 //! [`crate::probe`]). A probe round never overlaps a pass.
 //!
 //! tokio-cron-scheduler is not used to fire the passes: its scheduler loop wakes every

@@ -16,6 +16,9 @@ pub struct Timeouts {
     pub connect: Duration,
     /// One request (retried within this time while no member can apply it).
     pub request: Duration,
+    /// Whether an open link pings its member (see [`Options::pings`]): not for the daemon's
+    /// watches, which must let an idle daemon sleep.
+    pub pings: bool,
 }
 
 impl Timeouts {
@@ -23,6 +26,13 @@ impl Timeouts {
     pub const DEFAULT: Timeouts = Timeouts {
         connect: Duration::from_secs(5),
         request: Duration::from_secs(5),
+        pings: true,
+    };
+
+    /// The daemon's watches: the default timeouts, and no pings while the watches wait.
+    pub const WATCH: Timeouts = Timeouts {
+        pings: false,
+        ..Timeouts::DEFAULT
     };
 
     /// Timeouts that fit a total of `budget` (a monitoring command): a third to dial, the
@@ -31,6 +41,7 @@ impl Timeouts {
         Timeouts {
             connect: budget / 3,
             request: budget - budget / 3,
+            pings: true,
         }
     }
 }
@@ -101,6 +112,7 @@ pub fn options(fleet: &config::Fleet, timeouts: Timeouts) -> Result<Options, Con
     o.lease_ttl = fleet.lease_ttl;
     o.connect_timeout = timeouts.connect;
     o.request_timeout = timeouts.request;
+    o.pings = timeouts.pings;
     Ok(o)
 }
 

@@ -75,6 +75,14 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long any one request may take before it fails with [`Error::Timeout`].
     pub request_timeout: Duration,
+    /// How a link that stays open finds out that its member is gone: `true`, HTTP/2 pings
+    /// every 10 s (a dead member is noticed within one request timeout after a ping, but the
+    /// process wakes for each); `false`, TCP keepalive probes, which the kernel sends
+    /// without waking the process (a member that vanished without closing the connection is
+    /// noticed only after the kernel's probes run out, minutes later; one that exits or
+    /// restarts closes it and is noticed at once). The daemon's watches use `false`, so that
+    /// an idle daemon sleeps.
+    pub pings: bool,
 }
 
 impl Options {
@@ -92,6 +100,7 @@ impl Options {
             lease_ttl: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            pings: true,
         }
     }
 }
@@ -137,8 +146,13 @@ impl Fleet {
         }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
-            .with_keep_alive(Duration::from_secs(10), options.request_timeout)
             .with_require_leader(true);
+        connect = match options.pings {
+            true => connect.with_keep_alive(Duration::from_secs(10), options.request_timeout),
+            false => connect
+                .with_keep_alive_while_idle(false)
+                .with_tcp_keepalive(Duration::from_secs(60)),
+        };
         if let Some(tls) = tls {
             connect = connect.with_tls(tls);
         }
