@@ -687,10 +687,24 @@ async fn issue(
     kind: KeyType,
     dns: Arc<dyn DnsProvider>,
 ) -> (Issued, rcgen::KeyPair) {
+    let (issued, key) = order(acme, domains, kind, dns, &pebble.settings(), None).await;
+    let issued = issued.unwrap_or_else(|e| panic!("issue {domains:?}: {e}\n{}", pebble.logs()));
+    (issued, key)
+}
+
+/// One order for `domains` with a new key of `kind`, DNS from `dns` and `settings`, and the
+/// order recorded with `track` when given.
+async fn order(
+    acme: &Acme,
+    domains: &[&str],
+    kind: KeyType,
+    dns: Arc<dyn DnsProvider>,
+    settings: &DnsSettings,
+    track: Option<&dyn acme::Track>,
+) -> (Result<Issued, Error>, rcgen::KeyPair) {
     let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
     let key = certkeeper::keys::generate(kind).unwrap();
-    let settings = pebble.settings();
-    let issued = acme
+    let result = acme
         .issue(&OrderRequest {
             domains: &domains,
             csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
@@ -700,12 +714,11 @@ async fn issue(
                 dns,
                 dns_name: "challtestsrv",
             },
-            settings: &settings,
-            track: None,
+            settings,
+            track,
         })
-        .await
-        .unwrap_or_else(|e| panic!("issue {domains:?}: {e}\n{}", pebble.logs()));
-    (issued, key)
+        .await;
+    (result, key)
 }
 
 /// The chain is leaf + intermediate, anchored in Pebble's root alone; the leaf is for the
@@ -858,23 +871,15 @@ async fn order_tracked(
     settings: &DnsSettings,
     track: &Recorder,
 ) -> (Result<Issued, Error>, rcgen::KeyPair) {
-    let domains = vec![domain.to_owned()];
-    let key = certkeeper::keys::generate(KeyType::EcdsaP256).unwrap();
-    let result = acme
-        .issue(&OrderRequest {
-            domains: &domains,
-            csr_der: certkeeper::keys::csr_der(&key, &domains).unwrap(),
-            profile: None,
-            replaces: None,
-            proof: Proof::Dns01 {
-                dns,
-                dns_name: "challtestsrv",
-            },
-            settings,
-            track: Some(track),
-        })
-        .await;
-    (result, key)
+    order(
+        acme,
+        &[domain],
+        KeyType::EcdsaP256,
+        dns,
+        settings,
+        Some(track),
+    )
+    .await
 }
 
 #[tokio::test]

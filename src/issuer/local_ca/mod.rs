@@ -528,6 +528,16 @@ mod tests {
         ]
     }
 
+    /// A server leaf for [`domains`] with a new P-256 key, valid `validity` from `now`.
+    fn issue_p256(
+        ca: &mut LocalCa,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<String, Error> {
+        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
+        ca.issue(&domains(), &key, validity, Usage::default(), now)
+    }
+
     /// Issues with `ca` and checks the chain against its root alone, the key and the names.
     fn assert_sound(ca: &mut LocalCa, kind: KeyType, validity: Duration, now: OffsetDateTime) {
         let key = crate::keys::generate(kind).unwrap();
@@ -558,16 +568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
-        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
-        let chain = ca
-            .issue(
-                &domains(),
-                &key,
-                Duration::from_secs(86_400),
-                Usage::default(),
-                now,
-            )
-            .unwrap();
+        let chain = issue_p256(&mut ca, Duration::from_secs(86_400), now).unwrap();
         let (certs, _) = read_certificates(chain.as_bytes()).unwrap();
         let system = std::sync::Arc::new(TrustStore::system_on_demand());
         let mut own = TrustStore::layered(&system);
@@ -587,30 +588,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let mut ca = LocalCa::open(&writable(dir.path()), "internal", now, &[]).unwrap();
-        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
-        let chain = ca
-            .issue(
-                &domains(),
-                &key,
-                Duration::from_secs(86_400),
-                Usage::default(),
-                now,
-            )
-            .unwrap();
+        let chain = issue_p256(&mut ca, Duration::from_secs(86_400), now).unwrap();
         let live = dir.path().join("fullchain.pem");
         fs::write(&live, &chain).unwrap();
         // Another CA's leaf (a CA of another name) is no evidence.
         let other = dir.path().join("other.pem");
         let mut stranger = LocalCa::open(&writable(dir.path()), "other", now, &[]).unwrap();
-        let chain = stranger
-            .issue(
-                &domains(),
-                &key,
-                Duration::from_secs(86_400),
-                Usage::default(),
-                now,
-            )
-            .unwrap();
+        let chain = issue_p256(&mut stranger, Duration::from_secs(86_400), now).unwrap();
         fs::write(&other, chain).unwrap();
         let ca_dir = LocalCa::dir(dir.path(), "internal");
         fs::remove_dir_all(&ca_dir).unwrap();
@@ -735,16 +719,7 @@ mod tests {
         LocalCa::open(&writable(other.path()), "internal", ahead, &[]).unwrap();
         let root = fs::read(LocalCa::root_path(other.path(), "internal")).unwrap();
         let mut ca = LocalCa::open(&writable(other.path()), "internal", now, &[]).unwrap();
-        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
-        let err = ca
-            .issue(
-                &domains(),
-                &key,
-                Duration::from_secs(86_400),
-                Usage::default(),
-                now,
-            )
-            .unwrap_err();
+        let err = issue_p256(&mut ca, Duration::from_secs(86_400), now).unwrap_err();
         assert!(matches!(err, Error::RootNotYetValid { .. }), "{err}");
         assert!(
             err.to_string().contains("its root is not valid before")
@@ -763,16 +738,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let mut ca = LocalCa::open(&StateDir::read_only(dir.path()), "internal", now, &[]).unwrap();
-        let key = crate::keys::generate(KeyType::EcdsaP256).unwrap();
-        let err = ca
-            .issue(
-                &domains(),
-                &key,
-                ROOT_VALIDITY + Duration::from_secs(86_400),
-                Usage::default(),
-                now,
-            )
-            .unwrap_err();
+        let err =
+            issue_p256(&mut ca, ROOT_VALIDITY + Duration::from_secs(86_400), now).unwrap_err();
         assert!(
             err.to_string()
                 .contains("would outlive the local CA's root"),
