@@ -338,7 +338,7 @@ pub fn add_served(entry: &mut Entry, report: ServedReport, now: OffsetDateTime) 
                 report
                     .fingerprint
                     .as_deref()
-                    .and_then(|f| f.get(..16))
+                    .map(crate::text::short_fingerprint)
                     .unwrap_or("-"),
                 report.not_after.as_deref().unwrap_or("-")
             ),

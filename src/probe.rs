@@ -26,7 +26,7 @@ use crate::deploy::verify::probe_timed;
 use crate::inventory::{ServedReport, Trust};
 use crate::state;
 use crate::store::{self, Store};
-use crate::text::{escape_control, rfc3339, seconds};
+use crate::text::{escape_control, rfc3339, seconds, short_fingerprint};
 use crate::x509::{TrustStore, examine_chain, leaf_of_file};
 
 /// One probe of one certificate.
@@ -190,7 +190,7 @@ impl Tracker {
                             "{} at {} serves the live certificate again (sha256 {}…)",
                             f.report.server_name,
                             f.report.connect,
-                            short(f.report.fingerprint.as_deref().unwrap_or_default())
+                            short_fingerprint(f.report.fingerprint.as_deref().unwrap_or_default())
                         );
                         let mut e = alert::Event::drift(cert, &message, true);
                         e.not_after = f.report.not_after.clone();
@@ -246,10 +246,10 @@ impl Tracker {
             "{} at {} has served leaf sha256 {}… notAfter {} for {}, not the live one sha256 {}… notAfter {}: another certificate is in place, or the service was not reloaded",
             f.report.server_name,
             f.report.connect,
-            short(f.report.fingerprint.as_deref().unwrap_or_default()),
+            short_fingerprint(f.report.fingerprint.as_deref().unwrap_or_default()),
             f.report.not_after.as_deref().unwrap_or("-"),
             seconds(Duration::try_from(lasted).unwrap_or_default()),
-            short(live.as_ref().map_or("-", |l| l.fingerprint.as_str())),
+            short_fingerprint(live.as_ref().map_or("-", |l| l.fingerprint.as_str())),
             live.as_ref()
                 .map_or_else(|| "-".to_owned(), |l| rfc3339(l.not_after)),
         );
@@ -315,14 +315,8 @@ pub async fn deliver(config: &Config, events: &[(alert::Event, bool)], budget: D
     }
 }
 
-fn short(fingerprint: &str) -> &str {
-    fingerprint.get(..FINGERPRINT_SHOWN).unwrap_or(fingerprint)
-}
-
 /// How often the alert memory's lock is tried while another pass holds it.
 const LOCK_POLL: Duration = Duration::from_millis(100);
-/// How many hex digits of a fingerprint a message shows.
-const FINGERPRINT_SHOWN: usize = 16;
 
 #[cfg(test)]
 mod tests {

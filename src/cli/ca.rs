@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 
 use super::{load_config, print};
 use crate::config::{Config, Issuer, LocalCaIssuer};
-use crate::issuer::local_ca::rotation::{self, Phase, short};
+use crate::issuer::local_ca::rotation::{self, Phase};
 use crate::issuer::local_ca::{self, LocalCa};
 use crate::text::rfc3339;
+use crate::text::short_fingerprint as short;
 use crate::x509::read_certificates;
 
 /// Exit code of a config or usage error.

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::reload::{self, CommandError};
-use crate::text::{escape_control, rfc3339, seconds};
+use crate::text::{escape_control, rfc3339, seconds, short_fingerprint};
 use crate::x509::{Cert, TrustStore, examine_chain};
 
 /// What [`served`] found once the service served the expected certificate.
@@ -442,8 +442,6 @@ pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const CONFIRM_PAUSE: Duration = Duration::from_millis(50);
 /// The role word [`health`] passes to [`reload::run`].
 const HEALTH_CHECK: &str = "health check";
-/// How many hex digits of a fingerprint a message shows.
-const FINGERPRINT_SHOWN: usize = 16;
 
 /// Why a served chain is not the expected one, or `None` when it is.
 fn judge(chain: &[Cert], expected: &Cert, trust: Option<&TrustStore>) -> Option<String> {
@@ -451,10 +449,10 @@ fn judge(chain: &[Cert], expected: &Cert, trust: Option<&TrustStore>) -> Option<
     if leaf.fingerprint != expected.fingerprint {
         return Some(format!(
             "served leaf sha256 {}… \"{}\" notAfter {}, expected sha256 {}… \"{}\"",
-            short(&leaf.fingerprint),
+            short_fingerprint(&leaf.fingerprint),
             escape_control(&leaf.subject),
             rfc3339(leaf.not_after),
-            short(&expected.fingerprint),
+            short_fingerprint(&expected.fingerprint),
             escape_control(&expected.subject),
         ));
     }
@@ -467,10 +465,6 @@ fn judge(chain: &[Cert], expected: &Cert, trust: Option<&TrustStore>) -> Option<
         "the served chain has problems: {}",
         escape_control(&problems.join("; "))
     ))
-}
-
-fn short(fingerprint: &str) -> &str {
-    fingerprint.get(..FINGERPRINT_SHOWN).unwrap_or(fingerprint)
 }
 
 /// `start + timeout`, or a far future when that does not fit.

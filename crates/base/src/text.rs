@@ -149,6 +149,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// How many hex digits of a SHA-256 fingerprint a message shows.
+pub const FINGERPRINT_SHOWN: usize = 16;
+
+/// A fingerprint as messages show it: its first [`FINGERPRINT_SHOWN`] hex digits (the whole
+/// text when it is shorter).
+pub fn short_fingerprint(fingerprint: &str) -> &str {
+    fingerprint.get(..FINGERPRINT_SHOWN).unwrap_or(fingerprint)
+}
+
 /// Formats a time as RFC 3339 in UTC with whole seconds (`2026-01-31T12:00:00Z`).
 ///
 /// Written by hand rather than with `time`'s `Rfc3339`: that one adds the fraction of a

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use super::{Error, LocalCa, ROOT_FILE};
 use crate::store::{Durable, StateDir};
+use crate::text::short_fingerprint as short;
 use crate::x509::{Cert, read_certificates};
 
 /// The rotation record in the CA's directory.
@@ -334,11 +335,6 @@ fn fingerprint(pem: &str) -> Result<String, Error> {
         .and_then(|(certs, _)| certs.into_iter().next())
         .map(|c| c.fingerprint)
         .ok_or_else(|| Error::Sign("a root that does not read back".into()))
-}
-
-/// A fingerprint's first 16 hex digits, as lines show it.
-pub fn short(fingerprint: &str) -> &str {
-    fingerprint.get(..16).unwrap_or(fingerprint)
 }
 
 /// How many earlier trust bundles are kept under `ca/<name>/bundles/`.
