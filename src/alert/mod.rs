@@ -69,10 +69,28 @@ pub struct Event {
 impl Event {
     /// An event of `kind` for `certificate` now; `message` is brought onto one line.
     pub fn new(kind: EventKind, certificate: &config::Certificate, message: &str) -> Event {
+        Event::now(
+            kind,
+            kind.as_str(),
+            certificate.name.clone(),
+            certificate.domains.clone(),
+            message,
+        )
+    }
+
+    /// An event of `kind`, sent as `event`, about `subject` and its `domains`, on this host
+    /// now; `message` is brought onto one line.
+    fn now(
+        kind: EventKind,
+        event: &'static str,
+        subject: String,
+        domains: Vec<String>,
+        message: &str,
+    ) -> Event {
         Event {
-            event: kind.as_str(),
-            certificate: certificate.name.clone(),
-            domains: certificate.domains.clone(),
+            event,
+            certificate: subject,
+            domains,
             message: one_line(message),
             not_after: None,
             snapshot: None,
@@ -88,22 +106,13 @@ impl Event {
     /// degraded (`fleet_degraded`), or its etcd answers again (`fleet_recovered`, of the same
     /// kind: it goes to the channels that take `fleet_degraded`).
     pub fn fleet(fleet: &str, domains: Vec<String>, message: &str, recovered: bool) -> Event {
-        Event {
-            event: if recovered {
-                FLEET_RECOVERED
-            } else {
-                EventKind::FleetDegraded.as_str()
-            },
-            certificate: fleet_subject(fleet),
-            domains,
-            message: one_line(message),
-            not_after: None,
-            snapshot: None,
-            host: host_name(),
-            timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
-            cause_kind: None,
-            kind: EventKind::FleetDegraded,
-        }
+        let kind = EventKind::FleetDegraded;
+        let event = if recovered {
+            FLEET_RECOVERED
+        } else {
+            kind.as_str()
+        };
+        Event::now(kind, event, fleet_subject(fleet), domains, message)
     }
 
     /// An event of the daemon's probe about `certificate`: its served leaf has not been the
@@ -340,20 +349,13 @@ impl Alerts {
     /// `within`.
     pub async fn test(&self, names: &[String], within: Duration) -> Vec<Report> {
         let deadline = Instant::now() + within;
-        let event = Event {
-            event: TEST_EVENT,
-            certificate: "certkeeper-test".into(),
-            domains: vec!["example.com".into()],
-            message:
-                "a test alert from `certkeeper alert test`; nothing happened to any certificate"
-                    .into(),
-            not_after: None,
-            snapshot: None,
-            host: host_name(),
-            timestamp: crate::text::rfc3339(OffsetDateTime::now_utc()),
-            cause_kind: None,
-            kind: EventKind::Renewed,
-        };
+        let event = Event::now(
+            EventKind::Renewed,
+            TEST_EVENT,
+            "certkeeper-test".into(),
+            vec!["example.com".into()],
+            "a test alert from `certkeeper alert test`; nothing happened to any certificate",
+        );
         let jobs = self
             .channels
             .iter()
