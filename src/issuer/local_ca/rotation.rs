@@ -168,9 +168,9 @@ pub fn advance(
     match rotation.phase {
         Phase::Done => return Ok(steps),
         Phase::Overlap => {
-            let current = LocalCa::load(&dir, name, None)?;
-            let next = LocalCa::load(&dir.join(NEXT_DIR), name, None)?;
-            let both = format!("{}{}", current.signing_pem, next.signing_pem);
+            // The old root first: it still signs.
+            let (new_root, old_root) = roots(&dir, &rotation)?;
+            let both = pem_of(&[&old_root, &new_root]);
             if ensure(state, name, ROOT_FILE, both.as_bytes(), 0o644)? {
                 steps.push(format!(
                     "root.pem holds the old and the new root ({})",
@@ -199,8 +199,13 @@ pub fn advance(
     if !waiting.is_empty() {
         return Ok(steps);
     }
-    let alone = crate::x509::pem::write("CERTIFICATE", &new_root.der);
-    ensure(state, name, ROOT_FILE, alone.as_bytes(), 0o644)?;
+    ensure(
+        state,
+        name,
+        ROOT_FILE,
+        pem_of(&[&new_root]).as_bytes(),
+        0o644,
+    )?;
     rotation.phase = Phase::Done;
     rotation.done = Some(now);
     write(state, name, &rotation)?;
@@ -224,37 +229,24 @@ fn switch_files(
 ) -> Result<(Cert, Cert), Error> {
     let dir = LocalCa::dir(state.path(), name);
     let next_dir = dir.join(NEXT_DIR);
-    let read = |path: &Path| {
-        crate::fsutil::read_regular_text(path, crate::fsutil::MAX_FILE)
-            .map_err(|e| super::io(path, e))
-    };
-    let new_root = root_with(
-        &read(&next_dir.join(ROOT_FILE))?,
-        &rotation.new_root,
-        &next_dir,
-    )?;
-    let old_root = root_with(&read(&dir.join(ROOT_FILE))?, &rotation.old_root, &dir)?;
+    let (new_root, old_root) = roots(&dir, rotation)?;
     // The intermediate first: until the root key follows, the old root still signs new
     // intermediates, which the old root's certificate verifies.
     let mut changed = ensure(
         state,
         name,
         "intermediate.pem",
-        read(&next_dir.join("intermediate.pem"))?.as_bytes(),
+        read_text(&next_dir.join("intermediate.pem"))?.as_bytes(),
         0o600,
     )?;
     changed |= ensure(
         state,
         name,
         "root.key",
-        read(&next_dir.join("root.key"))?.as_bytes(),
+        read_text(&next_dir.join("root.key"))?.as_bytes(),
         0o600,
     )?;
-    let both = format!(
-        "{}{}",
-        crate::x509::pem::write("CERTIFICATE", &new_root.der),
-        crate::x509::pem::write("CERTIFICATE", &old_root.der)
-    );
+    let both = pem_of(&[&new_root, &old_root]);
     changed |= ensure(state, name, ROOT_FILE, both.as_bytes(), 0o644)?;
     if changed {
         steps.push(format!(
@@ -266,6 +258,32 @@ fn switch_files(
     Ok((new_root, old_root))
 }
 
+/// The new root (from `next/`) and the old one (from the CA's `root.pem`) of `rotation`, of
+/// the CA in `dir`.
+fn roots(dir: &Path, rotation: &Rotation) -> Result<(Cert, Cert), Error> {
+    let next_dir = dir.join(NEXT_DIR);
+    let new_root = root_with(
+        &read_text(&next_dir.join(ROOT_FILE))?,
+        &rotation.new_root,
+        &next_dir,
+    )?;
+    let old_root = root_with(&read_text(&dir.join(ROOT_FILE))?, &rotation.old_root, dir)?;
+    Ok((new_root, old_root))
+}
+
+/// The text of a file of the CA.
+fn read_text(path: &Path) -> Result<String, Error> {
+    crate::fsutil::read_regular_text(path, crate::fsutil::MAX_FILE).map_err(|e| super::io(path, e))
+}
+
+/// `certs` as PEM, in order.
+fn pem_of(certs: &[&Cert]) -> String {
+    certs
+        .iter()
+        .map(|c| crate::x509::pem::write("CERTIFICATE", &c.der))
+        .collect()
+}
+
 /// The root of CA `name` that leaves the trust while its rotation is `switched`: leaves
 /// that chain to it are due.
 pub fn retiring(state_dir: &Path, name: &str) -> Option<Cert> {
@@ -274,9 +292,12 @@ pub fn retiring(state_dir: &Path, name: &str) -> Option<Cert> {
         return None;
     }
     let dir = LocalCa::dir(state_dir, name);
-    let text =
-        crate::fsutil::read_regular_text(&dir.join(ROOT_FILE), crate::fsutil::MAX_FILE).ok()?;
-    root_with(&text, &rotation.old_root, &dir).ok()
+    root_with(
+        &read_text(&dir.join(ROOT_FILE)).ok()?,
+        &rotation.old_root,
+        &dir,
+    )
+    .ok()
 }
 
 /// Whether the chain in `fullchain` ends at `root`: its last certificate was issued by it.
