@@ -136,6 +136,21 @@ fn generation(serial: u64, leaf: &Leaf, by: &str, verdict: Verdict) -> Generatio
     }
 }
 
+/// `web2` publishes generations 1 (good for 9 days, by web1) and 2 (good for `second_good`,
+/// by web2) of `www`, of the host's first two leaves.
+async fn publish_two(web2: &Fleet, host: &Host, second_good: time::Duration) {
+    let g1 = generation(
+        1,
+        &host.leaves[0],
+        "web2",
+        good(time::Duration::days(9), "web1"),
+    );
+    web2.publish("www", &g1, None).await.unwrap();
+    let (_, rev) = web2.current("www").await.unwrap().unwrap();
+    let g2 = generation(2, &host.leaves[1], "web2", good(second_good, "web2"));
+    web2.publish("www", &g2, Some(rev)).await.unwrap();
+}
+
 fn state(serving: Option<u64>, result: HostResult, why: Option<&str>) -> HostState {
     HostState {
         serving,
@@ -212,21 +227,7 @@ fn status_check_and_metrics_show_the_fleet_and_outlive_a_lost_quorum() {
     let (_web1, _web2, _leadership): (Fleet, Fleet, Leadership) = rt.block_on(async {
         let web1 = client(&cluster, "web1", true).await;
         let web2 = client(&cluster, "web2", true).await;
-        let g1 = generation(
-            1,
-            &host.leaves[0],
-            "web2",
-            good(time::Duration::days(9), "web1"),
-        );
-        web2.publish("www", &g1, None).await.unwrap();
-        let (_, rev) = web2.current("www").await.unwrap().unwrap();
-        let g2 = generation(
-            2,
-            &host.leaves[1],
-            "web2",
-            good(time::Duration::days(2), "web2"),
-        );
-        web2.publish("www", &g2, Some(rev)).await.unwrap();
+        publish_two(&web2, &host, time::Duration::days(2)).await;
         web1.report(
             "www",
             &state(
@@ -440,22 +441,8 @@ fn behind_the_fleet_means_not_serving_a_generation_good_since_before_the_last_pa
     let rt = runtime();
     let web2 = rt.block_on(async {
         let web2 = client(&cluster, "web2", false).await;
-        let g1 = generation(
-            1,
-            &host.leaves[0],
-            "web2",
-            good(time::Duration::days(9), "web1"),
-        );
-        web2.publish("www", &g1, None).await.unwrap();
-        let (_, rev) = web2.current("www").await.unwrap().unwrap();
-        // Good just now: this host's next pass has not come yet.
-        let g2 = generation(
-            2,
-            &host.leaves[1],
-            "web2",
-            good(time::Duration::ZERO, "web2"),
-        );
-        web2.publish("www", &g2, Some(rev)).await.unwrap();
+        // Generation 2 good just now: this host's next pass has not come yet.
+        publish_two(&web2, &host, time::Duration::ZERO).await;
         web2
     });
     let fleet_of = |args: &[&str]| {
