@@ -198,6 +198,23 @@ impl Link {
         }
     }
 
+    /// Generation `g`'s private key of certificate `cert`, opened with the fleet key.
+    fn open_key(&self, cert: &str, g: &Generation) -> Result<Vec<u8>, Failure> {
+        let Ok(key) = &self.key else {
+            return Err(seal_failure(self));
+        };
+        let identity = self.identity(cert, g.serial, &g.fingerprint);
+        seal::open(key, &g.sealed_key.0, &identity)
+            .map(|plain| plain.to_vec())
+            .map_err(|e| {
+                Failure::Fleet(format!(
+                    "seal key file {}: generation {}: {e}",
+                    self.seal_key_file.display(),
+                    g.serial
+                ))
+            })
+    }
+
     /// The identity a generation's sealed key is bound to.
     fn identity(&self, cert: &str, serial: u64, fingerprint: &str) -> Vec<u8> {
         format!("{}/{cert}/{serial}/{fingerprint}", self.name).into_bytes()
@@ -423,13 +440,14 @@ async fn sealed_material(
     if let Some(outcome) = plan::too_new(live.leaf.as_ref(), now) {
         return Err(Step::Done(outcome));
     }
+    // Without the fleet key nothing ordered could be published: no order.
+    let Ok(key) = &ctx.link.key else {
+        return Err(failed(seal_failure(ctx.link)));
+    };
     let live_not_before = live.leaf.as_ref().map(|l| l.not_before);
     let ready = issue_checked(ctx, track, opts, now, live_not_before)
         .await
         .map_err(Step::Done)?;
-    let Ok(key) = &ctx.link.key else {
-        return Err(failed(seal_failure(ctx.link)));
-    };
     let identity = ctx
         .link
         .identity(&ctx.cert.name, serial, &ready.leaf.fingerprint);
@@ -535,30 +553,9 @@ async fn deploy(
         "fleet generation {serial} (issued by {})",
         generation.issued_by
     );
-    let privkey = match &link.key {
-        Ok(key) => {
-            let identity = link.identity(&cert.name, serial, &generation.fingerprint);
-            match seal::open(key, &generation.sealed_key.0, &identity) {
-                Ok(plain) => plain.to_vec(),
-                Err(e) => {
-                    let error = Failure::Fleet(format!(
-                        "seal key file {}: generation {serial}: {e}",
-                        link.seal_key_file.display()
-                    ));
-                    let why = error.to_string();
-                    link.report(cert, serial, Report::Failed { why: &why })
-                        .await;
-                    return Step::Done(Outcome::Failed { error });
-                }
-            }
-        }
-        Err(_) => {
-            let error = seal_failure(link);
-            let why = error.to_string();
-            link.report(cert, serial, Report::Failed { why: &why })
-                .await;
-            return Step::Done(Outcome::Failed { error });
-        }
+    let privkey = match link.open_key(&cert.name, &generation) {
+        Ok(privkey) => privkey,
+        Err(error) => return refused(link, cert, serial, error).await,
     };
     if let Err(e) = check::targets(&kept.state_dir, cert) {
         return Step::Done(Outcome::Failed { error: e });
@@ -581,12 +578,18 @@ async fn deploy(
                 issuer: source,
                 rejected,
             };
-            let why = error.to_string();
-            link.report(cert, serial, Report::Failed { why: &why })
-                .await;
-            Step::Done(Outcome::Failed { error })
+            refused(link, cert, serial, error).await
         }
     }
+}
+
+/// This host refuses generation `serial` of `cert` for `error`: it reports the failure to
+/// the fleet, and the certificate's pass ends with it.
+async fn refused(link: &Link, cert: &Certificate, serial: u64, error: Failure) -> Step {
+    let why = error.to_string();
+    link.report(cert, serial, Report::Failed { why: &why })
+        .await;
+    Step::Done(Outcome::Failed { error })
 }
 
 /// The fleet's record of a certificate's order in flight, for a leading host: it records the
