@@ -26,7 +26,10 @@ struct Tally {
 }
 
 /// Runs curl against `url` with the client's combined file until `stop`, trusting the bundle
-/// as it is at each request.
+/// as it is at each request. The combined file is read once per request, as a client that
+/// loads its credentials does: curl given the file itself opens it twice (certificate, then
+/// key), and a renewal between the two opens pairs the new certificate with the old key
+/// before any handshake (the README says so).
 fn curl_loop(
     dir: &Dir,
     resolve: String,
@@ -35,9 +38,11 @@ fn curl_loop(
 ) -> std::thread::JoinHandle<Tally> {
     let bundle = dir.join("trust/bundle.pem");
     let client = dir.join("live/client/combined.pem");
+    let snapshot = dir.join("client-snapshot.pem");
     std::thread::spawn(move || {
         let mut tally = Tally::default();
         while !stop.load(Ordering::Relaxed) {
+            std::fs::write(&snapshot, std::fs::read(&client).unwrap()).unwrap();
             let out = Command::new("curl")
                 .args([
                     "-sS",
@@ -51,7 +56,7 @@ fn curl_loop(
                 .arg("--cacert")
                 .arg(&bundle)
                 .arg("--cert")
-                .arg(&client)
+                .arg(&snapshot)
                 .args(["--resolve", &resolve, &url])
                 .output()
                 .expect("curl is needed: install the Debian package curl");
